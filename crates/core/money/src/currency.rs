@@ -1,0 +1,137 @@
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::iso4217_table::TABLE;
+use crate::MoneyError;
+
+/// An ISO 4217 currency that has minor units. Cheap to copy; compares by code.
+///
+/// Internally an index into the compiled-in ISO 4217 table, so the exponent lookup is an array access.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Currency(u16);
+
+/// Whose idea of a currency's exponent applies to an amount on the wire.
+///
+/// Tally stores every amount in ISO 4217 minor units. Some PSPs put amounts on the wire with a different exponent;
+/// the normaliser rescales them with [`crate::rescale`] before they become [`crate::Money`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExponentScheme {
+    /// ISO 4217 List One.
+    Iso4217,
+    /// Stripe: ISO 4217 for every currency Tally books (Stripe's zero-decimal list matches ISO's exponent 0 set
+    /// for the currencies it settles; its HUF/TWD/UGX quirks are about allowed values, not the exponent).
+    Stripe,
+    /// Adyen's currency table differs from ISO 4217 for CLP (Adyen 2, ISO 0) and CVE (Adyen 0, ISO 2).
+    Adyen,
+}
+
+impl Currency {
+    /// Looks a currency up by its alphabetic code. Case-insensitive, because Stripe sends `usd`.
+    pub fn from_code(code: &str) -> Result<Self, MoneyError> {
+        let upper = code.to_ascii_uppercase();
+        TABLE
+            .binary_search_by(|(c, ..)| (*c).cmp(upper.as_str()))
+            .map(|i| Currency(i as u16))
+            .map_err(|_| MoneyError::UnknownCurrency(code.to_owned()))
+    }
+
+    /// The alphabetic code, e.g. `"EUR"`.
+    pub fn code(self) -> &'static str {
+        TABLE[self.0 as usize].0
+    }
+
+    /// The ISO 4217 numeric code, e.g. 978 for EUR.
+    pub fn numeric(self) -> u16 {
+        TABLE[self.0 as usize].1
+    }
+
+    /// ISO 4217 minor units: the number of decimal places between a major and a minor unit.
+    pub fn exponent(self) -> u8 {
+        TABLE[self.0 as usize].2
+    }
+
+    /// The exponent that `scheme` uses on the wire for this currency.
+    pub fn exponent_in(self, scheme: ExponentScheme) -> u8 {
+        match (scheme, self.code()) {
+            (ExponentScheme::Adyen, "CLP") => 2,
+            (ExponentScheme::Adyen, "CVE") => 0,
+            _ => self.exponent(),
+        }
+    }
+
+    /// The ISO name, e.g. `"Euro"`.
+    pub fn name(self) -> &'static str {
+        TABLE[self.0 as usize].3
+    }
+
+    /// Every currency Tally knows, in code order.
+    pub fn all() -> impl Iterator<Item = Currency> {
+        (0..TABLE.len()).map(|i| Currency(i as u16))
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl fmt::Debug for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl std::str::FromStr for Currency {
+    type Err = MoneyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Currency::from_code(s)
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Currency::from_code(&code).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_is_case_insensitive_and_rejects_unknown_codes() {
+        assert_eq!(Currency::from_code("usd").unwrap().code(), "USD");
+        assert_eq!(Currency::from_code("JPY").unwrap().exponent(), 0);
+        assert_eq!(Currency::from_code("BHD").unwrap().exponent(), 3);
+        assert!(matches!(Currency::from_code("XAU"), Err(MoneyError::UnknownCurrency(_))));
+        assert!(matches!(Currency::from_code("EURO"), Err(MoneyError::UnknownCurrency(_))));
+        assert!(matches!(Currency::from_code(""), Err(MoneyError::UnknownCurrency(_))));
+    }
+
+    #[test]
+    fn adyen_differs_from_iso_only_for_clp_and_cve() {
+        let differing: Vec<_> = Currency::all()
+            .filter(|c| c.exponent_in(ExponentScheme::Adyen) != c.exponent())
+            .map(|c| (c.code(), c.exponent(), c.exponent_in(ExponentScheme::Adyen)))
+            .collect();
+        assert_eq!(differing, vec![("CLP", 0, 2), ("CVE", 2, 0)]);
+        assert!(Currency::all().all(|c| c.exponent_in(ExponentScheme::Stripe) == c.exponent()));
+    }
+
+    #[test]
+    fn serde_round_trips_as_the_code() {
+        let eur = Currency::from_code("EUR").unwrap();
+        assert_eq!(serde_json::to_string(&eur).unwrap(), "\"EUR\"");
+        assert_eq!(serde_json::from_str::<Currency>("\"eur\"").unwrap(), eur);
+        assert!(serde_json::from_str::<Currency>("\"ZZZ\"").is_err());
+    }
+}
