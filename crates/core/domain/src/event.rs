@@ -1,0 +1,186 @@
+//! The canonical payment event (DESIGN §3): every PSP webhook, API call and report row becomes one or more of these.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use tally_money::{Amount, Money};
+
+use crate::fact_key::{FactIdentity, FactKey};
+use crate::Timestamp;
+
+/// The payment service provider a fact comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Psp {
+    Stripe,
+    Adyen,
+}
+
+impl Psp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Psp::Stripe => "stripe",
+            Psp::Adyen => "adyen",
+        }
+    }
+}
+
+impl fmt::Display for Psp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Psp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stripe" => Ok(Psp::Stripe),
+            "adyen" => Ok(Psp::Adyen),
+            other => Err(format!("unknown PSP {other:?} (expected stripe or adyen)")),
+        }
+    }
+}
+
+/// Which door a fact came in through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Webhook,
+    Api,
+    SettlementReport,
+}
+
+/// What happened. The ledger postings and the payment status are functions of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Authorized,
+    AuthorizationFailed,
+    Captured,
+    CaptureFailed,
+    Settled,
+    Refunded,
+    RefundFailed,
+    ChargebackOpened,
+    ChargebackWon,
+    ChargebackLost,
+    Payout,
+    Fee,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 12] = [
+        EventKind::Authorized,
+        EventKind::AuthorizationFailed,
+        EventKind::Captured,
+        EventKind::CaptureFailed,
+        EventKind::Settled,
+        EventKind::Refunded,
+        EventKind::RefundFailed,
+        EventKind::ChargebackOpened,
+        EventKind::ChargebackWon,
+        EventKind::ChargebackLost,
+        EventKind::Payout,
+        EventKind::Fee,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Authorized => "authorized",
+            EventKind::AuthorizationFailed => "authorization_failed",
+            EventKind::Captured => "captured",
+            EventKind::CaptureFailed => "capture_failed",
+            EventKind::Settled => "settled",
+            EventKind::Refunded => "refunded",
+            EventKind::RefundFailed => "refund_failed",
+            EventKind::ChargebackOpened => "chargeback_opened",
+            EventKind::ChargebackWon => "chargeback_won",
+            EventKind::ChargebackLost => "chargeback_lost",
+            EventKind::Payout => "payout",
+            EventKind::Fee => "fee",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Non-monetary facts about the payment. Tokens only: a PAN never reaches this type (I7).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Attributes {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub card_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub card_brand: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub card_country: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub customer_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub device_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub payment_method: Option<String>,
+    /// A PSP-side reason (decline code, dispute reason, refusal text).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+/// One business fact about a payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentEvent {
+    pub kind: EventKind,
+    /// Tally's payment id, also the Kafka key: `<psp>:<the PSP's id of the payment>`.
+    pub payment_id: String,
+    pub psp: Psp,
+    /// The PSP's reference of *this* fact (a charge, refund, dispute, modification, payout …).
+    pub psp_reference: String,
+    /// The PSP's reference of the payment this fact modifies, when it is not the payment itself.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub original_reference: Option<String>,
+    pub merchant_id: String,
+    /// Gross amount in ISO 4217 minor units.
+    pub money: Money,
+    /// The PSP's fee, in `money`'s currency, for facts that carry one (settlements).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fee: Option<Amount>,
+    /// Event time as the PSP states it.
+    pub occurred_at: Timestamp,
+    /// When Tally received the delivery that carried the fact.
+    pub received_at: Timestamp,
+    pub source: Source,
+    /// The PSP's id of the delivery/event (Stripe `evt_…`; for Adyen, which has none, a synthetic id).
+    pub source_event_id: String,
+    #[serde(default)]
+    pub attributes: Attributes,
+}
+
+impl PaymentEvent {
+    /// The business identity that makes this fact unique, whatever delivery carried it.
+    pub fn identity(&self) -> FactIdentity<'_> {
+        FactIdentity {
+            psp: self.psp,
+            kind: self.kind,
+            psp_reference: &self.psp_reference,
+            original_reference: self.original_reference.as_deref(),
+        }
+    }
+
+    pub fn fact_key(&self) -> FactKey {
+        self.identity().key()
+    }
+
+    /// True when `other` states the same business content: same identity, payment, merchant and money.
+    /// Delivery details (received-at, source event id) and PSP-side descriptive fields may differ between two
+    /// deliveries of the same fact; a difference here is an `ExistsWithDifferentContent` exception, never a merge.
+    pub fn same_content(&self, other: &PaymentEvent) -> bool {
+        self.identity() == other.identity()
+            && self.payment_id == other.payment_id
+            && self.merchant_id == other.merchant_id
+            && self.money == other.money
+            && self.fee == other.fee
+    }
+}

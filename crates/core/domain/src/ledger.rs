@@ -1,0 +1,192 @@
+//! Ledger posting rules (DESIGN §4): a journal is a pure function of one event, so arrival order cannot change
+//! balances (I4). Entries are signed: a debit is positive, a credit negative; a journal balances when its entries sum
+//! to zero in every currency (I3).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use tally_money::{Amount, Currency, Money, MoneyError};
+
+use crate::{EventKind, FactKey, PaymentEvent};
+
+/// The chart of accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// Asset: money the PSP holds for us, per PSP.
+    PspReceivable,
+    /// Asset: the bank account a PSP settles into, per PSP.
+    Cash,
+    /// Liability: what we owe the merchant, per merchant.
+    MerchantPayable,
+    /// Asset: disputed funds the PSP withdrew and may reinstate, per merchant.
+    DisputeReserve,
+    /// Expense: fees the PSP charged us.
+    PspFees,
+    /// Expense: chargebacks lost.
+    ChargebackLosses,
+    /// Revenue: fees we charge merchants (booked by the pricing engine, not by PSP events).
+    FeeRevenue,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::PspReceivable => "psp_receivable",
+            AccountKind::Cash => "cash",
+            AccountKind::MerchantPayable => "merchant_payable",
+            AccountKind::DisputeReserve => "dispute_reserve",
+            AccountKind::PspFees => "psp_fees",
+            AccountKind::ChargebackLosses => "chargeback_losses",
+            AccountKind::FeeRevenue => "fee_revenue",
+        }
+    }
+}
+
+/// An account: a kind, scoped to a PSP or a merchant where the chart says so. Renders as `kind[:scope]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Account {
+    pub kind: AccountKind,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scope: Option<String>,
+}
+
+impl Account {
+    fn scoped(kind: AccountKind, scope: &str) -> Self {
+        Account { kind, scope: Some(scope.to_owned()) }
+    }
+
+    fn global(kind: AccountKind) -> Self {
+        Account { kind, scope: None }
+    }
+}
+
+impl fmt::Display for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.scope {
+            Some(scope) => write!(f, "{}:{scope}", self.kind.as_str()),
+            None => f.write_str(self.kind.as_str()),
+        }
+    }
+}
+
+/// One leg of a journal: positive = debit, negative = credit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub account: Account,
+    pub money: Money,
+}
+
+/// The entries one fact posts, tied to its fact key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub fact_key: FactKey,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostingError {
+    #[error("{kind} amount must be positive, got {amount}")]
+    NonPositiveAmount { kind: EventKind, amount: Amount },
+    #[error("settlement fee {fee} must be between 0 and the gross amount {gross}")]
+    FeeOutOfRange { fee: Amount, gross: Amount },
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+}
+
+impl Journal {
+    /// Sum of entries per currency; every value is zero for a balanced journal.
+    pub fn totals(&self) -> Result<BTreeMap<Currency, Amount>, MoneyError> {
+        let mut totals = BTreeMap::new();
+        for e in &self.entries {
+            let t = totals.entry(e.money.currency).or_insert(Amount::ZERO);
+            *t = t.checked_add(e.money.amount)?;
+        }
+        Ok(totals)
+    }
+
+    pub fn is_balanced(&self) -> bool {
+        self.totals().is_ok_and(|t| t.values().all(|a| a.is_zero()))
+    }
+}
+
+/// The journal an event posts, or `None` for facts that move no money (authorizations, failures).
+pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
+    use AccountKind::*;
+    let gross = event.money.amount;
+    let currency = event.money.currency;
+    let kind = event.kind;
+    let psp = event.psp.as_str();
+    let merchant = event.merchant_id.as_str();
+
+    let moves_money = !matches!(
+        kind,
+        EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::CaptureFailed
+    );
+    if !moves_money {
+        return Ok(None);
+    }
+    if gross.minor() <= 0 {
+        return Err(PostingError::NonPositiveAmount { kind, amount: gross });
+    }
+    let debit = |account: Account, amount: Amount| Entry { account, money: Money::new(amount, currency) };
+    let credit = |account: Account, amount: Amount| -> Result<Entry, MoneyError> {
+        Ok(Entry { account, money: Money::new(amount.checked_neg()?, currency) })
+    };
+    let receivable = || Account::scoped(PspReceivable, psp);
+    let payable = || Account::scoped(MerchantPayable, merchant);
+    let reserve = || Account::scoped(DisputeReserve, merchant);
+    // (debit account, credit account) for the two-legged postings.
+    let two_legged = |dr: Account, cr: Account| -> Result<Vec<Entry>, MoneyError> {
+        Ok(vec![debit(dr, gross), credit(cr, gross)?])
+    };
+
+    let entries = match kind {
+        EventKind::Captured => two_legged(receivable(), payable())?,
+        EventKind::Settled => {
+            let fee = event.fee.unwrap_or(Amount::ZERO);
+            if fee.is_negative() || fee > gross {
+                return Err(PostingError::FeeOutOfRange { fee, gross });
+            }
+            let mut entries = vec![debit(Account::scoped(Cash, psp), gross.checked_sub(fee)?)];
+            if !fee.is_zero() {
+                entries.push(debit(Account::global(PspFees), fee));
+            }
+            entries.push(credit(receivable(), gross)?);
+            entries
+        }
+        EventKind::Refunded => two_legged(payable(), receivable())?,
+        EventKind::RefundFailed => two_legged(receivable(), payable())?,
+        EventKind::ChargebackOpened => two_legged(reserve(), receivable())?,
+        EventKind::ChargebackWon => two_legged(receivable(), reserve())?,
+        EventKind::ChargebackLost => two_legged(Account::global(ChargebackLosses), reserve())?,
+        EventKind::Payout => two_legged(payable(), receivable())?,
+        EventKind::Fee => two_legged(Account::global(PspFees), receivable())?,
+        EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::CaptureFailed => {
+            unreachable!("handled above")
+        }
+    };
+    Ok(Some(Journal { fact_key: event.fact_key(), entries }))
+}
+
+/// Balances per (account, currency) after posting every *distinct* fact in `events` once. Duplicates (same fact
+/// key) are applied once, as the ledger's unique key does.
+pub fn balances<'a, I>(events: I) -> Result<BTreeMap<(Account, Currency), Amount>, PostingError>
+where
+    I: IntoIterator<Item = &'a PaymentEvent>,
+{
+    let mut seen = std::collections::HashSet::new();
+    let mut balances = BTreeMap::new();
+    for event in events {
+        if !seen.insert(event.fact_key()) {
+            continue;
+        }
+        let Some(journal) = postings(event)? else { continue };
+        for entry in journal.entries {
+            let b = balances.entry((entry.account, entry.money.currency)).or_insert(Amount::ZERO);
+            *b = b.checked_add(entry.money.amount)?;
+        }
+    }
+    Ok(balances)
+}
