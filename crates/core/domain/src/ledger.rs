@@ -54,7 +54,10 @@ pub struct Account {
 
 impl Account {
     fn scoped(kind: AccountKind, scope: &str) -> Self {
-        Account { kind, scope: Some(scope.to_owned()) }
+        Account {
+            kind,
+            scope: Some(scope.to_owned()),
+        }
     }
 
     fn global(kind: AccountKind) -> Self {
@@ -128,11 +131,20 @@ pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
         return Ok(None);
     }
     if gross.minor() <= 0 {
-        return Err(PostingError::NonPositiveAmount { kind, amount: gross });
+        return Err(PostingError::NonPositiveAmount {
+            kind,
+            amount: gross,
+        });
     }
-    let debit = |account: Account, amount: Amount| Entry { account, money: Money::new(amount, currency) };
+    let debit = |account: Account, amount: Amount| Entry {
+        account,
+        money: Money::new(amount, currency),
+    };
     let credit = |account: Account, amount: Amount| -> Result<Entry, MoneyError> {
-        Ok(Entry { account, money: Money::new(amount.checked_neg()?, currency) })
+        Ok(Entry {
+            account,
+            money: Money::new(amount.checked_neg()?, currency),
+        })
     };
     let receivable = || Account::scoped(PspReceivable, psp);
     let payable = || Account::scoped(MerchantPayable, merchant);
@@ -167,7 +179,10 @@ pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
             unreachable!("handled above")
         }
     };
-    Ok(Some(Journal { fact_key: event.fact_key(), entries }))
+    Ok(Some(Journal {
+        fact_key: event.fact_key(),
+        entries,
+    }))
 }
 
 /// Balances per (account, currency) after posting every *distinct* fact in `events` once. Duplicates (same fact
@@ -182,9 +197,13 @@ where
         if !seen.insert(event.fact_key()) {
             continue;
         }
-        let Some(journal) = postings(event)? else { continue };
+        let Some(journal) = postings(event)? else {
+            continue;
+        };
         for entry in journal.entries {
-            let b = balances.entry((entry.account, entry.money.currency)).or_insert(Amount::ZERO);
+            let b = balances
+                .entry((entry.account, entry.money.currency))
+                .or_insert(Amount::ZERO);
             *b = b.checked_add(entry.money.amount)?;
         }
     }
