@@ -1,0 +1,87 @@
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+use crate::TopicSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka client: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("creating topic {topic}: {code}")]
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// What `ensure_topics` found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicState {
+    Created,
+    Existed,
+}
+
+/// What the broker reports about itself.
+#[derive(Debug, Clone)]
+pub struct BrokerHealth {
+    pub brokers: Vec<String>,
+    /// (topic, partitions), sorted by name.
+    pub topics: Vec<(String, usize)>,
+}
+
+fn config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("socket.timeout.ms", "5000")
+        // The local broker has no auto-create; say so on the client side too.
+        .set("allow.auto.create.topics", "false");
+    c
+}
+
+/// Creates every topic in `specs` that does not exist. Existing topics are left as they are.
+pub async fn ensure_topics(
+    brokers: &str,
+    specs: &[TopicSpec],
+) -> Result<Vec<(String, TopicState)>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = config(brokers).create()?;
+    let new: Vec<NewTopic> = specs
+        .iter()
+        .map(|s| NewTopic::new(s.name, s.partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics(new.iter(), &opts).await?;
+    results
+        .into_iter()
+        .map(|r| match r {
+            Ok(topic) => Ok((topic, TopicState::Created)),
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => Ok((topic, TopicState::Existed)),
+            Err((topic, code)) => Err(KafkaError::CreateTopic { topic, code }),
+        })
+        .collect()
+}
+
+/// Fetches cluster metadata: the brokers and every topic with its partition count. Blocking (librdkafka's metadata
+/// call); run it on a blocking thread from async code.
+pub fn health(brokers: &str, timeout: Duration) -> Result<BrokerHealth, KafkaError> {
+    let consumer: BaseConsumer = config(brokers).create()?;
+    let md = consumer.fetch_metadata(None, timeout)?;
+    let mut topics: Vec<(String, usize)> = md
+        .topics()
+        .iter()
+        .map(|t| (t.name().to_owned(), t.partitions().len()))
+        .collect();
+    topics.sort();
+    Ok(BrokerHealth {
+        brokers: md
+            .brokers()
+            .iter()
+            .map(|b| format!("{}:{}", b.host(), b.port()))
+            .collect(),
+        topics,
+    })
+}

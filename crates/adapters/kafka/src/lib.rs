@@ -1,0 +1,8 @@
+//! Kafka adapter. librdkafka (bundled by the `rdkafka` crate) is a C build: it lives in this crate only, so the
+//! pure core compiles and tests in seconds.
+
+mod admin;
+mod topics;
+
+pub use admin::{ensure_topics, health, BrokerHealth, KafkaError, TopicState};
+pub use topics::{TopicSpec, TOPICS};

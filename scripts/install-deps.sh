@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the local stack needs, once: PostgreSQL and Redis from the OS packages, the tansu broker from
+# crates.io into a cache outside the work tree. Idempotent: prints what it found or installed.
+source "$(dirname "$0")/lib.sh"
+
+apt_packages=()
+[ -n "$(pg_bindir || true)" ] || apt_packages+=(postgresql)
+command -v redis-server >/dev/null || apt_packages+=(redis-server)
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || die "need root (or sudo) to apt-get install ${apt_packages[*]}"
+    say "installing ${apt_packages[*]} from the OS packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+    # The packages start their own system-wide services; Tally runs private ones, so stop those.
+    { service redis-server stop; service postgresql stop; } >/dev/null 2>&1 || true
+fi
+say "postgresql: $("$(pg_bindir)/postgres" --version)"
+say "redis:      $(redis-server --version | cut -d' ' -f1-3)"
+
+if [ ! -x "$TANSU_BIN" ]; then
+    say "building the tansu $TANSU_VERSION broker from crates.io into $TALLY_CACHE (about 15 minutes, once per machine)"
+    # --locked: without it a newer deadpool-postgres breaks the build. libsql: the sqlite storage engine.
+    cargo install tansu --version "$TANSU_VERSION" --locked --features libsql --root "$TALLY_CACHE/tansu-$TANSU_VERSION" \
+        --quiet
+fi
+say "tansu:      $TANSU_BIN"

@@ -1,0 +1,61 @@
+# Shared settings of the local stack scripts. Sourced, not run.
+# Everything listens on 127.0.0.1 only. Every value can be overridden from the environment.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Caches that outlive a work tree (the broker binary, cargo output).
+TALLY_CACHE="${TALLY_CACHE:-$HOME/.cache/tally}"
+# Where the services keep their data: a folder of this checkout by default.
+TALLY_DATA="${TALLY_DATA:-$REPO/.tally}"
+
+TALLY_PG_PORT="${TALLY_PG_PORT:-54329}"
+TALLY_REDIS_PORT="${TALLY_REDIS_PORT:-63799}"
+TALLY_KAFKA_PORT="${TALLY_KAFKA_PORT:-9092}"
+
+TANSU_VERSION="0.6.0"
+TANSU_BIN="$TALLY_CACHE/tansu-$TANSU_VERSION/bin/tansu"
+
+PG_DB="tally"
+PG_USER="tally"
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# The newest PostgreSQL server installed from the OS packages.
+pg_bindir() {
+    local d
+    d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    [ -n "$d" ] && [ -x "$d/postgres" ] && printf '%s' "$d"
+}
+
+# PostgreSQL refuses to run as root: as root, run its tools as the `postgres` OS user, in a data folder that user
+# can reach (a checkout under /root is not reachable, so fall back to /var/lib/tally/<checkout hash>).
+pg_as() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_data() {
+    local dir="$TALLY_DATA/pg"
+    if [ "$(id -u)" = 0 ]; then
+        mkdir -p "$TALLY_DATA"
+        if ! runuser -u postgres -- test -x "$TALLY_DATA" 2>/dev/null; then
+            dir="/var/lib/tally/$(printf '%s' "$REPO" | sha1sum | cut -c1-12)/pg"
+        fi
+    fi
+    printf '%s' "$dir"
+}
+
+pg_url() { printf 'postgres://%s@127.0.0.1:%s/%s' "$PG_USER" "$TALLY_PG_PORT" "$PG_DB"; }
+redis_url() { printf 'redis://127.0.0.1:%s/' "$TALLY_REDIS_PORT"; }
+kafka_brokers() { printf '127.0.0.1:%s' "$TALLY_KAFKA_PORT"; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+    local port="$1" what="$2" tries=100
+    until port_open "$port"; do
+        tries=$((tries - 1))
+        [ "$tries" -gt 0 ] || die "$what did not open 127.0.0.1:$port (see its log under $TALLY_DATA)"
+        sleep 0.1
+    done
+}
