@@ -8,11 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "tally",
-    version,
-    about = "Payments events → exactly-once ledger, archive and proof"
-)]
+#[command(name = "tally", version, about = "Payments events → exactly-once ledger, archive and proof")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -12,17 +12,9 @@ use tally_kafka::{TopicState, TOPICS};
 pub struct Endpoints {
     #[arg(long, env = "TALLY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     kafka_brokers: String,
-    #[arg(
-        long,
-        env = "TALLY_DATABASE_URL",
-        default_value = "postgres://tally@127.0.0.1:54329/tally"
-    )]
+    #[arg(long, env = "TALLY_DATABASE_URL", default_value = "postgres://tally@127.0.0.1:54329/tally")]
     database_url: String,
-    #[arg(
-        long,
-        env = "TALLY_REDIS_URL",
-        default_value = "redis://127.0.0.1:63799/"
-    )]
+    #[arg(long, env = "TALLY_REDIS_URL", default_value = "redis://127.0.0.1:63799/")]
     redis_url: String,
 }
 
@@ -39,9 +31,7 @@ pub enum StackCommand {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 pub fn run_topics(cmd: TopicsCommand) -> Result<ExitCode> {
@@ -53,10 +43,7 @@ pub fn run_topics(cmd: TopicsCommand) -> Result<ExitCode> {
             TopicState::Created => "created",
             TopicState::Existed => "exists",
         };
-        println!(
-            "{topic:<32} {state:<8} {}",
-            spec.map(|s| s.purpose).unwrap_or("")
-        );
+        println!("{topic:<32} {state:<8} {}", spec.map(|s| s.purpose).unwrap_or(""));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -74,30 +61,15 @@ pub fn run_stack(cmd: StackCommand) -> Result<ExitCode> {
     };
 
     // librdkafka's metadata call blocks; this command has nothing else to do meanwhile.
-    let kafka = tally_kafka::health(&ep.kafka_brokers, Duration::from_secs(5))
-        .map_err(|e| e.to_string())
-        .and_then(|h| {
-            let missing: Vec<&str> = TOPICS
-                .iter()
-                .map(|t| t.name)
-                .filter(|n| !h.topics.iter().any(|(t, _)| t == n))
-                .collect();
-            let owned = h
-                .topics
-                .iter()
-                .filter(|(t, _)| TOPICS.iter().any(|s| s.name == t))
-                .count();
+    let kafka =
+        tally_kafka::health(&ep.kafka_brokers, Duration::from_secs(5)).map_err(|e| e.to_string()).and_then(|h| {
+            let missing: Vec<&str> =
+                TOPICS.iter().map(|t| t.name).filter(|n| !h.topics.iter().any(|(t, _)| t == n)).collect();
+            let owned = h.topics.iter().filter(|(t, _)| TOPICS.iter().any(|s| s.name == t)).count();
             if missing.is_empty() {
-                Ok(format!(
-                    "{} broker(s), {owned}/{} Tally topics",
-                    h.brokers.len(),
-                    TOPICS.len()
-                ))
+                Ok(format!("{} broker(s), {owned}/{} Tally topics", h.brokers.len(), TOPICS.len()))
             } else {
-                Err(format!(
-                    "topics missing: {} (run `tally topics ensure`)",
-                    missing.join(", ")
-                ))
+                Err(format!("topics missing: {} (run `tally topics ensure`)", missing.join(", ")))
             }
         });
     report("kafka", &ep.kafka_brokers, kafka);
@@ -107,16 +79,10 @@ pub fn run_stack(cmd: StackCommand) -> Result<ExitCode> {
         .map(|h| format!("PostgreSQL {} database {}", h.server_version, h.database));
     report("postgres", &redact_url(&ep.database_url), pg);
 
-    let redis = rt
-        .block_on(with_timeout(tally_redis::health(&ep.redis_url)))
-        .map(|h| format!("Redis {}", h.version));
+    let redis = rt.block_on(with_timeout(tally_redis::health(&ep.redis_url))).map(|h| format!("Redis {}", h.version));
     report("redis", &redact_url(&ep.redis_url), redis);
 
-    Ok(if healthy {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn with_timeout<T, E: std::fmt::Display>(

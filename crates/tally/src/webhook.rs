@@ -23,12 +23,7 @@ pub struct VerifyArgs {
     #[arg(long)]
     psp: Psp,
     /// Stripe: the endpoint's `whsec_…` secret. Adyen: the HMAC key in hex. Repeat for rotation (any may match).
-    #[arg(
-        long = "secret",
-        env = "TALLY_WEBHOOK_SECRET",
-        required = true,
-        hide_env_values = true
-    )]
+    #[arg(long = "secret", env = "TALLY_WEBHOOK_SECRET", required = true, hide_env_values = true)]
     secrets: Vec<String>,
     /// Stripe: the `Stripe-Signature` header (required). Adyen: the `HmacSignature` header of a platform webhook;
     /// without it, every notification item's `additionalData.hmacSignature` is verified.
@@ -68,10 +63,7 @@ fn read_body(path: &PathBuf) -> Result<Vec<u8>> {
 }
 
 fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 fn verify(args: VerifyArgs) -> Result<ExitCode> {
@@ -83,21 +75,10 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
             };
             let secrets: Vec<Secret<String>> = args.secrets.into_iter().map(Secret::new).collect();
             let tolerance = stripe::Tolerance::Secs(args.tolerance_secs);
-            stripe::verify(
-                &body,
-                header,
-                &secrets,
-                args.now.unwrap_or_else(now_unix),
-                tolerance,
-            )
-            .map(|_| ())
+            stripe::verify(&body, header, &secrets, args.now.unwrap_or_else(now_unix), tolerance).map(|_| ())
         }
         Psp::Adyen => {
-            let keys = args
-                .secrets
-                .iter()
-                .map(|k| adyen::HmacKey::from_hex(k))
-                .collect::<Result<Vec<_>, _>>();
+            let keys = args.secrets.iter().map(|k| adyen::HmacKey::from_hex(k)).collect::<Result<Vec<_>, _>>();
             match (keys, args.signature.as_deref()) {
                 (Err(e), _) => Err(e),
                 (Ok(keys), Some(sig)) => adyen::verify_payload(&body, sig, &keys),
@@ -126,8 +107,8 @@ fn normalize(args: NormalizeArgs) -> Result<ExitCode> {
         Some(s) => Timestamp::parse_rfc3339(s)?,
         None => Timestamp::from_unix_secs(now_unix())?,
     };
-    let outcomes = tally_psp::normalize(args.psp, &body, received_at)
-        .map_err(|e| anyhow::anyhow!("{e} [{}]", e.code()))?;
+    let outcomes =
+        tally_psp::normalize(args.psp, &body, received_at).map_err(|e| anyhow::anyhow!("{e} [{}]", e.code()))?;
     for outcome in outcomes {
         let line = match outcome {
             Outcome::Events(events) => {

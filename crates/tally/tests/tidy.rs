@@ -54,11 +54,7 @@ fn core_crates_have_no_io_dependency() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let md: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let name_of: HashMap<&str, &str> = md["packages"]
         .as_array()
@@ -71,25 +67,14 @@ fn core_crates_have_no_io_dependency() {
     for node in md["resolve"]["nodes"].as_array().unwrap() {
         let id = node["id"].as_str().unwrap();
         for dep in node["deps"].as_array().unwrap() {
-            let normal = dep["dep_kinds"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|k| k["kind"].is_null());
+            let normal = dep["dep_kinds"].as_array().unwrap().iter().any(|k| k["kind"].is_null());
             if normal {
-                edges
-                    .entry(id)
-                    .or_default()
-                    .push(dep["pkg"].as_str().unwrap());
+                edges.entry(id).or_default().push(dep["pkg"].as_str().unwrap());
             }
         }
     }
     for core in CORE {
-        let root = name_of
-            .iter()
-            .find(|(_, n)| *n == core)
-            .map(|(id, _)| *id)
-            .expect(core);
+        let root = name_of.iter().find(|(_, n)| *n == core).map(|(id, _)| *id).expect(core);
         let mut seen = BTreeSet::new();
         let mut stack = vec![root];
         while let Some(id) = stack.pop() {
@@ -98,15 +83,9 @@ fn core_crates_have_no_io_dependency() {
             }
         }
         let names: BTreeSet<&str> = seen.iter().map(|id| name_of[id]).collect();
-        let bad: Vec<_> = FORBIDDEN_DEPS
-            .iter()
-            .filter(|d| names.contains(*d))
-            .collect();
+        let bad: Vec<_> = FORBIDDEN_DEPS.iter().filter(|d| names.contains(*d)).collect();
         assert!(bad.is_empty(), "{core} depends (transitively) on {bad:?}");
-        assert!(
-            names.len() > 3,
-            "{core}: dependency walk found only {names:?}"
-        );
+        assert!(names.len() > 3, "{core}: dependency walk found only {names:?}");
     }
 }
 
@@ -115,11 +94,7 @@ fn core_sources_do_not_touch_the_world() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core");
     let mut files = Vec::new();
     collect_rs(&root, &mut files);
-    assert!(
-        files.len() > 10,
-        "found only {} core source files",
-        files.len()
-    );
+    assert!(files.len() > 10, "found only {} core source files", files.len());
     let mut offences = Vec::new();
     for file in files {
         // Integration tests of the core may read fixture files; the library sources may not.

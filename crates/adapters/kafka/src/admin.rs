@@ -13,10 +13,7 @@ pub enum KafkaError {
     #[error("kafka client: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
     #[error("creating topic {topic}: {code}")]
-    CreateTopic {
-        topic: String,
-        code: RDKafkaErrorCode,
-    },
+    CreateTopic { topic: String, code: RDKafkaErrorCode },
 }
 
 /// What `ensure_topics` found or did.
@@ -44,15 +41,10 @@ fn config(brokers: &str) -> ClientConfig {
 }
 
 /// Creates every topic in `specs` that does not exist. Existing topics are left as they are.
-pub async fn ensure_topics(
-    brokers: &str,
-    specs: &[TopicSpec],
-) -> Result<Vec<(String, TopicState)>, KafkaError> {
+pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<Vec<(String, TopicState)>, KafkaError> {
     let admin: AdminClient<DefaultClientContext> = config(brokers).create()?;
-    let new: Vec<NewTopic> = specs
-        .iter()
-        .map(|s| NewTopic::new(s.name, s.partitions, TopicReplication::Fixed(1)))
-        .collect();
+    let new: Vec<NewTopic> =
+        specs.iter().map(|s| NewTopic::new(s.name, s.partitions, TopicReplication::Fixed(1))).collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics(new.iter(), &opts).await?;
     results
@@ -70,18 +62,8 @@ pub async fn ensure_topics(
 pub fn health(brokers: &str, timeout: Duration) -> Result<BrokerHealth, KafkaError> {
     let consumer: BaseConsumer = config(brokers).create()?;
     let md = consumer.fetch_metadata(None, timeout)?;
-    let mut topics: Vec<(String, usize)> = md
-        .topics()
-        .iter()
-        .map(|t| (t.name().to_owned(), t.partitions().len()))
-        .collect();
+    let mut topics: Vec<(String, usize)> =
+        md.topics().iter().map(|t| (t.name().to_owned(), t.partitions().len())).collect();
     topics.sort();
-    Ok(BrokerHealth {
-        brokers: md
-            .brokers()
-            .iter()
-            .map(|b| format!("{}:{}", b.host(), b.port()))
-            .collect(),
-        topics,
-    })
+    Ok(BrokerHealth { brokers: md.brokers().iter().map(|b| format!("{}:{}", b.host(), b.port())).collect(), topics })
 }

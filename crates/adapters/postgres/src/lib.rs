@@ -20,16 +20,8 @@ pub async fn health(url: &str) -> Result<PgHealth, PgError> {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
     // The connection future drives the socket; it ends when `client` is dropped, and is awaited below.
     let driver = tokio::spawn(connection);
-    let row = client
-        .query_one(
-            "select current_setting('server_version'), current_database()",
-            &[],
-        )
-        .await?;
-    let health = PgHealth {
-        server_version: row.get(0),
-        database: row.get(1),
-    };
+    let row = client.query_one("select current_setting('server_version'), current_database()", &[]).await?;
+    let health = PgHealth { server_version: row.get(0), database: row.get(1) };
     drop(client);
     let _ = driver.await;
     Ok(health)

@@ -72,25 +72,14 @@ mod tests {
     use std::collections::HashMap;
 
     fn id<'a>(psp: Psp, kind: EventKind, r: &'a str, o: Option<&'a str>) -> FactIdentity<'a> {
-        FactIdentity {
-            psp,
-            kind,
-            psp_reference: r,
-            original_reference: o,
-        }
+        FactIdentity { psp, kind, psp_reference: r, original_reference: o }
     }
 
     #[test]
     fn key_is_stable_across_releases() {
         // Pinned (computed independently with Python's uuid.uuid5 over the same encoding): a change here silently
         // re-keys every booked fact and breaks dedup against history.
-        let k = id(
-            Psp::Stripe,
-            EventKind::Captured,
-            "ch_3MmlLrLkdIwHu7ix0snN0B15",
-            None,
-        )
-        .key();
+        let k = id(Psp::Stripe, EventKind::Captured, "ch_3MmlLrLkdIwHu7ix0snN0B15", None).key();
         assert_eq!(k.0.get_version_num(), 5);
         assert_eq!(k.to_string(), "e1de53cb-eea1-5174-89b7-ab2fc8a908a6");
     }

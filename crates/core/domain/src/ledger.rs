@@ -54,10 +54,7 @@ pub struct Account {
 
 impl Account {
     fn scoped(kind: AccountKind, scope: &str) -> Self {
-        Account {
-            kind,
-            scope: Some(scope.to_owned()),
-        }
+        Account { kind, scope: Some(scope.to_owned()) }
     }
 
     fn global(kind: AccountKind) -> Self {
@@ -123,36 +120,24 @@ pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
     let psp = event.psp.as_str();
     let merchant = event.merchant_id.as_str();
 
-    let moves_money = !matches!(
-        kind,
-        EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::CaptureFailed
-    );
+    let moves_money =
+        !matches!(kind, EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::CaptureFailed);
     if !moves_money {
         return Ok(None);
     }
     if gross.minor() <= 0 {
-        return Err(PostingError::NonPositiveAmount {
-            kind,
-            amount: gross,
-        });
+        return Err(PostingError::NonPositiveAmount { kind, amount: gross });
     }
-    let debit = |account: Account, amount: Amount| Entry {
-        account,
-        money: Money::new(amount, currency),
-    };
+    let debit = |account: Account, amount: Amount| Entry { account, money: Money::new(amount, currency) };
     let credit = |account: Account, amount: Amount| -> Result<Entry, MoneyError> {
-        Ok(Entry {
-            account,
-            money: Money::new(amount.checked_neg()?, currency),
-        })
+        Ok(Entry { account, money: Money::new(amount.checked_neg()?, currency) })
     };
     let receivable = || Account::scoped(PspReceivable, psp);
     let payable = || Account::scoped(MerchantPayable, merchant);
     let reserve = || Account::scoped(DisputeReserve, merchant);
     // (debit account, credit account) for the two-legged postings.
-    let two_legged = |dr: Account, cr: Account| -> Result<Vec<Entry>, MoneyError> {
-        Ok(vec![debit(dr, gross), credit(cr, gross)?])
-    };
+    let two_legged =
+        |dr: Account, cr: Account| -> Result<Vec<Entry>, MoneyError> { Ok(vec![debit(dr, gross), credit(cr, gross)?]) };
 
     let entries = match kind {
         EventKind::Captured => two_legged(receivable(), payable())?,
@@ -179,10 +164,7 @@ pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
             unreachable!("handled above")
         }
     };
-    Ok(Some(Journal {
-        fact_key: event.fact_key(),
-        entries,
-    }))
+    Ok(Some(Journal { fact_key: event.fact_key(), entries }))
 }
 
 /// Balances per (account, currency) after posting every *distinct* fact in `events` once. Duplicates (same fact
@@ -201,9 +183,7 @@ where
             continue;
         };
         for entry in journal.entries {
-            let b = balances
-                .entry((entry.account, entry.money.currency))
-                .or_insert(Amount::ZERO);
+            let b = balances.entry((entry.account, entry.money.currency)).or_insert(Amount::ZERO);
             *b = b.checked_add(entry.money.amount)?;
         }
     }

@@ -85,9 +85,7 @@ impl Run {
                 i += 1;
             }
             groups.push((g_start, i));
-            let separated = i + 1 < bytes.len()
-                && matches!(bytes[i], b' ' | b'-')
-                && bytes[i + 1].is_ascii_digit();
+            let separated = i + 1 < bytes.len() && matches!(bytes[i], b' ' | b'-') && bytes[i + 1].is_ascii_digit();
             if !separated {
                 break;
             }
@@ -108,22 +106,14 @@ impl Run {
             // Longest window first, so a match is reported once.
             for last in (first..self.groups.len()).rev() {
                 let (start, end) = (self.groups[first].0, self.groups[last].1);
-                let digits: Vec<u8> = bytes[start..end]
-                    .iter()
-                    .filter(|b| b.is_ascii_digit())
-                    .map(|b| b - b'0')
-                    .collect();
+                let digits: Vec<u8> =
+                    bytes[start..end].iter().filter(|b| b.is_ascii_digit()).map(|b| b - b'0').collect();
                 if !(13..=19).contains(&digits.len()) {
                     continue;
                 }
                 if let Some(network) = network(&digits) {
                     if luhn_valid(&digits) {
-                        found.push(PanMatch {
-                            start,
-                            end,
-                            digits: digits.len(),
-                            network,
-                        });
+                        found.push(PanMatch { start, end, digits: digits.len(), network });
                         covered_until = end;
                         break;
                     }
@@ -158,12 +148,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
 
 /// The card network whose IIN ranges and lengths admit `digits`, if any.
 fn network(digits: &[u8]) -> Option<&'static str> {
-    let prefix = |n: usize| {
-        digits
-            .iter()
-            .take(n)
-            .fold(0u32, |acc, &d| acc * 10 + u32::from(d))
-    };
+    let prefix = |n: usize| digits.iter().take(n).fold(0u32, |acc, &d| acc * 10 + u32::from(d));
     let len = digits.len();
     let (p1, p2, p3, p4, p6) = (prefix(1), prefix(2), prefix(3), prefix(4), prefix(6));
     let network = match p1 {
@@ -180,10 +165,7 @@ fn network(digits: &[u8]) -> Option<&'static str> {
         4 if matches!(len, 13 | 16 | 19) => "visa",
         5 if (51..=55).contains(&p2) && len == 16 => "mastercard",
         5 if (p2 == 50 || (56..=59).contains(&p2)) && (13..=19).contains(&len) => "maestro",
-        6 if (p4 == 6011
-            || (644..=649).contains(&p3)
-            || p2 == 65
-            || (622_126..=622_925).contains(&p6))
+        6 if (p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 || (622_126..=622_925).contains(&p6))
             && (16..=19).contains(&len) =>
         {
             "discover"
@@ -245,10 +227,7 @@ mod tests {
         let payload = b"ref 1000 4111 1111 1111 1111 end";
         let found = scan(payload);
         assert_eq!(found.len(), 1);
-        assert_eq!(
-            &payload[found[0].start..found[0].end],
-            b"4111 1111 1111 1111"
-        );
+        assert_eq!(&payload[found[0].start..found[0].end], b"4111 1111 1111 1111");
     }
 
     #[test]
@@ -277,10 +256,7 @@ mod tests {
     fn redaction_keeps_the_last_four_and_the_shape() {
         let payload = br#"{"a":"4111 1111 1111 1111","b":"5555555555554444","c":"1648320032"}"#;
         let red = String::from_utf8(redact(payload)).unwrap();
-        assert_eq!(
-            red,
-            r#"{"a":"**** **** **** 1111","b":"************4444","c":"1648320032"}"#
-        );
+        assert_eq!(red, r#"{"a":"**** **** **** 1111","b":"************4444","c":"1648320032"}"#);
         assert!(!contains_pan(red.as_bytes()));
     }
 

@@ -48,9 +48,7 @@ mod tests {
         struct Config {
             secret: Secret<String>,
         }
-        let c = Config {
-            secret: Secret::new("whsec_live_abc".into()),
-        };
+        let c = Config { secret: Secret::new("whsec_live_abc".into()) };
         let shown = format!("{c:?} {:?}", c.secret);
         assert!(!shown.contains("whsec_live_abc"), "{shown}");
         assert!(shown.contains("***"));

@@ -35,19 +35,13 @@ where
     I: IntoIterator<Item = &'a PaymentEvent>,
 {
     // Deduplicate by fact key first: the status is a function of the set, not the multiset.
-    let distinct: BTreeMap<FactKey, &PaymentEvent> =
-        events.into_iter().map(|e| (e.fact_key(), e)).collect();
+    let distinct: BTreeMap<FactKey, &PaymentEvent> = events.into_iter().map(|e| (e.fact_key(), e)).collect();
     let has = |k: EventKind| distinct.values().any(|e| e.kind == k);
     // Saturating sums: a status must always be derivable; absurd totals only saturate the comparison.
     let total = |k: EventKind| {
-        distinct
-            .values()
-            .filter(|e| e.kind == k)
-            .fold(0i64, |acc, e| acc.saturating_add(e.money.amount.minor()))
+        distinct.values().filter(|e| e.kind == k).fold(0i64, |acc, e| acc.saturating_add(e.money.amount.minor()))
     };
-    let net_refunded = Amount::from_minor(
-        total(EventKind::Refunded).saturating_sub(total(EventKind::RefundFailed)),
-    );
+    let net_refunded = Amount::from_minor(total(EventKind::Refunded).saturating_sub(total(EventKind::RefundFailed)));
     let captured = Amount::from_minor(total(EventKind::Captured));
 
     let status = if has(EventKind::ChargebackLost) {

@@ -26,10 +26,7 @@ impl Timestamp {
     pub fn from_unix_secs(secs: i64) -> Result<Self, TimestampError> {
         secs.checked_mul(1_000_000)
             .map(Timestamp)
-            .ok_or_else(|| TimestampError {
-                input: secs.to_string(),
-                why: "out of range".into(),
-            })
+            .ok_or_else(|| TimestampError { input: secs.to_string(), why: "out of range".into() })
     }
 
     pub const fn unix_micros(self) -> i64 {
@@ -42,15 +39,10 @@ impl Timestamp {
 
     /// Parses RFC 3339 with any offset (Adyen's `eventDate` is `2017-01-19T16:42:03+01:00`).
     pub fn parse_rfc3339(input: &str) -> Result<Self, TimestampError> {
-        let err = |why: String| TimestampError {
-            input: input.to_owned(),
-            why,
-        };
+        let err = |why: String| TimestampError { input: input.to_owned(), why };
         let dt = OffsetDateTime::parse(input, &Rfc3339).map_err(|e| err(e.to_string()))?;
         let micros = dt.unix_timestamp_nanos() / 1_000;
-        i64::try_from(micros)
-            .map(Timestamp)
-            .map_err(|_| err("out of range".into()))
+        i64::try_from(micros).map(Timestamp).map_err(|_| err("out of range".into()))
     }
 
     fn to_datetime(self) -> OffsetDateTime {

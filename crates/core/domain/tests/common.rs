@@ -4,14 +4,7 @@
 use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
 use tally_money::{Amount, Currency, Money};
 
-pub fn event(
-    kind: EventKind,
-    payment: &str,
-    reference: &str,
-    merchant: &str,
-    minor: i64,
-    code: &str,
-) -> PaymentEvent {
+pub fn event(kind: EventKind, payment: &str, reference: &str, merchant: &str, minor: i64, code: &str) -> PaymentEvent {
     PaymentEvent {
         kind,
         payment_id: format!("stripe:{payment}"),
@@ -19,10 +12,7 @@ pub fn event(
         psp_reference: reference.to_owned(),
         original_reference: (reference != payment).then(|| payment.to_owned()),
         merchant_id: merchant.to_owned(),
-        money: Money::new(
-            Amount::from_minor(minor),
-            Currency::from_code(code).unwrap(),
-        ),
+        money: Money::new(Amount::from_minor(minor), Currency::from_code(code).unwrap()),
         fee: None,
         occurred_at: Timestamp::from_unix_secs(1_700_000_000).unwrap(),
         received_at: Timestamp::from_unix_secs(1_700_000_001).unwrap(),

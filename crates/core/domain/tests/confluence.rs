@@ -12,64 +12,47 @@ use tally_domain::PaymentEvent;
 /// A plausible set of facts for one payment: every lifecycle shape Tally books, with partial amounts.
 fn lifecycle(payment: usize) -> impl Strategy<Value = Vec<PaymentEvent>> {
     let currency = prop_oneof![Just("EUR"), Just("JPY"), Just("BHD"), Just("USD")];
-    (
-        currency,
-        1i64..1_000_000,
-        0u8..8,
-        0u8..4,
-        any::<bool>(),
-        0u8..4,
-        0i64..100,
+    (currency, 1i64..1_000_000, 0u8..8, 0u8..4, any::<bool>(), 0u8..4, 0i64..100).prop_map(
+        move |(code, amount, shape, refunds, refund_fails, dispute, fee_pct)| {
+            let ch = format!("ch_{payment}");
+            let merchant = format!("m{}", payment % 3);
+            let e = |kind: EventKind, reference: &str, minor: i64| event(kind, &ch, reference, &merchant, minor, code);
+            let mut out = Vec::new();
+            if shape == 0 {
+                out.push(e(AuthorizationFailed, &ch, amount));
+                return out;
+            }
+            out.push(e(Authorized, &ch, amount));
+            if shape == 1 {
+                out.push(e(CaptureFailed, &format!("cap_{payment}"), amount));
+                return out;
+            }
+            if shape == 2 {
+                return out;
+            }
+            out.push(e(Captured, &ch, amount));
+            if shape >= 4 {
+                let mut settled = e(Settled, &format!("st_{payment}"), amount);
+                settled.fee = Some(tally_money::Amount::from_minor(amount * fee_pct / 100));
+                out.push(settled);
+            }
+            let part = (amount / 4).max(1);
+            for r in 0..refunds {
+                let re = format!("re_{payment}_{r}");
+                out.push(e(Refunded, &re, part));
+                if refund_fails && r == 0 {
+                    out.push(e(RefundFailed, &re, part));
+                }
+            }
+            match dispute {
+                1 => out.push(e(ChargebackOpened, &ch, amount)),
+                2 => out.extend([e(ChargebackOpened, &ch, amount), e(ChargebackWon, &ch, amount)]),
+                3 => out.extend([e(ChargebackOpened, &ch, amount), e(ChargebackLost, &ch, amount)]),
+                _ => {}
+            }
+            out
+        },
     )
-        .prop_map(
-            move |(code, amount, shape, refunds, refund_fails, dispute, fee_pct)| {
-                let ch = format!("ch_{payment}");
-                let merchant = format!("m{}", payment % 3);
-                let e = |kind: EventKind, reference: &str, minor: i64| {
-                    event(kind, &ch, reference, &merchant, minor, code)
-                };
-                let mut out = Vec::new();
-                if shape == 0 {
-                    out.push(e(AuthorizationFailed, &ch, amount));
-                    return out;
-                }
-                out.push(e(Authorized, &ch, amount));
-                if shape == 1 {
-                    out.push(e(CaptureFailed, &format!("cap_{payment}"), amount));
-                    return out;
-                }
-                if shape == 2 {
-                    return out;
-                }
-                out.push(e(Captured, &ch, amount));
-                if shape >= 4 {
-                    let mut settled = e(Settled, &format!("st_{payment}"), amount);
-                    settled.fee = Some(tally_money::Amount::from_minor(amount * fee_pct / 100));
-                    out.push(settled);
-                }
-                let part = (amount / 4).max(1);
-                for r in 0..refunds {
-                    let re = format!("re_{payment}_{r}");
-                    out.push(e(Refunded, &re, part));
-                    if refund_fails && r == 0 {
-                        out.push(e(RefundFailed, &re, part));
-                    }
-                }
-                match dispute {
-                    1 => out.push(e(ChargebackOpened, &ch, amount)),
-                    2 => out.extend([
-                        e(ChargebackOpened, &ch, amount),
-                        e(ChargebackWon, &ch, amount),
-                    ]),
-                    3 => out.extend([
-                        e(ChargebackOpened, &ch, amount),
-                        e(ChargebackLost, &ch, amount),
-                    ]),
-                    _ => {}
-                }
-                out
-            },
-        )
 }
 
 fn statuses(events: &[PaymentEvent]) -> Vec<(String, Option<PaymentStatus>)> {
@@ -120,67 +103,28 @@ fn status_precedence_scenarios() {
     let cases: Vec<(Vec<PaymentEvent>, Option<PaymentStatus>)> = vec![
         (vec![], None),
         (vec![e(Payout, "po_1", 100)], None),
+        (vec![e(AuthorizationFailed, "ch_1", 100)], Some(PaymentStatus::AuthorizationFailed)),
+        (vec![e(Authorized, "ch_1", 100)], Some(PaymentStatus::Authorized)),
+        (vec![e(Authorized, "ch_1", 100), e(CaptureFailed, "c1", 100)], Some(PaymentStatus::CaptureFailed)),
+        (vec![e(Captured, "ch_1", 100), e(Authorized, "ch_1", 100)], Some(PaymentStatus::Captured)),
+        (vec![e(Captured, "ch_1", 100), e(Settled, "s1", 100)], Some(PaymentStatus::Settled)),
+        (vec![e(Captured, "ch_1", 100), e(Refunded, "re_1", 40)], Some(PaymentStatus::PartiallyRefunded)),
         (
-            vec![e(AuthorizationFailed, "ch_1", 100)],
-            Some(PaymentStatus::AuthorizationFailed),
-        ),
-        (
-            vec![e(Authorized, "ch_1", 100)],
-            Some(PaymentStatus::Authorized),
-        ),
-        (
-            vec![e(Authorized, "ch_1", 100), e(CaptureFailed, "c1", 100)],
-            Some(PaymentStatus::CaptureFailed),
-        ),
-        (
-            vec![e(Captured, "ch_1", 100), e(Authorized, "ch_1", 100)],
-            Some(PaymentStatus::Captured),
-        ),
-        (
-            vec![e(Captured, "ch_1", 100), e(Settled, "s1", 100)],
-            Some(PaymentStatus::Settled),
-        ),
-        (
-            vec![e(Captured, "ch_1", 100), e(Refunded, "re_1", 40)],
-            Some(PaymentStatus::PartiallyRefunded),
-        ),
-        (
-            vec![
-                e(Captured, "ch_1", 100),
-                e(Refunded, "re_1", 40),
-                e(Refunded, "re_2", 60),
-            ],
+            vec![e(Captured, "ch_1", 100), e(Refunded, "re_1", 40), e(Refunded, "re_2", 60)],
             Some(PaymentStatus::Refunded),
         ),
         (
-            vec![
-                e(Captured, "ch_1", 100),
-                e(Refunded, "re_1", 40),
-                e(RefundFailed, "re_1", 40),
-            ],
+            vec![e(Captured, "ch_1", 100), e(Refunded, "re_1", 40), e(RefundFailed, "re_1", 40)],
             Some(PaymentStatus::Captured),
         ),
         // A refund before its capture: refunded until the capture is known.
         (vec![e(Refunded, "re_1", 40)], Some(PaymentStatus::Refunded)),
+        (vec![e(Captured, "ch_1", 100), e(ChargebackOpened, "ch_1", 100)], Some(PaymentStatus::Disputed)),
         (
-            vec![e(Captured, "ch_1", 100), e(ChargebackOpened, "ch_1", 100)],
-            Some(PaymentStatus::Disputed),
-        ),
-        (
-            vec![
-                e(ChargebackOpened, "ch_1", 100),
-                e(ChargebackWon, "ch_1", 100),
-                e(Refunded, "re_1", 100),
-            ],
+            vec![e(ChargebackOpened, "ch_1", 100), e(ChargebackWon, "ch_1", 100), e(Refunded, "re_1", 100)],
             Some(PaymentStatus::ChargebackWon),
         ),
-        (
-            vec![
-                e(ChargebackLost, "ch_1", 100),
-                e(ChargebackWon, "ch_1", 100),
-            ],
-            Some(PaymentStatus::ChargebackLost),
-        ),
+        (vec![e(ChargebackLost, "ch_1", 100), e(ChargebackWon, "ch_1", 100)], Some(PaymentStatus::ChargebackLost)),
     ];
     for (events, expected) in cases {
         let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();

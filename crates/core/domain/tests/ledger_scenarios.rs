@@ -14,88 +14,16 @@ const SCENARIOS: &[Scenario] = &[
     (Authorized, 1000, None, &[]),
     (AuthorizationFailed, 1000, None, &[]),
     (CaptureFailed, 1000, None, &[]),
-    (
-        Captured,
-        1000,
-        None,
-        &[
-            ("psp_receivable:stripe", 1000),
-            ("merchant_payable:m1", -1000),
-        ],
-    ),
-    (
-        Settled,
-        1000,
-        Some(30),
-        &[
-            ("cash:stripe", 970),
-            ("psp_fees", 30),
-            ("psp_receivable:stripe", -1000),
-        ],
-    ),
-    (
-        Settled,
-        1000,
-        None,
-        &[("cash:stripe", 1000), ("psp_receivable:stripe", -1000)],
-    ),
-    (
-        Refunded,
-        400,
-        None,
-        &[
-            ("merchant_payable:m1", 400),
-            ("psp_receivable:stripe", -400),
-        ],
-    ),
-    (
-        RefundFailed,
-        400,
-        None,
-        &[
-            ("psp_receivable:stripe", 400),
-            ("merchant_payable:m1", -400),
-        ],
-    ),
-    (
-        ChargebackOpened,
-        1000,
-        None,
-        &[
-            ("dispute_reserve:m1", 1000),
-            ("psp_receivable:stripe", -1000),
-        ],
-    ),
-    (
-        ChargebackWon,
-        1000,
-        None,
-        &[
-            ("psp_receivable:stripe", 1000),
-            ("dispute_reserve:m1", -1000),
-        ],
-    ),
-    (
-        ChargebackLost,
-        1000,
-        None,
-        &[("chargeback_losses", 1000), ("dispute_reserve:m1", -1000)],
-    ),
-    (
-        Payout,
-        5000,
-        None,
-        &[
-            ("merchant_payable:m1", 5000),
-            ("psp_receivable:stripe", -5000),
-        ],
-    ),
-    (
-        Fee,
-        1500,
-        None,
-        &[("psp_fees", 1500), ("psp_receivable:stripe", -1500)],
-    ),
+    (Captured, 1000, None, &[("psp_receivable:stripe", 1000), ("merchant_payable:m1", -1000)]),
+    (Settled, 1000, Some(30), &[("cash:stripe", 970), ("psp_fees", 30), ("psp_receivable:stripe", -1000)]),
+    (Settled, 1000, None, &[("cash:stripe", 1000), ("psp_receivable:stripe", -1000)]),
+    (Refunded, 400, None, &[("merchant_payable:m1", 400), ("psp_receivable:stripe", -400)]),
+    (RefundFailed, 400, None, &[("psp_receivable:stripe", 400), ("merchant_payable:m1", -400)]),
+    (ChargebackOpened, 1000, None, &[("dispute_reserve:m1", 1000), ("psp_receivable:stripe", -1000)]),
+    (ChargebackWon, 1000, None, &[("psp_receivable:stripe", 1000), ("dispute_reserve:m1", -1000)]),
+    (ChargebackLost, 1000, None, &[("chargeback_losses", 1000), ("dispute_reserve:m1", -1000)]),
+    (Payout, 5000, None, &[("merchant_payable:m1", 5000), ("psp_receivable:stripe", -5000)]),
+    (Fee, 1500, None, &[("psp_fees", 1500), ("psp_receivable:stripe", -1500)]),
 ];
 
 #[test]
@@ -119,36 +47,20 @@ fn every_kind_posts_the_expected_balanced_entries() {
         }
         covered.insert(*kind);
     }
-    assert_eq!(
-        covered.len(),
-        EventKind::ALL.len(),
-        "a kind has no scenario"
-    );
+    assert_eq!(covered.len(), EventKind::ALL.len(), "a kind has no scenario");
 }
 
 #[test]
 fn nonsensical_amounts_are_refused_not_posted() {
     let zero = event(Captured, "ch_1", "ch_1", "m1", 0, "EUR");
-    assert!(matches!(
-        postings(&zero),
-        Err(PostingError::NonPositiveAmount { .. })
-    ));
+    assert!(matches!(postings(&zero), Err(PostingError::NonPositiveAmount { .. })));
     let negative = event(Refunded, "ch_1", "re_1", "m1", -5, "EUR");
-    assert!(matches!(
-        postings(&negative),
-        Err(PostingError::NonPositiveAmount { .. })
-    ));
+    assert!(matches!(postings(&negative), Err(PostingError::NonPositiveAmount { .. })));
     let mut fee_too_big = event(Settled, "ch_1", "ch_1", "m1", 100, "EUR");
     fee_too_big.fee = Some(Amount::from_minor(101));
-    assert!(matches!(
-        postings(&fee_too_big),
-        Err(PostingError::FeeOutOfRange { .. })
-    ));
+    assert!(matches!(postings(&fee_too_big), Err(PostingError::FeeOutOfRange { .. })));
     // Authorizations move no money, so a zero-amount authorization (card verification) is fine.
-    assert_eq!(
-        postings(&event(Authorized, "ch_1", "ch_1", "m1", 0, "EUR")).unwrap(),
-        None
-    );
+    assert_eq!(postings(&event(Authorized, "ch_1", "ch_1", "m1", 0, "EUR")).unwrap(), None);
 }
 
 #[test]
@@ -165,10 +77,7 @@ fn a_full_lifecycle_for_two_merchants_and_currencies_nets_to_the_expected_balanc
     ];
     let b = balances(&events).unwrap();
     let get = |account: &str, code: &str| {
-        b.iter()
-            .find(|((a, c), _)| a.to_string() == account && c.code() == code)
-            .map(|(_, v)| v.minor())
-            .unwrap_or(0)
+        b.iter().find(|((a, c), _)| a.to_string() == account && c.code() == code).map(|(_, v)| v.minor()).unwrap_or(0)
     };
     assert_eq!(get("psp_receivable:stripe", "EUR"), 7_500);
     assert_eq!(get("merchant_payable:m1", "EUR"), -7_500);
@@ -178,11 +87,7 @@ fn a_full_lifecycle_for_two_merchants_and_currencies_nets_to_the_expected_balanc
     assert_eq!(get("chargeback_losses", "JPY"), 5_000);
     // The trial balance is zero per currency.
     for code in ["EUR", "JPY"] {
-        let total: i64 = b
-            .iter()
-            .filter(|((_, c), _)| c.code() == code)
-            .map(|(_, v)| v.minor())
-            .sum();
+        let total: i64 = b.iter().filter(|((_, c), _)| c.code() == code).map(|(_, v)| v.minor()).sum();
         assert_eq!(total, 0, "{code}");
     }
 }

@@ -5,9 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Currency, MoneyError};
 
 /// A signed number of minor units. Arithmetic is checked: overflow is an error, never a wrap.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Amount(i64);
 
@@ -31,17 +29,11 @@ impl Amount {
     }
 
     pub fn checked_add(self, other: Amount) -> Result<Amount, MoneyError> {
-        self.0
-            .checked_add(other.0)
-            .map(Amount)
-            .ok_or(MoneyError::Overflow)
+        self.0.checked_add(other.0).map(Amount).ok_or(MoneyError::Overflow)
     }
 
     pub fn checked_sub(self, other: Amount) -> Result<Amount, MoneyError> {
-        self.0
-            .checked_sub(other.0)
-            .map(Amount)
-            .ok_or(MoneyError::Overflow)
+        self.0.checked_sub(other.0).map(Amount).ok_or(MoneyError::Overflow)
     }
 
     pub fn checked_neg(self) -> Result<Amount, MoneyError> {
@@ -50,9 +42,7 @@ impl Amount {
 
     /// Sums amounts, failing on overflow.
     pub fn checked_sum<I: IntoIterator<Item = Amount>>(items: I) -> Result<Amount, MoneyError> {
-        items
-            .into_iter()
-            .try_fold(Amount::ZERO, Amount::checked_add)
+        items.into_iter().try_fold(Amount::ZERO, Amount::checked_add)
     }
 }
 
@@ -76,28 +66,19 @@ impl Money {
 
     pub fn checked_add(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        Ok(Money::new(
-            self.amount.checked_add(other.amount)?,
-            self.currency,
-        ))
+        Ok(Money::new(self.amount.checked_add(other.amount)?, self.currency))
     }
 
     pub fn checked_sub(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        Ok(Money::new(
-            self.amount.checked_sub(other.amount)?,
-            self.currency,
-        ))
+        Ok(Money::new(self.amount.checked_sub(other.amount)?, self.currency))
     }
 
     fn same_currency(self, other: Money) -> Result<(), MoneyError> {
         if self.currency == other.currency {
             Ok(())
         } else {
-            Err(MoneyError::CurrencyMismatch {
-                left: self.currency,
-                right: other.currency,
-            })
+            Err(MoneyError::CurrencyMismatch { left: self.currency, right: other.currency })
         }
     }
 }
@@ -113,14 +94,7 @@ impl fmt::Display for Money {
             return write!(f, "{sign}{abs} {}", self.currency);
         }
         let scale = 10u64.pow(exp);
-        write!(
-            f,
-            "{sign}{}.{:0width$} {}",
-            abs / scale,
-            abs % scale,
-            self.currency,
-            width = exp as usize
-        )
+        write!(f, "{sign}{}.{:0width$} {}", abs / scale, abs % scale, self.currency, width = exp as usize)
     }
 }
 
@@ -134,60 +108,27 @@ mod tests {
 
     #[test]
     fn checked_arithmetic_reports_overflow() {
-        assert_eq!(
-            Amount::from_minor(i64::MAX).checked_add(Amount::from_minor(1)),
-            Err(MoneyError::Overflow)
-        );
-        assert_eq!(
-            Amount::from_minor(i64::MIN).checked_sub(Amount::from_minor(1)),
-            Err(MoneyError::Overflow)
-        );
-        assert_eq!(
-            Amount::from_minor(i64::MIN).checked_neg(),
-            Err(MoneyError::Overflow)
-        );
-        assert_eq!(
-            Amount::from_minor(2).checked_sub(Amount::from_minor(5)),
-            Ok(Amount::from_minor(-3))
-        );
-        assert_eq!(
-            Amount::checked_sum([1, 2, 3].map(Amount::from_minor)),
-            Ok(Amount::from_minor(6))
-        );
+        assert_eq!(Amount::from_minor(i64::MAX).checked_add(Amount::from_minor(1)), Err(MoneyError::Overflow));
+        assert_eq!(Amount::from_minor(i64::MIN).checked_sub(Amount::from_minor(1)), Err(MoneyError::Overflow));
+        assert_eq!(Amount::from_minor(i64::MIN).checked_neg(), Err(MoneyError::Overflow));
+        assert_eq!(Amount::from_minor(2).checked_sub(Amount::from_minor(5)), Ok(Amount::from_minor(-3)));
+        assert_eq!(Amount::checked_sum([1, 2, 3].map(Amount::from_minor)), Ok(Amount::from_minor(6)));
     }
 
     #[test]
     fn money_refuses_to_mix_currencies() {
         let a = Money::new(Amount::from_minor(100), cur("EUR"));
         let b = Money::new(Amount::from_minor(100), cur("USD"));
-        assert!(matches!(
-            a.checked_add(b),
-            Err(MoneyError::CurrencyMismatch { .. })
-        ));
+        assert!(matches!(a.checked_add(b), Err(MoneyError::CurrencyMismatch { .. })));
         assert_eq!(a.checked_add(a).unwrap().amount.minor(), 200);
     }
 
     #[test]
     fn display_uses_the_currency_exponent() {
-        assert_eq!(
-            Money::new(Amount::from_minor(1234), cur("EUR")).to_string(),
-            "12.34 EUR"
-        );
-        assert_eq!(
-            Money::new(Amount::from_minor(-5), cur("EUR")).to_string(),
-            "-0.05 EUR"
-        );
-        assert_eq!(
-            Money::new(Amount::from_minor(1234), cur("JPY")).to_string(),
-            "1234 JPY"
-        );
-        assert_eq!(
-            Money::new(Amount::from_minor(-50), cur("BHD")).to_string(),
-            "-0.050 BHD"
-        );
-        assert_eq!(
-            Money::new(Amount::from_minor(i64::MIN), cur("USD")).to_string(),
-            "-92233720368547758.08 USD"
-        );
+        assert_eq!(Money::new(Amount::from_minor(1234), cur("EUR")).to_string(), "12.34 EUR");
+        assert_eq!(Money::new(Amount::from_minor(-5), cur("EUR")).to_string(), "-0.05 EUR");
+        assert_eq!(Money::new(Amount::from_minor(1234), cur("JPY")).to_string(), "1234 JPY");
+        assert_eq!(Money::new(Amount::from_minor(-50), cur("BHD")).to_string(), "-0.050 BHD");
+        assert_eq!(Money::new(Amount::from_minor(i64::MIN), cur("USD")).to_string(), "-92233720368547758.08 USD");
     }
 }

@@ -112,18 +112,9 @@ mod tests {
         assert_eq!(Currency::from_code("usd").unwrap().code(), "USD");
         assert_eq!(Currency::from_code("JPY").unwrap().exponent(), 0);
         assert_eq!(Currency::from_code("BHD").unwrap().exponent(), 3);
-        assert!(matches!(
-            Currency::from_code("XAU"),
-            Err(MoneyError::UnknownCurrency(_))
-        ));
-        assert!(matches!(
-            Currency::from_code("EURO"),
-            Err(MoneyError::UnknownCurrency(_))
-        ));
-        assert!(matches!(
-            Currency::from_code(""),
-            Err(MoneyError::UnknownCurrency(_))
-        ));
+        assert!(matches!(Currency::from_code("XAU"), Err(MoneyError::UnknownCurrency(_))));
+        assert!(matches!(Currency::from_code("EURO"), Err(MoneyError::UnknownCurrency(_))));
+        assert!(matches!(Currency::from_code(""), Err(MoneyError::UnknownCurrency(_))));
     }
 
     #[test]

@@ -25,15 +25,8 @@ impl DecimalSeparator {
 }
 
 /// Parses a decimal string in major units of `currency` into minor units.
-pub fn parse_major(
-    input: &str,
-    currency: Currency,
-    sep: DecimalSeparator,
-) -> Result<Amount, MoneyError> {
-    let malformed = |why| MoneyError::MalformedDecimal {
-        input: input.to_owned(),
-        why,
-    };
+pub fn parse_major(input: &str, currency: Currency, sep: DecimalSeparator) -> Result<Amount, MoneyError> {
+    let malformed = |why| MoneyError::MalformedDecimal { input: input.to_owned(), why };
     let (negative, unsigned) = match input.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, input),
@@ -46,37 +39,26 @@ pub fn parse_major(
         return Err(malformed("no digits before the decimal separator"));
     }
     if !int_part.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(malformed(
-            "only ASCII digits, one optional leading '-' and one decimal separator are allowed",
-        ));
+        return Err(malformed("only ASCII digits, one optional leading '-' and one decimal separator are allowed"));
     }
     let frac = frac_part.unwrap_or("");
     if frac_part.is_some() && frac.is_empty() {
         return Err(malformed("no digits after the decimal separator"));
     }
     if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(malformed(
-            "only ASCII digits, one optional leading '-' and one decimal separator are allowed",
-        ));
+        return Err(malformed("only ASCII digits, one optional leading '-' and one decimal separator are allowed"));
     }
     let exp = usize::from(currency.exponent());
     let (kept, excess) = frac.split_at(frac.len().min(exp));
     if excess.bytes().any(|b| b != b'0') {
-        return Err(MoneyError::ExcessPrecision {
-            input: input.to_owned(),
-            currency,
-            exponent: currency.exponent(),
-        });
+        return Err(MoneyError::ExcessPrecision { input: input.to_owned(), currency, exponent: currency.exponent() });
     }
     // Accumulate digits of the integer part, then the kept fraction padded with zeros to the exponent.
     let padding = std::iter::repeat_n(b'0', exp - kept.len());
     let digits = int_part.bytes().chain(kept.bytes()).chain(padding);
     let mut minor: i64 = 0;
     for d in digits {
-        minor = minor
-            .checked_mul(10)
-            .and_then(|m| m.checked_add(i64::from(d - b'0')))
-            .ok_or(MoneyError::Overflow)?;
+        minor = minor.checked_mul(10).and_then(|m| m.checked_add(i64::from(d - b'0'))).ok_or(MoneyError::Overflow)?;
     }
     Ok(Amount::from_minor(if negative { -minor } else { minor }))
 }
@@ -90,14 +72,9 @@ pub fn rescale(value: i64, from: u8, to: u8) -> Result<Amount, MoneyError> {
     if from == to {
         return Ok(Amount::from_minor(value));
     }
-    let factor = 10i64
-        .checked_pow(u32::from(from.abs_diff(to)))
-        .ok_or(MoneyError::Overflow)?;
+    let factor = 10i64.checked_pow(u32::from(from.abs_diff(to))).ok_or(MoneyError::Overflow)?;
     if to > from {
-        value
-            .checked_mul(factor)
-            .map(Amount::from_minor)
-            .ok_or(MoneyError::Overflow)
+        value.checked_mul(factor).map(Amount::from_minor).ok_or(MoneyError::Overflow)
     } else if value % factor == 0 {
         Ok(Amount::from_minor(value / factor))
     } else {
@@ -136,63 +113,30 @@ mod tests {
         for (input, code, expected) in table {
             assert_eq!(parse(input, code), Ok(expected), "{input} {code}");
         }
-        assert_eq!(
-            parse_major("12,34", cur("EUR"), DecimalSeparator::Comma)
-                .unwrap()
-                .minor(),
-            1234
-        );
+        assert_eq!(parse_major("12,34", cur("EUR"), DecimalSeparator::Comma).unwrap().minor(), 1234);
     }
 
     #[test]
     fn rejects_excess_precision_instead_of_rounding() {
-        assert!(matches!(
-            parse("12.345", "USD"),
-            Err(MoneyError::ExcessPrecision { exponent: 2, .. })
-        ));
-        assert!(matches!(
-            parse("1.5", "JPY"),
-            Err(MoneyError::ExcessPrecision { exponent: 0, .. })
-        ));
-        assert!(matches!(
-            parse("0.0001", "BHD"),
-            Err(MoneyError::ExcessPrecision { .. })
-        ));
+        assert!(matches!(parse("12.345", "USD"), Err(MoneyError::ExcessPrecision { exponent: 2, .. })));
+        assert!(matches!(parse("1.5", "JPY"), Err(MoneyError::ExcessPrecision { exponent: 0, .. })));
+        assert!(matches!(parse("0.0001", "BHD"), Err(MoneyError::ExcessPrecision { .. })));
     }
 
     #[test]
     fn rejects_malformed_and_overflowing_input() {
-        for bad in [
-            "", "-", ".5", "5.", "+5", "1e3", "1,000.00", "1.2.3", " 1", "1 ", "0x10", "١٢", "--1",
-            "1.-5",
-        ] {
-            assert!(
-                matches!(parse(bad, "USD"), Err(MoneyError::MalformedDecimal { .. })),
-                "{bad:?}"
-            );
+        for bad in ["", "-", ".5", "5.", "+5", "1e3", "1,000.00", "1.2.3", " 1", "1 ", "0x10", "١٢", "--1", "1.-5"] {
+            assert!(matches!(parse(bad, "USD"), Err(MoneyError::MalformedDecimal { .. })), "{bad:?}");
         }
-        assert!(matches!(
-            parse("12.34", "USD").and(parse("12,34", "USD")),
-            Err(MoneyError::MalformedDecimal { .. })
-        ));
-        assert_eq!(
-            parse("92233720368547758.08", "USD"),
-            Err(MoneyError::Overflow)
-        );
+        assert!(matches!(parse("12.34", "USD").and(parse("12,34", "USD")), Err(MoneyError::MalformedDecimal { .. })));
+        assert_eq!(parse("92233720368547758.08", "USD"), Err(MoneyError::Overflow));
     }
 
     #[test]
     fn rescale_is_exact_or_an_error() {
         assert_eq!(rescale(100_000, 2, 0), Ok(Amount::from_minor(1000))); // Adyen CLP → ISO CLP
         assert_eq!(rescale(1500, 0, 2), Ok(Amount::from_minor(150_000))); // Adyen CVE → ISO CVE
-        assert_eq!(
-            rescale(-250, 2, 0).unwrap_err(),
-            MoneyError::InexactRescale {
-                value: -250,
-                from: 2,
-                to: 0
-            }
-        );
+        assert_eq!(rescale(-250, 2, 0).unwrap_err(), MoneyError::InexactRescale { value: -250, from: 2, to: 0 });
         assert_eq!(rescale(i64::MAX, 0, 2), Err(MoneyError::Overflow));
         assert_eq!(rescale(42, 2, 2), Ok(Amount::from_minor(42)));
     }

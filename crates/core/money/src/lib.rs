@@ -25,11 +25,7 @@ pub enum MoneyError {
     #[error("malformed decimal amount {input:?}: {why}")]
     MalformedDecimal { input: String, why: &'static str },
     #[error("{input:?} has more precision than {currency} allows ({exponent} decimal places)")]
-    ExcessPrecision {
-        input: String,
-        currency: Currency,
-        exponent: u8,
-    },
+    ExcessPrecision { input: String, currency: Currency, exponent: u8 },
     #[error("{value} cannot be rescaled from exponent {from} to {to} without losing precision")]
     InexactRescale { value: i64, from: u8, to: u8 },
 }

@@ -5,10 +5,7 @@ use std::collections::BTreeMap;
 use tally_money::Currency;
 
 fn fixture(name: &str) -> String {
-    let path = format!(
-        "{}/../../../../shared/fixtures/data/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../../../../shared/fixtures/data/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 
@@ -19,11 +16,7 @@ fn compiled_table_equals_the_iso4217_fixture() {
     let mut without_minor_units = Vec::new();
     for line in csv.lines().skip(1) {
         let mut cols = line.splitn(4, ',');
-        let (code, numeric, minor) = (
-            cols.next().unwrap(),
-            cols.next().unwrap(),
-            cols.next().unwrap(),
-        );
+        let (code, numeric, minor) = (cols.next().unwrap(), cols.next().unwrap(), cols.next().unwrap());
         match minor.parse::<u8>() {
             Ok(m) => {
                 expected.insert(code.to_owned(), (numeric.parse::<u16>().unwrap(), m));
@@ -31,20 +24,12 @@ fn compiled_table_equals_the_iso4217_fixture() {
             Err(_) => without_minor_units.push(code.to_owned()),
         }
     }
-    let compiled: BTreeMap<_, _> = Currency::all()
-        .map(|c| (c.code().to_owned(), (c.numeric(), c.exponent())))
-        .collect();
+    let compiled: BTreeMap<_, _> =
+        Currency::all().map(|c| (c.code().to_owned(), (c.numeric(), c.exponent()))).collect();
     assert_eq!(compiled, expected);
-    assert!(
-        expected.len() > 150,
-        "fixture parsed to only {} rows",
-        expected.len()
-    );
+    assert!(expected.len() > 150, "fixture parsed to only {} rows", expected.len());
     for code in without_minor_units {
-        assert!(
-            Currency::from_code(&code).is_err(),
-            "{code} has no minor units and must not be a Currency"
-        );
+        assert!(Currency::from_code(&code).is_err(), "{code} has no minor units and must not be a Currency");
     }
 }
 

@@ -14,11 +14,7 @@ pub enum SignatureError {
     #[error("no signatures found matching the expected signature for payload")]
     NoMatch,
     #[error("timestamp {timestamp} outside the tolerance zone ({tolerance_secs} s before {now})")]
-    OutsideTolerance {
-        timestamp: i64,
-        now: i64,
-        tolerance_secs: u64,
-    },
+    OutsideTolerance { timestamp: i64, now: i64, tolerance_secs: u64 },
     #[error("notification item {index} has no additionalData.hmacSignature")]
     MissingSignature { index: usize },
     #[error("notification item {index}: HMAC signature does not match")]
@@ -47,10 +43,7 @@ impl SignatureError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NormalizeError {
     #[error("body contains {count} PAN-looking number(s) ({networks:?}); rejected, the number is not shown")]
-    PanDetected {
-        count: usize,
-        networks: Vec<&'static str>,
-    },
+    PanDetected { count: usize, networks: Vec<&'static str> },
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
     #[error("schema violation in {event_type}: {detail}")]
@@ -74,8 +67,5 @@ impl NormalizeError {
 }
 
 pub(crate) fn schema(event_type: &str, detail: impl Into<String>) -> NormalizeError {
-    NormalizeError::Schema {
-        event_type: event_type.to_owned(),
-        detail: detail.into(),
-    }
+    NormalizeError::Schema { event_type: event_type.to_owned(), detail: detail.into() }
 }

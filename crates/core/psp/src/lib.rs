@@ -23,11 +23,7 @@ pub enum Outcome {
 
 /// Scans `body` for card numbers, then normalises it with the PSP's rules. `received_at` is when the delivery
 /// arrived; the core never reads the clock.
-pub fn normalize(
-    psp: Psp,
-    body: &[u8],
-    received_at: Timestamp,
-) -> Result<Vec<Outcome>, NormalizeError> {
+pub fn normalize(psp: Psp, body: &[u8], received_at: Timestamp) -> Result<Vec<Outcome>, NormalizeError> {
     let found = pan::scan(body);
     if !found.is_empty() {
         return Err(NormalizeError::PanDetected {

@@ -9,15 +9,7 @@ use tally_domain::{EventKind, Psp, Timestamp};
 use tally_psp::{normalize, Outcome};
 
 /// (kind, payment id, psp reference, original reference, minor units, currency, merchant)
-type Fact = (
-    EventKind,
-    &'static str,
-    &'static str,
-    Option<&'static str>,
-    i64,
-    &'static str,
-    &'static str,
-);
+type Fact = (EventKind, &'static str, &'static str, Option<&'static str>, i64, &'static str, &'static str);
 
 enum Expect {
     Events(Vec<Fact>),
@@ -33,81 +25,29 @@ const CH14: &str = "ch_00000000000000";
 
 fn stripe_expectations() -> BTreeMap<&'static str, Expect> {
     let p = "platform";
+    // A fact about the zeroed charge of the Stripe CLI fixtures, on the platform account.
+    let ch24 = |kind, minor| (kind, "stripe:ch_000000000000000000000000", CH24, None, minor, "USD", p);
     BTreeMap::from([
         ("balance.available.json", Ignored("moves no money")),
-        (
-            "charge.captured.json",
-            Events(vec![(
-                Captured,
-                "stripe:ch_000000000000000000000000",
-                CH24,
-                None,
-                100,
-                "USD",
-                p,
-            )]),
-        ),
+        ("charge.captured.json", Events(vec![ch24(Captured, 100)])),
         (
             "charge.dispute.closed.json",
-            Events(vec![(
-                ChargebackWon,
-                "stripe:ch_00000000000000",
-                CH14,
-                None,
-                1000,
-                "USD",
-                p,
-            )]),
+            Events(vec![(ChargebackWon, "stripe:ch_00000000000000", CH14, None, 1000, "USD", p)]),
         ),
         ("charge.dispute.created.json", Ignored("funds_withdrawn")),
         (
             "charge.dispute.funds_reinstated.json",
-            Events(vec![(
-                ChargebackWon,
-                "stripe:ch_00000000000000",
-                CH14,
-                None,
-                25000,
-                "USD",
-                p,
-            )]),
+            Events(vec![(ChargebackWon, "stripe:ch_00000000000000", CH14, None, 25000, "USD", p)]),
         ),
         (
             "charge.dispute.funds_withdrawn.json",
             Events(vec![
-                (
-                    ChargebackOpened,
-                    "stripe:ch_00000000000000",
-                    CH14,
-                    None,
-                    25000,
-                    "USD",
-                    p,
-                ),
-                (
-                    Fee,
-                    "stripe:ch_00000000000000",
-                    "txn_1Bl3mMGWCopOTFn18p8iALq8",
-                    Some(CH14),
-                    1500,
-                    "USD",
-                    p,
-                ),
+                (ChargebackOpened, "stripe:ch_00000000000000", CH14, None, 25000, "USD", p),
+                (Fee, "stripe:ch_00000000000000", "txn_1Bl3mMGWCopOTFn18p8iALq8", Some(CH14), 1500, "USD", p),
             ]),
         ),
         ("charge.dispute.updated.json", Ignored("funds_withdrawn")),
-        (
-            "charge.failed.json",
-            Events(vec![(
-                AuthorizationFailed,
-                "stripe:ch_000000000000000000000000",
-                CH24,
-                None,
-                2000,
-                "USD",
-                p,
-            )]),
-        ),
+        ("charge.failed.json", Events(vec![ch24(AuthorizationFailed, 2000)])),
         (
             "charge.refund.updated.json",
             Events(vec![(
@@ -132,73 +72,15 @@ fn stripe_expectations() -> BTreeMap<&'static str, Expect> {
                 p,
             )]),
         ),
-        (
-            "charge.succeeded.json",
-            Events(vec![
-                (
-                    Authorized,
-                    "stripe:ch_000000000000000000000000",
-                    CH24,
-                    None,
-                    2000,
-                    "USD",
-                    p,
-                ),
-                (
-                    Captured,
-                    "stripe:ch_000000000000000000000000",
-                    CH24,
-                    None,
-                    2000,
-                    "USD",
-                    p,
-                ),
-            ]),
-        ),
+        ("charge.succeeded.json", Events(vec![ch24(Authorized, 2000), ch24(Captured, 2000)])),
         ("charge.updated.json", Ignored("moves no money")),
-        (
-            "payment_intent.amount_capturable_updated.json",
-            Events(vec![(
-                Authorized,
-                "stripe:ch_000000000000000000000000",
-                CH24,
-                None,
-                2000,
-                "USD",
-                p,
-            )]),
-        ),
+        ("payment_intent.amount_capturable_updated.json", Events(vec![ch24(Authorized, 2000)])),
         ("payment_intent.canceled.json", Ignored("moves no money")),
         ("payment_intent.created.json", Ignored("moves no money")),
-        (
-            "payment_intent.payment_failed.json",
-            Events(vec![(
-                AuthorizationFailed,
-                "stripe:ch_000000000000000000000000",
-                CH24,
-                None,
-                2000,
-                "USD",
-                p,
-            )]),
-        ),
+        ("payment_intent.payment_failed.json", Events(vec![ch24(AuthorizationFailed, 2000)])),
         ("payment_intent.processing.json", Ignored("moves no money")),
-        (
-            "payment_intent.requires_action.json",
-            Ignored("moves no money"),
-        ),
-        (
-            "payment_intent.succeeded.json",
-            Events(vec![(
-                Captured,
-                "stripe:ch_000000000000000000000000",
-                CH24,
-                None,
-                2000,
-                "USD",
-                p,
-            )]),
-        ),
+        ("payment_intent.requires_action.json", Ignored("moves no money")),
+        ("payment_intent.succeeded.json", Events(vec![ch24(Captured, 2000)])),
         ("payout.created.json", Ignored("moves no money")),
         ("payout.paid.json", Ignored("platform's own balance")),
         ("payout.updated.json", Ignored("moves no money")),
@@ -209,31 +91,12 @@ fn stripe_expectations() -> BTreeMap<&'static str, Expect> {
 }
 
 fn adyen_expectations() -> BTreeMap<&'static str, Expect> {
-    let auth = |m: &'static str| {
-        Events(vec![(
-            Authorized,
-            "adyen:123456789",
-            "123456789",
-            None,
-            10100,
-            "EUR",
-            m,
-        )])
-    };
+    let auth = |m: &'static str| Events(vec![(Authorized, "adyen:123456789", "123456789", None, 10100, "EUR", m)]);
     BTreeMap::from([
         ("authorisation-true.json", auth("MagentoMerchantTest2")),
-        (
-            "authorisation-true-additional-attribute.json",
-            auth("MagentoMerchantTest2"),
-        ),
-        (
-            "balancePlatform-transaction-created.json",
-            Ignored("not a payment notification"),
-        ),
-        (
-            "balancePlatform-transaction-created-bank-category.json",
-            Ignored("not a payment notification"),
-        ),
+        ("authorisation-true-additional-attribute.json", auth("MagentoMerchantTest2")),
+        ("balancePlatform-transaction-created.json", Ignored("not a payment notification")),
+        ("balancePlatform-transaction-created-bank-category.json", Ignored("not a payment notification")),
         ("cancellation-true.json", Ignored("cancelled")),
         (
             "capture-false.json",
@@ -271,22 +134,10 @@ fn adyen_expectations() -> BTreeMap<&'static str, Expect> {
                 "TestMerchant",
             )]),
         ),
-        (
-            "display-notification.json",
-            Ignored("not a payment notification"),
-        ),
-        (
-            "event-invalid-notification.json",
-            Ignored("not a payment notification"),
-        ),
-        (
-            "event-notification-additional-attribute.json",
-            Ignored("not a payment notification"),
-        ),
-        (
-            "event-notification.json",
-            Ignored("not a payment notification"),
-        ),
+        ("display-notification.json", Ignored("not a payment notification")),
+        ("event-invalid-notification.json", Ignored("not a payment notification")),
+        ("event-notification-additional-attribute.json", Ignored("not a payment notification")),
+        ("event-notification.json", Ignored("not a payment notification")),
         (
             "hmac-validation-webhook.json",
             Events(vec![(
@@ -299,14 +150,8 @@ fn adyen_expectations() -> BTreeMap<&'static str, Expect> {
                 "AntoniStroinski",
             )]),
         ),
-        (
-            "management-webhook-payment-method-created-unknown-enum.json",
-            Ignored("not a payment notification"),
-        ),
-        (
-            "management-webhook-payment-method-created.json",
-            Ignored("not a payment notification"),
-        ),
+        ("management-webhook-payment-method-created-unknown-enum.json", Ignored("not a payment notification")),
+        ("management-webhook-payment-method-created.json", Ignored("not a payment notification")),
         ("offer-closed.json", Ignored("moves no money")),
         ("refund-false.json", Ignored("success=false")),
         (
@@ -321,22 +166,10 @@ fn adyen_expectations() -> BTreeMap<&'static str, Expect> {
                 "MagentoMerchantTest2",
             )]),
         ),
-        (
-            "tokenization-webhook-recurring-token-alreadyExisting.json",
-            Ignored("not a payment notification"),
-        ),
-        (
-            "tokenization-webhook-recurring-token-created.json",
-            Ignored("not a payment notification"),
-        ),
-        (
-            "tokenization-webhook-recurring-token-disabled.json",
-            Ignored("not a payment notification"),
-        ),
-        (
-            "tokenization-webhook-recurring-token-updated.json",
-            Ignored("not a payment notification"),
-        ),
+        ("tokenization-webhook-recurring-token-alreadyExisting.json", Ignored("not a payment notification")),
+        ("tokenization-webhook-recurring-token-created.json", Ignored("not a payment notification")),
+        ("tokenization-webhook-recurring-token-disabled.json", Ignored("not a payment notification")),
+        ("tokenization-webhook-recurring-token-updated.json", Ignored("not a payment notification")),
     ])
 }
 
@@ -344,10 +177,7 @@ fn check_all(psp: Psp, dir: &str, expectations: BTreeMap<&'static str, Expect>) 
     let received_at = Timestamp::from_unix_secs(1_800_000_000).unwrap();
     let files = common::json_files(dir);
     let listed: Vec<&str> = expectations.keys().copied().collect();
-    assert_eq!(
-        files, listed,
-        "every fixture file needs an expectation, and every expectation a file"
-    );
+    assert_eq!(files, listed, "every fixture file needs an expectation, and every expectation a file");
     for (file, expect) in expectations {
         let body = common::read(&format!("{dir}/{file}"));
         let outcomes = normalize(psp, &body, received_at).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -372,18 +202,12 @@ fn check_all(psp: Psp, dir: &str, expectations: BTreeMap<&'static str, Expect>) 
                 for e in events {
                     assert_eq!(e.psp, psp);
                     assert_eq!(e.received_at, received_at);
-                    assert!(
-                        e.occurred_at < received_at,
-                        "{file}: occurred_at comes from the payload"
-                    );
+                    assert!(e.occurred_at < received_at, "{file}: occurred_at comes from the payload");
                     assert!(!e.source_event_id.is_empty());
                 }
             }
             (Outcome::Ignored { reason, event_type }, Ignored(text)) => {
-                assert!(
-                    reason.contains(text),
-                    "{file}: reason {reason:?} lacks {text:?}"
-                );
+                assert!(reason.contains(text), "{file}: reason {reason:?} lacks {text:?}");
                 assert!(!event_type.is_empty());
             }
             (got, _) => panic!("{file}: unexpected outcome {got:?}"),
@@ -408,11 +232,10 @@ fn every_adyen_notification_fixture() {
 #[test]
 fn retried_deliveries_and_restated_facts_share_fact_keys() {
     let at = |s| Timestamp::from_unix_secs(s).unwrap();
-    let facts =
-        |file: &str, t| match &normalize(Psp::Stripe, &common::read(file), at(t)).unwrap()[0] {
-            Outcome::Events(e) => e.clone(),
-            other => panic!("{other:?}"),
-        };
+    let facts = |file: &str, t| match &normalize(Psp::Stripe, &common::read(file), at(t)).unwrap()[0] {
+        Outcome::Events(e) => e.clone(),
+        other => panic!("{other:?}"),
+    };
     let first = facts("stripe/webhook-events/charge.succeeded.json", 1_800_000_000);
     let retry = facts("stripe/webhook-events/charge.succeeded.json", 1_800_000_500);
     assert_eq!(
@@ -420,18 +243,12 @@ fn retried_deliveries_and_restated_facts_share_fact_keys() {
         retry.iter().map(|e| e.fact_key()).collect::<Vec<_>>()
     );
     // payment_intent.succeeded states the same capture of the same charge: the same fact.
-    let pi = facts(
-        "stripe/webhook-events/payment_intent.succeeded.json",
-        1_800_000_000,
-    );
+    let pi = facts("stripe/webhook-events/payment_intent.succeeded.json", 1_800_000_000);
     assert_eq!(pi[0].fact_key(), first[1].fact_key());
     assert!(pi[0].same_content(&first[1]));
     // charge.refunded and charge.refund.updated state the same refund.
     let a = facts("stripe/webhook-events/charge.refunded.json", 1_800_000_000);
-    let b = facts(
-        "stripe/webhook-events/charge.refund.updated.json",
-        1_800_000_000,
-    );
+    let b = facts("stripe/webhook-events/charge.refund.updated.json", 1_800_000_000);
     assert_eq!(a[0].fact_key(), b[0].fact_key());
     // The authorization and the capture of one charge are distinct facts.
     assert_ne!(first[0].fact_key(), first[1].fact_key());
@@ -443,35 +260,22 @@ fn bad_bodies_are_clear_errors() {
     let code = |psp, body: &[u8]| normalize(psp, body, at).unwrap_err().code();
     assert_eq!(code(Psp::Stripe, b"{not json"), "malformed_json");
     assert_eq!(code(Psp::Adyen, b"[1,2"), "malformed_json");
+    assert_eq!(code(Psp::Stripe, br#"{"id":"evt_1","type":"charge.succeeded"}"#), "schema_violation");
     assert_eq!(
-        code(Psp::Stripe, br#"{"id":"evt_1","type":"charge.succeeded"}"#),
-        "schema_violation"
-    );
-    assert_eq!(
-        code(
-            Psp::Stripe,
-            br#"{"id":"evt_1","type":"charge.teleported","created":1,"data":{"object":{}}}"#
-        ),
+        code(Psp::Stripe, br#"{"id":"evt_1","type":"charge.teleported","created":1,"data":{"object":{}}}"#),
         "unknown_event_type"
     );
     assert_eq!(
         code(Psp::Stripe, br#"{"id":"evt_1","type":"charge.captured","created":1,"data":{"object":{"id":"ch_1"}}}"#),
         "schema_violation"
     );
-    assert_eq!(
-        code(Psp::Adyen, br#"{"notificationItems":[]}"#),
-        "schema_violation"
-    );
-    assert_eq!(
-        code(Psp::Adyen, br#"{"hello":"world"}"#),
-        "schema_violation"
-    );
+    assert_eq!(code(Psp::Adyen, br#"{"notificationItems":[]}"#), "schema_violation");
+    assert_eq!(code(Psp::Adyen, br#"{"hello":"world"}"#), "schema_violation");
     // A card number anywhere, even in a field Tally does not read, rejects the whole body.
     let mut with_pan = common::read("stripe/webhook-events/charge.succeeded.json");
-    let text = String::from_utf8(with_pan.clone()).unwrap().replace(
-        "\"(created by Stripe CLI)\"",
-        "\"card 4242 4242 4242 4242\"",
-    );
+    let text = String::from_utf8(with_pan.clone())
+        .unwrap()
+        .replace("\"(created by Stripe CLI)\"", "\"card 4242 4242 4242 4242\"");
     with_pan = text.into_bytes();
     let err = normalize(Psp::Stripe, &with_pan, at).unwrap_err();
     assert_eq!(err.code(), "pan_detected");
@@ -487,9 +291,7 @@ fn adyen_amounts_use_adyens_exponent() {
         )
     };
     let at = Timestamp::from_unix_secs(1_800_000_000).unwrap();
-    let minor = |currency, value| match &normalize(Psp::Adyen, body(currency, value).as_bytes(), at)
-        .unwrap()[0]
-    {
+    let minor = |currency, value| match &normalize(Psp::Adyen, body(currency, value).as_bytes(), at).unwrap()[0] {
         Outcome::Events(e) => e[0].money.amount.minor(),
         other => panic!("{other:?}"),
     };
@@ -502,12 +304,6 @@ fn adyen_amounts_use_adyens_exponent() {
 
 #[test]
 fn compiled_event_type_lists_equal_the_fixtures() {
-    assert_eq!(
-        tally_psp::stripe::EVENT_TYPES.as_bytes(),
-        common::read("stripe/event_types_stripe_python_16.1.0.txt")
-    );
-    assert_eq!(
-        tally_psp::adyen::EVENT_CODES.as_bytes(),
-        common::read("adyen/event_codes_adyen_node_32.1.0.txt")
-    );
+    assert_eq!(tally_psp::stripe::EVENT_TYPES.as_bytes(), common::read("stripe/event_types_stripe_python_16.1.0.txt"));
+    assert_eq!(tally_psp::adyen::EVENT_CODES.as_bytes(), common::read("adyen/event_codes_adyen_node_32.1.0.txt"));
 }

@@ -10,11 +10,7 @@ use tally_psp::SignatureError;
 
 fn stripe_payload(vectors: &serde_json::Value, payload_ref: &str) -> Vec<u8> {
     match payload_ref.strip_prefix("payloads.") {
-        Some(name) => vectors["payloads"][name]
-            .as_str()
-            .unwrap()
-            .as_bytes()
-            .to_vec(),
+        Some(name) => vectors["payloads"][name].as_str().unwrap().as_bytes().to_vec(),
         None => common::read(payload_ref),
     }
 }
@@ -27,25 +23,13 @@ fn stripe_positive_vectors_verify_and_fail_when_stale() {
     for v in positive {
         let name = v["name"].as_str().unwrap();
         let body = stripe_payload(&vectors, v["payload_ref"].as_str().unwrap());
-        assert_eq!(
-            hex::encode(Sha256::digest(&body)),
-            v["payload_sha256"].as_str().unwrap(),
-            "{name}: bytes differ"
-        );
+        assert_eq!(hex::encode(Sha256::digest(&body)), v["payload_sha256"].as_str().unwrap(), "{name}: bytes differ");
         let secret = vec![Secret::new(v["secret"].as_str().unwrap().to_owned())];
         let header = v["header"].as_str().unwrap();
         let ts = v["timestamp"].as_i64().unwrap();
-        assert_eq!(
-            stripe::verify(&body, header, &secret, ts + 10_000_000, Tolerance::Disabled),
-            Ok(ts),
-            "{name}"
-        );
+        assert_eq!(stripe::verify(&body, header, &secret, ts + 10_000_000, Tolerance::Disabled), Ok(ts), "{name}");
         // Within the SDK default tolerance it verifies, past it the timestamp is refused.
-        assert_eq!(
-            stripe::verify(&body, header, &secret, ts + 299, Tolerance::Secs(300)),
-            Ok(ts),
-            "{name}"
-        );
+        assert_eq!(stripe::verify(&body, header, &secret, ts + 299, Tolerance::Secs(300)), Ok(ts), "{name}");
         assert!(matches!(
             stripe::verify(&body, header, &secret, ts + 301, Tolerance::Secs(300)),
             Err(SignatureError::OutsideTolerance { .. })
@@ -55,10 +39,7 @@ fn stripe_positive_vectors_verify_and_fail_when_stale() {
         // One flipped byte of the body breaks it.
         let mut tampered = body.clone();
         tampered[0] ^= 1;
-        assert_eq!(
-            stripe::verify(&tampered, header, &secret, ts, Tolerance::Disabled),
-            Err(SignatureError::NoMatch)
-        );
+        assert_eq!(stripe::verify(&tampered, header, &secret, ts, Tolerance::Disabled), Err(SignatureError::NoMatch));
     }
 }
 
@@ -71,24 +52,13 @@ fn stripe_negative_and_edge_vectors_give_the_sdk_verdict() {
         let name = v["name"].as_str().unwrap();
         let body = stripe_payload(&vectors, v["payload_ref"].as_str().unwrap());
         let secret = vec![Secret::new(v["secret"].as_str().unwrap().to_owned())];
-        let got = stripe::verify(
-            &body,
-            v["header"].as_str().unwrap(),
-            &secret,
-            1_700_000_000,
-            Tolerance::Disabled,
-        );
+        let got = stripe::verify(&body, v["header"].as_str().unwrap(), &secret, 1_700_000_000, Tolerance::Disabled);
         match v["sdk_result"].as_str().unwrap() {
             "valid" => assert!(got.is_ok(), "{name}: {got:?}"),
             invalid => {
-                let sdk_message = invalid
-                    .strip_prefix("invalid: ")
-                    .expect("sdk_result is valid or invalid: …");
+                let sdk_message = invalid.strip_prefix("invalid: ").expect("sdk_result is valid or invalid: …");
                 let err = got.expect_err(name);
-                assert!(
-                    err.to_string().eq_ignore_ascii_case(sdk_message),
-                    "{name}: ours {err}, SDK {sdk_message}"
-                );
+                assert!(err.to_string().eq_ignore_ascii_case(sdk_message), "{name}: ours {err}, SDK {sdk_message}");
             }
         }
     }
@@ -124,25 +94,16 @@ fn adyen_item_vectors_match_the_sdk() {
         }
         let item: adyen::wire::NotificationRequestItem = serde_json::from_value(item).unwrap();
         assert_eq!(adyen::signing_string(&item), signing_string);
-        let (Some(key), Some(expected)) = (v["key_hex"].as_str(), v["expected_b64"].as_str())
-        else {
+        let (Some(key), Some(expected)) = (v["key_hex"].as_str(), v["expected_b64"].as_str()) else {
             continue;
         };
         let key = HmacKey::from_hex(key).unwrap();
         assert_eq!(adyen::sign_item(&item, &key), expected, "{}", v["from"]);
         let mut signed = item.clone();
-        signed
-            .additional_data
-            .insert("hmacSignature".into(), expected.into());
-        assert_eq!(
-            adyen::verify_item(&signed, std::slice::from_ref(&key), 0),
-            Ok(())
-        );
+        signed.additional_data.insert("hmacSignature".into(), expected.into());
+        assert_eq!(adyen::verify_item(&signed, std::slice::from_ref(&key), 0), Ok(()));
         let other = HmacKey::from_hex("00").unwrap();
-        assert_eq!(
-            adyen::verify_item(&signed, &[other], 0),
-            Err(SignatureError::ItemMismatch { index: 0 })
-        );
+        assert_eq!(adyen::verify_item(&signed, &[other], 0), Err(SignatureError::ItemMismatch { index: 0 }));
         checked += 1;
     }
     assert_eq!(checked, 3);
@@ -156,34 +117,19 @@ fn adyen_notification_files_verify_with_their_key_and_fail_with_another() {
     let wrong = HmacKey::from_hex("0123456789ABCDEF").unwrap();
     for file in valid["files"].as_array().unwrap() {
         let body = common::read(file.as_str().unwrap());
-        let n =
-            adyen::verify_notification(&body, std::slice::from_ref(&key)).expect("SDK says valid");
+        let n = adyen::verify_notification(&body, std::slice::from_ref(&key)).expect("SDK says valid");
         assert_eq!(n.items.len(), 1);
-        assert!(
-            n.items[0]
-                .item
-                .merchant_reference
-                .as_deref()
-                .unwrap()
-                .contains(r"\:/"),
-            "signing string unescaped"
-        );
+        assert!(n.items[0].item.merchant_reference.as_deref().unwrap().contains(r"\:/"), "signing string unescaped");
         assert!(matches!(
             adyen::verify_notification(&body, std::slice::from_ref(&wrong)),
             Err(SignatureError::ItemMismatch { .. })
         ));
         // Rotation: a new key first, the old one still active.
         assert!(adyen::verify_notification(&body, &[wrong.clone(), key.clone()]).is_ok());
-        assert_eq!(
-            adyen::verify_notification(&body, &[]).unwrap_err(),
-            SignatureError::NoSecretConfigured
-        );
+        assert_eq!(adyen::verify_notification(&body, &[]).unwrap_err(), SignatureError::NoSecretConfigured);
     }
     // Files whose key is unknown: they parse, carry a signature, and do not verify with a key that is not theirs.
-    for file in vectors["notification_files_signature_key_unknown"]
-        .as_array()
-        .unwrap()
-    {
+    for file in vectors["notification_files_signature_key_unknown"].as_array().unwrap() {
         let body = common::read(file.as_str().unwrap());
         let err = adyen::verify_notification(&body, std::slice::from_ref(&key)).unwrap_err();
         assert_eq!(err, SignatureError::ItemMismatch { index: 0 }, "{file}");
@@ -199,17 +145,9 @@ fn adyen_raw_payload_vectors_match_the_sdk() {
         let key = HmacKey::from_hex(v["key_hex"].as_str().unwrap()).unwrap();
         let payload = v["payload"].as_str().unwrap().as_bytes();
         let sig = v["expected_b64"].as_str().unwrap();
-        assert_eq!(
-            adyen::verify_payload(payload, sig, std::slice::from_ref(&key)),
-            Ok(()),
-            "{}",
-            v["from"]
-        );
+        assert_eq!(adyen::verify_payload(payload, sig, std::slice::from_ref(&key)), Ok(()), "{}", v["from"]);
         let mut tampered = payload.to_vec();
         tampered.push(b' ');
-        assert_eq!(
-            adyen::verify_payload(&tampered, sig, &[key]),
-            Err(SignatureError::NoMatch)
-        );
+        assert_eq!(adyen::verify_payload(&tampered, sig, &[key]), Err(SignatureError::NoMatch));
     }
 }

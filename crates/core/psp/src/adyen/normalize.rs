@@ -33,8 +33,7 @@ pub fn normalize(body: &[u8], received_at: Timestamp) -> Result<Vec<Outcome>, No
         Ok(Body::Other(kind)) => {
             return Ok(vec![Outcome::Ignored {
                 event_type: kind,
-                reason: "not a payment notification (platform, management or terminal webhook)"
-                    .into(),
+                reason: "not a payment notification (platform, management or terminal webhook)".into(),
             }])
         }
         Err((false, why)) => return Err(NormalizeError::MalformedJson(why)),
@@ -43,35 +42,18 @@ pub fn normalize(body: &[u8], received_at: Timestamp) -> Result<Vec<Outcome>, No
     if items.is_empty() {
         return Err(schema("adyen notification", "notificationItems is empty"));
     }
-    items
-        .iter()
-        .map(|item| normalize_item(item, received_at))
-        .collect()
+    items.iter().map(|item| normalize_item(item, received_at)).collect()
 }
 
-fn normalize_item(
-    item: &NotificationRequestItem,
-    received_at: Timestamp,
-) -> Result<Outcome, NormalizeError> {
+fn normalize_item(item: &NotificationRequestItem, received_at: Timestamp) -> Result<Outcome, NormalizeError> {
     let code = item.event_code.as_str();
     if !super::is_known_event_code(code) {
         return Err(NormalizeError::UnknownEventType(code.to_owned()));
     }
     if !matches!(item.success.as_str(), "true" | "false") {
-        return Err(schema(
-            code,
-            format!(
-                "success must be \"true\" or \"false\", got {:?}",
-                item.success
-            ),
-        ));
+        return Err(schema(code, format!("success must be \"true\" or \"false\", got {:?}", item.success)));
     }
-    let ignore = |reason: &str| {
-        Ok(Outcome::Ignored {
-            event_type: code.to_owned(),
-            reason: reason.to_owned(),
-        })
-    };
+    let ignore = |reason: &str| Ok(Outcome::Ignored { event_type: code.to_owned(), reason: reason.to_owned() });
     let success = item.success();
     let kind = match (code, success) {
         ("AUTHORISATION", true) => EventKind::Authorized,
@@ -79,59 +61,32 @@ fn normalize_item(
         ("CAPTURE", true) => EventKind::Captured,
         ("CAPTURE", false) | ("CAPTURE_FAILED", true) => EventKind::CaptureFailed,
         ("REFUND" | "REFUND_WITH_DATA", true) => EventKind::Refunded,
-        ("CANCEL_OR_REFUND", true) if item.additional("modification.action") == Some("refund") => {
-            EventKind::Refunded
-        }
-        ("CANCEL_OR_REFUND", true) => {
-            return ignore("cancel-or-refund resolved to a cancellation: no money moved")
-        }
+        ("CANCEL_OR_REFUND", true) if item.additional("modification.action") == Some("refund") => EventKind::Refunded,
+        ("CANCEL_OR_REFUND", true) => return ignore("cancel-or-refund resolved to a cancellation: no money moved"),
         ("REFUND_FAILED" | "REFUNDED_REVERSED", true) => EventKind::RefundFailed,
         ("CHARGEBACK", true) => EventKind::ChargebackOpened,
         ("CHARGEBACK_REVERSED" | "PREARBITRATION_WON", true) => EventKind::ChargebackWon,
         ("SECOND_CHARGEBACK" | "PREARBITRATION_LOST", true) => EventKind::ChargebackLost,
         (_, false) => return ignore("the PSP refused the request (success=false): no money moved"),
-        ("CANCELLATION" | "TECHNICAL_CANCEL", true) => {
-            return ignore("authorisation cancelled: no money moved")
+        ("CANCELLATION" | "TECHNICAL_CANCEL", true) => return ignore("authorisation cancelled: no money moved"),
+        ("NOTIFICATION_OF_CHARGEBACK" | "REQUEST_FOR_INFORMATION" | "DISPUTE_DEFENSE_PERIOD_ENDED", true) => {
+            return ignore("dispute information only: funds move with CHARGEBACK")
         }
-        (
-            "NOTIFICATION_OF_CHARGEBACK"
-            | "REQUEST_FOR_INFORMATION"
-            | "DISPUTE_DEFENSE_PERIOD_ENDED",
-            true,
-        ) => return ignore("dispute information only: funds move with CHARGEBACK"),
         (other, true) => return ignore(&format!("{other} moves no money that Tally books")),
     };
-    let amount = item
-        .amount
-        .as_ref()
-        .ok_or_else(|| schema(code, "amount is missing"))?;
-    let currency = Currency::from_code(
-        amount
-            .currency
-            .as_deref()
-            .ok_or_else(|| schema(code, "amount.currency is missing"))?,
-    )?;
+    let amount = item.amount.as_ref().ok_or_else(|| schema(code, "amount is missing"))?;
+    let currency =
+        Currency::from_code(amount.currency.as_deref().ok_or_else(|| schema(code, "amount.currency is missing"))?)?;
     let value = match &amount.value {
         Some(Value::Number(n)) => n.as_i64(),
         Some(Value::String(s)) => s.parse::<i64>().ok(),
         _ => None,
     }
     .ok_or_else(|| schema(code, "amount.value must be an integer"))?;
-    let minor = rescale(
-        value,
-        currency.exponent_in(ExponentScheme::Adyen),
-        currency.exponent(),
-    )?;
-    let event_date = item
-        .event_date
-        .as_deref()
-        .ok_or_else(|| schema(code, "eventDate is missing"))?;
-    let occurred_at =
-        Timestamp::parse_rfc3339(event_date).map_err(|e| schema(code, e.to_string()))?;
-    let payment = item
-        .original_reference
-        .as_deref()
-        .unwrap_or(&item.psp_reference);
+    let minor = rescale(value, currency.exponent_in(ExponentScheme::Adyen), currency.exponent())?;
+    let event_date = item.event_date.as_deref().ok_or_else(|| schema(code, "eventDate is missing"))?;
+    let occurred_at = Timestamp::parse_rfc3339(event_date).map_err(|e| schema(code, e.to_string()))?;
+    let payment = item.original_reference.as_deref().unwrap_or(&item.psp_reference);
 
     Ok(Outcome::Events(vec![PaymentEvent {
         kind,
@@ -145,14 +100,9 @@ fn normalize_item(
         occurred_at,
         received_at,
         source: Source::Webhook,
-        source_event_id: format!(
-            "{}:{}:{}",
-            item.psp_reference, item.event_code, item.success
-        ),
+        source_event_id: format!("{}:{}:{}", item.psp_reference, item.event_code, item.success),
         attributes: Attributes {
-            card_token: item
-                .additional("recurring.recurringDetailReference")
-                .map(str::to_owned),
+            card_token: item.additional("recurring.recurringDetailReference").map(str::to_owned),
             card_brand: item.payment_method.clone(),
             card_country: item.additional("cardIssuingCountry").map(str::to_owned),
             customer_token: item.additional("shopperReference").map(str::to_owned),
@@ -160,17 +110,11 @@ fn normalize_item(
             payment_method: item.payment_method.clone(),
             // On success Adyen's `reason` is auth code:last4:expiry, which Tally does not keep; on failures and
             // disputes it is the refusal or dispute reason.
-            reason: item
-                .reason
-                .clone()
-                .filter(|r| !r.is_empty() && (!success || is_dispute(kind))),
+            reason: item.reason.clone().filter(|r| !r.is_empty() && (!success || is_dispute(kind))),
         },
     }]))
 }
 
 fn is_dispute(kind: EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::ChargebackOpened | EventKind::ChargebackWon | EventKind::ChargebackLost
-    )
+    matches!(kind, EventKind::ChargebackOpened | EventKind::ChargebackWon | EventKind::ChargebackLost)
 }

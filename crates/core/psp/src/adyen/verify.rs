@@ -20,20 +20,16 @@ pub struct HmacKey(Secret<Vec<u8>>);
 
 impl HmacKey {
     pub fn from_hex(hex_key: &str) -> Result<Self, SignatureError> {
-        let bytes = hex::decode(hex_key.trim()).map_err(|e| {
-            SignatureError::InvalidSecret(format!("Adyen HMAC key is not hex: {e}"))
-        })?;
+        let bytes = hex::decode(hex_key.trim())
+            .map_err(|e| SignatureError::InvalidSecret(format!("Adyen HMAC key is not hex: {e}")))?;
         if bytes.is_empty() {
-            return Err(SignatureError::InvalidSecret(
-                "Adyen HMAC key is empty".into(),
-            ));
+            return Err(SignatureError::InvalidSecret("Adyen HMAC key is empty".into()));
         }
         Ok(HmacKey(Secret::new(bytes)))
     }
 
     fn mac(&self, message: &[u8]) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose())
-            .expect("HMAC accepts keys of any length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose()).expect("HMAC accepts keys of any length");
         mac.update(message);
         mac
     }
@@ -46,11 +42,7 @@ pub fn signing_string(item: &NotificationRequestItem) -> String {
         Some(Value::String(s)) => s.clone(),
         _ => String::new(),
     };
-    let currency = item
-        .amount
-        .as_ref()
-        .and_then(|a| a.currency.clone())
-        .unwrap_or_default();
+    let currency = item.amount.as_ref().and_then(|a| a.currency.clone()).unwrap_or_default();
     [
         item.psp_reference.as_str(),
         item.original_reference.as_deref().unwrap_or(""),
@@ -65,26 +57,15 @@ pub fn signing_string(item: &NotificationRequestItem) -> String {
 }
 
 /// Verifies one item against any of the active keys (key rotation). `index` names the item in errors.
-pub fn verify_item(
-    item: &NotificationRequestItem,
-    keys: &[HmacKey],
-    index: usize,
-) -> Result<(), SignatureError> {
+pub fn verify_item(item: &NotificationRequestItem, keys: &[HmacKey], index: usize) -> Result<(), SignatureError> {
     if keys.is_empty() {
         return Err(SignatureError::NoSecretConfigured);
     }
-    let given = item
-        .additional("hmacSignature")
-        .ok_or(SignatureError::MissingSignature { index })?;
-    let given = B64
-        .decode(given)
-        .map_err(|_| SignatureError::ItemMismatch { index })?;
+    let given = item.additional("hmacSignature").ok_or(SignatureError::MissingSignature { index })?;
+    let given = B64.decode(given).map_err(|_| SignatureError::ItemMismatch { index })?;
     let message = signing_string(item);
     // `verify_slice` compares in constant time.
-    if keys
-        .iter()
-        .any(|k| k.mac(message.as_bytes()).verify_slice(&given).is_ok())
-    {
+    if keys.iter().any(|k| k.mac(message.as_bytes()).verify_slice(&given).is_ok()) {
         Ok(())
     } else {
         Err(SignatureError::ItemMismatch { index })
@@ -117,21 +98,12 @@ pub fn verify_notification(body: &[u8], keys: &[HmacKey]) -> Result<Notification
 }
 
 /// Verifies the `HmacSignature` header of a platform webhook: base64 HMAC over the raw payload bytes.
-pub fn verify_payload(
-    body: &[u8],
-    signature_b64: &str,
-    keys: &[HmacKey],
-) -> Result<(), SignatureError> {
+pub fn verify_payload(body: &[u8], signature_b64: &str, keys: &[HmacKey]) -> Result<(), SignatureError> {
     if keys.is_empty() {
         return Err(SignatureError::NoSecretConfigured);
     }
-    let given = B64
-        .decode(signature_b64.trim())
-        .map_err(|_| SignatureError::NoMatch)?;
-    if keys
-        .iter()
-        .any(|k| k.mac(body).verify_slice(&given).is_ok())
-    {
+    let given = B64.decode(signature_b64.trim()).map_err(|_| SignatureError::NoMatch)?;
+    if keys.iter().any(|k| k.mac(body).verify_slice(&given).is_ok()) {
         Ok(())
     } else {
         Err(SignatureError::NoMatch)
@@ -140,9 +112,5 @@ pub fn verify_payload(
 
 /// The `hmacSignature` value Adyen would put on `item`. Used by the workload simulator and tests.
 pub fn sign_item(item: &NotificationRequestItem, key: &HmacKey) -> String {
-    B64.encode(
-        key.mac(signing_string(item).as_bytes())
-            .finalize()
-            .into_bytes(),
-    )
+    B64.encode(key.mac(signing_string(item).as_bytes()).finalize().into_bytes())
 }

@@ -77,34 +77,20 @@ pub enum Body {
 /// Classifies and parses a body.
 pub fn parse(body: &[u8]) -> Result<Body, (bool, String)> {
     let value: Value = serde_json::from_slice(body).map_err(|e| (false, e.to_string()))?;
-    let obj = value
-        .as_object()
-        .ok_or((true, "body is not a JSON object".to_owned()))?;
+    let obj = value.as_object().ok_or((true, "body is not a JSON object".to_owned()))?;
     let data_err = |e: serde_json::Error| (true, e.to_string());
     if obj.contains_key("notificationItems") {
-        return Notification::deserialize(&value)
-            .map(Body::Standard)
-            .map_err(data_err);
+        return Notification::deserialize(&value).map(Body::Standard).map_err(data_err);
     }
     if obj.contains_key("eventCode") && obj.contains_key("pspReference") {
-        return NotificationRequestItem::deserialize(&value)
-            .map(|i| Body::BareItem(Box::new(i)))
-            .map_err(data_err);
+        return NotificationRequestItem::deserialize(&value).map(|i| Body::BareItem(Box::new(i))).map_err(data_err);
     }
     if let Some(t) = obj.get("type").and_then(Value::as_str) {
         return Ok(Body::Other(t.to_owned()));
     }
     if let Some(req) = obj.get("SaleToPOIRequest").and_then(Value::as_object) {
-        let kind = req
-            .keys()
-            .find(|k| *k != "MessageHeader")
-            .cloned()
-            .unwrap_or_else(|| "unknown".into());
+        let kind = req.keys().find(|k| *k != "MessageHeader").cloned().unwrap_or_else(|| "unknown".into());
         return Ok(Body::Other(format!("SaleToPOIRequest.{kind}")));
     }
-    Err((
-        true,
-        "neither a standard notification (notificationItems) nor a known Adyen webhook shape"
-            .into(),
-    ))
+    Err((true, "neither a standard notification (notificationItems) nor a known Adyen webhook shape".into()))
 }

@@ -45,16 +45,8 @@ pub fn normalize(body: &[u8], received_at: Timestamp) -> Result<Outcome, Normali
     if !super::is_known_event_type(&event.event_type) {
         return Err(NormalizeError::UnknownEventType(event.event_type));
     }
-    let ctx = Ctx {
-        event: &event,
-        received_at,
-    };
-    let ignore = |reason: &str| {
-        Ok(Outcome::Ignored {
-            event_type: event.event_type.clone(),
-            reason: reason.into(),
-        })
-    };
+    let ctx = Ctx { event: &event, received_at };
+    let ignore = |reason: &str| Ok(Outcome::Ignored { event_type: event.event_type.clone(), reason: reason.into() });
     let events = match event.event_type.as_str() {
         "charge.succeeded" => {
             let ch: Charge = ctx.object()?;
@@ -91,7 +83,9 @@ pub fn normalize(body: &[u8], received_at: Timestamp) -> Result<Outcome, Normali
         "charge.refunded" => {
             let ch: Charge = ctx.object()?;
             match ch.refunds.as_ref().filter(|r| !r.data.is_empty()) {
-                Some(list) => list.data.iter().map(|r| ctx.refund_facts(r, Some(&ch.id))).collect::<Result<Vec<_>, _>>()?.concat(),
+                Some(list) => {
+                    list.data.iter().map(|r| ctx.refund_facts(r, Some(&ch.id))).collect::<Result<Vec<_>, _>>()?.concat()
+                }
                 None => {
                     return ignore(
                         "charge.refunded without an expanded refunds list (API versions since 2022-11-15): the \
@@ -157,8 +151,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn object<T: DeserializeOwned>(&self) -> Result<T, NormalizeError> {
-        T::deserialize(&self.event.data.object)
-            .map_err(|e| schema(&self.event.event_type, e.to_string()))
+        T::deserialize(&self.event.data.object).map_err(|e| schema(&self.event.event_type, e.to_string()))
     }
 
     /// A fact with the common fields filled in. `payment` is the charge (or intent) id that names the payment.
@@ -172,19 +165,15 @@ impl Ctx<'_> {
         currency: &str,
     ) -> Result<PaymentEvent, NormalizeError> {
         let currency = Currency::from_code(currency)?;
-        let occurred_at = Timestamp::from_unix_secs(self.event.created)
-            .map_err(|e| schema(&self.event.event_type, e.to_string()))?;
+        let occurred_at =
+            Timestamp::from_unix_secs(self.event.created).map_err(|e| schema(&self.event.event_type, e.to_string()))?;
         Ok(PaymentEvent {
             kind,
             payment_id: format!("stripe:{payment}"),
             psp: Psp::Stripe,
             psp_reference: reference.to_owned(),
             original_reference: original.map(str::to_owned),
-            merchant_id: self
-                .event
-                .account
-                .clone()
-                .unwrap_or_else(|| PLATFORM_MERCHANT.to_owned()),
+            merchant_id: self.event.account.clone().unwrap_or_else(|| PLATFORM_MERCHANT.to_owned()),
             money: Money::new(Amount::from_minor(minor), currency),
             fee: None,
             occurred_at,
@@ -195,27 +184,16 @@ impl Ctx<'_> {
         })
     }
 
-    fn charge_fact(
-        &self,
-        kind: EventKind,
-        ch: &Charge,
-        minor: i64,
-    ) -> Result<PaymentEvent, NormalizeError> {
+    fn charge_fact(&self, kind: EventKind, ch: &Charge, minor: i64) -> Result<PaymentEvent, NormalizeError> {
         let mut fact = self.fact(kind, &ch.id, &ch.id, None, minor, &ch.currency)?;
-        let card = ch
-            .payment_method_details
-            .as_ref()
-            .and_then(|d| d.card.as_ref());
+        let card = ch.payment_method_details.as_ref().and_then(|d| d.card.as_ref());
         fact.attributes = Attributes {
             card_token: card.and_then(|c| c.fingerprint.clone()),
             card_brand: card.and_then(|c| c.brand.clone()),
             card_country: card.and_then(|c| c.country.clone()),
             customer_token: ch.customer.clone(),
             device_id: None,
-            payment_method: ch
-                .payment_method_details
-                .as_ref()
-                .and_then(|d| d.method_type.clone()),
+            payment_method: ch.payment_method_details.as_ref().and_then(|d| d.method_type.clone()),
             reason: ch.failure_code.clone(),
         };
         Ok(fact)
@@ -235,25 +213,14 @@ impl Ctx<'_> {
         Ok(fact)
     }
 
-    fn refund_facts(
-        &self,
-        refund: &Refund,
-        charge: Option<&str>,
-    ) -> Result<Vec<PaymentEvent>, NormalizeError> {
+    fn refund_facts(&self, refund: &Refund, charge: Option<&str>) -> Result<Vec<PaymentEvent>, NormalizeError> {
         let charge = refund
             .charge
             .as_deref()
             .or(charge)
             .ok_or_else(|| schema(&self.event.event_type, "refund without a charge"))?;
         let make = |kind| -> Result<PaymentEvent, NormalizeError> {
-            let mut fact = self.fact(
-                kind,
-                charge,
-                &refund.id,
-                Some(charge),
-                refund.amount,
-                &refund.currency,
-            )?;
+            let mut fact = self.fact(kind, charge, &refund.id, Some(charge), refund.amount, &refund.currency)?;
             fact.attributes.reason = refund.reason.clone();
             Ok(fact)
         };
@@ -279,10 +246,8 @@ fn latest_charge(pi: &PaymentIntent) -> Option<String> {
         Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
         _ => None,
     };
-    pi.latest_charge.as_ref().and_then(id_of).or_else(|| {
-        pi.charges
-            .as_ref()
-            .and_then(|c| c.data.first())
-            .and_then(id_of)
-    })
+    pi.latest_charge
+        .as_ref()
+        .and_then(id_of)
+        .or_else(|| pi.charges.as_ref().and_then(|c| c.data.first()).and_then(id_of))
 }

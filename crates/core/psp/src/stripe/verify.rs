@@ -53,11 +53,7 @@ pub fn verify(
         // `0` disables the check in the SDKs (`if tolerance and …`); keep that meaning.
         let limit = now_unix.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX));
         if secs > 0 && timestamp < limit {
-            return Err(SignatureError::OutsideTolerance {
-                timestamp,
-                now: now_unix,
-                tolerance_secs: secs,
-            });
+            return Err(SignatureError::OutsideTolerance { timestamp, now: now_unix, tolerance_secs: secs });
         }
     }
     Ok(timestamp)
@@ -66,10 +62,7 @@ pub fn verify(
 /// Produces a header for `body`, as Stripe does. Used by the workload simulator and tests.
 pub fn sign(body: &[u8], secret: &Secret<String>, timestamp: i64) -> String {
     let mac = signed_mac(secret.expose().as_bytes(), timestamp, body);
-    format!(
-        "t={timestamp},v1={}",
-        hex::encode(mac.finalize().into_bytes())
-    )
+    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 fn signed_mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
@@ -93,19 +86,13 @@ fn parse_header(header: &str) -> Result<(i64, Vec<&str>), SignatureError> {
                 if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(SignatureError::MalformedHeader);
                 }
-                timestamp = Some(
-                    v.parse::<i64>()
-                        .map_err(|_| SignatureError::MalformedHeader)?,
-                );
+                timestamp = Some(v.parse::<i64>().map_err(|_| SignatureError::MalformedHeader)?);
             }
             "v1" => signatures.push(value.ok_or(SignatureError::MalformedHeader)?),
             _ => {}
         }
     }
-    Ok((
-        timestamp.ok_or(SignatureError::MalformedHeader)?,
-        signatures,
-    ))
+    Ok((timestamp.ok_or(SignatureError::MalformedHeader)?, signatures))
 }
 
 #[cfg(test)]
@@ -121,44 +108,24 @@ mod tests {
         let s = secrets(&["whsec_a"]);
         let body = br#"{"id":"evt_1"}"#;
         let header = sign(body, &s[0], 1_700_000_000);
-        assert_eq!(
-            verify(body, &header, &s, 1_700_000_100, Tolerance::Secs(300)),
-            Ok(1_700_000_000)
-        );
+        assert_eq!(verify(body, &header, &s, 1_700_000_100, Tolerance::Secs(300)), Ok(1_700_000_000));
         assert_eq!(
             verify(body, &header, &s, 1_700_000_301, Tolerance::Secs(300)),
-            Err(SignatureError::OutsideTolerance {
-                timestamp: 1_700_000_000,
-                now: 1_700_000_301,
-                tolerance_secs: 300
-            })
+            Err(SignatureError::OutsideTolerance { timestamp: 1_700_000_000, now: 1_700_000_301, tolerance_secs: 300 })
         );
         // Only old timestamps are rejected, and 0 disables the check (SDK semantics).
         assert!(verify(body, &header, &s, 1_600_000_000, Tolerance::Secs(300)).is_ok());
         assert!(verify(body, &header, &s, 1_800_000_000, Tolerance::Secs(0)).is_ok());
-        assert_eq!(
-            verify(b"{}", &header, &s, 1_700_000_000, Tolerance::Disabled),
-            Err(SignatureError::NoMatch)
-        );
+        assert_eq!(verify(b"{}", &header, &s, 1_700_000_000, Tolerance::Disabled), Err(SignatureError::NoMatch));
         assert_eq!(
             verify(body, &header, &[], 1_700_000_000, Tolerance::Disabled),
             Err(SignatureError::NoSecretConfigured)
         );
         for bad in ["", "v1=abc", "t=,v1=ab", "t=12a,v1=ab", "t=-5,v1=ab", "t"] {
-            assert_eq!(
-                verify(body, bad, &s, 0, Tolerance::Disabled),
-                Err(SignatureError::MalformedHeader),
-                "{bad}"
-            );
+            assert_eq!(verify(body, bad, &s, 0, Tolerance::Disabled), Err(SignatureError::MalformedHeader), "{bad}");
         }
-        assert_eq!(
-            verify(body, "t=1", &s, 0, Tolerance::Disabled),
-            Err(SignatureError::NoSignatureWithScheme)
-        );
-        assert_eq!(
-            verify(body, "t=1,v1=zz", &s, 0, Tolerance::Disabled),
-            Err(SignatureError::NoMatch)
-        );
+        assert_eq!(verify(body, "t=1", &s, 0, Tolerance::Disabled), Err(SignatureError::NoSignatureWithScheme));
+        assert_eq!(verify(body, "t=1,v1=zz", &s, 0, Tolerance::Disabled), Err(SignatureError::NoMatch));
     }
 
     #[test]
@@ -166,22 +133,9 @@ mod tests {
         let body = b"{}";
         let old = Secret::new("whsec_old".to_owned());
         let header = sign(body, &old, 10);
-        assert!(verify(
-            body,
-            &header,
-            &secrets(&["whsec_new", "whsec_old"]),
-            10,
-            Tolerance::Disabled
-        )
-        .is_ok());
+        assert!(verify(body, &header, &secrets(&["whsec_new", "whsec_old"]), 10, Tolerance::Disabled).is_ok());
         assert_eq!(
-            verify(
-                body,
-                &header,
-                &secrets(&["whsec_new"]),
-                10,
-                Tolerance::Disabled
-            ),
+            verify(body, &header, &secrets(&["whsec_new"]), 10, Tolerance::Disabled),
             Err(SignatureError::NoMatch)
         );
     }

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 pub fn fixtures_dir() -> PathBuf {
     std::env::var_os("TALLY_FIXTURES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../../shared/fixtures")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../../shared/fixtures"))
 }
 
 pub fn read(rel: &str) -> Vec<u8> {
