@@ -1,0 +1,173 @@
+//! The contracts: every canonical event from the shared fixtures round-trips through its Confluent-framed Avro
+//! record; the schema registry file agrees with the code; every new schema version reads the previous one.
+
+use apache_avro::schema_compatibility::SchemaCompatibility;
+use apache_avro::Schema;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tally_contracts::*;
+use tally_domain::{Psp, Timestamp};
+use tally_psp::Outcome;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../../shared/fixtures")
+}
+
+fn fixture_events() -> Vec<tally_domain::PaymentEvent> {
+    let mut events = Vec::new();
+    for (psp, dir) in [(Psp::Stripe, "stripe/webhook-events"), (Psp::Adyen, "adyen/notifications")] {
+        for entry in std::fs::read_dir(fixtures().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let body = std::fs::read(&path).unwrap();
+            let at = Timestamp::from_unix_micros(1_800_000_000_123_456);
+            for outcome in tally_psp::normalize(psp, &body, at).unwrap() {
+                if let Outcome::Events(e) = outcome {
+                    events.extend(e);
+                }
+            }
+        }
+    }
+    events
+}
+
+#[test]
+fn every_fixture_event_round_trips() {
+    let events = fixture_events();
+    assert!(events.len() >= 20, "only {} events", events.len());
+    for event in events {
+        let bytes = encode_payment_event(&event, Some("d-1")).unwrap();
+        assert_eq!(bytes[0], 0, "Confluent magic byte");
+        assert_eq!(u32::from_be_bytes(bytes[1..5].try_into().unwrap()), 1, "schema id");
+        let decoded = decode_payment_event(&bytes).unwrap();
+        assert_eq!(decoded.event, event);
+        assert_eq!(decoded.delivery_id.as_deref(), Some("d-1"));
+        assert_eq!(decoded.schema_id, 1);
+    }
+}
+
+#[test]
+fn contract_violations_are_errors() {
+    let event = fixture_events().remove(0);
+    let bytes = encode_payment_event(&event, None).unwrap();
+    assert!(matches!(unframe(&bytes[..3]), Err(ContractError::Frame(_))));
+    let mut wrong_magic = bytes.clone();
+    wrong_magic[0] = 1;
+    assert!(matches!(decode_payment_event(&wrong_magic), Err(ContractError::Frame(_))));
+    let mut unknown = bytes.clone();
+    unknown[4] = 99;
+    assert!(matches!(decode_payment_event(&unknown), Err(ContractError::WrongSchema { got: 99, .. })));
+    let truncated = decode_payment_event(&bytes[..bytes.len() / 2]);
+    assert!(matches!(truncated, Err(ContractError::Avro(_))), "{truncated:?}");
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(matches!(decode_payment_event(&trailing), Err(ContractError::Violation(_))));
+    // A record whose fact key does not match its identity is refused (a forged or corrupted record).
+    let mut tampered = event.clone();
+    tampered.psp_reference.push('x');
+    let forged = encode_payment_event(&tampered, None).unwrap();
+    let body_start = 5;
+    let (a, b) = (event.fact_key().to_string(), tampered.fact_key().to_string());
+    let text = forged[body_start..].to_vec();
+    let pos = text.windows(b.len()).position(|w| w == b.as_bytes()).unwrap();
+    let mut swapped = forged.clone();
+    swapped[body_start + pos..body_start + pos + a.len()].copy_from_slice(a.as_bytes());
+    assert!(matches!(decode_payment_event(&swapped), Err(ContractError::Violation(_))));
+}
+
+#[test]
+fn raw_delivery_round_trips() {
+    let d = RawDelivery {
+        delivery_id: "d-42".into(),
+        psp: "stripe".into(),
+        received_at: Timestamp::from_unix_micros(1_700_000_000_000_001),
+        headers: BTreeMap::from([("stripe-signature".into(), "t=1,v1=ab".into())]),
+        body: b"{\"id\":\"evt_1\"}".to_vec(),
+        body_sha256: "00".repeat(32),
+        redacted: false,
+        verdict: Verdict::Accepted,
+        code: None,
+        fact_keys: vec!["k1".into(), "k2".into()],
+    };
+    let bytes = encode_raw_delivery(&d).unwrap();
+    assert_eq!(u32::from_be_bytes(bytes[1..5].try_into().unwrap()), 2);
+    assert_eq!(decode_raw_delivery(&bytes).unwrap(), d);
+    assert!(matches!(decode_payment_event(&bytes), Err(ContractError::WrongSchema { got: 2, .. })));
+}
+
+#[test]
+fn registry_file_lists_exactly_the_compiled_schemas() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../schemas");
+    let registry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("registry.json")).unwrap()).unwrap();
+    let listed: Vec<(String, u64, u64, String)> = registry["schemas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["subject"].as_str().unwrap().to_owned(),
+                s["version"].as_u64().unwrap(),
+                s["id"].as_u64().unwrap(),
+                s["file"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let compiled: Vec<(String, u64, u64, String)> = SCHEMAS
+        .iter()
+        .map(|s| (s.subject.to_owned(), u64::from(s.version), u64::from(s.id), s.file.to_owned()))
+        .collect();
+    assert_eq!(listed, compiled);
+    for s in SCHEMAS {
+        assert_eq!(std::fs::read_to_string(dir.join(s.file)).unwrap(), s.source, "{} is stale", s.file);
+        let parsed = Schema::parse_str(s.source).unwrap();
+        let name = parsed.name().map(|n| n.fullname(None)).unwrap();
+        assert_eq!(name, s.subject, "subject = the record's full name");
+    }
+    let mut ids: Vec<u32> = SCHEMAS.iter().map(|s| s.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), SCHEMAS.len(), "schema ids are unique");
+}
+
+/// Backward compatibility: a consumer on version N reads data written with version N-1.
+#[test]
+fn every_new_version_reads_the_previous_one() {
+    let mut by_subject: BTreeMap<&str, Vec<&SchemaEntry>> = BTreeMap::new();
+    for s in SCHEMAS {
+        by_subject.entry(s.subject).or_default().push(s);
+    }
+    for (subject, mut versions) in by_subject {
+        versions.sort_by_key(|s| s.version);
+        for (i, pair) in versions.windows(2).enumerate() {
+            assert_eq!(pair[1].version, pair[0].version + 1, "{subject}: versions are consecutive");
+            let old = Schema::parse_str(pair[0].source).unwrap();
+            let new = Schema::parse_str(pair[1].source).unwrap();
+            assert!(
+                SchemaCompatibility::can_read(&old, &new).is_ok(),
+                "{subject} v{} cannot read v{i}",
+                pair[1].version
+            );
+        }
+    }
+}
+
+/// The compatibility check itself works: adding a field without a default is caught, adding one with a default
+/// is accepted.
+#[test]
+fn the_compatibility_check_catches_breaking_changes() {
+    let v1 = Schema::parse_str(SCHEMAS[0].source).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(SCHEMAS[0].source).unwrap();
+    json["fields"].as_array_mut().unwrap().push(serde_json::json!({"name": "new_field", "type": "string"}));
+    let breaking = Schema::parse_str(&json.to_string()).unwrap();
+    assert!(SchemaCompatibility::can_read(&v1, &breaking).is_err());
+    json["fields"].as_array_mut().unwrap().pop();
+    json["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "new_field", "type": ["null", "string"], "default": null}));
+    let compatible = Schema::parse_str(&json.to_string()).unwrap();
+    assert!(SchemaCompatibility::can_read(&v1, &compatible).is_ok());
+}
