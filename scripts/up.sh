@@ -58,7 +58,8 @@ else
 fi
 
 cat >"$TALLY_DATA/env" <<ENV
-TALLY_DATABASE_URL=$(pg_url)
-TALLY_REDIS_URL=$(redis_url)
-TALLY_KAFKA_BROKERS=$(kafka_brokers)
+TALLY__POSTGRES__URL=$(pg_url)
+TALLY__REDIS__URL=$(redis_url)
+TALLY__KAFKA__BROKERS=$(kafka_brokers)
+TALLY_TANSU_BIN=$TANSU_BIN
 ENV

@@ -1,8 +1,11 @@
-//! `tally`: the one binary. Each subcommand is a small module; services arrive as `run(config, shutdown)`.
+//! `tally`: the one binary. Each subcommand is a small module; services are `run(config, shutdown)`.
 
+mod config;
+mod ingest;
 mod stack;
 mod webhook;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -10,6 +13,9 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Payments events → exactly-once ledger, archive and proof")]
 struct Cli {
+    /// Configuration file (default: ./tally.toml if present). `TALLY__SECTION__KEY` variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -19,6 +25,8 @@ enum Command {
     /// Debug PSP webhooks: verify signatures, normalise bodies.
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
+    /// Run the webhook ingest service.
+    Ingest,
     /// Kafka topics Tally owns.
     #[command(subcommand)]
     Topics(stack::TopicsCommand),
@@ -29,10 +37,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         Command::Webhook(cmd) => webhook::run(cmd),
-        Command::Topics(cmd) => stack::run_topics(cmd),
-        Command::Stack(cmd) => stack::run_stack(cmd),
+        command => config::load(cli.config.as_deref()).and_then(|config| match command {
+            Command::Ingest => ingest::run(config),
+            Command::Topics(cmd) => stack::run_topics(cmd, &config),
+            Command::Stack(cmd) => stack::run_stack(cmd, &config),
+            Command::Webhook(_) => unreachable!("handled above"),
+        }),
     };
     match result {
         Ok(code) => code,

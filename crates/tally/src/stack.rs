@@ -4,41 +4,32 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use tally_kafka::{TopicState, TOPICS};
 
-/// Where the stack is. Defaults match `scripts/up.sh`.
-#[derive(Args, Clone)]
-pub struct Endpoints {
-    #[arg(long, env = "TALLY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    kafka_brokers: String,
-    #[arg(long, env = "TALLY_DATABASE_URL", default_value = "postgres://tally@127.0.0.1:54329/tally")]
-    database_url: String,
-    #[arg(long, env = "TALLY_REDIS_URL", default_value = "redis://127.0.0.1:63799/")]
-    redis_url: String,
-}
+use crate::config::Config;
 
 #[derive(Subcommand)]
 pub enum TopicsCommand {
     /// Create every topic Tally owns that does not exist yet (topics are never auto-created).
-    Ensure(Endpoints),
+    Ensure,
 }
 
 #[derive(Subcommand)]
 pub enum StackCommand {
     /// Check the broker, PostgreSQL and Redis separately; exit 1 if any is unhealthy.
-    Health(Endpoints),
+    Health,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-pub fn run_topics(cmd: TopicsCommand) -> Result<ExitCode> {
-    let TopicsCommand::Ensure(ep) = cmd;
-    let results = runtime()?.block_on(tally_kafka::ensure_topics(&ep.kafka_brokers, TOPICS))?;
+pub fn run_topics(cmd: TopicsCommand, config: &Config) -> Result<ExitCode> {
+    let TopicsCommand::Ensure = cmd;
+    let results = runtime()?.block_on(tally_kafka::ensure_topics(&config.kafka, TOPICS))?;
     for (topic, state) in results {
-        let spec = TOPICS.iter().find(|t| t.name == topic);
+        let spec = TOPICS.iter().find(|t| config.kafka.topic(t.name) == topic);
         let state = match state {
             TopicState::Created => "created",
             TopicState::Existed => "exists",
@@ -48,8 +39,8 @@ pub fn run_topics(cmd: TopicsCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_stack(cmd: StackCommand) -> Result<ExitCode> {
-    let StackCommand::Health(ep) = cmd;
+pub fn run_stack(cmd: StackCommand, config: &Config) -> Result<ExitCode> {
+    let StackCommand::Health = cmd;
     let rt = runtime()?;
     let mut healthy = true;
     let mut report = |name: &str, endpoint: &str, result: Result<String, String>| match result {
@@ -62,25 +53,30 @@ pub fn run_stack(cmd: StackCommand) -> Result<ExitCode> {
 
     // librdkafka's metadata call blocks; this command has nothing else to do meanwhile.
     let kafka =
-        tally_kafka::health(&ep.kafka_brokers, Duration::from_secs(5)).map_err(|e| e.to_string()).and_then(|h| {
-            let missing: Vec<&str> =
-                TOPICS.iter().map(|t| t.name).filter(|n| !h.topics.iter().any(|(t, _)| t == n)).collect();
-            let owned = h.topics.iter().filter(|(t, _)| TOPICS.iter().any(|s| s.name == t)).count();
+        tally_kafka::health(&config.kafka.brokers, Duration::from_secs(5)).map_err(|e| e.to_string()).and_then(|h| {
+            let missing: Vec<String> = TOPICS
+                .iter()
+                .map(|t| config.kafka.topic(t.name))
+                .filter(|n| !h.topics.iter().any(|(t, _)| t == n))
+                .collect();
             if missing.is_empty() {
-                Ok(format!("{} broker(s), {owned}/{} Tally topics", h.brokers.len(), TOPICS.len()))
+                Ok(format!("{} broker(s), {}/{} Tally topics", h.brokers.len(), TOPICS.len(), TOPICS.len()))
             } else {
                 Err(format!("topics missing: {} (run `tally topics ensure`)", missing.join(", ")))
             }
         });
-    report("kafka", &ep.kafka_brokers, kafka);
+    report("kafka", &config.kafka.brokers, kafka);
 
-    let pg = rt
-        .block_on(with_timeout(tally_postgres::health(&ep.database_url)))
-        .map(|h| format!("PostgreSQL {} database {}", h.server_version, h.database));
-    report("postgres", &redact_url(&ep.database_url), pg);
+    let pg = rt.block_on(async {
+        let pool = tally_postgres::pool(&config.postgres).map_err(|e| e.to_string())?;
+        with_timeout(tally_postgres::health(&pool)).await
+    });
+    let pg = pg.map(|h| format!("PostgreSQL {} database {}", h.server_version, h.database));
+    report("postgres", &redact_url(&config.postgres.url), pg);
 
-    let redis = rt.block_on(with_timeout(tally_redis::health(&ep.redis_url))).map(|h| format!("Redis {}", h.version));
-    report("redis", &redact_url(&ep.redis_url), redis);
+    let redis =
+        rt.block_on(with_timeout(tally_redis::health(&config.redis.url))).map(|h| format!("Redis {}", h.version));
+    report("redis", &redact_url(&config.redis.url), redis);
 
     Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -95,7 +91,7 @@ async fn with_timeout<T, E: std::fmt::Display>(
 }
 
 /// Drops a password from a URL before it is printed.
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
@@ -105,5 +101,14 @@ fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_the_output() {
+        assert_eq!(super::redact_url("postgres://u:hunter2@h:5/db"), "postgres://u:***@h:5/db");
+        assert_eq!(super::redact_url("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
     }
 }

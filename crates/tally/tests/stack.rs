@@ -3,7 +3,7 @@
 use std::process::{Command, Output};
 
 fn tally(args: &[&str]) -> Output {
-    for var in ["TALLY_KAFKA_BROKERS", "TALLY_DATABASE_URL", "TALLY_REDIS_URL"] {
+    for var in ["TALLY__KAFKA__BROKERS", "TALLY__POSTGRES__URL", "TALLY__REDIS__URL"] {
         assert!(
             std::env::var_os(var).is_some(),
             "{var} is not set: run the tests with `make test` (it starts the stack)"
@@ -33,7 +33,8 @@ fn topics_are_created_explicitly_and_idempotently_and_the_stack_is_healthy() {
 #[test]
 fn health_reports_each_dependency_separately_and_fails_when_one_is_down() {
     let out = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["stack", "health", "--redis-url", "redis://127.0.0.1:1/"])
+        .args(["stack", "health"])
+        .env("TALLY__REDIS__URL", "redis://127.0.0.1:1/")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

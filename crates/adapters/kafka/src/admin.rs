@@ -6,7 +6,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
-use crate::TopicSpec;
+use crate::{KafkaConfig, TopicSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
@@ -31,7 +31,7 @@ pub struct BrokerHealth {
     pub topics: Vec<(String, usize)>,
 }
 
-fn config(brokers: &str) -> ClientConfig {
+fn client_config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
         .set("socket.timeout.ms", "5000")
@@ -41,10 +41,14 @@ fn config(brokers: &str) -> ClientConfig {
 }
 
 /// Creates every topic in `specs` that does not exist. Existing topics are left as they are.
-pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<Vec<(String, TopicState)>, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = config(brokers).create()?;
-    let new: Vec<NewTopic> =
-        specs.iter().map(|s| NewTopic::new(s.name, s.partitions, TopicReplication::Fixed(1))).collect();
+pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<Vec<(String, TopicState)>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(&config.brokers).create()?;
+    let names: Vec<String> = specs.iter().map(|s| config.topic(s.name)).collect();
+    let new: Vec<NewTopic> = specs
+        .iter()
+        .zip(&names)
+        .map(|(s, name)| NewTopic::new(name, s.partitions, TopicReplication::Fixed(1)))
+        .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics(new.iter(), &opts).await?;
     results
@@ -60,7 +64,7 @@ pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<Vec<(St
 /// Fetches cluster metadata: the brokers and every topic with its partition count. Blocking (librdkafka's metadata
 /// call); run it on a blocking thread from async code.
 pub fn health(brokers: &str, timeout: Duration) -> Result<BrokerHealth, KafkaError> {
-    let consumer: BaseConsumer = config(brokers).create()?;
+    let consumer: BaseConsumer = client_config(brokers).create()?;
     let md = consumer.fetch_metadata(None, timeout)?;
     let mut topics: Vec<(String, usize)> =
         md.topics().iter().map(|t| (t.name().to_owned(), t.partitions().len())).collect();

@@ -2,7 +2,11 @@
 //! pure core compiles and tests in seconds.
 
 mod admin;
+mod config;
+mod producer;
 mod topics;
 
 pub use admin::{ensure_topics, health, BrokerHealth, KafkaError, TopicState};
-pub use topics::{TopicSpec, TOPICS};
+pub use config::KafkaConfig;
+pub use producer::{Header, Producer};
+pub use topics::{topic_for, TopicSpec, RAW_TOPIC, TOPICS};

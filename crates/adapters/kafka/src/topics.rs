@@ -1,6 +1,8 @@
 //! The topic catalogue (DESIGN §2). Topics are created explicitly by `tally topics ensure`; Tally never relies on
 //! auto-creation (the local broker does not support it, and production clusters should not allow it).
 
+use tally_domain::EventKind;
+
 /// A topic Tally owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicSpec {
@@ -10,10 +12,12 @@ pub struct TopicSpec {
     pub purpose: &'static str,
 }
 
+pub const RAW_TOPIC: &str = "webhooks.raw.v1";
+
 /// Every topic, with its partition count. Key = payment id on all payment topics, so that one payment's facts stay
 /// in order on one partition.
 pub const TOPICS: &[TopicSpec] = &[
-    TopicSpec { name: "webhooks.raw.v1", partitions: 6, purpose: "PSP bytes as received, with verdict" },
+    TopicSpec { name: RAW_TOPIC, partitions: 6, purpose: "PSP bytes as received, with verdict" },
     TopicSpec { name: "payments.authorization.v1", partitions: 6, purpose: "authorized, authorization_failed" },
     TopicSpec { name: "payments.capture.v1", partitions: 6, purpose: "captured, capture_failed, settled" },
     TopicSpec { name: "payments.refund.v1", partitions: 6, purpose: "refunded, refund_failed" },
@@ -25,3 +29,26 @@ pub const TOPICS: &[TopicSpec] = &[
     },
     TopicSpec { name: "payments.dlq.v1", partitions: 3, purpose: "undecodable or contract-violating records" },
 ];
+
+/// The lifecycle topic a fact of this kind goes to (without prefix).
+pub fn topic_for(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Authorized | EventKind::AuthorizationFailed => "payments.authorization.v1",
+        EventKind::Captured | EventKind::CaptureFailed | EventKind::Settled => "payments.capture.v1",
+        EventKind::Refunded | EventKind::RefundFailed => "payments.refund.v1",
+        EventKind::ChargebackOpened | EventKind::ChargebackWon | EventKind::ChargebackLost => "payments.chargeback.v1",
+        EventKind::Payout | EventKind::Fee => "payments.settlement-report.v1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_catalogue_topic() {
+        for kind in EventKind::ALL {
+            assert!(TOPICS.iter().any(|t| t.name == topic_for(kind)), "{kind}");
+        }
+    }
+}

@@ -1,9 +1,38 @@
-//! Redis adapter. Redis is an optimisation in Tally (edge dedup); correctness never depends on it.
+//! Redis adapter. Redis is an optimisation in Tally (edge dedup, DESIGN §6); correctness never depends on it, and an
+//! unreachable Redis must fail fast so that the caller can fall back to PostgreSQL.
+
+mod dedup;
+
+pub use dedup::RedisDedup;
+
+use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("redis is not configured")]
+    NotConfigured,
+    #[error("redis unreachable (next attempt in {0} ms)")]
+    Backoff(u64),
+}
+
+/// `[redis]` in tally.toml (`TALLY__REDIS__…` in the environment).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/`; empty disables Redis (PostgreSQL carries edge dedup alone).
+    pub url: String,
+    /// Bound on connecting and on each command; past it the caller falls back.
+    pub timeout_ms: u64,
+    /// After a failure, how long to go straight to the fallback before trying Redis again.
+    pub retry_after_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig { url: "redis://127.0.0.1:63799/".into(), timeout_ms: 250, retry_after_ms: 1000 }
+    }
 }
 
 #[derive(Debug, Clone)]

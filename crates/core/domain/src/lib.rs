@@ -16,3 +16,17 @@ pub use event::{Attributes, EventKind, PaymentEvent, Psp, Source};
 pub use fact_key::{FactIdentity, FactKey};
 pub use secret::Secret;
 pub use time::Timestamp;
+
+/// The edge dedup protocol's vocabulary (DESIGN §6), shared by its Redis and PostgreSQL stores.
+pub mod edge {
+    /// What a claim on a fact key found.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ClaimState {
+        /// The key was free (or its previous claim expired): the caller owns it now.
+        Claimed,
+        /// Another delivery is producing this fact right now: answer retry-later.
+        Processing,
+        /// The fact was produced already: a duplicate.
+        Done,
+    }
+}

@@ -1,0 +1,33 @@
+use serde::Deserialize;
+
+/// `[kafka]` in tally.toml (`TALLY__KAFKA__…` in the environment).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated.
+    pub brokers: String,
+    /// Prepended to every topic name (isolates tests and environments sharing a cluster).
+    pub topic_prefix: String,
+    /// How long the producer keeps retrying a record before reporting failure; an ingest request waits at most this.
+    pub message_timeout_ms: u64,
+    /// How long the producer waits to batch records (latency vs throughput).
+    pub linger_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: String::new(),
+            message_timeout_ms: 5000,
+            linger_ms: 1,
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The full name of a catalogue topic.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix)
+    }
+}

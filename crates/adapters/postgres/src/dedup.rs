@@ -1,0 +1,77 @@
+//! The edge-dedup store on PostgreSQL (DESIGN §6), used when Redis is absent or unreachable. Same protocol as the
+//! Redis store: claim with a lease, confirm as done for the retry window, release on failure — each guarded by the
+//! claimant's token so that a late release never frees someone else's claim.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tally_domain::edge::ClaimState;
+use uuid::Uuid;
+
+use crate::PgError;
+
+#[derive(Clone)]
+pub struct PgDedup {
+    pool: Pool,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl PgDedup {
+    pub fn new(pool: Pool) -> Self {
+        PgDedup { pool }
+    }
+
+    pub async fn claim(&self, key: Uuid, token: Uuid, lease: Duration) -> Result<ClaimState, PgError> {
+        let client = self.pool.get().await?;
+        // Insert, or take over an expired row; either way RETURNING tells us we own it.
+        let owned = client
+            .query_opt(
+                "INSERT INTO edge_claims (fact_key, state, token, expires_at)
+                 VALUES ($1, 'processing', $2, now() + $3 * interval '1 millisecond')
+                 ON CONFLICT (fact_key) DO UPDATE
+                    SET state = 'processing', token = EXCLUDED.token, expires_at = EXCLUDED.expires_at
+                    WHERE edge_claims.expires_at < now()
+                 RETURNING token",
+                &[&key, &token, &millis(lease)],
+            )
+            .await?;
+        if owned.is_some() {
+            return Ok(ClaimState::Claimed);
+        }
+        let row = client.query_opt("SELECT state FROM edge_claims WHERE fact_key = $1", &[&key]).await?;
+        Ok(match row.map(|r| r.get::<_, String>(0)).as_deref() {
+            Some("done") => ClaimState::Done,
+            Some(_) => ClaimState::Processing,
+            // Expired and deleted between the two statements: report busy, the PSP retries.
+            None => ClaimState::Processing,
+        })
+    }
+
+    /// Marks an owned claim done for `ttl`. False if the claim was lost (lease expired and taken over).
+    pub async fn confirm(&self, key: Uuid, token: Uuid, ttl: Duration) -> Result<bool, PgError> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE edge_claims SET state = 'done', expires_at = now() + $3 * interval '1 millisecond'
+                 WHERE fact_key = $1 AND token = $2",
+                &[&key, &token, &millis(ttl)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Frees an owned claim so that the PSP's retry can take it.
+    pub async fn release(&self, key: Uuid, token: Uuid) -> Result<(), PgError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "DELETE FROM edge_claims WHERE fact_key = $1 AND token = $2 AND state = 'processing'",
+                &[&key, &token],
+            )
+            .await?;
+        Ok(())
+    }
+}

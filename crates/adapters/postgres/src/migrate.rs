@@ -1,0 +1,57 @@
+//! Forward-only migrations from `migrations/`, applied in order, each in its own transaction, under an advisory lock
+//! so that concurrent starters do not race. An applied migration whose file changed is an error, not a re-run.
+
+use deadpool_postgres::Pool;
+use sha2::{Digest, Sha256};
+
+use crate::PgError;
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "ingest", sql: include_str!("../../../../migrations/0001_ingest.sql") }];
+
+/// An arbitrary constant: the advisory lock key of Tally's migrator.
+const LOCK_KEY: i64 = 0x7a11_0001;
+
+/// Applies every pending migration. Returns the versions applied by this call.
+pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, PgError> {
+    let mut client = pool.get().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version int PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let mut applied_now = Vec::new();
+    for m in MIGRATIONS {
+        let checksum = hex::encode(Sha256::digest(m.sql.as_bytes()));
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await?;
+        let row = tx.query_opt("SELECT checksum FROM schema_migrations WHERE version = $1", &[&m.version]).await?;
+        match row {
+            Some(row) => {
+                let applied: String = row.get(0);
+                if applied != checksum {
+                    return Err(PgError::MigrationChanged { version: m.version, name: m.name, applied, now: checksum });
+                }
+            }
+            None => {
+                tx.batch_execute(m.sql).await?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    &[&m.version, &m.name, &checksum],
+                )
+                .await?;
+                applied_now.push(m.version);
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(applied_now)
+}

@@ -1,0 +1,112 @@
+//! Edge dedup (DESIGN §6): claim each fact key in Redis, or in PostgreSQL when Redis is unreachable. Redis is an
+//! optimisation; the ledger's unique fact key stays the final arbiter, so a fact confirmed in Redis just before an
+//! outage may be produced once more through the fallback, and the ledger counts it as a duplicate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_domain::edge::ClaimState;
+use tally_domain::FactKey;
+use tally_postgres::PgDedup;
+use tally_redis::RedisDedup;
+use uuid::Uuid;
+
+use crate::Metrics;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Redis,
+    Postgres,
+}
+
+/// A claim this delivery owns: it must be confirmed after the produce succeeds, or released if it fails.
+#[derive(Debug, Clone)]
+pub struct OwnedClaim {
+    pub key: FactKey,
+    token: Uuid,
+    store: Store,
+}
+
+/// What claiming a fact key found.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    Owned(OwnedClaim),
+    Processing,
+    Done,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no edge-dedup store reachable (redis: {redis}; postgres: {postgres})")]
+pub struct DedupUnavailable {
+    redis: String,
+    postgres: String,
+}
+
+#[derive(Clone)]
+pub struct EdgeDedup {
+    redis: RedisDedup,
+    pg: PgDedup,
+    metrics: Arc<Metrics>,
+}
+
+impl EdgeDedup {
+    pub fn new(redis: RedisDedup, pg: PgDedup, metrics: Arc<Metrics>) -> Self {
+        EdgeDedup { redis, pg, metrics }
+    }
+
+    pub async fn claim(&self, key: FactKey, lease: Duration) -> Result<Claim, DedupUnavailable> {
+        let token = crate::random_uuid();
+        let to_claim = |state: ClaimState, store| match state {
+            ClaimState::Claimed => Claim::Owned(OwnedClaim { key, token, store }),
+            ClaimState::Processing => Claim::Processing,
+            ClaimState::Done => Claim::Done,
+        };
+        let redis_err = match self.redis.claim(&key.to_string(), &token.to_string(), lease).await {
+            Ok(state) => return Ok(to_claim(state, Store::Redis)),
+            Err(e) => e.to_string(),
+        };
+        Metrics::add(&self.metrics.dedup_fallbacks_to_postgres, 1);
+        match self.pg.claim(key.0, token, lease).await {
+            Ok(state) => Ok(to_claim(state, Store::Postgres)),
+            Err(e) => Err(DedupUnavailable { redis: redis_err, postgres: e.to_string() }),
+        }
+    }
+
+    /// True when the claim was still ours and is now `done`.
+    pub async fn confirm(&self, claim: &OwnedClaim, ttl: Duration) -> bool {
+        let result = match claim.store {
+            Store::Redis => self
+                .redis
+                .confirm(&claim.key.to_string(), &claim.token.to_string(), ttl)
+                .await
+                .map_err(|e| e.to_string()),
+            Store::Postgres => self.pg.confirm(claim.key.0, claim.token, ttl).await.map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(confirmed) => confirmed,
+            Err(e) => {
+                tracing::warn!(fact_key = %claim.key, error = %e, "edge claim confirm failed; the lease will expire");
+                false
+            }
+        }
+    }
+
+    pub async fn release(&self, claim: &OwnedClaim) {
+        let result = match claim.store {
+            Store::Redis => {
+                self.redis.release(&claim.key.to_string(), &claim.token.to_string()).await.map_err(|e| e.to_string())
+            }
+            Store::Postgres => self.pg.release(claim.key.0, claim.token).await.map_err(|e| e.to_string()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(fact_key = %claim.key, error = %e, "edge claim release failed; the lease will expire");
+        }
+    }
+}
+
+impl EdgeDedup {
+    /// For /healthz: whether Redis answers (its absence only degrades the service).
+    pub async fn redis_health(&self) -> Result<String, String> {
+        self.redis.ping().await.map_err(|e| e.to_string())
+    }
+}

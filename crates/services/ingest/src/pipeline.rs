@@ -1,0 +1,321 @@
+//! One delivery, start to verdict. The order is the contract of issue 3 and DESIGN §2: signature → PAN scan →
+//! normalise → encode → claim → produce → confirm. Nothing is produced to a lifecycle topic unless every earlier step
+//! passed, and a 2xx is only ever answered after every record of the delivery is durable.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderMap;
+use futures::future::join_all;
+use sha2::{Digest, Sha256};
+use tally_contracts::{encode_payment_event, encode_raw_delivery, RawDelivery, Verdict};
+use tally_domain::{pan, FactKey, PaymentEvent, Psp, Secret, Timestamp};
+use tally_kafka::{topic_for, Header, RAW_TOPIC};
+use tally_psp::{adyen, stripe, NormalizeError, Outcome, SignatureError};
+use uuid::Uuid;
+
+use crate::dedup::{Claim, OwnedClaim};
+use crate::{Ingest, Metrics, RejectCode};
+
+/// Headers worth keeping with the raw bytes (lineage and forensics). Never a credential of ours.
+const KEPT_HEADERS: &[&str] = &["content-type", "user-agent", "stripe-signature", "hmacsignature"];
+
+/// What ingest answers.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Accepted { delivery_id: Uuid, facts: usize, duplicates: usize },
+    Ignored { delivery_id: Uuid, code: &'static str, reasons: Vec<String> },
+    Rejected { code: RejectCode, message: String },
+}
+
+struct Rejection(RejectCode, String);
+
+impl Rejection {
+    fn new(code: RejectCode, message: impl Into<String>) -> Self {
+        Rejection(code, message.into())
+    }
+}
+
+fn signature_code(e: &SignatureError) -> RejectCode {
+    match e {
+        SignatureError::NoSecretConfigured => RejectCode::PspNotConfigured,
+        SignatureError::InvalidSecret(_) => RejectCode::Internal,
+        SignatureError::MalformedHeader => RejectCode::SignatureHeaderMalformed,
+        SignatureError::NoSignatureWithScheme => RejectCode::SignatureSchemeMissing,
+        SignatureError::NoMatch | SignatureError::ItemMismatch { .. } => RejectCode::SignatureMismatch,
+        SignatureError::OutsideTolerance { .. } => RejectCode::TimestampOutsideTolerance,
+        SignatureError::MissingSignature { .. } => RejectCode::SignatureMissing,
+        SignatureError::MalformedBody(_) => RejectCode::MalformedJson,
+    }
+}
+
+pub(crate) fn now() -> Timestamp {
+    let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+    Timestamp::from_unix_micros(micros)
+}
+
+/// A fact ready to produce.
+struct Encoded {
+    key: FactKey,
+    topic: String,
+    payment_id: String,
+    value: Vec<u8>,
+}
+
+impl Ingest {
+    pub(crate) async fn handle(&self, psp: Psp, headers: &HeaderMap, body: &[u8]) -> Reply {
+        let received_at = now();
+        let delivery_id = crate::random_uuid();
+        let pans = pan::scan(body);
+        let mut raw = RawDelivery {
+            delivery_id: delivery_id.to_string(),
+            psp: psp.as_str().to_owned(),
+            received_at,
+            headers: KEPT_HEADERS
+                .iter()
+                .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(|v| ((*h).to_owned(), v.to_owned())))
+                .collect(),
+            // A body with a card number never leaves this function unredacted (I7).
+            body: if pans.is_empty() { body.to_vec() } else { pan::redact(body) },
+            body_sha256: hex::encode(Sha256::digest(body)),
+            redacted: !pans.is_empty(),
+            verdict: Verdict::Rejected,
+            code: None,
+            fact_keys: Vec::new(),
+        };
+        let reply = match self.process(psp, headers, body, &pans, received_at, &mut raw).await {
+            Ok(reply) => reply,
+            Err(Rejection(code, message)) => {
+                self.metrics.reject(code);
+                if code == RejectCode::PanDetected {
+                    self.quarantine(&raw, &message).await;
+                }
+                Reply::Rejected { code, message }
+            }
+        };
+        match &reply {
+            // Produced together with the lifecycle records, before the reply.
+            Reply::Accepted { facts, .. } if *facts > 0 => {}
+            Reply::Accepted { .. } => {
+                raw.verdict = Verdict::Duplicate;
+                self.produce_raw_best_effort(&raw).await;
+            }
+            Reply::Ignored { code, .. } => {
+                raw.verdict = Verdict::Ignored;
+                raw.code = Some((*code).to_owned());
+                self.produce_raw_best_effort(&raw).await;
+            }
+            Reply::Rejected { code, .. } => {
+                raw.code = Some(code.as_str().to_owned());
+                // When the broker is down there is nothing to write the rejection to.
+                if *code != RejectCode::BrokerUnavailable {
+                    self.produce_raw_best_effort(&raw).await;
+                }
+            }
+        }
+        reply
+    }
+
+    async fn process(
+        &self,
+        psp: Psp,
+        headers: &HeaderMap,
+        body: &[u8],
+        pans: &[pan::PanMatch],
+        received_at: Timestamp,
+        raw: &mut RawDelivery,
+    ) -> Result<Reply, Rejection> {
+        let delivery_id: Uuid = raw.delivery_id.parse().expect("we made it");
+        self.verify(psp, headers, body, received_at)?;
+        if !pans.is_empty() {
+            let networks: Vec<&str> = pans.iter().map(|m| m.network).collect();
+            return Err(Rejection::new(
+                RejectCode::PanDetected,
+                format!("body contains {} card number(s) ({networks:?}); quarantined redacted", pans.len()),
+            ));
+        }
+        let outcomes = match psp {
+            Psp::Stripe => stripe::normalize(body, received_at).map(|o| vec![o]),
+            Psp::Adyen => adyen::normalize(body, received_at),
+        };
+        let outcomes = match outcomes {
+            Ok(o) => o,
+            Err(NormalizeError::UnknownEventType(t)) => {
+                // Not bad input: a type the PSP added after Tally's list. Acknowledge it, keep the bytes in the raw
+                // topic for replay once Tally knows the type, and count it; a 4xx would only make the PSP retry.
+                Metrics::add(&self.metrics.deliveries_ignored, 1);
+                return Ok(Reply::Ignored {
+                    delivery_id,
+                    code: "unknown_event_type",
+                    reasons: vec![format!("unknown event type {t:?}")],
+                });
+            }
+            Err(e) => {
+                let code = match e {
+                    NormalizeError::MalformedJson(_) => RejectCode::MalformedJson,
+                    NormalizeError::Money(_) => RejectCode::InvalidAmount,
+                    _ => RejectCode::SchemaViolation,
+                };
+                return Err(Rejection::new(code, e.to_string()));
+            }
+        };
+        let mut events: Vec<PaymentEvent> = Vec::new();
+        let mut reasons = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Events(e) => events.extend(e),
+                Outcome::Ignored { event_type, reason } => reasons.push(format!("{event_type}: {reason}")),
+            }
+        }
+        if events.is_empty() {
+            Metrics::add(&self.metrics.deliveries_ignored, 1);
+            return Ok(Reply::Ignored { delivery_id, code: "not_booked", reasons });
+        }
+        let encoded = self.encode(&events, &raw.delivery_id)?;
+        raw.fact_keys = encoded.iter().map(|e| e.key.to_string()).collect();
+        let (owned, duplicates) = self.claim_all(&encoded).await?;
+        Metrics::add(&self.metrics.facts_duplicate_at_edge, duplicates as u64);
+        if owned.is_empty() {
+            Metrics::add(&self.metrics.deliveries_duplicate, 1);
+            return Ok(Reply::Accepted { delivery_id, facts: 0, duplicates });
+        }
+        raw.verdict = Verdict::Accepted;
+        if let Err(e) = self.produce_all(&encoded, &owned, raw).await {
+            for claim in &owned {
+                self.dedup.release(claim).await;
+            }
+            return Err(Rejection::new(RejectCode::BrokerUnavailable, format!("not durable, retry: {e}")));
+        }
+        let ttl = Duration::from_secs(match psp {
+            Psp::Stripe => self.config.stripe.dedup_ttl_secs,
+            Psp::Adyen => self.config.adyen.dedup_ttl_secs,
+        });
+        let confirmed = join_all(owned.iter().map(|c| self.dedup.confirm(c, ttl))).await;
+        Metrics::add(&self.metrics.confirm_failures, confirmed.iter().filter(|ok| !**ok).count() as u64);
+        Metrics::add(&self.metrics.facts_produced, owned.len() as u64);
+        Metrics::add(&self.metrics.deliveries_accepted, 1);
+        Ok(Reply::Accepted { delivery_id, facts: owned.len(), duplicates })
+    }
+
+    fn verify(&self, psp: Psp, headers: &HeaderMap, body: &[u8], received_at: Timestamp) -> Result<(), Rejection> {
+        let result = match psp {
+            Psp::Stripe => {
+                let Some(header) = headers.get("stripe-signature").and_then(|v| v.to_str().ok()) else {
+                    return Err(Rejection::new(
+                        RejectCode::SignatureHeaderMissing,
+                        "Stripe-Signature header is missing",
+                    ));
+                };
+                let secrets: &[Secret<String>] = &self.config.stripe.secrets;
+                let tolerance = stripe::Tolerance::Secs(self.config.stripe.tolerance_secs);
+                stripe::verify(body, header, secrets, received_at.unix_secs(), tolerance).map(|_| ())
+            }
+            Psp::Adyen => adyen::verify_notification(body, &self.adyen_keys).map(|_| ()),
+        };
+        result.map_err(|e| Rejection::new(signature_code(&e), e.to_string()))
+    }
+
+    fn encode(&self, events: &[PaymentEvent], delivery_id: &str) -> Result<Vec<Encoded>, Rejection> {
+        let mut out: Vec<Encoded> = Vec::with_capacity(events.len());
+        for event in events {
+            let key = event.fact_key();
+            // One delivery may state a fact twice (a refund listed twice): produce it once.
+            if out.iter().any(|e| e.key == key) {
+                continue;
+            }
+            let value = encode_payment_event(event, Some(delivery_id))
+                .map_err(|e| Rejection::new(RejectCode::Internal, format!("encoding {key}: {e}")))?;
+            out.push(Encoded {
+                key,
+                topic: self.kafka.topic(topic_for(event.kind)),
+                payment_id: event.payment_id.clone(),
+                value,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Claims every fact key. Returns the claims this delivery owns and the number of facts already done.
+    async fn claim_all(&self, encoded: &[Encoded]) -> Result<(Vec<OwnedClaim>, usize), Rejection> {
+        let lease = Duration::from_millis(self.config.claim_lease_ms);
+        let claims = join_all(encoded.iter().map(|e| self.dedup.claim(e.key, lease))).await;
+        let (mut owned, mut done, mut busy, mut failure) = (Vec::new(), 0, false, None);
+        for claim in claims {
+            match claim {
+                Ok(Claim::Owned(c)) => owned.push(c),
+                Ok(Claim::Done) => done += 1,
+                Ok(Claim::Processing) => busy = true,
+                Err(e) => failure = Some(e),
+            }
+        }
+        if busy || failure.is_some() {
+            for c in &owned {
+                self.dedup.release(c).await;
+            }
+            return Err(match failure {
+                Some(e) => Rejection::new(RejectCode::DedupUnavailable, e.to_string()),
+                None => Rejection::new(RejectCode::ClaimInProgress, "the same fact is being processed; retry shortly"),
+            });
+        }
+        Ok((owned, done))
+    }
+
+    /// Produces the owned facts and the raw delivery concurrently; succeeds only if every record is durable.
+    async fn produce_all(&self, encoded: &[Encoded], owned: &[OwnedClaim], raw: &RawDelivery) -> Result<(), String> {
+        let raw_value = encode_raw_delivery(raw).map_err(|e| e.to_string())?;
+        let raw_topic = self.kafka.topic(RAW_TOPIC);
+        let delivery = raw.delivery_id.as_bytes();
+        let facts = encoded.iter().filter(|e| owned.iter().any(|c| c.key == e.key)).map(|e| {
+            let key = e.key.to_string();
+            async move {
+                let headers =
+                    [Header { key: "fact_key", value: key.as_bytes() }, Header { key: "delivery_id", value: delivery }];
+                self.producer.send(&e.topic, e.payment_id.as_bytes(), &e.value, &headers).await
+            }
+        });
+        let raw_send = self.producer.send(&raw_topic, delivery, &raw_value, &[]);
+        let (raw_result, fact_results) = futures::join!(raw_send, join_all(facts));
+        raw_result.map_err(|e| format!("raw delivery: {e}"))?;
+        for r in fact_results {
+            r.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn produce_raw_best_effort(&self, raw: &RawDelivery) {
+        let result = match encode_raw_delivery(raw) {
+            Ok(value) => {
+                let topic = self.kafka.topic(RAW_TOPIC);
+                self.producer
+                    .send(&topic, raw.delivery_id.as_bytes(), &value, &[])
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            Metrics::add(&self.metrics.raw_produce_failures, 1);
+            tracing::warn!(delivery_id = %raw.delivery_id, verdict = raw.verdict.as_str(), error = %e, "raw delivery not archived");
+        }
+    }
+
+    async fn quarantine(&self, raw: &RawDelivery, detail: &str) {
+        let headers: BTreeMap<&str, &str> = raw.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let record = tally_postgres::QuarantineRecord {
+            delivery_id: raw.delivery_id.parse().expect("we made it"),
+            psp: &raw.psp,
+            received_at_micros: raw.received_at.unix_micros(),
+            reason: RejectCode::PanDetected.as_str(),
+            detail,
+            headers: serde_json::to_value(headers).unwrap_or_default(),
+            redacted_body: &raw.body,
+            body_sha256: &raw.body_sha256,
+        };
+        if let Err(e) = tally_postgres::quarantine(&self.pool, &record).await {
+            Metrics::add(&self.metrics.quarantine_failures, 1);
+            // The redacted record still reaches the raw topic; the body is never logged.
+            tracing::error!(delivery_id = %raw.delivery_id, error = %e, "quarantine insert failed");
+        }
+    }
+}
