@@ -4,6 +4,9 @@
 source "$(dirname "$0")/lib.sh"
 
 apt_packages=()
+# A C toolchain and make: librdkafka (bundled by the rdkafka crate) builds from C sources.
+{ command -v cc && command -v make && command -v c++; } >/dev/null || apt_packages+=(build-essential)
+command -v perl >/dev/null || apt_packages+=(perl)
 [ -n "$(pg_bindir || true)" ] || apt_packages+=(postgresql)
 command -v redis-server >/dev/null || apt_packages+=(redis-server)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
@@ -12,8 +15,10 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
-    # The packages start their own system-wide services; Tally runs private ones, so stop those.
-    { service redis-server stop; service postgresql stop; } >/dev/null 2>&1 || true
+    # The packages start their own system-wide services; Tally runs private ones, so stop and disable those.
+    for svc in redis-server postgresql; do
+        { service "$svc" stop; update-rc.d "$svc" disable; systemctl disable "$svc"; } >/dev/null 2>&1 || true
+    done
 fi
 say "postgresql: $("$(pg_bindir)/postgres" --version)"
 say "redis:      $(redis-server --version | cut -d' ' -f1-3)"
@@ -25,3 +30,8 @@ if [ ! -x "$TANSU_BIN" ]; then
         --quiet
 fi
 say "tansu:      $TANSU_BIN"
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    say "installing cargo-nextest from crates.io (the test runner of make test)"
+    cargo install cargo-nextest --locked --quiet
+fi

@@ -11,7 +11,7 @@ PGDATA="$(pg_data)"
 BIN="$(pg_bindir)"
 if [ ! -f "$PGDATA/PG_VERSION" ]; then
     mkdir -p "$PGDATA"
-    [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$(dirname "$PGDATA")"
+    if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PGDATA"; fi
     chmod 700 "$PGDATA"
     pg_as "$BIN/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$TALLY_DATA/initdb.log" 2>&1 \
         || die "initdb failed, see $TALLY_DATA/initdb.log"
@@ -42,6 +42,12 @@ fi
 # --- tansu (Kafka API) --------------------------------------------------------------------------------------------
 KDIR="$TALLY_DATA/kafka"
 mkdir -p "$KDIR"
+# A broker of this data folder whose pid file was lost: adopt it rather than start a second one.
+if ! { [ -f "$KDIR/tansu.pid" ] && kill -0 "$(cat "$KDIR/tansu.pid")" 2>/dev/null; }; then
+    for pid in $(pgrep -f "tansu broker --listener-url tcp://127.0.0.1:$TALLY_KAFKA_PORT " || true); do
+        if [ "$(readlink "/proc/$pid/cwd")" = "$KDIR" ]; then echo "$pid" >"$KDIR/tansu.pid"; fi
+    done
+fi
 if [ -f "$KDIR/tansu.pid" ] && kill -0 "$(cat "$KDIR/tansu.pid")" 2>/dev/null && port_open "$TALLY_KAFKA_PORT"; then
     say "kafka     already running  $(kafka_brokers)  (tansu pid $(cat "$KDIR/tansu.pid"))"
 else

@@ -125,8 +125,8 @@ pub fn decode_payment_event(bytes: &[u8]) -> Result<EncodedEvent, ContractError>
         merchant_id: f.string("merchant_id")?,
         money: Money::new(Amount::from_minor(f.long("amount_minor")?), currency),
         fee: f.opt_long("fee_minor")?.map(Amount::from_minor),
-        occurred_at: Timestamp::from_unix_micros(f.micros("occurred_at")?),
-        received_at: Timestamp::from_unix_micros(f.micros("received_at")?),
+        occurred_at: f.timestamp("occurred_at")?,
+        received_at: f.timestamp("received_at")?,
         source,
         source_event_id: f.string("source_event_id")?,
         attributes,
@@ -192,9 +192,11 @@ impl Fields {
         }
     }
 
-    pub(crate) fn micros(&mut self, name: &str) -> Result<i64, ContractError> {
+    pub(crate) fn timestamp(&mut self, name: &str) -> Result<Timestamp, ContractError> {
         match self.take(name)? {
-            Value::TimestampMicros(t) | Value::Long(t) => Ok(t),
+            Value::TimestampMicros(t) | Value::Long(t) => {
+                Timestamp::from_unix_micros(t).map_err(|e| ContractError::Violation(format!("{name}: {e}")))
+            }
             v => Err(Self::bad(name, &v)),
         }
     }

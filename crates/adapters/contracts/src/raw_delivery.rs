@@ -110,7 +110,7 @@ pub fn decode_raw_delivery(bytes: &[u8]) -> Result<RawDelivery, ContractError> {
     Ok(RawDelivery {
         delivery_id: f.string("delivery_id")?,
         psp: f.string("psp")?,
-        received_at: Timestamp::from_unix_micros(f.micros("received_at")?),
+        received_at: f.timestamp("received_at")?,
         headers,
         body: f.bytes("body")?,
         body_sha256: f.string("body_sha256")?,

@@ -22,7 +22,7 @@ fn fixture_events() -> Vec<tally_domain::PaymentEvent> {
                 continue;
             }
             let body = std::fs::read(&path).unwrap();
-            let at = Timestamp::from_unix_micros(1_800_000_000_123_456);
+            let at = Timestamp::from_unix_micros(1_800_000_000_123_456).unwrap();
             for outcome in tally_psp::normalize(psp, &body, at).unwrap() {
                 if let Outcome::Events(e) = outcome {
                     events.extend(e);
@@ -82,7 +82,7 @@ fn raw_delivery_round_trips() {
     let d = RawDelivery {
         delivery_id: "d-42".into(),
         psp: "stripe".into(),
-        received_at: Timestamp::from_unix_micros(1_700_000_000_000_001),
+        received_at: Timestamp::from_unix_micros(1_700_000_000_000_001).unwrap(),
         headers: BTreeMap::from([("stripe-signature".into(), "t=1,v1=ab".into())]),
         body: b"{\"id\":\"evt_1\"}".to_vec(),
         body_sha256: "00".repeat(32),

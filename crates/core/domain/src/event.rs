@@ -184,3 +184,38 @@ impl PaymentEvent {
             && self.fee == other.fee
     }
 }
+
+/// One event per fact key, chosen independently of input order.
+///
+/// Deliveries of one fact normally carry the same content. When they do not (an `ExistsWithDifferentContent`
+/// conflict, which the ledger records as an exception), every function of a *set* of facts must still give the same
+/// answer for any arrival order (I4), so the representative is the least by a fixed ordering of the content, never
+/// "the first seen" or "the last seen".
+pub fn distinct_facts<'a, I>(events: I) -> std::collections::BTreeMap<FactKey, &'a PaymentEvent>
+where
+    I: IntoIterator<Item = &'a PaymentEvent>,
+{
+    let rank = |e: &PaymentEvent| {
+        (
+            e.money.amount,
+            e.fee,
+            e.money.currency.code(),
+            e.payment_id.clone(),
+            e.merchant_id.clone(),
+            e.occurred_at,
+            e.source_event_id.clone(),
+            e.received_at,
+        )
+    };
+    let mut out: std::collections::BTreeMap<FactKey, &'a PaymentEvent> = std::collections::BTreeMap::new();
+    for event in events {
+        out.entry(event.fact_key())
+            .and_modify(|kept| {
+                if rank(event) < rank(kept) {
+                    *kept = event;
+                }
+            })
+            .or_insert(event);
+    }
+    out
+}

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use tally_money::{Amount, Currency, Money, MoneyError};
 
-use crate::{EventKind, FactKey, PaymentEvent};
+use crate::{distinct_facts, EventKind, FactKey, PaymentEvent};
 
 /// The chart of accounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -168,20 +168,14 @@ pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
 }
 
 /// Balances per (account, currency) after posting every *distinct* fact in `events` once. Duplicates (same fact
-/// key) are applied once, as the ledger's unique key does.
+/// key) are applied once, as the ledger's unique key does, with the representative of [`distinct_facts`].
 pub fn balances<'a, I>(events: I) -> Result<BTreeMap<(Account, Currency), Amount>, PostingError>
 where
     I: IntoIterator<Item = &'a PaymentEvent>,
 {
-    let mut seen = std::collections::HashSet::new();
     let mut balances = BTreeMap::new();
-    for event in events {
-        if !seen.insert(event.fact_key()) {
-            continue;
-        }
-        let Some(journal) = postings(event)? else {
-            continue;
-        };
+    for event in distinct_facts(events).into_values() {
+        let Some(journal) = postings(event)? else { continue };
         for entry in journal.entries {
             let b = balances.entry((entry.account, entry.money.currency)).or_insert(Amount::ZERO);
             *b = b.checked_add(entry.money.amount)?;

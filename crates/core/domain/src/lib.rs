@@ -12,7 +12,7 @@ pub mod secret;
 pub mod status;
 pub mod time;
 
-pub use event::{Attributes, EventKind, PaymentEvent, Psp, Source};
+pub use event::{distinct_facts, Attributes, EventKind, PaymentEvent, Psp, Source};
 pub use fact_key::{FactIdentity, FactKey};
 pub use secret::Secret;
 pub use time::Timestamp;

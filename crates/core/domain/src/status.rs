@@ -1,12 +1,10 @@
 //! Payment status derived from the *set* of a payment's facts with a fixed precedence, so that any arrival order
 //! and any duplication of the same facts gives the same status (I4).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use tally_money::Amount;
 
-use crate::{EventKind, FactKey, PaymentEvent};
+use crate::{distinct_facts, EventKind, PaymentEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -35,7 +33,7 @@ where
     I: IntoIterator<Item = &'a PaymentEvent>,
 {
     // Deduplicate by fact key first: the status is a function of the set, not the multiset.
-    let distinct: BTreeMap<FactKey, &PaymentEvent> = events.into_iter().map(|e| (e.fact_key(), e)).collect();
+    let distinct = distinct_facts(events);
     let has = |k: EventKind| distinct.values().any(|e| e.kind == k);
     // Saturating sums: a status must always be derivable; absurd totals only saturate the comparison.
     let total = |k: EventKind| {

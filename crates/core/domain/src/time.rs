@@ -18,15 +18,26 @@ pub struct TimestampError {
 }
 
 impl Timestamp {
-    pub const fn from_unix_micros(micros: i64) -> Self {
-        Timestamp(micros)
+    /// 0001-01-01T00:00:00Z, the earliest instant RFC 3339 can write.
+    pub const MIN_MICROS: i64 = -62_135_596_800_000_000;
+    /// 9999-12-31T23:59:59.999999Z, the latest instant RFC 3339 can write.
+    pub const MAX_MICROS: i64 = 253_402_300_799_999_999;
+
+    /// From Unix microseconds, refusing instants RFC 3339 cannot render (years outside 1–9999).
+    pub fn from_unix_micros(micros: i64) -> Result<Self, TimestampError> {
+        if (Self::MIN_MICROS..=Self::MAX_MICROS).contains(&micros) {
+            Ok(Timestamp(micros))
+        } else {
+            Err(TimestampError { input: format!("{micros} µs"), why: "outside years 1–9999".into() })
+        }
     }
 
     /// From whole Unix seconds, as Stripe's `created` fields carry them.
     pub fn from_unix_secs(secs: i64) -> Result<Self, TimestampError> {
-        secs.checked_mul(1_000_000)
-            .map(Timestamp)
-            .ok_or_else(|| TimestampError { input: secs.to_string(), why: "out of range".into() })
+        let micros = secs
+            .checked_mul(1_000_000)
+            .ok_or_else(|| TimestampError { input: secs.to_string(), why: "out of range".into() })?;
+        Self::from_unix_micros(micros)
     }
 
     pub const fn unix_micros(self) -> i64 {
@@ -41,13 +52,13 @@ impl Timestamp {
     pub fn parse_rfc3339(input: &str) -> Result<Self, TimestampError> {
         let err = |why: String| TimestampError { input: input.to_owned(), why };
         let dt = OffsetDateTime::parse(input, &Rfc3339).map_err(|e| err(e.to_string()))?;
-        let micros = dt.unix_timestamp_nanos() / 1_000;
-        i64::try_from(micros).map(Timestamp).map_err(|_| err("out of range".into()))
+        let micros = i64::try_from(dt.unix_timestamp_nanos() / 1_000).map_err(|_| err("out of range".into()))?;
+        Self::from_unix_micros(micros)
     }
 
     fn to_datetime(self) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000)
-            .expect("every i64 microsecond count is within OffsetDateTime's range")
+            .expect("constructors keep the value within years 1–9999")
     }
 }
 
@@ -94,11 +105,15 @@ mod tests {
         assert!(Timestamp::parse_rfc3339("2019-04-29T14:17:30+02:12").is_ok());
         assert!(Timestamp::parse_rfc3339("2019-04-29 14:17:30").is_err());
         assert!(Timestamp::from_unix_secs(i64::MAX).is_err());
+        // Past year 9999: refused at construction, so Display and Serialize can never fail.
+        assert!(Timestamp::from_unix_secs(253_402_300_800).is_err());
+        assert_eq!(Timestamp::from_unix_secs(253_402_300_799).unwrap().to_string(), "9999-12-31T23:59:59Z");
+        assert!(Timestamp::from_unix_micros(Timestamp::MIN_MICROS - 1).is_err());
     }
 
     #[test]
     fn serde_round_trips() {
-        let t = Timestamp::from_unix_micros(1_700_000_000_123_456);
+        let t = Timestamp::from_unix_micros(1_700_000_000_123_456).unwrap();
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(json, "\"2023-11-14T22:13:20.123456Z\"");
         assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);

@@ -3,6 +3,10 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::iso4217_table::TABLE;
+
+/// Currencies PSPs settle in that ISO 4217 does not list: (code, numeric (none), minor units, name).
+/// CNH is offshore renminbi, which Adyen and others process with 2 decimals.
+const EXTENSIONS: &[(&str, u16, u8, &str)] = &[("CNH", 0, 2, "Chinese Yuan Renminbi (offshore)")];
 use crate::MoneyError;
 
 /// An ISO 4217 currency that has minor units. Cheap to copy; compares by code.
@@ -19,8 +23,8 @@ pub struct Currency(u16);
 pub enum ExponentScheme {
     /// ISO 4217 List One.
     Iso4217,
-    /// Stripe: ISO 4217 for every currency Tally books (Stripe's zero-decimal list matches ISO's exponent 0 set
-    /// for the currencies it settles; its HUF/TWD/UGX quirks are about allowed values, not the exponent).
+    /// Stripe: ISO 4217 except ISK, which Stripe's API keeps at two decimals (`100` = 1 króna; amounts must be
+    /// multiples of 100 since 2023). Its HUF/TWD quirks are about allowed values, not the exponent.
     Stripe,
     /// Adyen's currency table differs from ISO 4217 for CLP (Adyen 2, ISO 0) and CVE (Adyen 0, ISO 2).
     Adyen,
@@ -30,25 +34,39 @@ impl Currency {
     /// Looks a currency up by its alphabetic code. Case-insensitive, because Stripe sends `usd`.
     pub fn from_code(code: &str) -> Result<Self, MoneyError> {
         let upper = code.to_ascii_uppercase();
-        TABLE
-            .binary_search_by(|(c, ..)| (*c).cmp(upper.as_str()))
-            .map(|i| Currency(i as u16))
-            .map_err(|_| MoneyError::UnknownCurrency(code.to_owned()))
+        if let Ok(i) = TABLE.binary_search_by(|(c, ..)| (*c).cmp(upper.as_str())) {
+            return Ok(Currency(i as u16));
+        }
+        EXTENSIONS
+            .iter()
+            .position(|(c, ..)| *c == upper)
+            .map(|i| Currency((TABLE.len() + i) as u16))
+            .ok_or_else(|| MoneyError::UnknownCurrency(code.to_owned()))
+    }
+
+    fn entry(self) -> &'static (&'static str, u16, u8, &'static str) {
+        let i = self.0 as usize;
+        TABLE.get(i).unwrap_or_else(|| &EXTENSIONS[i - TABLE.len()])
+    }
+
+    /// Whether ISO 4217 lists the currency (false for PSP extensions such as CNH).
+    pub fn is_iso(self) -> bool {
+        (self.0 as usize) < TABLE.len()
     }
 
     /// The alphabetic code, e.g. `"EUR"`.
     pub fn code(self) -> &'static str {
-        TABLE[self.0 as usize].0
+        self.entry().0
     }
 
-    /// The ISO 4217 numeric code, e.g. 978 for EUR.
+    /// The ISO 4217 numeric code, e.g. 978 for EUR (0 for extensions).
     pub fn numeric(self) -> u16 {
-        TABLE[self.0 as usize].1
+        self.entry().1
     }
 
-    /// ISO 4217 minor units: the number of decimal places between a major and a minor unit.
+    /// Minor units (ISO 4217 for ISO currencies): the decimal places between a major and a minor unit.
     pub fn exponent(self) -> u8 {
-        TABLE[self.0 as usize].2
+        self.entry().2
     }
 
     /// The exponent that `scheme` uses on the wire for this currency.
@@ -56,16 +74,17 @@ impl Currency {
         match (scheme, self.code()) {
             (ExponentScheme::Adyen, "CLP") => 2,
             (ExponentScheme::Adyen, "CVE") => 0,
+            (ExponentScheme::Stripe, "ISK") => 2,
             _ => self.exponent(),
         }
     }
 
     /// The ISO name, e.g. `"Euro"`.
     pub fn name(self) -> &'static str {
-        TABLE[self.0 as usize].3
+        self.entry().3
     }
 
-    /// Every currency Tally knows, in code order.
+    /// Every ISO 4217 currency with minor units, in code order (extensions excluded).
     pub fn all() -> impl Iterator<Item = Currency> {
         (0..TABLE.len()).map(|i| Currency(i as u16))
     }
@@ -124,7 +143,20 @@ mod tests {
             .map(|c| (c.code(), c.exponent(), c.exponent_in(ExponentScheme::Adyen)))
             .collect();
         assert_eq!(differing, vec![("CLP", 0, 2), ("CVE", 2, 0)]);
-        assert!(Currency::all().all(|c| c.exponent_in(ExponentScheme::Stripe) == c.exponent()));
+        let stripe: Vec<_> = Currency::all()
+            .filter(|c| c.exponent_in(ExponentScheme::Stripe) != c.exponent())
+            .map(|c| (c.code(), c.exponent(), c.exponent_in(ExponentScheme::Stripe)))
+            .collect();
+        assert_eq!(stripe, vec![("ISK", 0, 2)]);
+    }
+
+    #[test]
+    fn psp_extensions_are_known_but_not_iso() {
+        let cnh = Currency::from_code("cnh").unwrap();
+        assert_eq!((cnh.code(), cnh.exponent(), cnh.is_iso()), ("CNH", 2, false));
+        assert!(Currency::from_code("CNY").unwrap().is_iso());
+        assert!(Currency::all().all(|c| c.is_iso()));
+        assert_ne!(cnh, Currency::from_code("CNY").unwrap());
     }
 
     #[test]

@@ -56,11 +56,15 @@ pub fn parse_major(input: &str, currency: Currency, sep: DecimalSeparator) -> Re
     // Accumulate digits of the integer part, then the kept fraction padded with zeros to the exponent.
     let padding = std::iter::repeat_n(b'0', exp - kept.len());
     let digits = int_part.bytes().chain(kept.bytes()).chain(padding);
+    // Accumulate towards the sign, so that i64::MIN (whose magnitude i64 cannot hold) parses.
     let mut minor: i64 = 0;
     for d in digits {
-        minor = minor.checked_mul(10).and_then(|m| m.checked_add(i64::from(d - b'0'))).ok_or(MoneyError::Overflow)?;
+        let d = i64::from(d - b'0');
+        let shifted = minor.checked_mul(10);
+        minor = if negative { shifted.and_then(|m| m.checked_sub(d)) } else { shifted.and_then(|m| m.checked_add(d)) }
+            .ok_or(MoneyError::Overflow)?;
     }
-    Ok(Amount::from_minor(if negative { -minor } else { minor }))
+    Ok(Amount::from_minor(minor))
 }
 
 /// Re-expresses `value` given with exponent `from` in exponent `to`, exactly or not at all.
@@ -109,6 +113,7 @@ mod tests {
             ("12.340", "USD", 1234),
             ("-0", "USD", 0),
             ("92233720368547758.07", "USD", i64::MAX),
+            ("-92233720368547758.08", "USD", i64::MIN),
         ];
         for (input, code, expected) in table {
             assert_eq!(parse(input, code), Ok(expected), "{input} {code}");
@@ -130,6 +135,7 @@ mod tests {
         }
         assert!(matches!(parse("12.34", "USD").and(parse("12,34", "USD")), Err(MoneyError::MalformedDecimal { .. })));
         assert_eq!(parse("92233720368547758.08", "USD"), Err(MoneyError::Overflow));
+        assert_eq!(parse("-92233720368547758.09", "USD"), Err(MoneyError::Overflow));
     }
 
     #[test]
@@ -144,7 +150,10 @@ mod tests {
     proptest! {
         /// Rendering minor units as a decimal string and parsing it back is the identity, for every exponent.
         #[test]
-        fn display_then_parse_round_trips(minor in any::<i64>(), idx in 0usize..160) {
+        fn display_then_parse_round_trips(
+            minor in prop_oneof![any::<i64>(), Just(i64::MIN), Just(i64::MAX), Just(0), Just(-1)],
+            idx in 0usize..160,
+        ) {
             let currency = Currency::all().nth(idx % Currency::all().count()).unwrap();
             let rendered = crate::Money::new(Amount::from_minor(minor), currency).to_string();
             let number = rendered.split(' ').next().unwrap();

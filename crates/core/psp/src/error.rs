@@ -67,5 +67,11 @@ impl NormalizeError {
 }
 
 pub(crate) fn schema(event_type: &str, detail: impl Into<String>) -> NormalizeError {
-    NormalizeError::Schema { event_type: event_type.to_owned(), detail: detail.into() }
+    NormalizeError::Schema { event_type: clean(event_type), detail: clean(&detail.into()) }
+}
+
+/// Text derived from a payload (a serde error quotes the offending value, an event type is whatever the sender
+/// wrote) with every card number masked, so that no error message, log line or CLI output can carry one.
+pub(crate) fn clean(text: &str) -> String {
+    String::from_utf8_lossy(&tally_domain::pan::redact(text.as_bytes())).into_owned()
 }

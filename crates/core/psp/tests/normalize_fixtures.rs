@@ -307,3 +307,51 @@ fn compiled_event_type_lists_equal_the_fixtures() {
     assert_eq!(tally_psp::stripe::EVENT_TYPES.as_bytes(), common::read("stripe/event_types_stripe_python_16.1.0.txt"));
     assert_eq!(tally_psp::adyen::EVENT_CODES.as_bytes(), common::read("adyen/event_codes_adyen_node_32.1.0.txt"));
 }
+
+#[test]
+fn stripe_isk_is_rescaled_from_stripes_two_decimals() {
+    let at = Timestamp::from_unix_secs(1_800_000_000).unwrap();
+    let body = |amount: i64| {
+        let text = String::from_utf8(common::read("stripe/webhook-events/charge.captured.json")).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["data"]["object"]["currency"] = "isk".into();
+        v["data"]["object"]["amount"] = amount.into();
+        v["data"]["object"]["amount_captured"] = amount.into();
+        serde_json::to_vec(&v).unwrap()
+    };
+    match &normalize(Psp::Stripe, &body(4000), at).unwrap()[0] {
+        Outcome::Events(e) => assert_eq!((e[0].money.amount.minor(), e[0].money.currency.code()), (40, "ISK")),
+        other => panic!("{other:?}"),
+    }
+    // Fractional króna cannot be booked in ISO minor units: an error, never a rounding.
+    assert_eq!(normalize(Psp::Stripe, &body(4050), at).unwrap_err().code(), "invalid_amount");
+}
+
+#[test]
+fn error_messages_never_quote_a_card_number() {
+    let at = Timestamp::from_unix_secs(1_800_000_000).unwrap();
+    let pan = "4242424242424242";
+    // Called below the PAN scan on purpose: the messages themselves must be clean.
+    let wrong_type = format!(
+        r#"{{"id":"evt_1","type":"charge.captured","created":1,"data":{{"object":{{"id":"ch_1","amount":"{pan}","currency":"usd"}}}}}}"#
+    );
+    let unknown_type = format!(r#"{{"id":"evt_1","type":"{pan}","created":1,"data":{{"object":{{}}}}}}"#);
+    for body in [wrong_type, unknown_type] {
+        let err = tally_psp::stripe::normalize(body.as_bytes(), at).unwrap_err();
+        assert!(!err.to_string().contains(pan), "{err}");
+        assert!(err.to_string().contains("4242"), "the last four stay, for debugging: {err}");
+    }
+    let adyen = format!(r#"{{"notificationItems":[{{"NotificationRequestItem":{{"eventCode":{pan}}}}}]}}"#);
+    let err = tally_psp::adyen::normalize(adyen.as_bytes(), at).unwrap_err();
+    assert!(!err.to_string().contains(pan), "{err}");
+    let key = tally_psp::adyen::HmacKey::from_hex("00FF").unwrap();
+    let err = tally_psp::adyen::verify_notification(adyen.as_bytes(), &[key]).unwrap_err();
+    assert!(!err.to_string().contains(pan), "{err}");
+}
+
+#[test]
+fn an_empty_adyen_batch_is_not_valid() {
+    let key = tally_psp::adyen::HmacKey::from_hex("00FF").unwrap();
+    let err = tally_psp::adyen::verify_notification(br#"{"live":"false","notificationItems":[]}"#, &[key]).unwrap_err();
+    assert_eq!(err.code(), "malformed_body");
+}

@@ -51,7 +51,7 @@ fn signature_code(e: &SignatureError) -> RejectCode {
 
 pub(crate) fn now() -> Timestamp {
     let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
-    Timestamp::from_unix_micros(micros)
+    Timestamp::from_unix_micros(micros).expect("the system clock is between years 1 and 9999")
 }
 
 /// A fact ready to produce.

@@ -48,7 +48,7 @@ pub fn normalize(body: &[u8], received_at: Timestamp) -> Result<Vec<Outcome>, No
 fn normalize_item(item: &NotificationRequestItem, received_at: Timestamp) -> Result<Outcome, NormalizeError> {
     let code = item.event_code.as_str();
     if !super::is_known_event_code(code) {
-        return Err(NormalizeError::UnknownEventType(code.to_owned()));
+        return Err(NormalizeError::UnknownEventType(crate::error::clean(code)));
     }
     if !matches!(item.success.as_str(), "true" | "false") {
         return Err(schema(code, format!("success must be \"true\" or \"false\", got {:?}", item.success)));

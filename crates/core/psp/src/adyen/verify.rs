@@ -91,6 +91,10 @@ pub fn verify_notification(body: &[u8], keys: &[HmacKey]) -> Result<Notification
         }
         Err((_, why)) => return Err(SignatureError::MalformedBody(why)),
     };
+    // An empty batch would pass the loop below vacuously: there is nothing signed to accept.
+    if notification.items.is_empty() {
+        return Err(SignatureError::MalformedBody("notificationItems is empty".into()));
+    }
     for (index, wrapper) in notification.items.iter().enumerate() {
         verify_item(&wrapper.item, keys, index)?;
     }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::error::clean;
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Notification {
     #[serde(default)]
@@ -76,9 +78,9 @@ pub enum Body {
 
 /// Classifies and parses a body.
 pub fn parse(body: &[u8]) -> Result<Body, (bool, String)> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| (false, e.to_string()))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| (false, clean(&e.to_string())))?;
     let obj = value.as_object().ok_or((true, "body is not a JSON object".to_owned()))?;
-    let data_err = |e: serde_json::Error| (true, e.to_string());
+    let data_err = |e: serde_json::Error| (true, clean(&e.to_string()));
     if obj.contains_key("notificationItems") {
         return Notification::deserialize(&value).map(Body::Standard).map_err(data_err);
     }
@@ -86,10 +88,10 @@ pub fn parse(body: &[u8]) -> Result<Body, (bool, String)> {
         return NotificationRequestItem::deserialize(&value).map(|i| Body::BareItem(Box::new(i))).map_err(data_err);
     }
     if let Some(t) = obj.get("type").and_then(Value::as_str) {
-        return Ok(Body::Other(t.to_owned()));
+        return Ok(Body::Other(clean(t)));
     }
     if let Some(req) = obj.get("SaleToPOIRequest").and_then(Value::as_object) {
-        let kind = req.keys().find(|k| *k != "MessageHeader").cloned().unwrap_or_else(|| "unknown".into());
+        let kind = req.keys().find(|k| *k != "MessageHeader").map(|k| clean(k)).unwrap_or_else(|| "unknown".into());
         return Ok(Body::Other(format!("SaleToPOIRequest.{kind}")));
     }
     Err((true, "neither a standard notification (notificationItems) nor a known Adyen webhook shape".into()))

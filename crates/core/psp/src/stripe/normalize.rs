@@ -24,10 +24,10 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
-use tally_money::{Amount, Currency, Money};
+use tally_money::{rescale, Currency, ExponentScheme, Money};
 
 use super::wire::{Charge, Dispute, Event, PaymentIntent, Payout, Refund};
-use crate::error::schema;
+use crate::error::{clean, schema};
 use crate::{NormalizeError, Outcome};
 
 /// The merchant id of events about the platform's own Stripe account (no `account` field).
@@ -39,11 +39,11 @@ pub fn normalize(body: &[u8], received_at: Timestamp) -> Result<Outcome, Normali
         if e.is_data() {
             schema("stripe event", e.to_string())
         } else {
-            NormalizeError::MalformedJson(e.to_string())
+            NormalizeError::MalformedJson(clean(&e.to_string()))
         }
     })?;
     if !super::is_known_event_type(&event.event_type) {
-        return Err(NormalizeError::UnknownEventType(event.event_type));
+        return Err(NormalizeError::UnknownEventType(clean(&event.event_type)));
     }
     let ctx = Ctx { event: &event, received_at };
     let ignore = |reason: &str| Ok(Outcome::Ignored { event_type: event.event_type.clone(), reason: reason.into() });
@@ -165,6 +165,8 @@ impl Ctx<'_> {
         currency: &str,
     ) -> Result<PaymentEvent, NormalizeError> {
         let currency = Currency::from_code(currency)?;
+        // Stripe's wire exponent differs from ISO for ISK (2 vs 0): store ISO minor units.
+        let amount = rescale(minor, currency.exponent_in(ExponentScheme::Stripe), currency.exponent())?;
         let occurred_at =
             Timestamp::from_unix_secs(self.event.created).map_err(|e| schema(&self.event.event_type, e.to_string()))?;
         Ok(PaymentEvent {
@@ -174,7 +176,7 @@ impl Ctx<'_> {
             psp_reference: reference.to_owned(),
             original_reference: original.map(str::to_owned),
             merchant_id: self.event.account.clone().unwrap_or_else(|| PLATFORM_MERCHANT.to_owned()),
-            money: Money::new(Amount::from_minor(minor), currency),
+            money: Money::new(amount, currency),
             fee: None,
             occurred_at,
             received_at: self.received_at,

@@ -34,14 +34,18 @@ pub fn verify(
     if secrets.is_empty() {
         return Err(SignatureError::NoSecretConfigured);
     }
+    // An empty key would let anyone compute a valid signature.
+    if secrets.iter().any(|s| s.expose().is_empty()) {
+        return Err(SignatureError::InvalidSecret("a Stripe endpoint secret is empty".into()));
+    }
     let (timestamp, signatures) = parse_header(header)?;
     if signatures.is_empty() {
         return Err(SignatureError::NoSignatureWithScheme);
     }
     let matched = secrets.iter().any(|secret| {
         let mac = signed_mac(secret.expose().as_bytes(), timestamp, body);
-        signatures.iter().any(|sig| match hex::decode(sig) {
-            // `verify_slice` compares in constant time.
+        // The SDKs compare lowercase hex strings: anything else never matches. `verify_slice` is constant-time.
+        signatures.iter().filter(|sig| is_lower_hex(sig)).any(|sig| match hex::decode(sig) {
             Ok(bytes) => mac.clone().verify_slice(&bytes).is_ok(),
             Err(_) => false,
         })
@@ -71,6 +75,10 @@ fn signed_mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
     mac.update(b".");
     mac.update(body);
     mac
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn parse_header(header: &str) -> Result<(i64, Vec<&str>), SignatureError> {
@@ -126,6 +134,14 @@ mod tests {
         }
         assert_eq!(verify(body, "t=1", &s, 0, Tolerance::Disabled), Err(SignatureError::NoSignatureWithScheme));
         assert_eq!(verify(body, "t=1,v1=zz", &s, 0, Tolerance::Disabled), Err(SignatureError::NoMatch));
+        // The SDK compares lowercase hex strings, so an uppercased signature does not match.
+        let upper =
+            header.replace(header.split("v1=").nth(1).unwrap(), &header.split("v1=").nth(1).unwrap().to_uppercase());
+        assert_eq!(verify(body, &upper, &s, 1_700_000_000, Tolerance::Disabled), Err(SignatureError::NoMatch));
+        assert!(matches!(
+            verify(body, &header, &secrets(&["whsec_a", ""]), 1_700_000_000, Tolerance::Disabled),
+            Err(SignatureError::InvalidSecret(_))
+        ));
     }
 
     #[test]
