@@ -18,21 +18,22 @@ pub const MIGRATIONS: &[Migration] =
 /// An arbitrary constant: the advisory lock key of Tally's migrator.
 const LOCK_KEY: i64 = 0x7a11_0001;
 
-/// Applies every pending migration. Returns the versions applied by this call.
+/// Applies every pending migration, all in one transaction that first takes the migrator's advisory lock (so that
+/// concurrent starters queue instead of racing, even on creating the bookkeeping table). Returns the versions this
+/// call applied.
 pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, PgError> {
     let mut client = pool.get().await?;
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version int PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version int PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await?;
     let mut applied_now = Vec::new();
     for m in MIGRATIONS {
         let checksum = hex::encode(Sha256::digest(m.sql.as_bytes()));
-        let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await?;
         let row = tx.query_opt("SELECT checksum FROM schema_migrations WHERE version = $1", &[&m.version]).await?;
         match row {
             Some(row) => {
@@ -51,7 +52,7 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, PgError> {
                 applied_now.push(m.version);
             }
         }
-        tx.commit().await?;
     }
+    tx.commit().await?;
     Ok(applied_now)
 }

@@ -1,0 +1,333 @@
+//! Test harness: a real ingest on 127.0.0.1 against the real broker, PostgreSQL and Redis of `make up`, isolated per
+//! test by a topic prefix; private brokers and Redis servers for the tests that take one down.
+#![allow(dead_code)]
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tally_domain::Secret;
+use tally_ingest::{Ingest, IngestConfig};
+use tally_kafka::{KafkaConfig, TOPICS};
+use tally_postgres::PostgresConfig;
+use tally_redis::RedisConfig;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const STRIPE_SECRET: &str = "whsec_tally_test_secret";
+pub const ADYEN_KEY: &str = "74F490DD33F7327BAECC88B2947C011FC02D014A473AAA33A8EC93E4DC069174";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(tag: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    // Letters only after the tag: ids made of long digit runs would look like card numbers.
+    let alpha: String =
+        format!("{}{n}{nanos}", std::process::id()).bytes().map(|b| (b'a' + (b - b'0')) as char).collect();
+    format!("{tag}{alpha}")
+}
+
+pub fn env(var: &str) -> String {
+    std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} is not set: run the tests with `make test` (it starts the stack)"))
+}
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../../shared/fixtures")
+}
+
+pub fn fixture(rel: &str) -> String {
+    std::fs::read_to_string(fixtures().join(rel)).unwrap()
+}
+
+pub struct Harness {
+    pub url: String,
+    pub kafka: KafkaConfig,
+    pub ingest: Arc<Ingest>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub struct Options {
+    pub brokers: String,
+    pub redis_url: String,
+    pub message_timeout_ms: u64,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            brokers: env("TALLY__KAFKA__BROKERS"),
+            redis_url: env("TALLY__REDIS__URL"),
+            message_timeout_ms: 5000,
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl Harness {
+    pub async fn start(opts: Options) -> Harness {
+        let kafka = KafkaConfig {
+            brokers: opts.brokers,
+            topic_prefix: unique("t") + ".",
+            message_timeout_ms: opts.message_timeout_ms,
+            linger_ms: 1,
+        };
+        tally_kafka::ensure_topics(&kafka, TOPICS).await.unwrap();
+        let mut config = IngestConfig {
+            max_body_bytes: opts.max_body_bytes,
+            claim_lease_ms: opts.message_timeout_ms + 3000,
+            ..IngestConfig::default()
+        };
+        config.stripe.secrets = vec![Secret::new("whsec_rotated_out".into()), Secret::new(STRIPE_SECRET.into())];
+        config.adyen.hmac_keys = vec![Secret::new(ADYEN_KEY.into())];
+        let postgres = PostgresConfig { url: env("TALLY__POSTGRES__URL"), ..PostgresConfig::default() };
+        let redis = RedisConfig { url: opts.redis_url, ..RedisConfig::default() };
+        let ingest = Ingest::new(config, kafka.clone(), postgres, redis).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(ingest.clone().serve(listener, shutdown.clone()));
+        Harness { url, kafka, ingest, shutdown, task }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        self.kafka.topic(name)
+    }
+
+    pub async fn post(&self, path: &str, headers: &[(&str, String)], body: impl Into<Vec<u8>>) -> (u16, String) {
+        let client = reqwest::Client::new();
+        let mut req = client.post(format!("{}{path}", self.url)).body(body.into());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    }
+
+    pub async fn stripe(&self, body: &str) -> (u16, String) {
+        let header = stripe_header(body, now_secs());
+        self.post(
+            "/webhooks/stripe",
+            &[("stripe-signature", header), ("content-type", "application/json".into())],
+            body,
+        )
+        .await
+    }
+
+    pub async fn adyen(&self, body: &str) -> (u16, String) {
+        self.post("/webhooks/adyen", &[("content-type", "application/json".into())], body).await
+    }
+
+    /// Every record on a topic of this harness.
+    pub fn records(&self, name: &str) -> Vec<Record> {
+        read_topic(&self.kafka.brokers, &self.topic(name))
+    }
+
+    pub fn lifecycle_count(&self) -> usize {
+        TOPICS.iter().filter(|t| t.name.starts_with("payments.")).map(|t| self.records(t.name).len()).sum()
+    }
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+pub fn stripe_header(body: &str, at: i64) -> String {
+    tally_psp::stripe::sign(body.as_bytes(), &Secret::new(STRIPE_SECRET.into()), at)
+}
+
+/// A Stripe fixture event made unique: its zeroed ids replaced, so that it is a distinct payment.
+pub fn stripe_event(file: &str, tag: &str) -> String {
+    fixture(&format!("stripe/webhook-events/{file}"))
+        .replace("000000000000000000000000", tag)
+        .replace("00000000000000", tag)
+}
+
+/// An Adyen standard notification of the given items, each signed with the test key.
+pub fn adyen_notification(items: &[serde_json::Value]) -> String {
+    let key = tally_psp::adyen::HmacKey::from_hex(ADYEN_KEY).unwrap();
+    let wrapped: Vec<serde_json::Value> = items
+        .iter()
+        .map(|item| {
+            let mut item = item.clone();
+            let parsed: tally_psp::adyen::wire::NotificationRequestItem = serde_json::from_value(item.clone()).unwrap();
+            item["additionalData"]["hmacSignature"] = tally_psp::adyen::sign_item(&parsed, &key).into();
+            serde_json::json!({ "NotificationRequestItem": item })
+        })
+        .collect();
+    serde_json::json!({ "live": "false", "notificationItems": wrapped }).to_string()
+}
+
+pub fn adyen_item(code: &str, psp_ref: &str, original: Option<&str>, value: i64) -> serde_json::Value {
+    let mut item = serde_json::json!({
+        "additionalData": {},
+        "amount": { "currency": "EUR", "value": value },
+        "eventCode": code,
+        "eventDate": "2026-11-20T10:00:00+01:00",
+        "merchantAccountCode": "TallyTestMerchant",
+        "merchantReference": "order-7",
+        "paymentMethod": "visa",
+        "pspReference": psp_ref,
+        "reason": "",
+        "success": "true"
+    });
+    if let Some(o) = original {
+        item["originalReference"] = o.into();
+    }
+    item
+}
+
+pub struct Record {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut expected = 0;
+    for p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).unwrap();
+        expected += high - low;
+        tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (out.len() as i64) < expected && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect())
+                .unwrap_or_default();
+            out.push(Record {
+                key: m.key().unwrap_or_default().to_vec(),
+                value: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    assert_eq!(out.len() as i64, expected, "could not read all of {topic}");
+    out
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on 127.0.0.1:{port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A private tansu broker (sqlite engine) in its own folder, for tests that stop the broker.
+pub struct Broker {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = std::env::temp_dir().join(unique("tally-broker-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut b = Broker { port: free_port(), dir, child: None };
+        b.restart();
+        b
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(env("TALLY_TANSU_BIN"))
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_port(self.port);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private Redis server, for the test that takes Redis away.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_port(port);
+        Redis { port, child: Some(child) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

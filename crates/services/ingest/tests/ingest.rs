@@ -1,0 +1,276 @@
+//! Issue 3's acceptance tests, against the real broker, PostgreSQL and Redis.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use tally_contracts::{decode_payment_event, decode_raw_delivery, Verdict};
+use tally_domain::EventKind;
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_stripe_delivery_lands_once_framed_keyed_and_archived() {
+    let h = Harness::start(Options::default()).await;
+    let tag = unique("s");
+    let body = stripe_event("charge.succeeded.json", &tag);
+    let (status, reply) = h.stripe(&body).await;
+    assert_eq!(status, 200, "{reply}");
+    let reply = json(&reply);
+    assert_eq!(reply["status"], "accepted");
+    assert_eq!(reply["facts"], 2, "charge.succeeded with captured=true states an authorization and a capture");
+
+    let auth = h.records("payments.authorization.v1");
+    let capture = h.records("payments.capture.v1");
+    assert_eq!((auth.len(), capture.len()), (1, 1));
+    let payment_id = format!("stripe:ch_{tag}");
+    for (record, kind) in [(&auth[0], EventKind::Authorized), (&capture[0], EventKind::Captured)] {
+        assert_eq!(record.key, payment_id.as_bytes(), "key = payment id");
+        assert_eq!(record.value[0], 0, "Confluent magic byte");
+        let decoded = decode_payment_event(&record.value).unwrap();
+        assert_eq!(decoded.event.kind, kind);
+        assert_eq!(decoded.event.money.amount.minor(), 2000);
+        assert_eq!(decoded.delivery_id.as_deref(), reply["delivery_id"].as_str());
+        let fact_key = record.headers.iter().find(|(k, _)| k == "fact_key").map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(fact_key, decoded.event.fact_key().to_string().into_bytes());
+    }
+    let raw = h.records("webhooks.raw.v1");
+    assert_eq!(raw.len(), 1);
+    let raw = decode_raw_delivery(&raw[0].value).unwrap();
+    assert_eq!(raw.verdict, Verdict::Accepted);
+    assert_eq!(raw.body, body.as_bytes(), "the PSP's own bytes");
+    assert!(!raw.redacted);
+    assert!(raw.headers.contains_key("stripe-signature"));
+    assert_eq!(raw.fact_keys.len(), 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_adyen_batch_is_accepted_item_by_item() {
+    let h = Harness::start(Options::default()).await;
+    let psp = unique("P");
+    let body = adyen_notification(&[
+        adyen_item("AUTHORISATION", &psp, None, 1500),
+        adyen_item("CAPTURE", &format!("{psp}C"), Some(&psp), 1500),
+    ]);
+    let (status, reply) = h.adyen(&body).await;
+    assert_eq!((status, reply.as_str()), (200, "[accepted]"));
+    let auth = h.records("payments.authorization.v1");
+    let capture = h.records("payments.capture.v1");
+    assert_eq!((auth.len(), capture.len()), (1, 1));
+    assert_eq!(auth[0].key, format!("adyen:{psp}").as_bytes());
+    assert_eq!(capture[0].key, format!("adyen:{psp}").as_bytes(), "the capture is keyed by the payment");
+    assert_eq!(decode_payment_event(&capture[0].value).unwrap().event.kind, EventKind::Captured);
+    assert_eq!(h.records("webhooks.raw.v1").len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_delivery_five_times_gives_one_record_per_fact() {
+    let h = Harness::start(Options::default()).await;
+    // Sequentially.
+    let body = stripe_event("charge.captured.json", &unique("q"));
+    let mut facts = 0;
+    for _ in 0..5 {
+        let (status, reply) = h.stripe(&body).await;
+        assert_eq!(status, 200, "{reply}");
+        facts += json(&reply)["facts"].as_u64().unwrap();
+    }
+    assert_eq!(facts, 1);
+    // Concurrently: a duplicate that finds the fact in flight gets 409 and retries, as a PSP does.
+    let body = stripe_event("charge.refund.updated.json", &unique("c"));
+    let sends = (0..5).map(|_| {
+        let (h, body) = (&h, body.clone());
+        async move {
+            loop {
+                let (status, reply) = h.stripe(&body).await;
+                match status {
+                    200 => return json(&reply)["facts"].as_u64().unwrap(),
+                    409 => {
+                        assert_eq!(json(&reply)["code"], "claim_in_progress");
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    other => panic!("{other}: {reply}"),
+                }
+            }
+        }
+    });
+    let produced: u64 = futures::future::join_all(sends).await.into_iter().sum();
+    assert_eq!(produced, 1);
+    assert_eq!(h.records("payments.capture.v1").len(), 1);
+    assert_eq!(h.records("payments.refund.v1").len(), 1);
+    assert_eq!(h.ingest.metrics.facts_produced.load(std::sync::atomic::Ordering::Relaxed), 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_answers_5xx_releases_the_claim_and_the_retry_lands_once() {
+    let mut broker = Broker::start();
+    let h = Harness::start(Options { brokers: broker.brokers(), message_timeout_ms: 2000, ..Options::default() }).await;
+    let body = stripe_event("charge.succeeded.json", &unique("b"));
+    broker.stop();
+    let (status, reply) = h.stripe(&body).await;
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(json(&reply)["code"], "broker_unavailable");
+    assert_eq!(json(&reply)["retryable"], true);
+    broker.restart();
+    // The PSP's retry: the released claim is free again, so the facts are produced now, exactly once.
+    let mut accepted = None;
+    for _ in 0..20 {
+        let (status, reply) = h.stripe(&body).await;
+        if status == 200 {
+            accepted = Some(json(&reply));
+            break;
+        }
+        assert_eq!(status, 503, "{reply}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let accepted = accepted.expect("the retry succeeds once the broker is back");
+    assert_eq!(accepted["facts"], 2);
+    let (status, reply) = h.stripe(&body).await;
+    assert_eq!((status, json(&reply)["facts"].as_u64()), (200, Some(0)));
+    assert_eq!(h.records("payments.authorization.v1").len(), 1);
+    assert_eq!(h.records("payments.capture.v1").len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_intake_continues_on_the_postgres_fallback() {
+    let mut redis = Redis::start();
+    let h = Harness::start(Options { redis_url: redis.url(), ..Options::default() }).await;
+    // Redis works: claims go there.
+    let (status, _) = h.stripe(&stripe_event("charge.captured.json", &unique("r"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(h.ingest.metrics.dedup_fallbacks_to_postgres.load(std::sync::atomic::Ordering::Relaxed), 0);
+    redis.stop();
+    let body = stripe_event("charge.succeeded.json", &unique("f"));
+    let mut produced = 0;
+    for _ in 0..3 {
+        let (status, reply) = h.stripe(&body).await;
+        assert_eq!(status, 200, "{reply}");
+        produced += json(&reply)["facts"].as_u64().unwrap();
+    }
+    assert_eq!(produced, 2, "one record per fact, deduplicated by PostgreSQL");
+    assert!(h.ingest.metrics.dedup_fallbacks_to_postgres.load(std::sync::atomic::Ordering::Relaxed) >= 6);
+    assert_eq!(h.records("payments.authorization.v1").len(), 1);
+    assert_eq!(h.records("payments.capture.v1").len(), 2);
+    let health = reqwest::get(format!("{}/healthz", h.url)).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!((health["status"].as_str(), health["redis"]["ok"].as_bool()), (Some("degraded"), Some(false)));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_its_status_and_code_and_nothing_reaches_lifecycle_topics() {
+    let h = Harness::start(Options { max_body_bytes: 8 * 1024, ..Options::default() }).await;
+    let good = stripe_event("charge.captured.json", &unique("x"));
+    let post = |headers: Vec<(&'static str, String)>, body: String| {
+        let h = &h;
+        async move { h.post("/webhooks/stripe", &headers, body).await }
+    };
+    let check = |(status, reply): (u16, String), want_status: u16, want_code: &str| {
+        assert_eq!(status, want_status, "{reply}");
+        assert_eq!(json(&reply)["code"], want_code, "{reply}");
+    };
+    // Forged: signed with another secret.
+    let forged = tally_psp::stripe::sign(good.as_bytes(), &tally_domain::Secret::new("whsec_evil".into()), now_secs());
+    check(post(vec![("stripe-signature", forged)], good.clone()).await, 400, "signature_mismatch");
+    // Replayed outside the tolerance.
+    let stale = stripe_header(&good, now_secs() - 3600);
+    check(post(vec![("stripe-signature", stale)], good.clone()).await, 400, "timestamp_outside_tolerance");
+    check(post(vec![], good.clone()).await, 400, "signature_header_missing");
+    // Malformed JSON, correctly signed.
+    let garbage = "{\"id\": \"evt_1\", \"type\": ".to_owned();
+    check(post(vec![("stripe-signature", stripe_header(&garbage, now_secs()))], garbage).await, 400, "malformed_json");
+    // Oversized.
+    let big = format!("{{\"pad\": \"{}\"}}", "a".repeat(9 * 1024));
+    check(post(vec![("stripe-signature", stripe_header(&big, now_secs()))], big).await, 413, "body_too_large");
+    // A card number in a field Tally does not even read: 422 and a redacted quarantine record.
+    let pan = "4000056655665556";
+    let with_pan = good.replace("\"metadata\": {\n      }", &format!("\"metadata\": {{\"note\": \"{pan}\"}}"));
+    assert_ne!(with_pan, good, "the fixture changed shape");
+    let (status, reply) = post(vec![("stripe-signature", stripe_header(&with_pan, now_secs()))], with_pan).await;
+    check((status, reply.clone()), 422, "pan_detected");
+    assert!(!reply.contains(pan), "{reply}");
+    // An event type Stripe does not publish: acknowledged as ignored, so Stripe stops retrying; bytes archived.
+    let unknown = good.replace("\"type\": \"charge.captured\"", "\"type\": \"charge.teleported\"");
+    let (status, reply) = post(vec![("stripe-signature", stripe_header(&unknown, now_secs()))], unknown).await;
+    assert_eq!((status, json(&reply)["code"].as_str()), (200, Some("unknown_event_type")), "{reply}");
+
+    assert_eq!(h.lifecycle_count(), 0, "nothing reached a lifecycle topic");
+    // Every delivery that passed the size limit is archived with its verdict; the PAN one redacted.
+    let raw: Vec<_> = h.records("webhooks.raw.v1").iter().map(|r| decode_raw_delivery(&r.value).unwrap()).collect();
+    assert_eq!(raw.len(), 6);
+    let pan_raw = raw.iter().find(|r| r.code.as_deref() == Some("pan_detected")).unwrap();
+    assert!(pan_raw.redacted);
+    assert!(!String::from_utf8_lossy(&pan_raw.body).contains(pan));
+    assert!(String::from_utf8_lossy(&pan_raw.body).contains("************5556"));
+    assert!(raw.iter().all(|r| r.verdict != Verdict::Accepted));
+    // The quarantine row, without the number.
+    let pool = tally_postgres::pool(&tally_postgres::PostgresConfig {
+        url: env("TALLY__POSTGRES__URL"),
+        ..Default::default()
+    })
+    .unwrap();
+    let client = pool.get().await.unwrap();
+    let delivery: uuid::Uuid = pan_raw.delivery_id.parse().unwrap();
+    let row = client
+        .query_one("SELECT reason, redacted_body FROM quarantine WHERE delivery_id = $1", &[&delivery])
+        .await
+        .unwrap();
+    let (reason, stored): (String, Vec<u8>) = (row.get(0), row.get(1));
+    assert_eq!(reason, "pan_detected");
+    assert!(!String::from_utf8_lossy(&stored).contains(pan));
+    // Counted by reason.
+    let m = &h.ingest.metrics;
+    for code in [
+        tally_ingest::RejectCode::SignatureMismatch,
+        tally_ingest::RejectCode::TimestampOutsideTolerance,
+        tally_ingest::RejectCode::MalformedJson,
+        tally_ingest::RejectCode::BodyTooLarge,
+        tally_ingest::RejectCode::PanDetected,
+    ] {
+        assert_eq!(m.rejections(code), 1, "{}", code.as_str());
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adyen_batch_with_one_bad_item_is_refused_whole_and_its_retry_loses_nothing() {
+    let h = Harness::start(Options::default()).await;
+    let psp = unique("A");
+    let good = adyen_item("AUTHORISATION", &psp, None, 1000);
+    let other = adyen_item("AUTHORISATION", &format!("{psp}B"), None, 2000);
+    let signed = adyen_notification(&[good.clone(), other.clone()]);
+    // Tamper with the second item after signing: its HMAC no longer matches.
+    let tampered = signed.replace("\"value\":2000", "\"value\":2001");
+    assert_ne!(tampered, signed);
+    let (status, reply) = h.adyen(&tampered).await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(json(&reply)["code"], "signature_mismatch");
+    assert!(json(&reply)["message"].as_str().unwrap().contains("item 1"), "{reply}");
+    assert_eq!(h.lifecycle_count(), 0, "the good item is not produced alone");
+    // Adyen retries the batch (here, a correct one): both items land.
+    let (status, reply) = h.adyen(&signed).await;
+    assert_eq!((status, reply.as_str()), (200, "[accepted]"));
+    assert_eq!(h.records("payments.authorization.v1").len(), 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_reports_each_dependency() {
+    let h = Harness::start(Options::default()).await;
+    let resp = reqwest::get(format!("{}/healthz", h.url)).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let health: Value = resp.json().await.unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    for part in ["kafka", "postgres", "redis"] {
+        assert_eq!(health[part]["ok"], true, "{part}: {health}");
+    }
+    let metrics = reqwest::get(format!("{}/metrics", h.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tally_ingest_rejections_total{code=\"pan_detected\"} 0"), "{metrics}");
+    h.stop().await;
+}
