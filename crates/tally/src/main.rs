@@ -1,5 +1,6 @@
 //! `tally`: the one binary. Each subcommand is a small module; services are `run(config, shutdown)`.
 
+mod bench;
 mod config;
 mod ingest;
 mod stack;
@@ -33,6 +34,9 @@ enum Command {
     /// The local stack (PostgreSQL, Redis, Kafka-API broker).
     #[command(subcommand)]
     Stack(stack::StackCommand),
+    /// Benchmarks, each beside its baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
             Command::Ingest => ingest::run(config),
             Command::Topics(cmd) => stack::run_topics(cmd, &config),
             Command::Stack(cmd) => stack::run_stack(cmd, &config),
+            Command::Bench(cmd) => bench::run(cmd, config),
             Command::Webhook(_) => unreachable!("handled above"),
         }),
     };
