@@ -46,12 +46,3 @@ pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), ContractError> {
         _ => Err(ContractError::Frame("shorter than the 5-byte header")),
     }
 }
-
-/// A record must be exactly one datum: bytes left after it mean a writer with another schema or a corrupted value.
-pub(crate) fn no_trailing_bytes(rest: &[u8]) -> Result<(), ContractError> {
-    if rest.is_empty() {
-        Ok(())
-    } else {
-        Err(ContractError::Violation(format!("{} trailing bytes after the record", rest.len())))
-    }
-}

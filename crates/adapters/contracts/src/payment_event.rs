@@ -94,13 +94,7 @@ pub fn encode_payment_event(event: &PaymentEvent, delivery_id: Option<&str>) -> 
 /// Decodes a Confluent-framed lifecycle record and checks the contract: known enums, a known currency, and a
 /// fact key that matches the fact's identity.
 pub fn decode_payment_event(bytes: &[u8]) -> Result<EncodedEvent, ContractError> {
-    let (id, mut body) = unframe(bytes)?;
-    if id != PAYMENT_EVENT_ID {
-        return Err(ContractError::WrongSchema { got: id, expected: "PaymentEvent" });
-    }
-    let value = from_avro_datum(schema(id)?, &mut body, None)?;
-    crate::no_trailing_bytes(body)?;
-    let mut f = Fields::of(value)?;
+    let mut f = decode_record(bytes, PAYMENT_EVENT_ID, "PaymentEvent")?;
     let attributes = Fields::of(f.take("attributes")?)?.into_attributes()?;
     let currency = Currency::from_code(&f.string("currency")?).map_err(|e| ContractError::Violation(e.to_string()))?;
     let kind_name = f.enum_symbol("kind")?;
@@ -137,7 +131,21 @@ pub fn decode_payment_event(bytes: &[u8]) -> Result<EncodedEvent, ContractError>
             event.fact_key()
         )));
     }
-    Ok(EncodedEvent { event, delivery_id: f.opt_string("delivery_id")?, schema_id: id })
+    Ok(EncodedEvent { event, delivery_id: f.opt_string("delivery_id")?, schema_id: PAYMENT_EVENT_ID })
+}
+
+/// Unframes `bytes`, checks that they were written with schema `id`, and decodes exactly one record.
+pub(crate) fn decode_record(bytes: &[u8], id: u32, expected: &'static str) -> Result<Fields, ContractError> {
+    let (got, mut body) = unframe(bytes)?;
+    if got != id {
+        return Err(ContractError::WrongSchema { got, expected });
+    }
+    let value = from_avro_datum(schema(id)?, &mut body, None)?;
+    // A record must be exactly one datum: bytes left after it mean another schema or a corrupted value.
+    if !body.is_empty() {
+        return Err(ContractError::Violation(format!("{} trailing bytes after the record", body.len())));
+    }
+    Fields::of(value)
 }
 
 /// Field access on a decoded Avro record, with contract errors that name the field.

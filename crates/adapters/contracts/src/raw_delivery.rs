@@ -2,13 +2,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use apache_avro::to_avro_datum;
 use apache_avro::types::Value;
-use apache_avro::{from_avro_datum, to_avro_datum};
 use tally_domain::Timestamp;
 
-use crate::payment_event::Fields;
+use crate::payment_event::decode_record;
 use crate::registry::{schema, RAW_DELIVERY_ID};
-use crate::{frame, unframe, ContractError};
+use crate::{frame, ContractError};
 
 /// What Tally answered to a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,13 +80,7 @@ pub fn encode_raw_delivery(d: &RawDelivery) -> Result<Vec<u8>, ContractError> {
 }
 
 pub fn decode_raw_delivery(bytes: &[u8]) -> Result<RawDelivery, ContractError> {
-    let (id, mut body) = unframe(bytes)?;
-    if id != RAW_DELIVERY_ID {
-        return Err(ContractError::WrongSchema { got: id, expected: "RawDelivery" });
-    }
-    let value = from_avro_datum(schema(id)?, &mut body, None)?;
-    crate::no_trailing_bytes(body)?;
-    let mut f = Fields::of(value)?;
+    let mut f = decode_record(bytes, RAW_DELIVERY_ID, "RawDelivery")?;
     let headers = match f.take("headers")? {
         Value::Map(m) => m
             .into_iter()
