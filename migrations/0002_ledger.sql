@@ -159,3 +159,14 @@ CREATE TABLE sink_offsets (
     owner_epoch     bigint NOT NULL,
     PRIMARY KEY (group_id, topic, kafka_partition)
 );
+
+-- Records whose fact was booked already (a retried or restated delivery): kept so that every consumed offset is
+-- accounted for (event_log ∪ sink_duplicates ∪ sink_rejects), and conflicts are visible.
+CREATE TABLE sink_duplicates (
+    topic           text    NOT NULL,
+    kafka_partition int     NOT NULL,
+    kafka_offset    bigint  NOT NULL,
+    fact_key        uuid    NOT NULL,
+    conflict        boolean NOT NULL,
+    PRIMARY KEY (topic, kafka_partition, kafka_offset)
+);

@@ -9,6 +9,7 @@ use figment::Figment;
 use serde::Deserialize;
 use tally_ingest::IngestConfig;
 use tally_kafka::KafkaConfig;
+use tally_ledger::LedgerConfig;
 use tally_postgres::PostgresConfig;
 use tally_redis::RedisConfig;
 
@@ -20,6 +21,7 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub redis: RedisConfig,
     pub ingest: IngestConfig,
+    pub ledger: LedgerConfig,
 }
 
 /// Loads the configuration. An explicit `path` must exist; without one, `./tally.toml` is read if present.

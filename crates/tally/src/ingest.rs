@@ -1,4 +1,4 @@
-//! `tally ingest`: runs the webhook service until SIGINT/SIGTERM.
+//! Long-running services (`tally ingest`, `tally sink ledger`): each runs until SIGINT/SIGTERM.
 
 use std::process::ExitCode;
 
@@ -8,12 +8,30 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 
 pub fn run(config: Config) -> Result<ExitCode> {
+    serve(|shutdown| async move {
+        tally_ingest::run(config.ingest, config.kafka, config.postgres, config.redis, shutdown)
+            .await
+            .map_err(Into::into)
+    })
+}
+
+pub fn run_ledger_sink(config: Config) -> Result<ExitCode> {
+    serve(|shutdown| async move {
+        tally_ledger::run(config.ledger, config.kafka, config.postgres, shutdown).await.map_err(Into::into)
+    })
+}
+
+/// Runs one service on a multi-threaded runtime with a shutdown token tied to SIGINT/SIGTERM.
+fn serve<F, Fut>(service: F) -> Result<ExitCode>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let shutdown = CancellationToken::new();
         let signals = tokio::spawn(shutdown_on_signal(shutdown.clone()));
-        let result =
-            tally_ingest::run(config.ingest, config.kafka, config.postgres, config.redis, shutdown.clone()).await;
+        let result = service(shutdown.clone()).await;
         shutdown.cancel();
         let _ = signals.await;
         result?;

@@ -28,6 +28,14 @@ enum Command {
     Webhook(webhook::WebhookCommand),
     /// Run the webhook ingest service.
     Ingest,
+    /// Run a sink.
+    #[command(subcommand)]
+    Sink(SinkCommand),
+    /// Ledger tools.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Apply pending PostgreSQL migrations and exit.
+    Migrate,
     /// Kafka topics Tally owns.
     #[command(subcommand)]
     Topics(stack::TopicsCommand),
@@ -39,16 +47,31 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+#[derive(Subcommand)]
+enum SinkCommand {
+    /// The exactly-once Kafka → PostgreSQL ledger sink.
+    Ledger,
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Check the ledger's invariants on the live database; exit 1 with a report if any fails.
+    Verify,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| "info,tokio_postgres=warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Webhook(cmd) => webhook::run(cmd),
         command => config::load(cli.config.as_deref()).and_then(|config| match command {
             Command::Ingest => ingest::run(config),
+            Command::Sink(SinkCommand::Ledger) => ingest::run_ledger_sink(config),
+            Command::Ledger(LedgerCommand::Verify) => stack::ledger_verify(&config),
+            Command::Migrate => stack::migrate(&config),
             Command::Topics(cmd) => stack::run_topics(cmd, &config),
             Command::Stack(cmd) => stack::run_stack(cmd, &config),
             Command::Bench(cmd) => bench::run(cmd, config),

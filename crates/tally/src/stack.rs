@@ -104,6 +104,28 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// `tally migrate`.
+pub fn migrate(config: &Config) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let pool = tally_postgres::pool(&config.postgres)?;
+        let applied = tally_postgres::migrate(&pool).await?;
+        let latest = tally_postgres::MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
+        println!("applied {applied:?}; schema at version {latest}");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `tally ledger verify`: exit 0 only when every invariant holds.
+pub fn ledger_verify(config: &Config) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let pool = tally_postgres::pool(&config.postgres)?;
+        tally_postgres::migrate(&pool).await?;
+        let report = tally_ledger::verify(&pool, &config.ledger.group_id).await?;
+        print!("{}", report.render());
+        Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -12,8 +12,10 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "ingest", sql: include_str!("../../../../migrations/0001_ingest.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "ingest", sql: include_str!("../../../../migrations/0001_ingest.sql") },
+    Migration { version: 2, name: "ledger", sql: include_str!("../../../../migrations/0002_ledger.sql") },
+];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.
 const LOCK_KEY: i64 = 0x7a11_0001;

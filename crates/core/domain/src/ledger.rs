@@ -183,3 +183,42 @@ where
     }
     Ok(balances)
 }
+
+/// The kind of fact that must already be known for a payment before a fact of `kind` makes sense. A fact whose
+/// predecessor is missing is still posted (postings depend on the event alone, I4) and recorded as an orphan
+/// exception that resolves itself when the predecessor arrives (DESIGN §4).
+pub fn predecessor(kind: EventKind) -> Option<EventKind> {
+    match kind {
+        EventKind::Captured | EventKind::CaptureFailed => Some(EventKind::Authorized),
+        EventKind::Settled | EventKind::Refunded | EventKind::ChargebackOpened => Some(EventKind::Captured),
+        EventKind::RefundFailed => Some(EventKind::Refunded),
+        EventKind::ChargebackWon | EventKind::ChargebackLost => Some(EventKind::ChargebackOpened),
+        EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::Payout | EventKind::Fee => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predecessors_form_chains_that_end_in_an_authorization_or_nothing() {
+        for kind in EventKind::ALL {
+            let mut k = kind;
+            let mut steps = 0;
+            while let Some(p) = predecessor(k) {
+                k = p;
+                steps += 1;
+                assert!(steps < 5, "{kind}: cycle");
+            }
+            assert!(
+                matches!(
+                    k,
+                    EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::Payout | EventKind::Fee
+                ),
+                "{kind}"
+            );
+        }
+        assert_eq!(predecessor(EventKind::Refunded), Some(EventKind::Captured));
+    }
+}

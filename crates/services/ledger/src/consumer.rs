@@ -1,0 +1,242 @@
+//! The consumer loop: one blocking thread that polls, batches, and commits through the store. Rebalances are handled
+//! in the poll thread itself (librdkafka calls back from `poll`), so a revoked partition's pending records are dropped
+//! before anything else happens, and an assigned partition is claimed (epoch bump) and seeked to the stored offset.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tally_kafka::{Header, KafkaConfig, Producer};
+use tally_postgres::PostgresConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{Decoded, Incoming, LEDGER_TOPICS};
+use crate::store::{LedgerStore, PartitionClaim, StoreError};
+use crate::LedgerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Kafka(#[from] tally_kafka::KafkaError),
+    #[error("kafka consumer: {0}")]
+    Consumer(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Postgres(#[from] tally_postgres::PgError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("sink thread: {0}")]
+    Join(String),
+}
+
+type Claims = Arc<Mutex<HashMap<(String, i32), PartitionClaim>>>;
+
+struct SinkContext {
+    store: LedgerStore,
+    rt: tokio::runtime::Handle,
+    claims: Claims,
+    revoked: AtomicBool,
+    shutdown: CancellationToken,
+}
+
+impl ClientContext for SinkContext {}
+
+impl ConsumerContext for SinkContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            // Revoke (or a rebalance error): forget everything not yet committed; the next owner resumes from the
+            // stored offsets.
+            self.claims.lock().expect("claims lock").clear();
+            self.revoked.store(true, Ordering::SeqCst);
+            let _ = consumer.unassign();
+            return;
+        }
+        let mut claims = HashMap::new();
+        for elem in tpl.elements() {
+            let (topic, partition) = (elem.topic().to_owned(), elem.partition());
+            // Claiming must succeed before consuming: retry through a database outage.
+            let claim = loop {
+                match self.rt.block_on(self.store.claim(&topic, partition)) {
+                    Ok(c) => break Some(c),
+                    Err(e) if !self.shutdown.is_cancelled() => {
+                        tracing::warn!(%topic, partition, error = %e, "claiming partition failed; retrying");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(_) => break None,
+                }
+            };
+            let Some(claim) = claim else { continue };
+            tracing::info!(%topic, partition, next_offset = claim.next_offset, epoch = claim.epoch, "claimed");
+            claims.insert((topic, partition), claim);
+        }
+        for ((topic, partition), claim) in &claims {
+            let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(claim.next_offset));
+        }
+        *self.claims.lock().expect("claims lock") = claims;
+        if let Err(e) = consumer.assign(tpl) {
+            tracing::error!(error = %e, "assign failed");
+        }
+    }
+}
+
+/// `tally sink ledger`: consumes until `shutdown`, then commits what it holds and leaves the group.
+pub async fn run(
+    config: LedgerConfig,
+    kafka: KafkaConfig,
+    postgres: PostgresConfig,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
+    let pool = tally_postgres::pool(&postgres)?;
+    tally_postgres::migrate(&pool).await?;
+    let store = LedgerStore::new(pool, config.group_id.clone());
+    let producer = Producer::new(&kafka)?;
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || consume(config, kafka, store, producer, rt, shutdown))
+        .await
+        .map_err(|e| SinkError::Join(e.to_string()))?
+}
+
+fn consume(
+    config: LedgerConfig,
+    kafka: KafkaConfig,
+    store: LedgerStore,
+    producer: Producer,
+    rt: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
+    let claims: Claims = Arc::default();
+    let context = SinkContext {
+        store: store.clone(),
+        rt: rt.clone(),
+        claims: claims.clone(),
+        revoked: AtomicBool::new(false),
+        shutdown: shutdown.clone(),
+    };
+    let consumer: BaseConsumer<SinkContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("allow.auto.create.topics", "false")
+        .create_with_context(context)?;
+    let topics: Vec<String> = LEDGER_TOPICS.iter().map(|t| kafka.topic(t)).collect();
+    consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let dlq = kafka.topic("payments.dlq.v1");
+    let max_wait = Duration::from_millis(config.batch_max_wait_ms);
+
+    let mut pending: Vec<Decoded> = Vec::new();
+    let mut first_at: Option<Instant> = None;
+    loop {
+        let stopping = shutdown.is_cancelled();
+        if !stopping {
+            if let Some(result) = consumer.poll(Duration::from_millis(50)) {
+                match result {
+                    Ok(m) => {
+                        pending.push(Decoded::decode(Incoming {
+                            topic: m.topic().to_owned(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            key: m.key().map(<[u8]>::to_vec),
+                            value: m.payload().map(<[u8]>::to_vec),
+                        }));
+                        first_at.get_or_insert_with(Instant::now);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                }
+            }
+        }
+        if consumer.context().revoked.swap(false, Ordering::SeqCst) {
+            pending.clear();
+            first_at = None;
+        }
+        let due = pending.len() >= config.batch_max_records || first_at.is_some_and(|t| t.elapsed() >= max_wait);
+        if (due || stopping) && !pending.is_empty() {
+            flush(&consumer, &claims, &store, &producer, &dlq, &rt, &mut pending)?;
+            first_at = None;
+        }
+        if stopping {
+            break;
+        }
+    }
+    consumer.unsubscribe();
+    Ok(())
+}
+
+/// Commits `pending` (all of it, or fails): DLQ copies first, then effects + offsets in one transaction, then the
+/// advisory Kafka commit. Retries through database outages; a fence is fatal (another owner has the partition).
+fn flush(
+    consumer: &BaseConsumer<SinkContext>,
+    claims: &Claims,
+    store: &LedgerStore,
+    producer: &Producer,
+    dlq: &str,
+    rt: &tokio::runtime::Handle,
+    pending: &mut Vec<Decoded>,
+) -> Result<(), SinkError> {
+    let owned: HashMap<(String, i32), PartitionClaim> = claims.lock().expect("claims lock").clone();
+    // Only records of partitions we own, at or past the claimed position.
+    pending.retain(|d| {
+        let o = d.origin();
+        owned.get(&(o.topic.clone(), o.partition)).is_some_and(|c| o.offset >= c.next_offset)
+    });
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for d in pending.iter() {
+        let o = d.origin();
+        let end = ends.entry((o.topic.clone(), o.partition)).or_insert(0);
+        *end = (*end).max(o.offset + 1);
+    }
+    let ranges: Vec<(PartitionClaim, i64)> = ends.iter().map(|(tp, end)| (owned[tp].clone(), *end)).collect();
+
+    for d in pending.iter() {
+        if let Decoded::Reject { origin, reason } = d {
+            let (partition, offset) = (origin.partition.to_string(), origin.offset.to_string());
+            let headers = [
+                Header { key: "origin_topic", value: origin.topic.as_bytes() },
+                Header { key: "origin_partition", value: partition.as_bytes() },
+                Header { key: "origin_offset", value: offset.as_bytes() },
+                Header { key: "reason", value: reason.as_bytes() },
+            ];
+            let key = origin.key.clone().unwrap_or_default();
+            let value = origin.value.clone().unwrap_or_default();
+            rt.block_on(producer.send(dlq, &key, &value, &headers))?;
+            tracing::warn!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, %reason, "record sent to the DLQ");
+        }
+    }
+
+    let mut backoff = Duration::from_millis(200);
+    let outcome = loop {
+        match rt.block_on(store.commit(&ranges, pending)) {
+            Ok(o) => break o,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "batch commit failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    tracing::debug!(?outcome, records = pending.len(), "batch committed");
+    let mut tpl = TopicPartitionList::new();
+    {
+        let mut claims = claims.lock().expect("claims lock");
+        for ((topic, partition), end) in &ends {
+            if let Some(c) = claims.get_mut(&(topic.clone(), *partition)) {
+                c.next_offset = *end;
+            }
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*end));
+        }
+    }
+    // Advisory only: the stored offsets are the truth; this keeps standard lag tools meaningful.
+    let _ = consumer.commit(&tpl, CommitMode::Async);
+    pending.clear();
+    Ok(())
+}

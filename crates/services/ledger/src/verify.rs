@@ -1,0 +1,146 @@
+//! `tally ledger verify`: the ledger's invariants, checked on the live database.
+
+use std::fmt::Write;
+
+use deadpool_postgres::Pool;
+
+use crate::store::StoreError;
+
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub facts: i64,
+    pub journals: i64,
+    pub entries: i64,
+    /// I3: journals whose entries do not sum to zero in some currency.
+    pub unbalanced_journals: Vec<String>,
+    /// Balances that differ from Σ entries.
+    pub balance_mismatches: Vec<String>,
+    /// Facts of a money-moving kind without a journal, or journals without their fact.
+    pub missing_journals: i64,
+    /// Per partition: consumed offsets not accounted for (booked, duplicate or rejected), or accounted twice.
+    pub offset_problems: Vec<String>,
+    pub open_orphans: i64,
+    pub content_conflicts: i64,
+}
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.unbalanced_journals.is_empty()
+            && self.balance_mismatches.is_empty()
+            && self.missing_journals == 0
+            && self.offset_problems.is_empty()
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mark = |ok: bool| if ok { "ok  " } else { "FAIL" };
+        let _ = writeln!(out, "facts {}  journals {}  entries {}", self.facts, self.journals, self.entries);
+        let _ = writeln!(
+            out,
+            "{} every journal balances per currency ({} unbalanced)",
+            mark(self.unbalanced_journals.is_empty()),
+            self.unbalanced_journals.len()
+        );
+        let _ = writeln!(
+            out,
+            "{} balances = Σ entries ({} mismatched)",
+            mark(self.balance_mismatches.is_empty()),
+            self.balance_mismatches.len()
+        );
+        let _ = writeln!(
+            out,
+            "{} every money-moving fact has its journal ({} missing)",
+            mark(self.missing_journals == 0),
+            self.missing_journals
+        );
+        let _ = writeln!(
+            out,
+            "{} consumed offsets all accounted for, no gaps ({} problems)",
+            mark(self.offset_problems.is_empty()),
+            self.offset_problems.len()
+        );
+        let _ = writeln!(
+            out,
+            "info data-quality exceptions: {} open orphans, {} content conflicts",
+            self.open_orphans, self.content_conflicts
+        );
+        for line in
+            self.unbalanced_journals.iter().chain(&self.balance_mismatches).chain(&self.offset_problems).take(20)
+        {
+            let _ = writeln!(out, "  {line}");
+        }
+        out
+    }
+}
+
+pub async fn verify(pool: &Pool, group: &str) -> Result<VerifyReport, StoreError> {
+    let client = pool.get().await?;
+    let mut r = VerifyReport::default();
+    let count = |sql: &'static str| async { client.query_one(sql, &[]).await.map(|row| row.get::<_, i64>(0)) };
+    r.facts = count("SELECT count(*) FROM event_log").await?;
+    r.journals = count("SELECT count(*) FROM journals").await?;
+    r.entries = count("SELECT count(*) FROM entries").await?;
+    r.unbalanced_journals = client
+        .query(
+            "SELECT journal_id, currency, sum(amount_minor)::bigint FROM entries GROUP BY 1, 2 HAVING sum(amount_minor) <> 0 LIMIT 100",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| format!("journal {} sums to {} in {}", row.get::<_, i64>(0), row.get::<_, i64>(2), row.get::<_, String>(1)))
+        .collect();
+    r.balance_mismatches = client
+        .query(
+            "SELECT coalesce(e.account, b.account), coalesce(e.currency, b.currency), coalesce(e.total, 0)::bigint,
+                    coalesce(b.balance_minor, 0)
+             FROM (SELECT account, currency, sum(amount_minor) AS total FROM entries GROUP BY 1, 2) e
+             FULL JOIN account_balances b ON b.account = e.account AND b.currency = e.currency
+             WHERE coalesce(e.total, 0) <> coalesce(b.balance_minor, 0) LIMIT 100",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            format!(
+                "{} {}: entries sum {} but balance says {}",
+                row.get::<_, String>(0),
+                row.get::<_, String>(1),
+                row.get::<_, i64>(2),
+                row.get::<_, i64>(3)
+            )
+        })
+        .collect();
+    r.missing_journals = count(
+        "SELECT count(*) FROM event_log e LEFT JOIN journals j USING (fact_key)
+         WHERE j.journal_id IS NULL AND e.kind NOT IN ('authorized', 'authorization_failed', 'capture_failed')",
+    )
+    .await?;
+    let offsets = client
+        .query(
+            "WITH accounted AS (
+                SELECT topic, kafka_partition AS p, kafka_offset AS o FROM event_log
+                UNION ALL SELECT topic, kafka_partition, kafka_offset FROM sink_duplicates
+                UNION ALL SELECT topic, kafka_partition, kafka_offset FROM sink_rejects)
+             SELECT s.topic, s.kafka_partition, s.next_offset,
+                    count(a.o), count(DISTINCT a.o), coalesce(min(a.o), s.next_offset), coalesce(max(a.o), s.next_offset - 1)
+             FROM sink_offsets s LEFT JOIN accounted a ON a.topic = s.topic AND a.p = s.kafka_partition AND a.o < s.next_offset
+             WHERE s.group_id = $1 GROUP BY 1, 2, 3",
+            &[&group],
+        )
+        .await?;
+    for row in offsets {
+        let (topic, partition, next): (String, i32, i64) = (row.get(0), row.get(1), row.get(2));
+        let (n, distinct, min, max): (i64, i64, i64, i64) = (row.get(3), row.get(4), row.get(5), row.get(6));
+        if n != distinct {
+            r.offset_problems.push(format!("{topic}[{partition}]: {} offsets accounted twice", n - distinct));
+        }
+        if n > 0 && (max != next - 1 || distinct != max - min + 1) {
+            r.offset_problems.push(format!(
+                "{topic}[{partition}]: offsets {min}..{max} hold {distinct} accounted records, next_offset {next}: gaps"
+            ));
+        }
+    }
+    r.open_orphans = count("SELECT count(*) FROM dq_exceptions WHERE kind = 'orphan' AND resolved_at IS NULL").await?;
+    r.content_conflicts = count("SELECT count(*) FROM dq_exceptions WHERE kind = 'content_conflict'").await?;
+    Ok(r)
+}
