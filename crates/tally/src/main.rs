@@ -62,7 +62,10 @@ enum LedgerCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| "info,tokio_postgres=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
+                .unwrap_or_else(|_| "info,tokio_postgres=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {

@@ -1,0 +1,209 @@
+//! Issue 4's acceptance tests that run the sink in-process, against the real broker and PostgreSQL.
+
+mod common;
+
+use common::*;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use tally_domain::{EventKind, Psp};
+use tally_ledger::{verify, Decoded, Incoming, LedgerStore, StoreError};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifecycle_for_several_merchants_and_currencies_books_the_expected_balances() {
+    let env = Env::new().await;
+    let tag = unique("s");
+    let events = scenario(&tag);
+    // The refund first, alone: booked, and an orphan while its capture is unknown.
+    env.produce(&events[..1]).await;
+    env.sink_until(1).await;
+    assert_eq!(env.count("SELECT count(*) FROM dq_exceptions WHERE kind = 'orphan' AND resolved_at IS NULL").await, 1);
+    // The rest, by a restarted sink that resumes from its stored offsets.
+    env.produce(&events[1..]).await;
+    env.sink_until(events.len() as i64).await;
+
+    assert_eq!(env.balances().await, scenario_balances(&tag));
+    let statuses = env.statuses().await;
+    let status = |p: &str| statuses.iter().find(|(id, _)| id == p).and_then(|(_, s)| s.clone());
+    assert_eq!(status("stripe:ch_1").as_deref(), Some("partially_refunded"));
+    assert_eq!(status("adyen:P2").as_deref(), Some("chargeback_lost"));
+    assert_eq!(status("stripe:ch_3").as_deref(), Some("settled"));
+    assert_eq!(status("stripe:ch_4").as_deref(), Some("authorization_failed"));
+    // The refund that came before its capture was an orphan, and resolved itself.
+    assert_eq!(env.count("SELECT count(*) FROM dq_exceptions WHERE kind = 'orphan'").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM dq_exceptions WHERE kind = 'orphan' AND resolved_at IS NULL").await, 0);
+    // Lineage on every entry.
+    assert_eq!(env.count("SELECT count(*) FROM entries WHERE topic = '' OR processor_version = ''").await, 0);
+    // Merchant view with a freshness watermark.
+    let captured = env
+        .count(&format!("SELECT captured_minor FROM merchant_views WHERE merchant_id = 'm1{tag}' AND currency = 'EUR'"))
+        .await;
+    assert_eq!(captured, 10000);
+
+    let report = verify(&env.pool, &env.ledger.group_id).await.unwrap();
+    assert!(report.is_clean(), "{}", report.render());
+    assert_eq!(report.facts, events.len() as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shuffled_and_duplicated_deliveries_give_identical_balances_and_statuses() {
+    let tag = unique("p");
+    let events = scenario(&tag);
+    // Once in order …
+    let a = Env::new().await;
+    a.produce(&events).await;
+    a.sink_until(events.len() as i64).await;
+    // … and once shuffled with every fact delivered two or three times (retries and restatements).
+    let b = Env::new().await;
+    let mut delivered: Vec<_> =
+        events.iter().flat_map(|e| std::iter::repeat_n(e.clone(), 2 + e.psp_reference.len() % 2)).collect();
+    delivered.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
+    b.produce(&delivered).await;
+    b.sink_until(delivered.len() as i64).await;
+
+    assert_eq!(b.balances().await, a.balances().await);
+    assert_eq!(b.statuses().await, a.statuses().await);
+    assert_eq!(b.count("SELECT count(*) FROM event_log").await, events.len() as i64);
+    assert_eq!(
+        b.count("SELECT count(*) FROM sink_duplicates WHERE NOT conflict").await,
+        (delivered.len() - events.len()) as i64
+    );
+    let report = verify(&b.pool, &b.ledger.group_id).await.unwrap();
+    assert!(report.is_clean(), "{}", report.render());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_goes_to_the_dlq_with_its_reason_and_the_rest_is_booked() {
+    let env = Env::new().await;
+    let tag = unique("x");
+    let events = scenario(&tag);
+    env.produce(&events[..3]).await;
+    let capture_topic = env.kafka.topic("payments.capture.v1");
+    env.producer.send(&capture_topic, b"stripe:ch_poison", b"{\"not\": \"avro\"}", &[]).await.unwrap();
+    env.produce(&events[3..]).await;
+    env.sink_until(events.len() as i64 + 1).await;
+
+    assert_eq!(env.count("SELECT count(*) FROM event_log").await, events.len() as i64);
+    assert_eq!(env.count("SELECT count(*) FROM sink_rejects").await, 1);
+    assert_eq!(env.balances().await, scenario_balances(&tag));
+    let dlq = env.kafka.topic("payments.dlq.v1");
+    let consumer = common_reader(&env.kafka.brokers);
+    let records = read_all(&consumer, &dlq);
+    assert_eq!(records.len(), 1);
+    let (key, value, headers) = &records[0];
+    assert_eq!(key, b"stripe:ch_poison");
+    assert_eq!(value, b"{\"not\": \"avro\"}", "the DLQ keeps the original bytes");
+    let header = |k: &str| headers.iter().find(|(h, _)| h == k).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+    assert_eq!(header("origin_topic").as_deref(), Some(capture_topic.as_str()));
+    assert!(header("reason").unwrap().contains("Confluent"), "{:?}", header("reason"));
+    let report = verify(&env.pool, &env.ledger.group_id).await.unwrap();
+    assert!(report.is_clean(), "{}", report.render());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_owner_is_fenced_and_writes_nothing() {
+    let env = Env::new().await;
+    let tag = unique("z");
+    let event = fact(Psp::Stripe, EventKind::Captured, &format!("ch_{tag}"), &format!("ch_{tag}"), "mz", 100, "EUR");
+    let value = tally_contracts::encode_payment_event(&event, None).unwrap();
+    let record = |offset| {
+        Decoded::decode(Incoming {
+            topic: "payments.capture.v1".into(),
+            partition: 0,
+            offset,
+            key: Some(event.payment_id.clone().into_bytes()),
+            value: Some(value.clone()),
+        })
+    };
+    let store = LedgerStore::new(env.pool.clone(), "fencing");
+    let zombie = store.claim("payments.capture.v1", 0).await.unwrap();
+    let owner = store.claim("payments.capture.v1", 0).await.unwrap();
+    assert_eq!(owner.epoch, zombie.epoch + 1, "a new owner bumps the epoch");
+    // The zombie still believes it owns the partition: its batch aborts, nothing of it stays.
+    let err = store.commit(&[(zombie.clone(), 1)], &[record(0)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    assert_eq!(env.count("SELECT count(*) FROM event_log").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM entries").await, 0);
+    // The owner books it; a replay of the same range (a batch that must start where the last ended) is refused too.
+    store.commit(&[(owner.clone(), 1)], &[record(0)]).await.unwrap();
+    assert!(matches!(store.commit(&[(owner, 1)], &[record(0)]).await, Err(StoreError::Fenced { .. })));
+    assert_eq!(env.count("SELECT count(*) FROM event_log").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM entries").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_rows_are_append_only_and_journals_must_balance() {
+    let env = Env::new().await;
+    let tag = unique("a");
+    let events = scenario(&tag);
+    env.produce(&events).await;
+    env.sink_until(events.len() as i64).await;
+    let client = env.pool.get().await.unwrap();
+    for sql in [
+        "UPDATE entries SET amount_minor = amount_minor + 1",
+        "DELETE FROM entries",
+        "UPDATE event_log SET amount_minor = 1",
+        "DELETE FROM journals",
+        "TRUNCATE entries",
+    ] {
+        let err = client.batch_execute(sql).await.unwrap_err();
+        assert!(
+            err.to_string().contains("append-only") || format!("{err:?}").contains("append-only"),
+            "{sql}: {err:?}"
+        );
+    }
+    // An unbalanced journal is refused at commit by the deferred constraint trigger.
+    let err = client
+        .batch_execute(
+            "BEGIN;
+             INSERT INTO journals (fact_key, payment_id, kind) SELECT fact_key, payment_id, kind FROM event_log
+                WHERE kind = 'authorized' LIMIT 1;
+             INSERT INTO entries (journal_id, account, currency, amount_minor, fact_key, topic, kafka_partition,
+                kafka_offset, processor_version)
+             SELECT journal_id, 'cash:test', 'EUR', 5, fact_key, 't', 0, 0, 'test' FROM journals
+                WHERE kind = 'authorized' LIMIT 1;
+             COMMIT;",
+        )
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("does not balance"), "{err:?}");
+}
+
+fn common_reader(brokers: &str) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::ClientConfig;
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap()
+}
+
+type Raw = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+fn read_all(consumer: &rdkafka::consumer::BaseConsumer, topic: &str) -> Vec<Raw> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::{Offset, TopicPartitionList};
+    use std::time::Duration;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut expected = 0;
+    for p in md.topics()[0].partitions() {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
+        expected += high - low;
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while (out.len() as i64) < expected && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect())
+                .unwrap_or_default();
+            out.push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec(), headers));
+        }
+    }
+    out
+}
