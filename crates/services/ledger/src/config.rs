@@ -10,10 +10,17 @@ pub struct LedgerConfig {
     pub batch_max_records: usize,
     /// … or when its first record has waited this long.
     pub batch_max_wait_ms: u64,
+    /// How long the group waits for a silent member before giving its partitions to others.
+    pub session_timeout_ms: u64,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig { group_id: "tally-ledger".into(), batch_max_records: 5000, batch_max_wait_ms: 200 }
+        LedgerConfig {
+            group_id: "tally-ledger".into(),
+            batch_max_records: 5000,
+            batch_max_wait_ms: 200,
+            session_timeout_ms: 10_000,
+        }
     }
 }

@@ -122,7 +122,7 @@ fn consume(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set("allow.auto.create.topics", "false")
         .create_with_context(context)?;
     let topics: Vec<String> = LEDGER_TOPICS.iter().map(|t| kafka.topic(t)).collect();

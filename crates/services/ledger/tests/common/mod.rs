@@ -60,7 +60,12 @@ impl Env {
             ..Default::default()
         };
         tally_kafka::ensure_topics(&kafka, TOPICS).await.unwrap();
-        let ledger = LedgerConfig { group_id: unique("g"), batch_max_records: 500, batch_max_wait_ms: 100 };
+        let ledger = LedgerConfig {
+            group_id: unique("g"),
+            batch_max_records: 500,
+            batch_max_wait_ms: 100,
+            session_timeout_ms: 6000,
+        };
         let producer = Producer::new(&kafka).unwrap();
         Env { kafka, postgres, ledger, pool, producer }
     }

@@ -1,0 +1,155 @@
+//! kill -9 at random points, several times; two members in one group. The sink runs in child processes: this test
+//! binary re-executes itself with `--exact child_sink --ignored`, so the kill is a real SIGKILL of a real process.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use rand::{Rng, SeedableRng};
+use tally_domain::ledger::balances;
+use tally_domain::{EventKind, PaymentEvent, Psp};
+use tally_ledger::verify;
+
+/// Not a test of its own: the body of a child sink process (see the module doc).
+#[test]
+#[ignore]
+fn child_sink() {
+    let Ok(spec) = std::env::var("TALLY_CHILD_SINK") else { return };
+    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ledger = tally_ledger::LedgerConfig {
+            group_id: spec["group"].as_str().unwrap().into(),
+            batch_max_records: 50,
+            batch_max_wait_ms: 20,
+            session_timeout_ms: 6000,
+        };
+        let kafka = tally_kafka::KafkaConfig {
+            brokers: spec["brokers"].as_str().unwrap().into(),
+            topic_prefix: spec["prefix"].as_str().unwrap().into(),
+            ..Default::default()
+        };
+        let postgres =
+            tally_postgres::PostgresConfig { url: spec["db"].as_str().unwrap().into(), ..Default::default() };
+        tally_ledger::run(ledger, kafka, postgres, tokio_util::sync::CancellationToken::new()).await.unwrap();
+    });
+}
+
+/// A child sink; killed with SIGKILL when dropped, so that a failing test leaves no process behind.
+struct Sink(Child);
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_sink(env: &Env) -> Sink {
+    let spec = serde_json::json!({
+        "group": env.ledger.group_id, "brokers": env.kafka.brokers, "prefix": env.kafka.topic_prefix, "db": env.postgres.url,
+    });
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_sink", "--ignored", "--nocapture"])
+        .env("TALLY_CHILD_SINK", spec.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Sink)
+        .unwrap()
+}
+
+fn kill9(sink: &mut Sink) {
+    sink.0.kill().unwrap(); // SIGKILL
+    sink.0.wait().unwrap();
+}
+
+/// Many payments with every lifecycle shape, some facts delivered twice.
+fn workload(tag: &str, payments: usize, seed: u64) -> (Vec<PaymentEvent>, Vec<PaymentEvent>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut facts = Vec::new();
+    for i in 0..payments {
+        let (psp, code) = [(Psp::Stripe, "EUR"), (Psp::Adyen, "JPY"), (Psp::Stripe, "USD")][i % 3];
+        let (pay, merchant) = (format!("p{i}{tag}"), format!("m{}{tag}", i % 7));
+        let amount = rng.random_range(100..100_000);
+        facts.push(fact(psp, EventKind::Authorized, &pay, &pay, &merchant, amount, code));
+        facts.push(fact(psp, EventKind::Captured, &pay, &format!("c{i}"), &merchant, amount, code));
+        if i % 4 == 0 {
+            facts.push(fact(psp, EventKind::Refunded, &pay, &format!("r{i}"), &merchant, amount / 2, code));
+        }
+        if i % 9 == 0 {
+            facts.push(fact(psp, EventKind::ChargebackOpened, &pay, &format!("d{i}"), &merchant, amount, code));
+        }
+    }
+    let mut delivered = facts.clone();
+    for f in &facts {
+        if rng.random_bool(0.2) {
+            delivered.push(f.clone());
+        }
+    }
+    (facts, delivered)
+}
+
+async fn expected_balances(facts: &[PaymentEvent]) -> Vec<(String, String, i64)> {
+    let mut v: Vec<_> = balances(facts)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, a)| !a.is_zero())
+        .map(|((acc, cur), a)| (acc.to_string(), cur.code().to_owned(), a.minor()))
+        .collect();
+    v.sort();
+    v
+}
+
+async fn check_exactly_once(env: &Env, facts: &[PaymentEvent], delivered: usize) {
+    env.wait_accounted(delivered as i64, Duration::from_secs(120)).await;
+    assert_eq!(env.count("SELECT count(*) FROM event_log").await, facts.len() as i64, "every fact booked exactly once");
+    assert_eq!(env.count("SELECT count(*) FROM sink_duplicates").await, (delivered - facts.len()) as i64);
+    assert_eq!(env.balances().await, expected_balances(facts).await, "balances to the minor unit");
+    let report = verify(&env.pool, &env.ledger.group_id).await.unwrap();
+    assert!(report.is_clean(), "{}", report.render());
+    // Offsets = log end: the stored positions cover every produced record.
+    assert_eq!(env.count("SELECT coalesce(sum(next_offset), 0)::bigint FROM sink_offsets").await, delivered as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_batch_repeatedly_books_every_fact_exactly_once() {
+    let env = Env::new().await;
+    let seed: u64 = rand::random();
+    eprintln!("seed {seed}");
+    let (facts, delivered) = workload(&unique("k"), 600, seed);
+    env.produce(&delivered).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut kills = 0;
+    for _ in 0..5 {
+        let mut child = spawn_sink(&env);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
+        kill9(&mut child);
+        kills += 1;
+    }
+    let before_last = env.accounted().await;
+    let mut child = spawn_sink(&env);
+    check_exactly_once(&env, &facts, delivered.len()).await;
+    kill9(&mut child);
+    eprintln!("{kills} kills; {before_last} of {} records accounted before the last start", delivered.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_one_killed_and_restarted_never_double_book() {
+    let env = Env::new().await;
+    let (facts, delivered) = workload(&unique("t"), 400, 11);
+    let mut a = spawn_sink(&env);
+    let mut b = spawn_sink(&env);
+    env.produce(&delivered[..delivered.len() / 2]).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    kill9(&mut a);
+    env.produce(&delivered[delivered.len() / 2..]).await;
+    // The killed member's partitions wait for a member to (re)join (a tansu limitation, ADR 0002): restart it.
+    let mut a = spawn_sink(&env);
+    check_exactly_once(&env, &facts, delivered.len()).await;
+    kill9(&mut a);
+    kill9(&mut b);
+}
