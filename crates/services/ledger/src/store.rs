@@ -35,8 +35,20 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 impl StoreError {
     /// Worth retrying the same batch (the database went away), as opposed to a fence, which means stop.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Pool(_))
-            || matches!(self, StoreError::Db(e) if e.is_closed() || e.as_db_error().is_none())
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Db(e) => match e.as_db_error() {
+                // No server error: the connection broke (server restarting, network).
+                None => true,
+                // 08 connection exception, 53 insufficient resources, 57 operator intervention (shutdown,
+                // restart), 40001 serialization failure, 40P01 deadlock: the same batch can succeed on retry.
+                Some(db) => {
+                    let code = db.code().code();
+                    ["08", "53", "57"].iter().any(|class| code.starts_with(class)) || code == "40001" || code == "40P01"
+                }
+            },
+            StoreError::Fenced { .. } | StoreError::Arithmetic(_) => false,
+        }
     }
 }
 

@@ -18,6 +18,11 @@ use tally_ledger::verify;
 fn child_sink() {
     let Ok(spec) = std::env::var("TALLY_CHILD_SINK") else { return };
     let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    // The child's log goes to the parent's stderr, which the test runner shows when the test fails.
+    tracing_subscriber::fmt()
+        .with_env_filter("info,tokio_postgres=warn,librdkafka=warn")
+        .with_writer(std::io::stderr)
+        .init();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let ledger = tally_ledger::LedgerConfig {
@@ -54,9 +59,8 @@ fn spawn_sink(env: &Env) -> Sink {
     Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_sink", "--ignored", "--nocapture"])
         .env("TALLY_CHILD_SINK", spec.to_string())
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .map(Sink)
         .unwrap()

@@ -207,3 +207,48 @@ fn read_all(consumer: &rdkafka::consumer::BaseConsumer, topic: &str) -> Vec<Raw>
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_during_consumption_loses_and_doubles_nothing() {
+    let cluster = PgCluster::start();
+    let env = Env::on(&cluster.url()).await;
+    let tag = unique("r");
+    let mut events = Vec::new();
+    for i in 0..150 {
+        for kind in [EventKind::Authorized, EventKind::Captured] {
+            events.push(fact(
+                Psp::Stripe,
+                kind,
+                &format!("ch_{i}{tag}"),
+                &format!("ch_{i}{tag}"),
+                &format!("m{tag}"),
+                1000 + i,
+                "EUR",
+            ));
+        }
+    }
+    env.produce(&events[..100]).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let sink =
+        tokio::spawn(tally_ledger::run(env.ledger.clone(), env.kafka.clone(), env.postgres.clone(), shutdown.clone()));
+    env.wait_accounted(100, std::time::Duration::from_secs(60)).await;
+    // Restart the database under the running sink, with records arriving meanwhile.
+    cluster.ctl("stop");
+    env.produce(&events[100..]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    cluster.ctl("start");
+    env.wait_accounted(events.len() as i64, std::time::Duration::from_secs(60)).await;
+    shutdown.cancel();
+    sink.await.unwrap().unwrap();
+    assert_eq!(env.count("SELECT count(*) FROM event_log").await, events.len() as i64);
+    let captured: i64 = (0..150).map(|i| 1000 + i).sum();
+    assert_eq!(
+        env.balances().await,
+        vec![
+            (format!("merchant_payable:m{tag}"), "EUR".into(), -captured),
+            ("psp_receivable:stripe".into(), "EUR".into(), captured),
+        ]
+    );
+    let report = verify(&env.pool, &env.ledger.group_id).await.unwrap();
+    assert!(report.is_clean(), "{}", report.render());
+}

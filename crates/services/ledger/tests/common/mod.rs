@@ -37,7 +37,12 @@ pub struct Env {
 impl Env {
     /// A fresh database (migrated) and fresh topics.
     pub async fn new() -> Env {
-        let base = env("TALLY__POSTGRES__URL");
+        Env::on(&env("TALLY__POSTGRES__URL")).await
+    }
+
+    /// The same, on the PostgreSQL server at `base`.
+    pub async fn on(base: &str) -> Env {
+        let base = base.to_owned();
         let db = unique("tally_t_");
         let admin = tally_postgres::pool(&PostgresConfig { url: base.clone(), ..Default::default() }).unwrap();
         let admin = admin.get().await.unwrap();
@@ -114,7 +119,32 @@ impl Env {
                 assert_eq!(n, records, "more records accounted than produced");
                 return;
             }
-            assert!(Instant::now() < deadline, "only {n} of {records} records accounted for");
+            if Instant::now() >= deadline {
+                let rows = self
+                    .pool
+                    .get()
+                    .await
+                    .unwrap()
+                    .query(
+                        "SELECT topic, kafka_partition, next_offset, owner_epoch FROM sink_offsets ORDER BY 1, 2",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                let offsets: Vec<String> = rows
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}[{}]={} e{}",
+                            r.get::<_, String>(0),
+                            r.get::<_, i32>(1),
+                            r.get::<_, i64>(2),
+                            r.get::<_, i64>(3)
+                        )
+                    })
+                    .collect();
+                panic!("only {n} of {records} records accounted for; sink offsets: {offsets:?}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -212,4 +242,82 @@ pub fn scenario_balances(tag: &str) -> Vec<(String, String, i64)> {
     ];
     v.sort();
     v
+}
+
+/// A private PostgreSQL cluster (from the OS packages, like `make up`'s), for the test that restarts the database.
+pub struct PgCluster {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+}
+
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries (make up installs them)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("postgres").exists())
+            .max()
+            .unwrap();
+        let dir = std::env::temp_dir().join(unique("tally-pg-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let c = PgCluster { port, dir, bin };
+        if is_root() {
+            run(std::process::Command::new("chown").args(["postgres:postgres", c.dir.to_str().unwrap()]));
+        }
+        c.as_pg(&["initdb", "-D", c.dir.to_str().unwrap(), "-U", "tally", "--auth=trust"]);
+        c.ctl("start");
+        c
+    }
+
+    fn as_pg(&self, args: &[&str]) {
+        let tool = self.bin.join(args[0]);
+        let mut cmd = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", tool.to_str().unwrap()]);
+            c
+        } else {
+            std::process::Command::new(&tool)
+        };
+        run(cmd.args(&args[1..]));
+    }
+
+    pub fn ctl(&self, action: &str) {
+        let opts = format!("-c listen_addresses=127.0.0.1 -p {} -k {}", self.port, self.dir.display());
+        let log = self.dir.join("server.log");
+        self.as_pg(&[
+            "pg_ctl",
+            "-D",
+            self.dir.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "-m",
+            "fast",
+            "-o",
+            &opts,
+            action,
+        ]);
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://tally@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.ctl("stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+fn run(cmd: &mut std::process::Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
