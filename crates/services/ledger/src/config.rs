@@ -19,7 +19,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             group_id: "tally-ledger".into(),
             batch_max_records: 5000,
-            batch_max_wait_ms: 200,
+            batch_max_wait_ms: 50,
             session_timeout_ms: 10_000,
         }
     }

@@ -123,6 +123,8 @@ fn consume(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        // Answer fetches as soon as data is there: the batch timer, not the broker, bounds latency.
+        .set("fetch.wait.max.ms", "50")
         .set("allow.auto.create.topics", "false")
         .create_with_context(context)?;
     let topics: Vec<String> = LEDGER_TOPICS.iter().map(|t| kafka.topic(t)).collect();

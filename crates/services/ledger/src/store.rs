@@ -338,21 +338,27 @@ impl LedgerStore {
             // Orphans: a new fact whose predecessor kind is not known for its payment.
             let known: BTreeSet<(String, EventKind)> =
                 by_payment.values().flatten().map(|e| (e.payment_id.clone(), e.kind)).collect();
-            for (_, x) in &new {
-                let Some(needs) = predecessor(x.event.kind) else { continue };
-                if !known.contains(&(x.event.payment_id.clone(), needs)) {
-                    outcome.orphans += 1;
-                    tx.execute(
-                        "INSERT INTO dq_exceptions (kind, fact_key, payment_id, detail)
-                         VALUES ('orphan', $1, $2, $3) ON CONFLICT (fact_key) WHERE kind = 'orphan' DO NOTHING",
-                        &[
-                            &x.event.fact_key().0,
-                            &x.event.payment_id,
-                            &json!({"needs": needs.as_str(), "kind": x.event.kind.as_str()}),
-                        ],
-                    )
-                    .await?;
-                }
+            let orphans: Vec<_> = new
+                .iter()
+                .filter_map(|(_, x)| predecessor(x.event.kind).map(|needs| (x, needs)))
+                .filter(|(x, needs)| !known.contains(&(x.event.payment_id.clone(), *needs)))
+                .collect();
+            if !orphans.is_empty() {
+                outcome.orphans = orphans.len();
+                tx.execute(
+                    "INSERT INTO dq_exceptions (kind, fact_key, payment_id, detail)
+                     SELECT 'orphan', u.k, u.p, u.d FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS u(k, p, d)
+                     ON CONFLICT (fact_key) WHERE kind = 'orphan' DO NOTHING",
+                    &[
+                        &orphans.iter().map(|(x, _)| x.event.fact_key().0).collect::<Vec<_>>(),
+                        &orphans.iter().map(|(x, _)| x.event.payment_id.clone()).collect::<Vec<_>>(),
+                        &orphans
+                            .iter()
+                            .map(|(x, needs)| json!({"needs": needs.as_str(), "kind": x.event.kind.as_str()}))
+                            .collect::<Vec<_>>(),
+                    ],
+                )
+                .await?;
             }
             // … and orphans that the new facts complete resolve themselves.
             let (pays, kinds): (Vec<String>, Vec<String>) =

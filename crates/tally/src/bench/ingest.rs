@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::Args;
 use tally_domain::Secret;
 use tally_ingest::Ingest;
 use tally_kafka::TOPICS;
@@ -18,12 +18,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-
-#[derive(Subcommand)]
-pub enum BenchCommand {
-    /// Webhook ingest: deliveries/s and latency percentiles, full pipeline vs produce-only baseline.
-    Ingest(IngestArgs),
-}
 
 #[derive(Args)]
 pub struct IngestArgs {
@@ -46,8 +40,7 @@ struct Run {
     p99: Duration,
 }
 
-pub fn run(cmd: BenchCommand, mut config: Config) -> Result<ExitCode> {
-    let BenchCommand::Ingest(args) = cmd;
+pub fn run(args: IngestArgs, mut config: Config) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         // An isolated set of topics, so that the benchmark never mixes with real data.
@@ -101,7 +94,7 @@ pub fn run(cmd: BenchCommand, mut config: Config) -> Result<ExitCode> {
     })
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 

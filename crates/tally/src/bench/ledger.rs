@@ -1,0 +1,272 @@
+//! `tally bench ledger`: the ledger sink over N pre-produced events, beside (a) a naive consumer that commits one
+//! transaction per event (the seed design) and (b) a raw `COPY` of the same rows with no checks (what this
+//! PostgreSQL can write at most). Each runs in a database of its own, created for the run.
+
+// Timing statistics, never money: the workspace-wide float ban does not apply here.
+#![allow(clippy::float_arithmetic)]
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use futures::SinkExt;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::ClientConfig;
+use tally_contracts::{decode_payment_event, encode_payment_event};
+use tally_domain::ledger::postings;
+use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
+use tally_kafka::{topic_for, Producer, TOPICS};
+use tally_money::{Amount, Currency, Money};
+use tally_postgres::PostgresConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+#[derive(Args)]
+pub struct LedgerArgs {
+    /// Events pre-produced for the sink and copied by the COPY baseline.
+    #[arg(long, default_value_t = 100_000)]
+    events: usize,
+    /// Events the naive per-event consumer books (it is slow; its rate is what is compared).
+    #[arg(long, default_value_t = 3_000)]
+    naive_events: usize,
+    /// Events produced at a steady rate while the sink runs, for source→ledger latency.
+    #[arg(long, default_value_t = 3_000)]
+    latency_events: usize,
+    /// Rate of the latency phase, events per second.
+    #[arg(long, default_value_t = 1_000)]
+    latency_rate: u64,
+}
+
+fn now() -> Timestamp {
+    let micros =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+    Timestamp::from_unix_micros(micros).expect("the clock is within years 1-9999")
+}
+
+fn capture(run: &str, i: usize) -> PaymentEvent {
+    let id = format!("ch_{run}_{i}");
+    PaymentEvent {
+        kind: EventKind::Captured,
+        payment_id: format!("stripe:{id}"),
+        psp: Psp::Stripe,
+        psp_reference: id.clone(),
+        original_reference: None,
+        merchant_id: format!("m{}", i % 50),
+        money: Money::new(Amount::from_minor(1000 + (i % 997) as i64), Currency::from_code("EUR").expect("EUR")),
+        fee: None,
+        occurred_at: now(),
+        received_at: now(),
+        source: Source::Webhook,
+        source_event_id: format!("evt_{id}"),
+        attributes: Attributes::default(),
+    }
+}
+
+async fn database(base: &PostgresConfig, name: &str) -> Result<PostgresConfig> {
+    let admin = tally_postgres::pool(base)?;
+    let admin = admin.get().await?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await?;
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+    let url = format!("{}/{name}", base.url.rsplit_once('/').context("database url has no /database")?.0);
+    let config = PostgresConfig { url, ..base.clone() };
+    tally_postgres::migrate(&tally_postgres::pool(&config)?).await?;
+    Ok(config)
+}
+
+pub fn run(args: LedgerArgs, mut config: Config) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let run = format!("b{}", std::process::id());
+        config.kafka.topic_prefix = format!("benchl.{run}.");
+        tally_kafka::ensure_topics(&config.kafka, TOPICS).await?;
+        println!("tally bench ledger: {} events pre-produced (captures, 1 journal + 2 entries each)", args.events);
+
+        // Pre-produce.
+        let producer = Producer::new(&config.kafka)?;
+        let topic = config.kafka.topic(topic_for(EventKind::Captured));
+        let sends = (0..args.events).map(|i| {
+            let (producer, topic, run) = (&producer, &topic, &run);
+            async move {
+                let e = capture(run, i);
+                let value = encode_payment_event(&e, None)?;
+                producer.send(topic, e.payment_id.as_bytes(), &value, &[]).await?;
+                anyhow::Ok(())
+            }
+        });
+        for chunk in futures::future::join_all(sends).await {
+            chunk?;
+        }
+
+        // The sink.
+        let sink_db = database(&config.postgres, &format!("tally_bench_sink_{run}")).await?;
+        let pool = tally_postgres::pool(&sink_db)?;
+        let shutdown = CancellationToken::new();
+        let mut ledger = config.ledger.clone();
+        ledger.group_id = format!("bench-{run}");
+        let sink = tokio::spawn(tally_ledger::run(ledger, config.kafka.clone(), sink_db.clone(), shutdown.clone()));
+        // Sustained rate: from the first booked event (after the group join) to the last.
+        wait_count(&pool, 1, Duration::from_secs(60)).await?;
+        let started = Instant::now();
+        wait_count(&pool, args.events as i64, Duration::from_secs(600)).await?;
+        let sink_secs = started.elapsed().as_secs_f64();
+        let sink_rate = args.events as f64 / sink_secs;
+        println!("sink     : {:>9.0} events/s ({} events in {:.1} s)", sink_rate, args.events, sink_secs);
+
+        // Latency: a steady stream while the sink runs; received_at is stamped when each event is produced.
+        let interval = Duration::from_micros(1_000_000 / args.latency_rate.max(1));
+        let mut tick = tokio::time::interval(interval);
+        for i in 0..args.latency_events {
+            tick.tick().await;
+            let e = capture(&format!("{run}lat"), i);
+            producer.send(&topic, e.payment_id.as_bytes(), &encode_payment_event(&e, None)?, &[]).await?;
+        }
+        wait_count(&pool, (args.events + args.latency_events) as i64, Duration::from_secs(120)).await?;
+        shutdown.cancel();
+        sink.await??;
+        let row = pool
+            .get()
+            .await?
+            .query_one(
+                "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM booked_at - received_at))
+                 FROM event_log WHERE payment_id LIKE $1",
+                &[&format!("stripe:ch_{run}lat_%")],
+            )
+            .await?;
+        let p: Vec<f64> = row.get(0);
+        println!(
+            "latency  : source→ledger p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms ({} events at {}/s)",
+            p[0] * 1000.0,
+            p[1] * 1000.0,
+            p[2] * 1000.0,
+            args.latency_events,
+            args.latency_rate
+        );
+
+        let naive_db = database(&config.postgres, &format!("tally_bench_naive_{run}")).await?;
+        let naive_rate = naive(&config, &naive_db, &topic, args.naive_events).await?;
+        println!("naive    : {:>9.0} events/s (one transaction per event, {} events)", naive_rate, args.naive_events);
+        let copy_db = database(&config.postgres, &format!("tally_bench_copy_{run}")).await?;
+        let copy_rate = copy(&copy_db, &run, args.events).await?;
+        println!("raw COPY : {:>9.0} events/s (the same rows, no constraints, no triggers, no indexes)", copy_rate);
+        println!("ratios   : sink/naive {:.1}×  sink/COPY {:.2}×", sink_rate / naive_rate, sink_rate / copy_rate);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_count(pool: &deadpool_postgres::Pool, n: i64, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let count: i64 = pool.get().await?.query_one("SELECT count(*) FROM event_log", &[]).await?.get(0);
+        if count >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "only {count} of {n} events booked in {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The seed design: consume, and per event one transaction with the event, its journal, entries, balances and
+/// offset.
+async fn naive(config: &Config, db: &PostgresConfig, topic: &str, n: usize) -> Result<f64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", format!("bench-naive-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let pool = tally_postgres::pool(db)?;
+    let mut client = pool.get().await?;
+    let mut done = 0;
+    let started = Instant::now();
+    while done < n {
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let m = m?;
+        let fact = decode_payment_event(m.payload().unwrap_or_default())?;
+        let e = &fact.event;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO event_log (fact_key, kind, payment_id, psp, psp_reference, merchant_id, amount_minor, currency,
+                occurred_at, received_at, source, source_event_id, topic, kafka_partition, kafka_offset, schema_id,
+                processor_version, event)
+             VALUES ($1, $2, $3, 'stripe', $4, $5, $6, $7, now(), now(), 'webhook', $8, $9, $10, $11, 1, 'naive', '{}')",
+            &[&e.fact_key().0, &e.kind.as_str(), &e.payment_id, &e.psp_reference, &e.merchant_id, &e.money.amount.minor(),
+              &e.money.currency.code(), &e.source_event_id, &m.topic(), &m.partition(), &m.offset()],
+        )
+        .await?;
+        if let Some(j) = postings(e)? {
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO journals (fact_key, payment_id, kind) VALUES ($1, $2, $3) RETURNING journal_id",
+                    &[&e.fact_key().0, &e.payment_id, &e.kind.as_str()],
+                )
+                .await?
+                .get(0);
+            for entry in &j.entries {
+                tx.execute(
+                    "INSERT INTO entries (journal_id, account, currency, amount_minor, fact_key, topic, kafka_partition, kafka_offset, processor_version)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'naive')",
+                    &[&id, &entry.account.to_string(), &entry.money.currency.code(), &entry.money.amount.minor(), &e.fact_key().0, &m.topic(), &m.partition(), &m.offset()],
+                )
+                .await?;
+                tx.execute(
+                    "INSERT INTO account_balances VALUES ($1, $2, $3)
+                     ON CONFLICT (account, currency) DO UPDATE SET balance_minor = account_balances.balance_minor + EXCLUDED.balance_minor",
+                    &[&entry.account.to_string(), &entry.money.currency.code(), &entry.money.amount.minor()],
+                )
+                .await?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO sink_offsets VALUES ('naive', $1, $2, $3, 1)
+             ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+            &[&m.topic(), &m.partition(), &(m.offset() + 1)],
+        )
+        .await?;
+        tx.commit().await?;
+        done += 1;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The physical limit: COPY the rows the sink writes per event (event, journal, two entries) into plain tables.
+async fn copy(db: &PostgresConfig, run: &str, n: usize) -> Result<f64> {
+    let pool = tally_postgres::pool(db)?;
+    let client = pool.get().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE copy_events (fact_key uuid, kind text, payment_id text, merchant_id text, amount_minor bigint,
+                currency text, topic text, kafka_partition int, kafka_offset bigint, event jsonb);
+             CREATE TABLE copy_journals (journal_id bigint, fact_key uuid, payment_id text, kind text);
+             CREATE TABLE copy_entries (journal_id bigint, account text, currency text, amount_minor bigint, fact_key uuid,
+                topic text, kafka_partition int, kafka_offset bigint);",
+        )
+        .await?;
+    let (mut events, mut journals, mut entries) = (String::new(), String::new(), String::new());
+    for i in 0..n {
+        let e = capture(run, i);
+        let key = e.fact_key();
+        let amount = e.money.amount.minor();
+        events.push_str(&format!(
+            "{key}\tcaptured\t{}\t{}\t{amount}\tEUR\tpayments.capture.v1\t0\t{i}\t{{}}\n",
+            e.payment_id, e.merchant_id
+        ));
+        journals.push_str(&format!("{i}\t{key}\t{}\tcaptured\n", e.payment_id));
+        entries.push_str(&format!("{i}\tpsp_receivable:stripe\tEUR\t{amount}\t{key}\tpayments.capture.v1\t0\t{i}\n"));
+        entries.push_str(&format!(
+            "{i}\tmerchant_payable:{}\tEUR\t-{amount}\t{key}\tpayments.capture.v1\t0\t{i}\n",
+            e.merchant_id
+        ));
+    }
+    let started = Instant::now();
+    for (table, data) in [("copy_events", events), ("copy_journals", journals), ("copy_entries", entries)] {
+        let sink = client.copy_in(&format!("COPY {table} FROM STDIN")).await?;
+        futures::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(data)).await?;
+        sink.finish().await?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}

@@ -1,0 +1,27 @@
+//! `tally bench …`: benchmark harnesses. Each measures its subject beside a baseline in the same run and prints
+//! medians and ratios; results are recorded in docs/benchmarks.md with the command that produced them.
+
+mod ingest;
+mod ledger;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::config::Config;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Webhook ingest: deliveries/s and latency percentiles, full pipeline vs produce-only baseline.
+    Ingest(ingest::IngestArgs),
+    /// Ledger sink: events/s and source→ledger latency, beside a per-event-transaction consumer and a raw COPY.
+    Ledger(ledger::LedgerArgs),
+}
+
+pub fn run(cmd: BenchCommand, config: Config) -> Result<ExitCode> {
+    match cmd {
+        BenchCommand::Ingest(args) => ingest::run(args, config),
+        BenchCommand::Ledger(args) => ledger::run(args, config),
+    }
+}
