@@ -1,0 +1,65 @@
+//! The merchant dimension: ~80K rows with SCD2 validity, MCCs from ISO 18245 (shared fixture).
+
+use rand::{Rng, RngCore};
+use serde::Serialize;
+
+const MCC_LIST: &str = include_str!("../../../../shared/fixtures/data/iso18245/iso18245_official_list.csv");
+
+/// (country, settlement currency) pairs; the currencies cover exponents 0, 2 and 3.
+pub(crate) const COUNTRIES: &[(&str, &str)] = &[
+    ("DE", "EUR"),
+    ("FR", "EUR"),
+    ("NL", "EUR"),
+    ("US", "USD"),
+    ("GB", "GBP"),
+    ("JP", "JPY"),
+    ("SE", "SEK"),
+    ("BH", "BHD"),
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Merchant {
+    pub id: String,
+    pub name: String,
+    pub country: String,
+    pub mcc: String,
+    pub settlement_currency: String,
+    pub risk_tier: String,
+    pub valid_from: String,
+    pub valid_to: Option<String>,
+}
+
+pub(crate) fn letters(rng: &mut impl RngCore, n: usize, upper: bool) -> String {
+    let base = if upper { b'A' } else { b'a' };
+    (0..n).map(|_| (base + (rng.next_u32() % 26) as u8) as char).collect()
+}
+
+/// `n` merchants; 5% change risk tier once (two SCD2 versions, the first closed when the second opens).
+pub fn merchants(rng: &mut impl RngCore, n: usize) -> Vec<Merchant> {
+    let mccs: Vec<&str> = MCC_LIST.lines().skip(1).filter_map(|l| l.split(',').next()).collect();
+    let tiers = ["low", "medium", "high"];
+    let mut out = Vec::with_capacity(n + n / 20);
+    for i in 0..n {
+        let (country, currency) = COUNTRIES[rng.random_range(0..COUNTRIES.len())];
+        let m = Merchant {
+            id: format!("acct_{}", letters(rng, 16, false)),
+            name: format!("Merchant {i} {}", letters(rng, 6, true)),
+            country: country.into(),
+            mcc: mccs[rng.random_range(0..mccs.len())].into(),
+            settlement_currency: currency.into(),
+            risk_tier: tiers[rng.random_range(0..tiers.len())].into(),
+            valid_from: "2025-01-01".into(),
+            valid_to: None,
+        };
+        if rng.random_bool(0.05) {
+            let mut changed = m.clone();
+            changed.risk_tier = tiers[(tiers.iter().position(|t| *t == m.risk_tier).unwrap_or(0) + 1) % 3].into();
+            changed.valid_from = "2026-06-01".into();
+            out.push(Merchant { valid_to: Some("2026-06-01".into()), ..m });
+            out.push(changed);
+        } else {
+            out.push(m);
+        }
+    }
+    out
+}
