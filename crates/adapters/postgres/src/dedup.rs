@@ -30,7 +30,7 @@ impl PgDedup {
         let owned = client
             .query_opt(
                 "INSERT INTO edge_claims (fact_key, state, token, expires_at)
-                 VALUES ($1, 'processing', $2, now() + ($3::bigint || ' milliseconds')::interval)
+                 VALUES ($1, 'processing', $2, now() + $3::bigint * interval '1 millisecond')
                  ON CONFLICT (fact_key) DO UPDATE
                     SET state = 'processing', token = EXCLUDED.token, expires_at = EXCLUDED.expires_at
                     WHERE edge_claims.expires_at < now()
@@ -55,7 +55,7 @@ impl PgDedup {
         let client = self.pool.get().await?;
         let n = client
             .execute(
-                "UPDATE edge_claims SET state = 'done', expires_at = now() + ($3::bigint || ' milliseconds')::interval
+                "UPDATE edge_claims SET state = 'done', expires_at = now() + $3::bigint * interval '1 millisecond'
                  WHERE fact_key = $1 AND token = $2",
                 &[&key, &token, &millis(ttl)],
             )

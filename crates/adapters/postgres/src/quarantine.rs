@@ -20,7 +20,7 @@ pub async fn quarantine(pool: &Pool, r: &QuarantineRecord<'_>) -> Result<(), PgE
     client
         .execute(
             "INSERT INTO quarantine (delivery_id, psp, received_at, reason, detail, headers, redacted_body, body_sha256)
-             VALUES ($1, $2, 'epoch'::timestamptz + ($3::bigint || ' microseconds')::interval, $4, $5, $6, $7, $8)
+             VALUES ($1, $2, 'epoch'::timestamptz + $3::bigint * interval '1 microsecond', $4, $5, $6, $7, $8)
              ON CONFLICT (delivery_id) DO NOTHING",
             &[&r.delivery_id, &r.psp, &r.received_at_micros, &r.reason, &r.detail, &r.headers, &r.redacted_body, &r.body_sha256],
         )

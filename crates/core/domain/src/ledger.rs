@@ -146,7 +146,12 @@ pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
             if fee.is_negative() || fee > gross {
                 return Err(PostingError::FeeOutOfRange { fee, gross });
             }
-            let mut entries = vec![debit(Account::scoped(Cash, psp), gross.checked_sub(fee)?)];
+            // A leg of zero is no leg: a settlement whose fee ate the whole gross moves nothing to cash.
+            let net = gross.checked_sub(fee)?;
+            let mut entries = Vec::with_capacity(3);
+            if !net.is_zero() {
+                entries.push(debit(Account::scoped(Cash, psp), net));
+            }
             if !fee.is_zero() {
                 entries.push(debit(Account::global(PspFees), fee));
             }

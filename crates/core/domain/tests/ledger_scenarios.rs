@@ -17,6 +17,8 @@ const SCENARIOS: &[Scenario] = &[
     (Captured, 1000, None, &[("psp_receivable:stripe", 1000), ("merchant_payable:m1", -1000)]),
     (Settled, 1000, Some(30), &[("cash:stripe", 970), ("psp_fees", 30), ("psp_receivable:stripe", -1000)]),
     (Settled, 1000, None, &[("cash:stripe", 1000), ("psp_receivable:stripe", -1000)]),
+    // The fee took it all: no zero leg (the ledger refuses zero entries).
+    (Settled, 1000, Some(1000), &[("psp_fees", 1000), ("psp_receivable:stripe", -1000)]),
     (Refunded, 400, None, &[("merchant_payable:m1", 400), ("psp_receivable:stripe", -400)]),
     (RefundFailed, 400, None, &[("psp_receivable:stripe", 400), ("merchant_payable:m1", -400)]),
     (ChargebackOpened, 1000, None, &[("dispute_reserve:m1", 1000), ("psp_receivable:stripe", -1000)]),
@@ -42,6 +44,7 @@ fn every_kind_posts_the_expected_balanced_entries() {
         assert_eq!(got, want, "{kind}");
         if let Some(j) = journal {
             assert!(j.is_balanced(), "{kind} journal does not balance");
+            assert!(j.entries.iter().all(|x| !x.money.amount.is_zero()), "{kind}: zero leg");
             assert_eq!(j.fact_key, e.fact_key());
             assert!(j.entries.iter().all(|x| x.money.currency.code() == "EUR"));
         }

@@ -200,31 +200,19 @@ fn flush(
 
     for d in pending.iter() {
         if let Decoded::Reject { origin, reason } = d {
-            let (partition, offset) = (origin.partition.to_string(), origin.offset.to_string());
-            let headers = [
-                Header { key: "origin_topic", value: origin.topic.as_bytes() },
-                Header { key: "origin_partition", value: partition.as_bytes() },
-                Header { key: "origin_offset", value: offset.as_bytes() },
-                Header { key: "reason", value: reason.as_bytes() },
-            ];
-            let key = origin.key.clone().unwrap_or_default();
-            let value = origin.value.clone().unwrap_or_default();
-            rt.block_on(producer.send(dlq, &key, &value, &headers))?;
-            tracing::warn!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, %reason, "record sent to the DLQ");
+            send_to_dlq(producer, rt, dlq, origin, reason)?;
         }
     }
 
-    let mut backoff = Duration::from_millis(200);
-    let outcome = loop {
-        match rt.block_on(store.commit(&ranges, pending)) {
-            Ok(o) => break o,
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "batch commit failed; retrying");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e.into()),
+    let outcome = match commit_retrying(store, rt, &ranges, pending) {
+        Ok(o) => o,
+        Err(e) if e.is_data_error() => {
+            tracing::warn!(error = %e, "batch refused by the database; isolating the record that caused it");
+            isolate(claims, store, producer, dlq, rt, pending)?;
+            pending.clear();
+            return Ok(());
         }
+        Err(e) => return Err(e.into()),
     };
     tracing::debug!(?outcome, records = pending.len(), "batch committed");
     let mut tpl = TopicPartitionList::new();
@@ -240,5 +228,82 @@ fn flush(
     // Advisory only: the stored offsets are the truth; this keeps standard lag tools meaningful.
     let _ = consumer.commit(&tpl, CommitMode::Async);
     pending.clear();
+    Ok(())
+}
+
+/// Commits, retrying through transient database errors with back-off.
+fn commit_retrying(
+    store: &LedgerStore,
+    rt: &tokio::runtime::Handle,
+    ranges: &[(PartitionClaim, i64)],
+    records: &[Decoded],
+) -> Result<crate::BatchOutcome, StoreError> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match rt.block_on(store.commit(ranges, records)) {
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "batch commit failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A batch the database refused: commit its records one at a time, in offset order; the one(s) refused become
+/// rejects (DLQ + `sink_rejects`) with the database's reason, so that one bad record never stalls a partition.
+fn isolate(
+    claims: &Claims,
+    store: &LedgerStore,
+    producer: &Producer,
+    dlq: &str,
+    rt: &tokio::runtime::Handle,
+    pending: &mut [Decoded],
+) -> Result<(), SinkError> {
+    pending.sort_by(|a, b| {
+        let (a, b) = (a.origin(), b.origin());
+        (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset))
+    });
+    for record in pending.iter() {
+        let origin = record.origin().clone();
+        let tp = (origin.topic.clone(), origin.partition);
+        let Some(claim) = claims.lock().expect("claims lock").get(&tp).cloned() else { continue };
+        let range = [(claim, origin.offset + 1)];
+        let single = match commit_retrying(store, rt, &range, std::slice::from_ref(record)) {
+            Ok(_) => None,
+            Err(e) if e.is_data_error() => Some(e.to_string()),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(reason) = single {
+            let reason = format!("refused by the ledger database: {reason}");
+            send_to_dlq(producer, rt, dlq, &origin, &reason)?;
+            commit_retrying(store, rt, &range, &[Decoded::Reject { origin: origin.clone(), reason }])?;
+        }
+        if let Some(c) = claims.lock().expect("claims lock").get_mut(&tp) {
+            c.next_offset = origin.offset + 1;
+        }
+    }
+    Ok(())
+}
+
+/// The record's original key and bytes to the DLQ, with where it came from and why.
+fn send_to_dlq(
+    producer: &Producer,
+    rt: &tokio::runtime::Handle,
+    dlq: &str,
+    origin: &Incoming,
+    reason: &str,
+) -> Result<(), SinkError> {
+    let (partition, offset) = (origin.partition.to_string(), origin.offset.to_string());
+    let headers = [
+        Header { key: "origin_topic", value: origin.topic.as_bytes() },
+        Header { key: "origin_partition", value: partition.as_bytes() },
+        Header { key: "origin_offset", value: offset.as_bytes() },
+        Header { key: "reason", value: reason.as_bytes() },
+    ];
+    let (key, value) = (origin.key.as_deref().unwrap_or_default(), origin.value.as_deref().unwrap_or_default());
+    rt.block_on(producer.send(dlq, key, value, &headers))?;
+    tracing::warn!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, %reason, "record sent to the DLQ");
     Ok(())
 }

@@ -33,6 +33,19 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 }
 
 impl StoreError {
+    /// The database refused a record's content (SQLSTATE class 22 data exception or 23 integrity violation), or
+    /// the ledger's arithmetic did: retrying cannot help, the record must be isolated and rejected.
+    pub fn is_data_error(&self) -> bool {
+        match self {
+            StoreError::Arithmetic(_) => true,
+            StoreError::Db(e) => e.as_db_error().is_some_and(|db| {
+                let code = db.code().code();
+                code.starts_with("22") || code.starts_with("23")
+            }),
+            _ => false,
+        }
+    }
+
     /// Worth retrying the same batch (the database went away), as opposed to a fence, which means stop.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -44,7 +57,8 @@ impl StoreError {
                 // restart), 40001 serialization failure, 40P01 deadlock: the same batch can succeed on retry.
                 Some(db) => {
                     let code = db.code().code();
-                    ["08", "53", "57"].iter().any(|class| code.starts_with(class)) || code == "40001" || code == "40P01"
+                    ["08", "53", "57"].iter().any(|class| code.starts_with(class))
+                        || ["40001", "40P01", "55P03"].contains(&code)
                 }
             },
             StoreError::Fenced { .. } | StoreError::Arithmetic(_) => false,
@@ -163,8 +177,8 @@ impl LedgerStore {
                     amount_minor, currency, fee_minor, occurred_at, received_at, source, source_event_id, delivery_id,
                     topic, kafka_partition, kafka_offset, schema_id, processor_version, event)
                  SELECT u.k, u.kind, u.p, u.psp, u.r, u.o, u.m, u.a, u.c, u.f,
-                    'epoch'::timestamptz + (u.occ::text || ' microseconds')::interval,
-                    'epoch'::timestamptz + (u.rec::text || ' microseconds')::interval,
+                    'epoch'::timestamptz + u.occ * interval '1 microsecond',
+                    'epoch'::timestamptz + u.rec * interval '1 microsecond',
                     u.s, u.sid, u.d, u.t, u.part, u.off, u.sch, $20, u.ev
                  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                     $8::bigint[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[],
@@ -454,7 +468,7 @@ impl LedgerStore {
         }
         tx.execute(
             "INSERT INTO merchant_views (merchant_id, currency, captured_minor, refunded_minor, disputed_minor, facts, watermark)
-             SELECT u.m, u.c, u.cap, u.r, u.d, u.n, 'epoch'::timestamptz + (u.w::text || ' microseconds')::interval
+             SELECT u.m, u.c, u.cap, u.r, u.d, u.n, 'epoch'::timestamptz + u.w * interval '1 microsecond'
              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
                 AS u(m, c, cap, r, d, n, w)
              ON CONFLICT (merchant_id, currency) DO UPDATE SET

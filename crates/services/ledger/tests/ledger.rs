@@ -252,3 +252,26 @@ async fn postgres_restarted_during_consumption_loses_and_doubles_nothing() {
     let report = verify(&env.pool, &env.ledger.group_id).await.unwrap();
     assert!(report.is_clean(), "{}", report.render());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_database_refuses_is_isolated_and_rejected_without_stalling() {
+    let env = Env::new().await;
+    let tag = unique("n");
+    let events = scenario(&tag);
+    // Valid Avro, a valid fact, but PostgreSQL text cannot hold a NUL byte (SQLSTATE 22021).
+    let mut refused = fact(Psp::Stripe, EventKind::Captured, "ch_nul", "ch_nul", "m\u{0}x", 100, "EUR");
+    refused.source_event_id = "evt_nul".into();
+    env.produce(&events[..5]).await;
+    env.produce(std::slice::from_ref(&refused)).await;
+    env.produce(&events[5..]).await;
+    env.sink_until(events.len() as i64 + 1).await;
+
+    assert_eq!(env.count("SELECT count(*) FROM event_log").await, events.len() as i64, "the rest is booked");
+    assert_eq!(
+        env.count("SELECT count(*) FROM sink_rejects WHERE reason LIKE 'refused by the ledger database%'").await,
+        1
+    );
+    assert_eq!(env.balances().await, scenario_balances(&tag));
+    let report = verify(&env.pool, &env.ledger.group_id).await.unwrap();
+    assert!(report.is_clean(), "{}", report.render());
+}
