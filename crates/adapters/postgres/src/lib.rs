@@ -39,6 +39,8 @@ pub fn pool(config: &PostgresConfig) -> Result<Pool, PgError> {
     let mut pg: tokio_postgres::Config =
         config.url.parse().map_err(|e: tokio_postgres::Error| PgError::Url(e.to_string()))?;
     pg.connect_timeout(Duration::from_millis(config.connect_timeout_ms));
+    // A hung transaction must not hold ledger rows forever, nor a writer wait on them forever.
+    pg.options("-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s");
     let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(config.pool_size)

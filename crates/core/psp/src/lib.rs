@@ -21,10 +21,47 @@ pub enum Outcome {
     Ignored { event_type: String, reason: String },
 }
 
+/// Every card number in a body: in its raw bytes, and — when the body uses JSON `\u` escapes, which hide digits
+/// from a byte scan — in every decoded JSON string as well.
+pub fn scan_for_pans(body: &[u8]) -> Vec<pan::PanMatch> {
+    let mut found = pan::scan(body);
+    if found.is_empty() && body.windows(2).any(|w| w == b"\\u") {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+            let mut strings = Vec::new();
+            collect_strings(&value, &mut strings);
+            // Positions refer to the decoded text, not to `body`: `redact_pans` handles that case whole.
+            found.extend(strings.iter().flat_map(|s| pan::scan(s.as_bytes())));
+        }
+    }
+    found
+}
+
+/// `body` with its card numbers masked; a body whose numbers hide behind JSON escapes is replaced whole.
+pub fn redact_pans(body: &[u8]) -> Vec<u8> {
+    let redacted = pan::redact(body);
+    if scan_for_pans(&redacted).is_empty() {
+        redacted
+    } else {
+        b"{\"redacted\":\"card number in JSON-escaped form; body withheld\"}".to_vec()
+    }
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| {
+            out.push(k.clone());
+            collect_strings(x, out);
+        }),
+        _ => {}
+    }
+}
+
 /// Scans `body` for card numbers, then normalises it with the PSP's rules. `received_at` is when the delivery
 /// arrived; the core never reads the clock.
 pub fn normalize(psp: Psp, body: &[u8], received_at: Timestamp) -> Result<Vec<Outcome>, NormalizeError> {
-    let found = pan::scan(body);
+    let found = scan_for_pans(body);
     if !found.is_empty() {
         return Err(NormalizeError::PanDetected {
             count: found.len(),

@@ -355,3 +355,17 @@ fn an_empty_adyen_batch_is_not_valid() {
     let err = tally_psp::adyen::verify_notification(br#"{"live":"false","notificationItems":[]}"#, &[key]).unwrap_err();
     assert_eq!(err.code(), "malformed_body");
 }
+
+#[test]
+fn card_numbers_hidden_behind_json_escapes_are_found() {
+    let at = Timestamp::from_unix_secs(1_800_000_000).unwrap();
+    let text = String::from_utf8(common::read("stripe/webhook-events/charge.succeeded.json")).unwrap();
+    // "4242424242424242", every digit written as a JSON \u escape: invisible to a byte scan.
+    let escaped: String = "4242424242424242".chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+    let body = text.replace("\"(created by Stripe CLI)\"", &format!("\"{escaped}\""));
+    assert!(tally_domain::pan::scan(body.as_bytes()).is_empty(), "the byte scan alone misses it");
+    assert_eq!(normalize(Psp::Stripe, body.as_bytes(), at).unwrap_err().code(), "pan_detected");
+    let redacted = tally_psp::redact_pans(body.as_bytes());
+    assert!(tally_psp::scan_for_pans(&redacted).is_empty());
+    assert!(String::from_utf8_lossy(&redacted).contains("withheld"));
+}

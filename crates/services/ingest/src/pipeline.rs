@@ -66,7 +66,7 @@ impl Ingest {
     pub(crate) async fn handle(&self, psp: Psp, headers: &HeaderMap, body: &[u8]) -> Reply {
         let received_at = now();
         let delivery_id = crate::random_uuid();
-        let pans = pan::scan(body);
+        let pans = tally_psp::scan_for_pans(body);
         let mut raw = RawDelivery {
             delivery_id: delivery_id.to_string(),
             psp: psp.as_str().to_owned(),
@@ -76,7 +76,7 @@ impl Ingest {
                 .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(|v| ((*h).to_owned(), v.to_owned())))
                 .collect(),
             // A body with a card number never leaves this function unredacted (I7).
-            body: if pans.is_empty() { body.to_vec() } else { pan::redact(body) },
+            body: if pans.is_empty() { body.to_vec() } else { tally_psp::redact_pans(body) },
             body_sha256: hex::encode(Sha256::digest(body)),
             redacted: !pans.is_empty(),
             verdict: Verdict::Rejected,
@@ -103,7 +103,15 @@ impl Ingest {
             Reply::Ignored { code, .. } => {
                 raw.verdict = Verdict::Ignored;
                 raw.code = Some((*code).to_owned());
-                self.produce_raw_best_effort(&raw).await;
+                // The raw topic is the only copy of an acknowledged-but-ignored delivery (kept for replay once
+                // Tally books its type): no 2xx unless it is durable.
+                if !self.produce_raw_best_effort(&raw).await {
+                    self.metrics.reject(RejectCode::BrokerUnavailable);
+                    return Reply::Rejected {
+                        code: RejectCode::BrokerUnavailable,
+                        message: "the delivery could not be archived; retry".into(),
+                    };
+                }
             }
             Reply::Rejected { code, .. } => {
                 raw.code = Some(code.as_str().to_owned());
@@ -282,7 +290,8 @@ impl Ingest {
         Ok(())
     }
 
-    async fn produce_raw_best_effort(&self, raw: &RawDelivery) {
+    /// True when the raw record is durable.
+    async fn produce_raw_best_effort(&self, raw: &RawDelivery) -> bool {
         let result = match encode_raw_delivery(raw) {
             Ok(value) => {
                 let topic = self.kafka.topic(RAW_TOPIC);
@@ -294,9 +303,13 @@ impl Ingest {
             }
             Err(e) => Err(e.to_string()),
         };
-        if let Err(e) = result {
-            Metrics::add(&self.metrics.raw_produce_failures, 1);
-            tracing::warn!(delivery_id = %raw.delivery_id, verdict = raw.verdict.as_str(), error = %e, "raw delivery not archived");
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                Metrics::add(&self.metrics.raw_produce_failures, 1);
+                tracing::warn!(delivery_id = %raw.delivery_id, verdict = raw.verdict.as_str(), error = %e, "raw delivery not archived");
+                false
+            }
         }
     }
 

@@ -239,12 +239,20 @@ fn commit_retrying(
     records: &[Decoded],
 ) -> Result<crate::BatchOutcome, StoreError> {
     let mut backoff = Duration::from_millis(200);
+    let mut retried = false;
     loop {
         match rt.block_on(store.commit(ranges, records)) {
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "batch commit failed; retrying");
+                retried = true;
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            // The earlier attempt committed before its connection broke: done, not fenced.
+            Err(StoreError::Fenced { .. })
+                if retried && rt.block_on(store.already_committed(ranges)).unwrap_or(false) =>
+            {
+                return Ok(crate::BatchOutcome::default());
             }
             other => return other,
         }

@@ -117,6 +117,25 @@ impl LedgerStore {
         Ok(PartitionClaim { topic: topic.to_owned(), partition, next_offset: row.get(0), epoch: row.get(1) })
     }
 
+    /// Whether every range is already committed by this owner: after a connection broke during COMMIT, a retry is
+    /// fenced by its own success (`next_offset` moved to the end, same epoch), which is not a foreign owner.
+    pub async fn already_committed(&self, ranges: &[(PartitionClaim, i64)]) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        for (claim, end) in ranges {
+            let row = client
+                .query_opt(
+                    "SELECT 1 FROM sink_offsets WHERE group_id = $1 AND topic = $2 AND kafka_partition = $3
+                     AND owner_epoch = $4 AND next_offset = $5",
+                    &[&self.group, &claim.topic, &claim.partition, &claim.epoch, end],
+                )
+                .await?;
+            if row.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Books a batch: the records of each claimed partition from its `next_offset` up to `ends[claim]` (exclusive),
     /// effects and offsets in one transaction. A fenced claim aborts everything.
     pub async fn commit(
@@ -320,7 +339,7 @@ impl LedgerStore {
             let rows = tx
                 .query(
                     "SELECT payment_id, kind, psp, psp_reference, original_reference, merchant_id, amount_minor, currency, fee_minor
-                     FROM event_log WHERE payment_id = ANY($1)",
+                     FROM event_log WHERE payment_id = ANY($1) ORDER BY payment_id, fact_key",
                     &[&affected],
                 )
                 .await?;
