@@ -3,11 +3,13 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tally/target
 TALLY := $(CARGO_TARGET_DIR)/debug/tally
 
-.PHONY: demo test up down status build check fmt lint ci
+.PHONY: demo test up down build fmt lint ci
+# make demo DEMO_ARGS="--seed 7 --events 50000" for another workload
 
-## demo: bring the stack up, create the topics, and print the stack's health
+## demo: the whole pipeline on the local stack: ingest + ledger sink, a generated workload, the oracles, a summary
 demo: up build
-	@set -a; source .tally/env; set +a; $(TALLY) topics ensure && $(TALLY) stack health
+	@set -a; source .tally/env; set +a; $(TALLY) stack health >/dev/null 2>&1 || $(TALLY) topics ensure >/dev/null; \
+	  TALLY_LOG=$${TALLY_LOG:-warn} $(TALLY) demo $(DEMO_ARGS)
 
 ## test: bring the stack up and run every test (unit, property, fixture, CLI and stack integration)
 test: up

@@ -56,7 +56,7 @@ impl SimConfig {
 
 /// How a delivery is to be signed when sent. Stripe signatures cover the send time, so they are made by
 /// `tally sim send`; Adyen's cover the fields only and are in the body already.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Signing {
     Valid,

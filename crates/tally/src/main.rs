@@ -2,7 +2,9 @@
 
 mod bench;
 mod config;
+mod demo;
 mod ingest;
+mod sim;
 mod stack;
 mod webhook;
 
@@ -36,6 +38,11 @@ enum Command {
     Ledger(LedgerCommand),
     /// Apply pending PostgreSQL migrations and exit.
     Migrate,
+    /// Simulated workloads with ground truth.
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
+    /// The whole pipeline on the local stack with a generated workload, the oracles and a summary.
+    Demo(demo::DemoArgs),
     /// Kafka topics Tally owns.
     #[command(subcommand)]
     Topics(stack::TopicsCommand),
@@ -75,6 +82,8 @@ fn main() -> ExitCode {
             Command::Sink(SinkCommand::Ledger) => ingest::run_ledger_sink(config),
             Command::Ledger(LedgerCommand::Verify) => stack::ledger_verify(&config),
             Command::Migrate => stack::migrate(&config),
+            Command::Sim(cmd) => sim::run(cmd, config),
+            Command::Demo(args) => demo::run(args, config),
             Command::Topics(cmd) => stack::run_topics(cmd, &config),
             Command::Stack(cmd) => stack::run_stack(cmd, &config),
             Command::Bench(cmd) => bench::run(cmd, config),

@@ -1,0 +1,121 @@
+//! `tally demo` (what `make demo` runs): the whole pipeline on the local stack — ingest and the ledger sink
+//! in-process, a generated workload delivered like a PSP, the oracles, and a summary.
+
+// Timing statistics, never money: the workspace-wide float ban does not apply here.
+#![allow(clippy::float_arithmetic)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tally_domain::Secret;
+use tally_ingest::{Ingest, RejectCode};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::sim::{check, generate, send, GenerateArgs, SendArgs};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Approximate number of payment events; the default takes a minute or two on 2 cores.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+}
+
+pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let started = Instant::now();
+        let dir = PathBuf::from(".tally/demo").join(format!("seed-{}-events-{}", args.seed, args.events));
+        println!("1/5 generating the workload (seed {}, ~{} events) into {}", args.seed, args.events, dir.display());
+        let truth = generate(&GenerateArgs { seed: args.seed, events: args.events, out: dir.clone() })?;
+
+        println!("2/5 starting ingest and the ledger sink");
+        tally_kafka::ensure_topics(&config.kafka, tally_kafka::TOPICS).await?;
+        config.ingest.stripe.secrets.push(Secret::new(tally_sim::STRIPE_SECRET.into()));
+        config.ingest.adyen.hmac_keys.push(Secret::new(tally_sim::ADYEN_KEY.into()));
+        let ingest = Ingest::new(config.ingest.clone(), config.kafka.clone(), config.postgres.clone(), config.redis.clone()).await?;
+        let listener = TcpListener::bind(&config.ingest.listen).await.with_context(|| format!("binding {}", config.ingest.listen))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(ingest.clone().serve(listener, shutdown.clone()));
+        let sink = tokio::spawn(tally_ledger::run(config.ledger.clone(), config.kafka.clone(), config.postgres.clone(), shutdown.clone()));
+
+        println!("3/5 delivering {} webhooks to {url} like the PSPs do (retries on 409/5xx)", truth.deliveries);
+        let sending = Instant::now();
+        let (sent, send_time, retries) = send(&SendArgs { dir: dir.clone(), target: url.clone(), rate: 0, concurrency: args.concurrency }).await?;
+
+        println!("4/5 waiting for the ledger to book every fact");
+        let pool = tally_postgres::pool(&config.postgres)?;
+        let keys: Vec<uuid::Uuid> = truth.fact_keys.iter().filter_map(|k| k.parse().ok()).collect();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let n: i64 = pool.get().await?.query_one("SELECT count(*) FROM event_log WHERE fact_key = ANY($1)", &[&keys]).await?.get(0);
+            if n >= keys.len() as i64 || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let booked_time = sending.elapsed();
+
+        println!("5/5 running the oracles\n");
+        let report = check(&pool, &dir, &config.ledger.group_id).await?;
+        let client = pool.get().await?;
+        let latency: Vec<f64> = client
+            .query_one(
+                "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM booked_at - received_at))
+                 FROM event_log WHERE fact_key = ANY($1)",
+                &[&keys],
+            )
+            .await?
+            .get(0);
+        let sink_dupes: i64 = client
+            .query_one("SELECT count(*) FROM sink_duplicates WHERE fact_key = ANY($1)", &[&keys])
+            .await?
+            .get(0);
+        shutdown.cancel();
+        server.await??;
+        sink.await??;
+
+        let m = &ingest.metrics;
+        let rejections: Vec<String> = RejectCode::ALL
+            .iter()
+            .filter(|c| m.rejections(**c) > 0)
+            .map(|c| format!("{} {}", c.as_str(), m.rejections(*c)))
+            .collect();
+        let ms = |s: f64| s * 1000.0;
+        println!("{}", report.render());
+        println!("summary");
+        println!("  deliveries            {sent} sent in {:.1} s ({} PSP-style retries)", send_time.as_secs_f64(), retries);
+        println!("  facts booked          {} ({:.0} events/s from first delivery to last booking)", keys.len(), keys.len() as f64 / booked_time.as_secs_f64());
+        println!(
+            "  duplicates blocked    {} deliveries / {} facts at the edge, {} at the sink",
+            m.deliveries_duplicate.load(Ordering::Relaxed),
+            m.facts_duplicate_at_edge.load(Ordering::Relaxed),
+            sink_dupes
+        );
+        println!("  rejected by reason    {}", if rejections.is_empty() { "none".into() } else { rejections.join(", ") });
+        println!("  ignored (acknowledged) {}", m.deliveries_ignored.load(Ordering::Relaxed));
+        if latency.len() == 3 {
+            println!("  source→ledger latency p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms", ms(latency[0]), ms(latency[1]), ms(latency[2]));
+        }
+        println!("  oracles               {}", if report.all_ok() { "all green" } else { "FAILED (see the table above)" });
+        println!("  took                  {:.0} s", started.elapsed().as_secs_f64());
+        println!();
+        println!("where to look next");
+        println!("  console (while `tally ingest` runs): {url}/healthz and {url}/metrics");
+        println!("  ledger:   psql {} -c 'SELECT account, currency, balance_minor FROM account_balances ORDER BY 1'", config.postgres.url);
+        println!("  payments: psql {} -c 'SELECT status, count(*) FROM payments GROUP BY 1'", config.postgres.url);
+        println!("  checks:   tally ledger verify; tally sim check --dir {}", dir.display());
+        println!("  workload: {}/ (deliveries.jsonl, truth.json, merchants.csv, sent.jsonl)", dir.display());
+        Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    })
+}
