@@ -85,8 +85,13 @@ impl Env {
         }
     }
 
+    /// Rows of a parameterless query on the test database.
+    pub async fn rows(&self, sql: &str) -> Vec<tokio_postgres::Row> {
+        self.pool.get().await.unwrap().query(sql, &[]).await.unwrap()
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
-        self.pool.get().await.unwrap().query_one(sql, &[]).await.unwrap().get(0)
+        self.rows(sql).await[0].get(0)
     }
 
     /// Records the sink has accounted for (booked, duplicate or rejected).
@@ -121,16 +126,8 @@ impl Env {
             }
             if Instant::now() >= deadline {
                 let rows = self
-                    .pool
-                    .get()
-                    .await
-                    .unwrap()
-                    .query(
-                        "SELECT topic, kafka_partition, next_offset, owner_epoch FROM sink_offsets ORDER BY 1, 2",
-                        &[],
-                    )
-                    .await
-                    .unwrap();
+                    .rows("SELECT topic, kafka_partition, next_offset, owner_epoch FROM sink_offsets ORDER BY 1, 2")
+                    .await;
                 let offsets: Vec<String> = rows
                     .iter()
                     .map(|r| {
@@ -151,28 +148,15 @@ impl Env {
 
     pub async fn balances(&self) -> Vec<(String, String, i64)> {
         let rows = self
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .query(
+            .rows(
                 "SELECT account, currency, balance_minor FROM account_balances WHERE balance_minor <> 0 ORDER BY 1, 2",
-                &[],
             )
-            .await
-            .unwrap();
+            .await;
         rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
     }
 
     pub async fn statuses(&self) -> Vec<(String, Option<String>)> {
-        let rows = self
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .query("SELECT payment_id, status FROM payments ORDER BY 1", &[])
-            .await
-            .unwrap();
+        let rows = self.rows("SELECT payment_id, status FROM payments ORDER BY 1").await;
         rows.iter().map(|r| (r.get(0), r.get(1))).collect()
     }
 }
