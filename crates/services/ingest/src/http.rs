@@ -64,7 +64,7 @@ async fn stripe(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
         Ok(b) => b,
         Err(r) => return r,
     };
-    match ingest.handle(Psp::Stripe, &headers, &body).await {
+    match handle_detached(&ingest, Psp::Stripe, headers, body).await {
         Reply::Accepted { delivery_id, facts, duplicates } => Json(json!({
             "status": "accepted", "delivery_id": delivery_id, "facts": facts, "duplicates": duplicates
         }))
@@ -77,13 +77,24 @@ async fn stripe(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
     }
 }
 
+/// Runs the pipeline in its own task: if the PSP hangs up mid-request, axum drops the handler, but claim → produce
+/// → confirm (or release) still runs to its end, so that no claim is left `processing` and no record is produced
+/// behind the back of a released claim.
+async fn handle_detached(ingest: &Arc<Ingest>, psp: Psp, headers: HeaderMap, body: axum::body::Bytes) -> Reply {
+    let ingest = ingest.clone();
+    match tokio::spawn(async move { ingest.handle(psp, &headers, &body).await }).await {
+        Ok(reply) => reply,
+        Err(e) => Reply::Rejected { code: RejectCode::Internal, message: format!("pipeline task failed: {e}") },
+    }
+}
+
 /// Adyen expects the literal body `[accepted]` once every item of the batch is durable (or known, or ignored).
 async fn adyen(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
     let body = match read_body(&ingest, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    match ingest.handle(Psp::Adyen, &headers, &body).await {
+    match handle_detached(&ingest, Psp::Adyen, headers, body).await {
         Reply::Accepted { .. } | Reply::Ignored { .. } => {
             ([(header::CONTENT_TYPE, "text/plain")], "[accepted]").into_response()
         }
