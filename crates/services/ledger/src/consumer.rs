@@ -31,6 +31,8 @@ pub enum SinkError {
     Store(#[from] StoreError),
     #[error("sink thread: {0}")]
     Join(String),
+    #[error("{topic}[{partition}]: the log continues at offset {found}, but the ledger stopped at {expected}: records are missing from the log; refusing to book past them")]
+    Gap { topic: String, partition: i32, expected: i64, found: i64 },
 }
 
 type Claims = Arc<Mutex<HashMap<(String, i32), PartitionClaim>>>;
@@ -189,6 +191,20 @@ fn flush(
     });
     if pending.is_empty() {
         return Ok(());
+    }
+    // A partition's records must continue exactly where its last batch ended: a higher first offset means records
+    // vanished from the log (truncation, a recreated topic), which must stop the sink rather than be committed past.
+    let mut firsts: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for d in pending.iter() {
+        let o = d.origin();
+        let first = firsts.entry((o.topic.clone(), o.partition)).or_insert(i64::MAX);
+        *first = (*first).min(o.offset);
+    }
+    for (tp, first) in &firsts {
+        let expected = owned[tp].next_offset;
+        if *first != expected {
+            return Err(SinkError::Gap { topic: tp.0.clone(), partition: tp.1, expected, found: *first });
+        }
     }
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for d in pending.iter() {
