@@ -2,7 +2,7 @@
 
 use apache_avro::types::Value;
 use apache_avro::{from_avro_datum, to_avro_datum};
-use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
+use tally_domain::{Attributes, EventKind, FactKey, PaymentEvent, Psp, Source, Timestamp};
 use tally_money::{Amount, Currency, Money};
 
 use crate::registry::{schema, PAYMENT_EVENT_ID};
@@ -12,6 +12,8 @@ use crate::{frame, unframe, ContractError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedEvent {
     pub event: PaymentEvent,
+    /// The event's fact key, computed once and checked against the key the record carries.
+    pub fact_key: FactKey,
     pub delivery_id: Option<String>,
     pub schema_id: u32,
 }
@@ -125,13 +127,18 @@ pub fn decode_payment_event(bytes: &[u8]) -> Result<EncodedEvent, ContractError>
         source_event_id: f.string("source_event_id")?,
         attributes,
     };
-    if event.fact_key().to_string() != fact_key {
+    let computed = event.fact_key();
+    if computed.to_string() != fact_key {
         return Err(ContractError::Violation(format!(
-            "fact_key {fact_key} does not match the fact's identity ({})",
-            event.fact_key()
+            "fact_key {fact_key} does not match the fact's identity ({computed})"
         )));
     }
-    Ok(EncodedEvent { event, delivery_id: f.opt_string("delivery_id")?, schema_id: PAYMENT_EVENT_ID })
+    Ok(EncodedEvent {
+        event,
+        fact_key: computed,
+        delivery_id: f.opt_string("delivery_id")?,
+        schema_id: PAYMENT_EVENT_ID,
+    })
 }
 
 /// Unframes `bytes`, checks that they were written with schema `id`, and decodes exactly one record.

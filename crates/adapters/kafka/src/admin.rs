@@ -14,6 +14,8 @@ pub enum KafkaError {
     Client(#[from] rdkafka::error::KafkaError),
     #[error("creating topic {topic}: {code}")]
     CreateTopic { topic: String, code: RDKafkaErrorCode },
+    #[error("read {read} of {expected} records of {topic} before the timeout")]
+    Incomplete { topic: String, read: i64, expected: i64 },
 }
 
 /// What `ensure_topics` found or did.

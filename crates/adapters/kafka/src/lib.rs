@@ -4,9 +4,11 @@
 mod admin;
 mod config;
 mod producer;
+mod reader;
 mod topics;
 
 pub use admin::{ensure_topics, health, BrokerHealth, KafkaError, TopicState};
 pub use config::KafkaConfig;
 pub use producer::{Header, Producer};
+pub use reader::{read_topic, ReadRecord};
 pub use topics::{topic_for, TopicSpec, RAW_TOPIC, TOPICS};

@@ -12,6 +12,9 @@ pub struct LedgerConfig {
     pub batch_max_wait_ms: u64,
     /// How long the group waits for a silent member before giving its partitions to others.
     pub session_timeout_ms: u64,
+    /// The longest pause between polls before this member is considered gone. librdkafka also sends it as the
+    /// rebalance timeout: how long a rebalance waits for members (a kill -9'd one never answers) before going on.
+    pub max_poll_interval_ms: u64,
 }
 
 impl Default for LedgerConfig {
@@ -21,6 +24,7 @@ impl Default for LedgerConfig {
             batch_max_records: 5000,
             batch_max_wait_ms: 50,
             session_timeout_ms: 10_000,
+            max_poll_interval_ms: 60_000,
         }
     }
 }

@@ -125,6 +125,7 @@ fn consume(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set("max.poll.interval.ms", config.max_poll_interval_ms.to_string())
         // Answer fetches as soon as data is there: the batch timer, not the broker, bounds latency.
         .set("fetch.wait.max.ms", "50")
         .set("allow.auto.create.topics", "false")

@@ -155,7 +155,7 @@ impl LedgerStore {
         for r in records {
             match r {
                 Decoded::Fact { origin, fact } => {
-                    if seen.insert(fact.event.fact_key().0) {
+                    if seen.insert(fact.fact_key.0) {
                         facts.push((origin, fact.as_ref()));
                     } else {
                         dupes.push((origin, fact.as_ref()));
@@ -167,7 +167,7 @@ impl LedgerStore {
 
         // 1. The event log. ON CONFLICT: the fact key (or the offset) is there already.
         let col = |f: &dyn Fn(&PaymentEvent) -> String| facts.iter().map(|(_, x)| f(&x.event)).collect::<Vec<String>>();
-        let keys: Vec<Uuid> = facts.iter().map(|(_, x)| x.event.fact_key().0).collect();
+        let keys: Vec<Uuid> = facts.iter().map(|(_, x)| x.fact_key.0).collect();
         let kinds = col(&|e| e.kind.as_str().to_owned());
         let payments = col(&|e| e.payment_id.clone());
         let psps = col(&|e| e.psp.as_str().to_owned());
@@ -216,13 +216,13 @@ impl LedgerStore {
             .map(|r| r.get(0))
             .collect();
         let new: Vec<(&Incoming, &EncodedEvent)> =
-            facts.iter().filter(|(_, x)| inserted.contains(&x.event.fact_key().0)).copied().collect();
-        dupes.extend(facts.iter().filter(|(_, x)| !inserted.contains(&x.event.fact_key().0)).copied());
+            facts.iter().filter(|(_, x)| inserted.contains(&x.fact_key.0)).copied().collect();
+        dupes.extend(facts.iter().filter(|(_, x)| !inserted.contains(&x.fact_key.0)).copied());
         outcome.booked = new.len();
 
         // 2. Duplicates: the same content is counted and skipped; different content is an exception, never merged.
         if !dupes.is_empty() {
-            let dupe_keys: Vec<Uuid> = dupes.iter().map(|(_, x)| x.event.fact_key().0).collect();
+            let dupe_keys: Vec<Uuid> = dupes.iter().map(|(_, x)| x.fact_key.0).collect();
             let existing: HashMap<Uuid, serde_json::Value> = tx
                 .query("SELECT fact_key, event FROM event_log WHERE fact_key = ANY($1)", &[&dupe_keys])
                 .await?
@@ -231,7 +231,7 @@ impl LedgerStore {
                 .collect();
             let mut conflict_flags = Vec::new();
             for (origin, x) in &dupes {
-                let key = x.event.fact_key().0;
+                let key = x.fact_key.0;
                 let stored = existing.get(&key).and_then(|v| serde_json::from_value::<PaymentEvent>(v.clone()).ok());
                 let same = stored.as_ref().is_some_and(|s| s.same_content(&x.event));
                 conflict_flags.push(!same);
@@ -383,7 +383,7 @@ impl LedgerStore {
                      SELECT 'orphan', u.k, u.p, u.d FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS u(k, p, d)
                      ON CONFLICT (fact_key) WHERE kind = 'orphan' DO NOTHING",
                     &[
-                        &orphans.iter().map(|(x, _)| x.event.fact_key().0).collect::<Vec<_>>(),
+                        &orphans.iter().map(|(x, _)| x.fact_key.0).collect::<Vec<_>>(),
                         &orphans.iter().map(|(x, _)| x.event.payment_id.clone()).collect::<Vec<_>>(),
                         &orphans
                             .iter()

@@ -30,6 +30,8 @@ fn child_sink() {
             batch_max_records: 50,
             batch_max_wait_ms: 20,
             session_timeout_ms: 6000,
+            // Killed members never rejoin: do not let a rebalance wait librdkafka's default 300 s for them.
+            max_poll_interval_ms: 8000,
         };
         let kafka = tally_kafka::KafkaConfig {
             brokers: spec["brokers"].as_str().unwrap().into(),

@@ -9,9 +9,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tally_domain::Secret;
 use tally_ingest::{Ingest, IngestConfig};
 use tally_kafka::{KafkaConfig, TOPICS};
@@ -193,46 +190,10 @@ pub fn adyen_item(code: &str, psp_ref: &str, original: Option<&str>, value: i64)
     item
 }
 
-pub struct Record {
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
-}
+pub type Record = tally_kafka::ReadRecord;
 
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
-    let mut tpl = TopicPartitionList::new();
-    let mut expected = 0;
-    for p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).unwrap();
-        expected += high - low;
-        tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while (out.len() as i64) < expected && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let headers = m
-                .headers()
-                .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect())
-                .unwrap_or_default();
-            out.push(Record {
-                key: m.key().unwrap_or_default().to_vec(),
-                value: m.payload().unwrap_or_default().to_vec(),
-                headers,
-            });
-        }
-    }
-    assert_eq!(out.len() as i64, expected, "could not read all of {topic}");
-    out
+    tally_kafka::read_topic(brokers, topic, Duration::from_secs(20)).unwrap()
 }
 
 pub fn free_port() -> u16 {

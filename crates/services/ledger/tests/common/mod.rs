@@ -70,6 +70,8 @@ impl Env {
             batch_max_records: 500,
             batch_max_wait_ms: 100,
             session_timeout_ms: 6000,
+            // Killed members never rejoin: do not let a rebalance wait librdkafka's default 300 s for them.
+            max_poll_interval_ms: 8000,
         };
         let producer = Producer::new(&kafka).unwrap();
         Env { kafka, postgres, ledger, pool, producer }
