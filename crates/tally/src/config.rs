@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
+use tally_archive::ArchiveConfig;
 use tally_ingest::IngestConfig;
 use tally_kafka::KafkaConfig;
 use tally_ledger::LedgerConfig;
@@ -22,6 +23,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub ingest: IngestConfig,
     pub ledger: LedgerConfig,
+    pub archive: ArchiveConfig,
 }
 
 /// Loads the configuration. An explicit `path` must exist; without one, `./tally.toml` is read if present.

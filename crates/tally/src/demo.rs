@@ -38,7 +38,7 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         println!("1/5 generating the workload (seed {}, ~{} events) into {}", args.seed, args.events, dir.display());
         let truth = generate(&GenerateArgs { seed: args.seed, events: args.events, out: dir.clone() })?;
 
-        println!("2/5 starting ingest and the ledger sink");
+        println!("2/5 starting ingest, the ledger sink and the archive sink");
         tally_kafka::ensure_topics(&config.kafka, tally_kafka::TOPICS).await?;
         config.ingest.stripe.secrets.push(Secret::new(tally_sim::STRIPE_SECRET.into()));
         config.ingest.adyen.hmac_keys.push(Secret::new(tally_sim::ADYEN_KEY.into()));
@@ -48,6 +48,7 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(ingest.clone().serve(listener, shutdown.clone()));
         let sink = tokio::spawn(tally_ledger::run(config.ledger.clone(), config.kafka.clone(), config.postgres.clone(), shutdown.clone()));
+        let archive = tokio::spawn(tally_archive::run(config.archive.clone(), config.kafka.clone(), config.postgres.clone(), shutdown.clone()));
 
         println!("3/5 delivering {} webhooks to {url} like the PSPs do (retries on 409/5xx)", truth.deliveries);
         let sending = Instant::now();
@@ -65,9 +66,14 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let booked_time = sending.elapsed();
+        println!("    … and for both sinks to reach the end of every topic");
+        let caught_up = crate::archive::wait_for_sinks(&config, &pool, Duration::from_secs(120)).await?;
+        if !caught_up {
+            println!("    the sinks did not catch up within 120 s; the recon oracle will show how far behind they are");
+        }
 
         println!("5/5 running the oracles\n");
-        let report = check(&pool, &dir, &config.ledger.group_id).await?;
+        let report = check(&pool, &dir, &config).await?;
         let client = pool.get().await?;
         let latency: Vec<f64> = client
             .query_one(
@@ -84,6 +90,7 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         shutdown.cancel();
         server.await??;
         sink.await??;
+        archive.await??;
 
         let m = &ingest.metrics;
         let rejections: Vec<String> = RejectCode::ALL
@@ -114,7 +121,8 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         println!("  console (while `tally ingest` runs): {url}/healthz and {url}/metrics");
         println!("  ledger:   psql {} -c 'SELECT account, currency, balance_minor FROM account_balances ORDER BY 1'", config.postgres.url);
         println!("  payments: psql {} -c 'SELECT status, count(*) FROM payments GROUP BY 1'", config.postgres.url);
-        println!("  checks:   tally ledger verify; tally sim check --dir {}", dir.display());
+        println!("  archive:  {}/topic=*/date=*/hour=*/*.parquet (query with DuckDB: see the README)", config.archive.location);
+        println!("  checks:   tally ledger verify; tally recon completeness; tally sim check --dir {}", dir.display());
         println!("  workload: {}/ (deliveries.jsonl, truth.json, merchants.csv, sent.jsonl)", dir.display());
         Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })

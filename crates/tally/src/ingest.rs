@@ -21,6 +21,12 @@ pub fn run_ledger_sink(config: Config) -> Result<ExitCode> {
     })
 }
 
+pub fn run_archive_sink(config: Config) -> Result<ExitCode> {
+    serve(|shutdown| async move {
+        tally_archive::run(config.archive, config.kafka, config.postgres, shutdown).await.map_err(Into::into)
+    })
+}
+
 /// Runs one service on a multi-threaded runtime with a shutdown token tied to SIGINT/SIGTERM.
 fn serve<F, Fut>(service: F) -> Result<ExitCode>
 where

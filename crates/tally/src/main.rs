@@ -1,5 +1,6 @@
 //! `tally`: the one binary. Each subcommand is a small module; services are `run(config, shutdown)`.
 
+mod archive;
 mod bench;
 mod config;
 mod demo;
@@ -36,6 +37,12 @@ enum Command {
     /// Ledger tools.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Archive tools.
+    #[command(subcommand)]
+    Archive(archive::ArchiveCommand),
+    /// Reconciliation: prove that every layer holds what the log holds.
+    #[command(subcommand)]
+    Recon(archive::ReconCommand),
     /// Apply pending PostgreSQL migrations and exit.
     Migrate,
     /// Simulated workloads with ground truth.
@@ -58,6 +65,8 @@ enum Command {
 enum SinkCommand {
     /// The exactly-once Kafka → PostgreSQL ledger sink.
     Ledger,
+    /// Every topic → immutable Parquet files in the object store, with a manifest in PostgreSQL.
+    Archive,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +89,9 @@ fn main() -> ExitCode {
         command => config::load(cli.config.as_deref()).and_then(|config| match command {
             Command::Ingest => ingest::run(config),
             Command::Sink(SinkCommand::Ledger) => ingest::run_ledger_sink(config),
+            Command::Sink(SinkCommand::Archive) => ingest::run_archive_sink(config),
+            Command::Archive(cmd) => archive::run_archive(cmd, &config),
+            Command::Recon(cmd) => archive::run_recon(cmd, &config),
             Command::Ledger(LedgerCommand::Verify) => stack::ledger_verify(&config),
             Command::Migrate => stack::migrate(&config),
             Command::Sim(cmd) => sim::run(cmd, config),

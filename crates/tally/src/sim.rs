@@ -98,7 +98,7 @@ pub fn run(cmd: SimCommand, config: Config) -> Result<ExitCode> {
         }),
         SimCommand::Check(args) => rt.block_on(async {
             let pool = tally_postgres::pool(&config.postgres)?;
-            let report = check(&pool, &args.dir, &config.ledger.group_id).await?;
+            let report = check(&pool, &args.dir, &config).await?;
             print!("{}", report.render());
             Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }),
@@ -269,7 +269,8 @@ impl CheckReport {
     }
 }
 
-pub async fn check(pool: &deadpool_postgres::Pool, dir: &Path, group: &str) -> Result<CheckReport> {
+pub async fn check(pool: &deadpool_postgres::Pool, dir: &Path, config: &crate::config::Config) -> Result<CheckReport> {
+    let group = config.ledger.group_id.as_str();
     let truth: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("truth.json"))?)?;
     let keys: Vec<uuid::Uuid> = truth["fact_keys"]
         .as_array()
@@ -365,10 +366,31 @@ pub async fn check(pool: &deadpool_postgres::Pool, dir: &Path, group: &str) -> R
             wrong.first().map(|w| format!(" (first: {w})")).unwrap_or_default()
         ),
     ));
+    let recon = crate::archive::recon(config).await?;
+    let lagging: Vec<String> = recon
+        .partitions
+        .iter()
+        .flat_map(|p| {
+            p.sinks
+                .iter()
+                .filter(|s| s.lag > 0)
+                .map(move |s| format!("{}[{}] {} {}", p.topic, p.partition, s.group, s.lag))
+        })
+        .collect();
     rows.push((
         "completeness recon".into(),
-        None,
-        "not built yet (issue 5): the ledger's own offset accounting is in `ledger verify` above".into(),
+        Some(recon.clean),
+        format!(
+            "{} discrepancies; {} records archived, {} ledger rows; {} ranges by checksum{}",
+            recon.discrepancies.len(),
+            recon.archived_records,
+            recon.ledger_rows,
+            recon.ranges_compared,
+            if lagging.is_empty() { String::new() } else { format!("; sinks still behind: {}", lagging.join(", ")) }
+        ),
     ));
+    for d in recon.discrepancies.iter().take(5) {
+        rows.push(("  recon finding".into(), Some(false), d.describe()));
+    }
     Ok(CheckReport { rows })
 }

@@ -73,3 +73,28 @@ pub fn health(brokers: &str, timeout: Duration) -> Result<BrokerHealth, KafkaErr
     topics.sort();
     Ok(BrokerHealth { brokers: md.brokers().iter().map(|b| format!("{}:{}", b.host(), b.port())).collect(), topics })
 }
+
+/// One partition's log bounds: records live at offsets `low .. high`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    pub partition: i32,
+    pub low: i64,
+    pub high: i64,
+}
+
+/// The low/high watermarks of every partition of `topic` (None if the topic does not exist). Blocking.
+pub fn watermarks(brokers: &str, topic: &str, timeout: Duration) -> Result<Option<Vec<Watermarks>>, KafkaError> {
+    let consumer: BaseConsumer = client_config(brokers).create()?;
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(t.partitions().len());
+    for p in t.partitions() {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+        out.push(Watermarks { partition: p.id(), low, high });
+    }
+    out.sort_by_key(|w| w.partition);
+    Ok(Some(out))
+}

@@ -7,7 +7,7 @@ mod producer;
 mod reader;
 mod topics;
 
-pub use admin::{ensure_topics, health, BrokerHealth, KafkaError, TopicState};
+pub use admin::{ensure_topics, health, watermarks, BrokerHealth, KafkaError, TopicState, Watermarks};
 pub use config::KafkaConfig;
 pub use producer::{Header, Producer};
 pub use reader::{read_topic, ReadRecord};

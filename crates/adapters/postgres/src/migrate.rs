@@ -15,6 +15,7 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "ingest", sql: include_str!("../../../../migrations/0001_ingest.sql") },
     Migration { version: 2, name: "ledger", sql: include_str!("../../../../migrations/0002_ledger.sql") },
+    Migration { version: 3, name: "archive", sql: include_str!("../../../../migrations/0003_archive.sql") },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

@@ -1,0 +1,495 @@
+//! One archive file: the records of one topic-partition offset range, as Parquet. Deterministic: the same records
+//! give the same bytes (no wall-clock time, no host name, fixed writer settings), so a retried write of the same range
+//! produces the same name and the same object.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parquet::basic::Compression;
+use parquet::column::reader::get_typed_column_reader;
+use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+use sha2::{Digest, Sha256};
+use tally_contracts::{decode_payment_event, decode_raw_delivery, unframe};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::checksum::RangeSum;
+
+/// The file schema. Lineage first (where the record sits in the log), then the record as the broker holds it, then
+/// the columns decoded from it where its schema is known (null otherwise). Timestamps are UTC.
+const SCHEMA: &str = "
+message tally_archive_record {
+    required binary topic (STRING);
+    required int32 partition;
+    required int64 offset;
+    optional int64 timestamp (TIMESTAMP(MILLIS,true));
+    optional binary key;
+    optional binary value;
+    optional group headers (MAP) {
+        repeated group key_value {
+            required binary key (STRING);
+            optional binary value;
+        }
+    }
+    optional int32 schema_id;
+    optional int64 received_at (TIMESTAMP(MICROS,true));
+    optional binary delivery_id (STRING);
+    optional binary psp (STRING);
+    optional binary fact_key (STRING);
+    optional binary kind (STRING);
+    optional binary payment_id (STRING);
+    optional binary merchant_id (STRING);
+    optional int64 amount_minor;
+    optional binary currency (STRING);
+    optional int64 occurred_at (TIMESTAMP(MICROS,true));
+    optional binary source_event_id (STRING);
+    optional binary verdict (STRING);
+}";
+
+/// The writer's name in the file footer: fixed, so that bytes do not depend on the build.
+const CREATED_BY: &str = "tally-archive (parquet-rs)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("archive file: {0}")]
+    Invalid(String),
+}
+
+/// A record as consumed from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch, as the broker reports it.
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl LogRecord {
+    /// The record's size in memory, roughly: what the size-based flush counts.
+    pub fn weight(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum();
+        64 + self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + headers
+    }
+}
+
+/// What the value says, where its schema is known.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct DecodedColumns {
+    schema_id: Option<i32>,
+    received_at: Option<i64>,
+    delivery_id: Option<String>,
+    psp: Option<String>,
+    fact_key: Option<Uuid>,
+    kind: Option<String>,
+    payment_id: Option<String>,
+    merchant_id: Option<String>,
+    amount_minor: Option<i64>,
+    currency: Option<String>,
+    occurred_at: Option<i64>,
+    source_event_id: Option<String>,
+    verdict: Option<String>,
+}
+
+fn decode(value: Option<&[u8]>) -> DecodedColumns {
+    let Some(value) = value else { return DecodedColumns::default() };
+    let Ok((schema_id, _)) = unframe(value) else { return DecodedColumns::default() };
+    let mut d = DecodedColumns { schema_id: i32::try_from(schema_id).ok(), ..Default::default() };
+    if let Ok(f) = decode_payment_event(value) {
+        let e = &f.event;
+        d.received_at = Some(e.received_at.unix_micros());
+        d.delivery_id = f.delivery_id.clone();
+        d.psp = Some(e.psp.as_str().to_owned());
+        d.fact_key = Some(f.fact_key.0);
+        d.kind = Some(e.kind.as_str().to_owned());
+        d.payment_id = Some(e.payment_id.clone());
+        d.merchant_id = Some(e.merchant_id.clone());
+        d.amount_minor = Some(e.money.amount.minor());
+        d.currency = Some(e.money.currency.code().to_owned());
+        d.occurred_at = Some(e.occurred_at.unix_micros());
+        d.source_event_id = Some(e.source_event_id.clone());
+    } else if let Ok(r) = decode_raw_delivery(value) {
+        d.received_at = Some(r.received_at.unix_micros());
+        d.delivery_id = Some(r.delivery_id);
+        d.psp = Some(r.psp);
+        d.verdict = Some(r.verdict.as_str().to_owned());
+    }
+    d
+}
+
+/// An encoded file and what the manifest says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedFile {
+    pub path: String,
+    pub bytes: Bytes,
+    pub sha256: String,
+    pub topic: String,
+    pub partition: i32,
+    pub start_offset: i64,
+    /// Exclusive.
+    pub end_offset: i64,
+    pub sum: RangeSum,
+    pub first_timestamp_ms: Option<i64>,
+    pub last_timestamp_ms: Option<i64>,
+}
+
+/// The object path of a range: `topic=T/date=YYYY-MM-DD/hour=HH/T-PPP-START-END.parquet`, where date and hour are
+/// those of the range's first record (UTC), and START/END (exclusive) are zero-padded so names sort by offset.
+pub fn object_path(topic: &str, partition: i32, start: i64, end: i64, first_timestamp_ms: Option<i64>) -> String {
+    let at = first_timestamp_ms
+        .and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "topic={topic}/date={:04}-{:02}-{:02}/hour={:02}/{topic}-{partition:03}-{start:020}-{end:020}.parquet",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour()
+    )
+}
+
+/// Parses a name made by [`object_path`] back into (topic, partition, start, end).
+pub fn parse_object_path(path: &str) -> Option<(String, i32, i64, i64)> {
+    let topic = path.strip_prefix("topic=")?.split('/').next()?.to_owned();
+    let name = path.rsplit('/').next()?.strip_suffix(".parquet")?;
+    let rest = name.strip_prefix(&topic)?.strip_prefix('-')?;
+    let mut parts = rest.split('-');
+    let partition = parts.next()?.parse().ok()?;
+    let start = parts.next()?.parse().ok()?;
+    let end = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((topic, partition, start, end))
+}
+
+fn properties() -> Arc<WriterProperties> {
+    Arc::new(
+        WriterProperties::builder()
+            .set_created_by(CREATED_BY.to_owned())
+            .set_compression(Compression::SNAPPY)
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_max_row_group_size(64 * 1024)
+            .build(),
+    )
+}
+
+fn opt_bytes(v: Option<&[u8]>, defs: &mut Vec<i16>, out: &mut Vec<ByteArray>) {
+    match v {
+        Some(b) => {
+            defs.push(1);
+            out.push(ByteArray::from(b.to_vec()));
+        }
+        None => defs.push(0),
+    }
+}
+
+fn opt_i64(v: Option<i64>, defs: &mut Vec<i16>, out: &mut Vec<i64>) {
+    match v {
+        Some(x) => {
+            defs.push(1);
+            out.push(x);
+        }
+        None => defs.push(0),
+    }
+}
+
+/// Encodes the records of one topic-partition, contiguous and in offset order, as one file.
+pub fn encode(records: &[LogRecord]) -> Result<EncodedFile, FileError> {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Err(FileError::Invalid("an archive file needs at least one record".into()));
+    };
+    for pair in records.windows(2) {
+        if pair[1].topic != first.topic || pair[1].partition != first.partition || pair[1].offset <= pair[0].offset {
+            return Err(FileError::Invalid(format!(
+                "records of one file must be one topic-partition in offset order ({}[{}]@{} then {}[{}]@{})",
+                pair[0].topic, pair[0].partition, pair[0].offset, pair[1].topic, pair[1].partition, pair[1].offset
+            )));
+        }
+    }
+    let decoded: Vec<DecodedColumns> = records.iter().map(|r| decode(r.value.as_deref())).collect();
+    let mut sum = RangeSum::default();
+    for d in &decoded {
+        sum.add(d.fact_key);
+    }
+
+    let schema = Arc::new(parse_message_type(SCHEMA)?);
+    let mut writer = SerializedFileWriter::new(Vec::new(), schema, properties())?;
+    for (chunk, decoded) in records.chunks(64 * 1024).zip(decoded.chunks(64 * 1024)) {
+        let mut rg = writer.next_row_group()?;
+        let mut column = 0usize;
+        while let Some(mut col) = rg.next_column()? {
+            write_column(column, chunk, decoded, &mut col)?;
+            col.close()?;
+            column += 1;
+        }
+        rg.close()?;
+    }
+    let bytes = Bytes::from(writer.into_inner()?);
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let first_timestamp_ms = records.iter().find_map(|r| r.timestamp_ms);
+    let last_timestamp_ms = records.iter().rev().find_map(|r| r.timestamp_ms);
+    let end_offset = last.offset + 1;
+    Ok(EncodedFile {
+        path: object_path(&first.topic, first.partition, first.offset, end_offset, first_timestamp_ms),
+        bytes,
+        sha256,
+        topic: first.topic.clone(),
+        partition: first.partition,
+        start_offset: first.offset,
+        end_offset,
+        sum,
+        first_timestamp_ms,
+        last_timestamp_ms,
+    })
+}
+
+/// Writes leaf column number `column` (schema order) of one row group.
+fn write_column(
+    column: usize,
+    records: &[LogRecord],
+    decoded: &[DecodedColumns],
+    col: &mut parquet::file::writer::SerializedColumnWriter<'_>,
+) -> Result<(), FileError> {
+    let n = records.len();
+    let mut defs: Vec<i16> = Vec::with_capacity(n);
+    let strs = |f: &dyn Fn(&DecodedColumns) -> Option<&str>, defs: &mut Vec<i16>| {
+        let mut out = Vec::with_capacity(n);
+        for d in decoded {
+            opt_bytes(f(d).map(str::as_bytes), defs, &mut out);
+        }
+        out
+    };
+    let ints = |f: &dyn Fn(&DecodedColumns) -> Option<i64>, defs: &mut Vec<i16>| {
+        let mut out = Vec::with_capacity(n);
+        for d in decoded {
+            opt_i64(f(d), defs, &mut out);
+        }
+        out
+    };
+    match column {
+        0 => {
+            let v: Vec<ByteArray> = records.iter().map(|r| ByteArray::from(r.topic.as_bytes().to_vec())).collect();
+            col.typed::<ByteArrayType>().write_batch(&v, None, None)?;
+        }
+        1 => {
+            let v: Vec<i32> = records.iter().map(|r| r.partition).collect();
+            col.typed::<Int32Type>().write_batch(&v, None, None)?;
+        }
+        2 => {
+            let v: Vec<i64> = records.iter().map(|r| r.offset).collect();
+            col.typed::<Int64Type>().write_batch(&v, None, None)?;
+        }
+        3 => {
+            let mut v = Vec::with_capacity(n);
+            for r in records {
+                opt_i64(r.timestamp_ms, &mut defs, &mut v);
+            }
+            col.typed::<Int64Type>().write_batch(&v, Some(&defs), None)?;
+        }
+        4 | 5 => {
+            let mut v = Vec::with_capacity(n);
+            for r in records {
+                let field = if column == 4 { r.key.as_deref() } else { r.value.as_deref() };
+                opt_bytes(field, &mut defs, &mut v);
+            }
+            col.typed::<ByteArrayType>().write_batch(&v, Some(&defs), None)?;
+        }
+        // headers.key_value.key (max definition level 2, repetition level 1) and .value (definition level 3).
+        6 | 7 => {
+            let mut reps: Vec<i16> = Vec::new();
+            let mut v = Vec::new();
+            for r in records {
+                if r.headers.is_empty() {
+                    // Present but empty: the map is defined (1), it has no entry.
+                    defs.push(1);
+                    reps.push(0);
+                    continue;
+                }
+                for (i, (k, value)) in r.headers.iter().enumerate() {
+                    reps.push(if i == 0 { 0 } else { 1 });
+                    if column == 6 {
+                        defs.push(2);
+                        v.push(ByteArray::from(k.as_bytes().to_vec()));
+                    } else if let Some(value) = value {
+                        defs.push(3);
+                        v.push(ByteArray::from(value.clone()));
+                    } else {
+                        defs.push(2);
+                    }
+                }
+            }
+            col.typed::<ByteArrayType>().write_batch(&v, Some(&defs), Some(&reps))?;
+        }
+        8 => {
+            let v = ints(&|d| d.schema_id.map(i64::from), &mut defs);
+            let v: Vec<i32> = v.into_iter().map(|x| x as i32).collect();
+            col.typed::<Int32Type>().write_batch(&v, Some(&defs), None)?;
+        }
+        9 => {
+            let v = ints(&|d| d.received_at, &mut defs);
+            col.typed::<Int64Type>().write_batch(&v, Some(&defs), None)?;
+        }
+        10 => {
+            let v = strs(&|d| d.delivery_id.as_deref(), &mut defs);
+            col.typed::<ByteArrayType>().write_batch(&v, Some(&defs), None)?;
+        }
+        11 => {
+            let v = strs(&|d| d.psp.as_deref(), &mut defs);
+            col.typed::<ByteArrayType>().write_batch(&v, Some(&defs), None)?;
+        }
+        12 => {
+            let keys: Vec<Option<String>> = decoded.iter().map(|d| d.fact_key.map(|k| k.to_string())).collect();
+            let mut v = Vec::with_capacity(n);
+            for k in &keys {
+                opt_bytes(k.as_deref().map(str::as_bytes), &mut defs, &mut v);
+            }
+            col.typed::<ByteArrayType>().write_batch(&v, Some(&defs), None)?;
+        }
+        13 => {
+            let v = strs(&|d| d.kind.as_deref(), &mut defs);
+            col.typed::<ByteArrayType>().write_batch(&v, Some(&defs), None)?;
+        }
+        14 => {
+            let v = strs(&|d| d.payment_id.as_deref(), &mut defs);
+            col.typed::<ByteArrayType>().write_batch(&v, Some(&defs), None)?;
+        }
+        15 => {
+            let v = strs(&|d| d.merchant_id.as_deref(), &mut defs);
+            col.typed::<ByteArrayType>().write_batch(&v, Some(&defs), None)?;
+        }
+        16 => {
+            let v = ints(&|d| d.amount_minor, &mut defs);
+            col.typed::<Int64Type>().write_batch(&v, Some(&defs), None)?;
+        }
+        17 => {
+            let v = strs(&|d| d.currency.as_deref(), &mut defs);
+            col.typed::<ByteArrayType>().write_batch(&v, Some(&defs), None)?;
+        }
+        18 => {
+            let v = ints(&|d| d.occurred_at, &mut defs);
+            col.typed::<Int64Type>().write_batch(&v, Some(&defs), None)?;
+        }
+        19 => {
+            let v = strs(&|d| d.source_event_id.as_deref(), &mut defs);
+            col.typed::<ByteArrayType>().write_batch(&v, Some(&defs), None)?;
+        }
+        20 => {
+            let v = strs(&|d| d.verdict.as_deref(), &mut defs);
+            col.typed::<ByteArrayType>().write_batch(&v, Some(&defs), None)?;
+        }
+        other => return Err(FileError::Invalid(format!("schema has an unexpected column {other}"))),
+    }
+    Ok(())
+}
+
+/// Leaf column indexes of the columns recon reads.
+const OFFSET_COLUMN: usize = 2;
+const FACT_KEY_COLUMN: usize = 12;
+
+/// Reads back (offset, fact key) of every record of a file: what recon compares with the ledger, offset by offset.
+pub fn read_offsets_and_keys(bytes: Bytes) -> Result<Vec<(i64, Option<Uuid>)>, FileError> {
+    let reader = SerializedFileReader::new(bytes)?;
+    let mut out = Vec::new();
+    for i in 0..reader.num_row_groups() {
+        let rg = reader.get_row_group(i)?;
+        let rows = usize::try_from(rg.metadata().num_rows()).unwrap_or(0);
+        let mut offsets: Vec<i64> = Vec::with_capacity(rows);
+        get_typed_column_reader::<Int64Type>(rg.get_column_reader(OFFSET_COLUMN)?).read_records(
+            rows,
+            None,
+            None,
+            &mut offsets,
+        )?;
+        let (mut defs, mut keys): (Vec<i16>, Vec<ByteArray>) = (Vec::with_capacity(rows), Vec::new());
+        get_typed_column_reader::<ByteArrayType>(rg.get_column_reader(FACT_KEY_COLUMN)?).read_records(
+            rows,
+            Some(&mut defs),
+            None,
+            &mut keys,
+        )?;
+        if offsets.len() != rows || defs.len() != rows {
+            return Err(FileError::Invalid(format!(
+                "row group {i}: {} offsets, {} keys, {rows} rows",
+                offsets.len(),
+                defs.len()
+            )));
+        }
+        let mut keys = keys.into_iter();
+        for (offset, def) in offsets.into_iter().zip(defs) {
+            let key = if def == 1 {
+                let raw = keys.next().ok_or_else(|| FileError::Invalid("fact_key column is short".into()))?;
+                let text = std::str::from_utf8(raw.data()).map_err(|e| FileError::Invalid(e.to_string()))?;
+                Some(Uuid::parse_str(text).map_err(|e| FileError::Invalid(e.to_string()))?)
+            } else {
+                None
+            };
+            out.push((offset, key));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: i64, value: Option<&[u8]>) -> LogRecord {
+        LogRecord {
+            topic: "payments.capture.v1".into(),
+            partition: 2,
+            offset,
+            timestamp_ms: Some(1_763_700_000_000 + offset),
+            key: Some(b"pi_1".to_vec()),
+            value: value.map(<[u8]>::to_vec),
+            headers: vec![("fact_key".into(), Some(b"x".to_vec())), ("empty".into(), None)],
+        }
+    }
+
+    #[test]
+    fn same_records_same_bytes_and_name() {
+        let records: Vec<LogRecord> = (10..20).map(|o| record(o, Some(b"not avro"))).collect();
+        let a = encode(&records).unwrap();
+        let b = encode(&records).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.start_offset, 10);
+        assert_eq!(a.end_offset, 20);
+        assert_eq!(
+            a.path,
+            "topic=payments.capture.v1/date=2025-11-21/hour=04/payments.capture.v1-002-00000000000000000010-00000000000000000020.parquet"
+        );
+        let mut other = records.clone();
+        other[3].value = Some(b"changed".to_vec());
+        assert_ne!(encode(&other).unwrap().sha256, a.sha256);
+    }
+
+    #[test]
+    fn path_round_trips() {
+        let p = object_path("payments.dlq.v1", 7, 0, 5, None);
+        assert_eq!(parse_object_path(&p), Some(("payments.dlq.v1".into(), 7, 0, 5)));
+        assert_eq!(parse_object_path("topic=a/date=x/hour=1/b-001-1-2.parquet"), None);
+    }
+
+    #[test]
+    fn refuses_mixed_or_unordered_records() {
+        assert!(encode(&[]).is_err());
+        assert!(encode(&[record(5, None), record(4, None)]).is_err());
+        let mut other = record(6, None);
+        other.partition = 3;
+        assert!(encode(&[record(5, None), other]).is_err());
+    }
+
+    #[test]
+    fn reads_back_offsets_without_facts() {
+        let records: Vec<LogRecord> = [3, 4, 7].into_iter().map(|o| record(o, None)).collect();
+        let f = encode(&records).unwrap();
+        assert_eq!(read_offsets_and_keys(f.bytes).unwrap(), vec![(3, None), (4, None), (7, None)]);
+        assert_eq!(f.sum, RangeSum { records: 3, facts: 0, key_sum: 0 });
+    }
+}

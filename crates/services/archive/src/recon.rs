@@ -1,0 +1,627 @@
+//! `tally recon completeness`: for every topic-partition, four views of the same offsets — the broker's log
+//! (watermarks), the archive (manifest + objects), the ledger (event log, duplicates and rejects: every consumed
+//! offset is accounted for exactly once) and each sink's stored offset — compared range by range.
+//!
+//! Ranges are the archive's files. For each one, PostgreSQL computes the ledger's checksum of the same range
+//! ([`crate::checksum`]) and only a range whose figures differ is read back and compared offset by offset, so a clean
+//! pass moves one row per file, not one per record.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use tally_kafka::{KafkaConfig, Watermarks, TOPICS};
+use uuid::Uuid;
+
+use crate::checksum::KEY_SQL;
+use crate::file::read_offsets_and_keys;
+use crate::manifest::{list_files, ManifestFile};
+use crate::objects::Objects;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconError {
+    #[error(transparent)]
+    Kafka(#[from] tally_kafka::KafkaError),
+    #[error("postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("postgres pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Manifest(#[from] crate::ManifestError),
+    #[error(transparent)]
+    Objects(#[from] crate::ObjectError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What the log says about a partition; the broker by default, given directly by the benchmark.
+pub trait LogView {
+    /// Watermarks of every partition of `topic` (None: the topic does not exist).
+    fn watermarks(&self, topic: &str) -> Result<Option<Vec<Watermarks>>, ReconError>;
+}
+
+/// The broker's log.
+pub struct Broker {
+    pub brokers: String,
+    pub timeout: Duration,
+}
+
+impl LogView for Broker {
+    fn watermarks(&self, topic: &str) -> Result<Option<Vec<Watermarks>>, ReconError> {
+        Ok(tally_kafka::watermarks(&self.brokers, topic, self.timeout)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReconOptions {
+    /// The ledger sink's group (its offsets in `sink_offsets`).
+    pub ledger_group: String,
+    /// The topics the ledger books, with the prefix applied.
+    pub ledger_topics: Vec<String>,
+    pub archive_group: String,
+    /// Ranges compared in parallel (one database connection each).
+    pub parallelism: usize,
+}
+
+/// One finding. Every kind but the sink lag (reported per partition, not here) makes the report unclean.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Discrepancy {
+    /// Offsets below the archive's stored offset that no manifest file holds.
+    ArchiveGap { topic: String, partition: i32, from: i64, to: i64 },
+    /// Offsets two manifest files hold.
+    ArchiveOverlap { topic: String, partition: i32, from: i64, to: i64, path: String },
+    /// A manifest file whose object is gone.
+    ArchiveFileMissing { topic: String, partition: i32, from: i64, to: i64, path: String },
+    /// A manifest file whose object is not what was written (size).
+    ArchiveFileChanged { topic: String, partition: i32, path: String, manifest_bytes: i64, object_bytes: i64 },
+    /// Manifest files beyond the archive sink's stored offset.
+    ManifestBeyondOffset { topic: String, partition: i32, manifest_end: i64, next_offset: i64 },
+    /// A sink's stored offset is above the log's end: the log lost records (or was recreated) under it.
+    OffsetBeyondLog { topic: String, partition: i32, group: String, next_offset: i64, high: i64 },
+    /// The log's start moved past records a sink had not read yet: they are gone.
+    LogTruncated { topic: String, partition: i32, group: String, next_offset: i64, low: i64 },
+    /// Offsets the ledger consumed (below its stored offset) but accounts for nowhere: facts missing from the ledger.
+    LedgerMissing { topic: String, partition: i32, from: i64, to: i64, facts_in_archive: i64 },
+    /// A ledger row at an offset the archive does not hold.
+    LedgerExtra { topic: String, partition: i32, offset: i64 },
+    /// The ledger booked a different fact at an offset than the archive holds there.
+    LedgerFactDiffers { topic: String, partition: i32, offset: i64, archive: Option<Uuid>, ledger: Option<Uuid> },
+    /// One fact booked more than once (event log rows or journals).
+    DoubleBooked { fact_key: Uuid, bookings: Vec<String> },
+}
+
+/// One sink's position on a partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkPosition {
+    pub group: String,
+    pub next_offset: i64,
+    pub lag: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionReport {
+    pub topic: String,
+    pub partition: i32,
+    pub log_low: i64,
+    pub log_high: i64,
+    pub archive_files: usize,
+    pub archived_records: i64,
+    pub sinks: Vec<SinkPosition>,
+    pub discrepancies: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub clean: bool,
+    pub partitions: Vec<PartitionReport>,
+    pub discrepancies: Vec<Discrepancy>,
+    /// Objects outside the manifest (`tally archive gc` removes them); garbage, not a discrepancy.
+    pub orphan_files: usize,
+    pub archived_records: i64,
+    pub ledger_rows: i64,
+    /// Ranges compared by checksum, and those whose checksums differed and were compared offset by offset.
+    pub ranges_compared: usize,
+    pub ranges_drilled: usize,
+    pub elapsed_ms: u64,
+}
+
+/// A range of one partition: a manifest file whose object is present, or offsets with no usable file.
+#[derive(Debug, Clone)]
+struct Segment {
+    start: i64,
+    end: i64,
+    file: Option<ManifestFile>,
+}
+
+pub async fn completeness(
+    log: &(dyn LogView + Sync),
+    kafka: &KafkaConfig,
+    pool: &Pool,
+    objects: &Objects,
+    options: &ReconOptions,
+) -> Result<Report, ReconError> {
+    let started = Instant::now();
+    // This deployment's topics (its prefix); others sharing the database and store are not in scope.
+    let scope: BTreeSet<String> = TOPICS.iter().map(|t| kafka.topic(t.name)).collect();
+    let files = list_files(pool).await?;
+    let mut by_partition: HashMap<(String, i32), Vec<ManifestFile>> = HashMap::new();
+    for f in files.into_iter().filter(|f| scope.contains(&f.topic)) {
+        by_partition.entry((f.topic.clone(), f.partition)).or_default().push(f);
+    }
+    let listed: HashMap<String, u64> = objects.list().await?.into_iter().map(|l| (l.path, l.size)).collect();
+    let manifest_paths: BTreeSet<&str> = by_partition.values().flatten().map(|f| f.path.as_str()).collect();
+    let orphan_files = listed
+        .keys()
+        .filter(|p| crate::parse_object_path(p).is_some_and(|(t, ..)| scope.contains(&t)))
+        .filter(|p| !manifest_paths.contains(p.as_str()))
+        .count();
+    let sinks = sink_offsets(pool).await?;
+
+    let mut discrepancies: Vec<Discrepancy> = Vec::new();
+    let mut partitions = Vec::new();
+    // Ledger work: (topic, partition, ledger next offset, segments).
+    let mut ledger_work: Vec<(String, i32, i64, Vec<Segment>)> = Vec::new();
+    for spec in TOPICS {
+        let topic = kafka.topic(spec.name);
+        let Some(marks) = log.watermarks(&topic)? else { continue };
+        for w in marks {
+            let key = (topic.clone(), w.partition);
+            let positions = sinks.get(&key).cloned().unwrap_or_default();
+            let before = discrepancies.len();
+            for (group, next) in &positions {
+                if *next > w.high {
+                    discrepancies.push(Discrepancy::OffsetBeyondLog {
+                        topic: topic.clone(),
+                        partition: w.partition,
+                        group: group.clone(),
+                        next_offset: *next,
+                        high: w.high,
+                    });
+                } else if w.low > *next {
+                    discrepancies.push(Discrepancy::LogTruncated {
+                        topic: topic.clone(),
+                        partition: w.partition,
+                        group: group.clone(),
+                        next_offset: *next,
+                        low: w.low,
+                    });
+                }
+            }
+            let archive_next = positions.get(&options.archive_group).copied().unwrap_or(0);
+            let files = by_partition.remove(&key).unwrap_or_default();
+            let archived_records = files.iter().map(|f| f.records).sum();
+            let archive_files = files.len();
+            let mut segments = archive_segments(&topic, w.partition, files, archive_next, &listed, &mut discrepancies);
+            if options.ledger_topics.contains(&topic) {
+                let ledger_next = positions.get(&options.ledger_group).copied().unwrap_or(0);
+                let covered = segments.last().map_or(0, |s| s.end);
+                if covered < ledger_next {
+                    segments.push(Segment { start: covered, end: ledger_next, file: None });
+                }
+                segments.retain(|s| s.start < ledger_next);
+                if !segments.is_empty() {
+                    ledger_work.push((topic.clone(), w.partition, ledger_next, segments));
+                }
+            }
+            partitions.push(PartitionReport {
+                topic: topic.clone(),
+                partition: w.partition,
+                log_low: w.low,
+                log_high: w.high,
+                archive_files,
+                archived_records,
+                sinks: positions
+                    .iter()
+                    .map(|(g, n)| SinkPosition { group: g.clone(), next_offset: *n, lag: w.high - n })
+                    .collect(),
+                discrepancies: discrepancies.len() - before,
+            });
+        }
+    }
+    // Manifest rows of partitions the log does not have at all.
+    for ((topic, partition), files) in by_partition {
+        let end = files.iter().map(|f| f.end_offset).max().unwrap_or(0);
+        discrepancies.push(Discrepancy::OffsetBeyondLog {
+            topic,
+            partition,
+            group: options.archive_group.clone(),
+            next_offset: end,
+            high: 0,
+        });
+    }
+
+    // The ledger, range by range, in parallel.
+    let compared = ledger_work.iter().map(|w| w.3.len()).sum();
+    let results: Vec<LedgerFindings> = futures::stream::iter(ledger_work)
+        .map(|(topic, partition, next, segments)| compare_ledger(pool, objects, topic, partition, next, segments))
+        .buffer_unordered(options.parallelism.max(1))
+        .try_collect()
+        .await?;
+    let mut double: BTreeMap<Uuid, BTreeSet<String>> = double_bookings(pool).await?;
+    let (mut ledger_rows, mut drilled) = (0, 0);
+    for r in results {
+        ledger_rows += r.rows;
+        drilled += r.drilled;
+        discrepancies.extend(r.discrepancies);
+        for (k, b) in r.double {
+            double.entry(k).or_default().extend(b);
+        }
+    }
+    for (fact_key, bookings) in double {
+        discrepancies.push(Discrepancy::DoubleBooked { fact_key, bookings: bookings.into_iter().collect() });
+    }
+    discrepancies.sort();
+    for p in &mut partitions {
+        p.discrepancies = discrepancies.iter().filter(|d| d.partition() == Some((&p.topic, p.partition))).count();
+    }
+    Ok(Report {
+        clean: discrepancies.is_empty(),
+        archived_records: partitions.iter().map(|p| p.archived_records).sum(),
+        partitions,
+        discrepancies,
+        orphan_files,
+        ledger_rows,
+        ranges_compared: compared,
+        ranges_drilled: drilled,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+impl Discrepancy {
+    fn partition(&self) -> Option<(&String, i32)> {
+        use Discrepancy::*;
+        match self {
+            ArchiveGap { topic, partition, .. }
+            | ArchiveOverlap { topic, partition, .. }
+            | ArchiveFileMissing { topic, partition, .. }
+            | ArchiveFileChanged { topic, partition, .. }
+            | ManifestBeyondOffset { topic, partition, .. }
+            | OffsetBeyondLog { topic, partition, .. }
+            | LogTruncated { topic, partition, .. }
+            | LedgerMissing { topic, partition, .. }
+            | LedgerExtra { topic, partition, .. }
+            | LedgerFactDiffers { topic, partition, .. } => Some((topic, *partition)),
+            DoubleBooked { .. } => None,
+        }
+    }
+}
+
+/// `sink_offsets` as (topic, partition) → group → next offset.
+async fn sink_offsets(pool: &Pool) -> Result<HashMap<(String, i32), BTreeMap<String, i64>>, ReconError> {
+    let client = pool.get().await?;
+    let rows = client.query("SELECT group_id, topic, kafka_partition, next_offset FROM sink_offsets", &[]).await?;
+    let mut out: HashMap<(String, i32), BTreeMap<String, i64>> = HashMap::new();
+    for r in rows {
+        out.entry((r.get(1), r.get(2))).or_default().insert(r.get(0), r.get(3));
+    }
+    Ok(out)
+}
+
+/// Walks a partition's manifest files in offset order: reports gaps, overlaps, missing or changed objects, and
+/// returns the segments covering `0 .. max(end of files, archive offset)`.
+fn archive_segments(
+    topic: &str,
+    partition: i32,
+    mut files: Vec<ManifestFile>,
+    archive_next: i64,
+    listed: &HashMap<String, u64>,
+    out: &mut Vec<Discrepancy>,
+) -> Vec<Segment> {
+    files.sort_by_key(|f| (f.start_offset, f.end_offset));
+    let mut segments = Vec::new();
+    let mut cursor = 0;
+    for f in files {
+        if f.start_offset < cursor {
+            out.push(Discrepancy::ArchiveOverlap {
+                topic: topic.to_owned(),
+                partition,
+                from: f.start_offset,
+                to: f.end_offset.min(cursor),
+                path: f.path.clone(),
+            });
+            if f.end_offset > cursor {
+                segments.push(Segment { start: cursor, end: f.end_offset, file: None });
+                cursor = f.end_offset;
+            }
+            continue;
+        }
+        if f.start_offset > cursor {
+            out.push(Discrepancy::ArchiveGap { topic: topic.to_owned(), partition, from: cursor, to: f.start_offset });
+            segments.push(Segment { start: cursor, end: f.start_offset, file: None });
+        }
+        let usable = match listed.get(&f.path) {
+            None => {
+                out.push(Discrepancy::ArchiveFileMissing {
+                    topic: topic.to_owned(),
+                    partition,
+                    from: f.start_offset,
+                    to: f.end_offset,
+                    path: f.path.clone(),
+                });
+                false
+            }
+            Some(size) if i64::try_from(*size).ok() != Some(f.bytes) => {
+                out.push(Discrepancy::ArchiveFileChanged {
+                    topic: topic.to_owned(),
+                    partition,
+                    path: f.path.clone(),
+                    manifest_bytes: f.bytes,
+                    object_bytes: i64::try_from(*size).unwrap_or(i64::MAX),
+                });
+                false
+            }
+            Some(_) => true,
+        };
+        cursor = f.end_offset;
+        segments.push(Segment { start: f.start_offset, end: f.end_offset, file: usable.then_some(f) });
+    }
+    if cursor < archive_next {
+        out.push(Discrepancy::ArchiveGap { topic: topic.to_owned(), partition, from: cursor, to: archive_next });
+        segments.push(Segment { start: cursor, end: archive_next, file: None });
+    } else if cursor > archive_next {
+        out.push(Discrepancy::ManifestBeyondOffset {
+            topic: topic.to_owned(),
+            partition,
+            manifest_end: cursor,
+            next_offset: archive_next,
+        });
+    }
+    segments
+}
+
+#[derive(Default)]
+struct LedgerFindings {
+    rows: i64,
+    drilled: usize,
+    discrepancies: Vec<Discrepancy>,
+    double: BTreeMap<Uuid, BTreeSet<String>>,
+}
+
+/// The ledger's rows of one partition below `limit`, as (offset, fact key; None for a rejected record).
+const LEDGER_ROWS: &str = "
+    SELECT kafka_offset AS o, fact_key AS k FROM event_log
+     WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset >= $3 AND kafka_offset < $4
+    UNION ALL
+    SELECT kafka_offset, fact_key FROM sink_duplicates
+     WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset >= $3 AND kafka_offset < $4
+    UNION ALL
+    SELECT kafka_offset, NULL::uuid FROM sink_rejects
+     WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset >= $3 AND kafka_offset < $4";
+
+async fn compare_ledger(
+    pool: &Pool,
+    objects: &Objects,
+    topic: String,
+    partition: i32,
+    limit: i64,
+    segments: Vec<Segment>,
+) -> Result<LedgerFindings, ReconError> {
+    let client = pool.get().await?;
+    let starts: Vec<i64> = segments.iter().map(|s| s.start).collect();
+    // width_bucket(o, starts) = how many starts are ≤ o: the 1-based index of o's segment.
+    let sql = format!(
+        "SELECT width_bucket(o, $5::bigint[]) AS b, count(*), count(k), coalesce(sum({KEY_SQL}), 0)::text
+           FROM ({LEDGER_ROWS}) u GROUP BY b ORDER BY b"
+    );
+    let rows = client.query(&sql, &[&topic, &partition, &0i64, &limit, &starts]).await?;
+    let mut sums: HashMap<usize, (i64, i64, i128)> = HashMap::new();
+    for r in rows {
+        let b: i32 = r.get(0);
+        let key_sum: String = r.get(3);
+        sums.insert(
+            usize::try_from(b).unwrap_or(0),
+            (r.get(1), r.get(2), key_sum.parse().map_err(|e| ReconError::Other(format!("key sum: {e}")))?),
+        );
+    }
+    let mut findings = LedgerFindings { rows: sums.values().map(|s| s.0).sum(), ..Default::default() };
+    // Offsets the ledger should account for but does not, merged into ranges across segments.
+    let mut missing: Vec<(i64, bool)> = Vec::new();
+    for (i, seg) in segments.iter().enumerate() {
+        let end = seg.end.min(limit);
+        let (count, _facts, key_sum) = sums.get(&(i + 1)).copied().unwrap_or((0, 0, 0));
+        let matches = match &seg.file {
+            Some(f) if seg.end <= limit => count == f.records && key_sum == f.key_sum,
+            Some(_) => false,
+            // No archive to compare with: every offset once, at least.
+            None => count == end - seg.start,
+        };
+        if matches {
+            continue;
+        }
+        findings.drilled += 1;
+        let ledger =
+            client.query(&format!("{LEDGER_ROWS} ORDER BY 1"), &[&topic, &partition, &seg.start, &end]).await?;
+        let mut at: BTreeMap<i64, Vec<Option<Uuid>>> = BTreeMap::new();
+        for r in ledger {
+            at.entry(r.get(0)).or_default().push(r.get(1));
+        }
+        let archive: Option<BTreeMap<i64, Option<Uuid>>> = match &seg.file {
+            Some(f) => {
+                let bytes = objects.get(&f.path).await?;
+                let pairs = tokio::task::spawn_blocking(move || read_offsets_and_keys(bytes))
+                    .await
+                    .map_err(|e| ReconError::Other(e.to_string()))?
+                    .map_err(|e| ReconError::Other(format!("{}: {e}", f.path)))?;
+                Some(pairs.into_iter().filter(|(o, _)| *o < end).collect())
+            }
+            None => None,
+        };
+        for (offset, keys) in &at {
+            if keys.len() > 1 {
+                for k in keys.iter().flatten() {
+                    findings.double.entry(*k).or_default().insert(format!("{topic}[{partition}]@{offset}"));
+                }
+            }
+        }
+        match archive {
+            Some(archive) => {
+                for (offset, archived) in &archive {
+                    match at.get(offset) {
+                        None => missing.push((*offset, archived.is_some())),
+                        Some(keys) => {
+                            let booked = keys[0];
+                            // A rejected record (None) is accounted for: the ledger refused it, with a reason.
+                            if booked.is_some() && booked != *archived {
+                                findings.discrepancies.push(Discrepancy::LedgerFactDiffers {
+                                    topic: topic.clone(),
+                                    partition,
+                                    offset: *offset,
+                                    archive: *archived,
+                                    ledger: booked,
+                                });
+                            }
+                        }
+                    }
+                }
+                for offset in at.keys().filter(|o| !archive.contains_key(o)) {
+                    findings.discrepancies.push(Discrepancy::LedgerExtra {
+                        topic: topic.clone(),
+                        partition,
+                        offset: *offset,
+                    });
+                }
+            }
+            None => {
+                for offset in seg.start..end {
+                    if !at.contains_key(&offset) {
+                        missing.push((offset, false));
+                    }
+                }
+            }
+        }
+    }
+    // Contiguous missing offsets → one finding per range.
+    missing.sort_unstable();
+    let mut i = 0;
+    while i < missing.len() {
+        let (from, mut facts) = (missing[i].0, i64::from(missing[i].1));
+        let mut to = from + 1;
+        i += 1;
+        while i < missing.len() && missing[i].0 == to {
+            facts += i64::from(missing[i].1);
+            to += 1;
+            i += 1;
+        }
+        findings.discrepancies.push(Discrepancy::LedgerMissing {
+            topic: topic.clone(),
+            partition,
+            from,
+            to,
+            facts_in_archive: facts,
+        });
+    }
+    Ok(findings)
+}
+
+/// Facts with more than one event-log row or more than one journal: booked twice, whatever the offsets say.
+async fn double_bookings(pool: &Pool) -> Result<BTreeMap<Uuid, BTreeSet<String>>, ReconError> {
+    let client = pool.get().await?;
+    let mut out: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
+    let rows = client
+        .query(
+            "SELECT fact_key, array_agg(topic || '[' || kafka_partition || ']@' || kafka_offset)
+               FROM event_log WHERE fact_key IN (SELECT fact_key FROM event_log GROUP BY 1 HAVING count(*) > 1)
+              GROUP BY 1",
+            &[],
+        )
+        .await?;
+    for r in rows {
+        out.entry(r.get(0)).or_default().extend(r.get::<_, Vec<String>>(1));
+    }
+    let rows = client
+        .query("SELECT fact_key, array_agg('journal ' || journal_id) FROM journals GROUP BY 1 HAVING count(*) > 1", &[])
+        .await?;
+    for r in rows {
+        out.entry(r.get(0)).or_default().extend(r.get::<_, Vec<String>>(1));
+    }
+    Ok(out)
+}
+
+impl Report {
+    /// The human table: one line per partition, then every discrepancy.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<34} {:>4} {:>10} {:>10} {:>6} {:>10}  {:<40} issues",
+            "topic", "part", "log low", "log high", "files", "archived", "sink lag (group: lag)"
+        );
+        for p in &self.partitions {
+            let lags: Vec<String> = p.sinks.iter().map(|k| format!("{}: {}", k.group, k.lag)).collect();
+            let _ = writeln!(
+                s,
+                "{:<34} {:>4} {:>10} {:>10} {:>6} {:>10}  {:<40} {}",
+                p.topic,
+                p.partition,
+                p.log_low,
+                p.log_high,
+                p.archive_files,
+                p.archived_records,
+                lags.join(", "),
+                if p.discrepancies == 0 { "ok".to_owned() } else { p.discrepancies.to_string() }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n{} archived records, {} ledger rows, {} ranges compared by checksum ({} read offset by offset), {} orphan files (tally archive gc), {} ms",
+            self.archived_records, self.ledger_rows, self.ranges_compared, self.ranges_drilled, self.orphan_files, self.elapsed_ms
+        );
+        if self.clean {
+            let _ = writeln!(
+                s,
+                "CLEAN: every offset archived once and accounted for once in the ledger; no fact booked twice"
+            );
+        } else {
+            let _ = writeln!(s, "NOT CLEAN: {} discrepancies", self.discrepancies.len());
+            for d in &self.discrepancies {
+                let _ = writeln!(s, "  {}", d.describe());
+            }
+        }
+        s
+    }
+}
+
+impl Discrepancy {
+    pub fn describe(&self) -> String {
+        use Discrepancy::*;
+        match self {
+            ArchiveGap { topic, partition, from, to } => {
+                format!("archive gap        {topic}[{partition}] offsets {from}..{to} ({} never archived)", to - from)
+            }
+            ArchiveOverlap { topic, partition, from, to, path } => {
+                format!("archive overlap    {topic}[{partition}] offsets {from}..{to} archived twice (also in {path})")
+            }
+            ArchiveFileMissing { topic, partition, from, to, path } => {
+                format!("archive file gone  {topic}[{partition}] offsets {from}..{to}: {path} is in the manifest, not in the store")
+            }
+            ArchiveFileChanged { topic, partition, path, manifest_bytes, object_bytes } => format!(
+                "archive file changed {topic}[{partition}] {path}: {object_bytes} bytes, the manifest says {manifest_bytes}"
+            ),
+            ManifestBeyondOffset { topic, partition, manifest_end, next_offset } => format!(
+                "manifest ahead     {topic}[{partition}] files end at {manifest_end}, the archive sink's offset is {next_offset}"
+            ),
+            OffsetBeyondLog { topic, partition, group, next_offset, high } => format!(
+                "offset beyond log  {topic}[{partition}] {group} stored {next_offset}, the log ends at {high}"
+            ),
+            LogTruncated { topic, partition, group, next_offset, low } => format!(
+                "log truncated      {topic}[{partition}] the log starts at {low}, {group} had only read to {next_offset}"
+            ),
+            LedgerMissing { topic, partition, from, to, facts_in_archive } => format!(
+                "ledger missing     {topic}[{partition}] offsets {from}..{to} consumed but not accounted for ({facts_in_archive} facts the archive holds)"
+            ),
+            LedgerExtra { topic, partition, offset } => {
+                format!("ledger extra       {topic}[{partition}] offset {offset} is in the ledger, not in the archive")
+            }
+            LedgerFactDiffers { topic, partition, offset, archive, ledger } => format!(
+                "fact differs       {topic}[{partition}] offset {offset}: archive {archive:?}, ledger {ledger:?}"
+            ),
+            DoubleBooked { fact_key, bookings } => {
+                format!("double booked      fact {fact_key}: {}", bookings.join(", "))
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! `tally sink archive`: one blocking thread polls every topic, buffers records per partition, and turns a buffer
+//! into a file when it is big or old enough: write the object, then enter it into the manifest in the transaction
+//! that moves the partition's offset (fenced by the claimed epoch). A crash between the two leaves an object outside
+//! the manifest — garbage for `tally archive gc`, never a gap or a duplicate: the next owner resumes at the stored
+//! offset and writes the range again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tally_kafka::{KafkaConfig, TOPICS};
+use tally_postgres::PostgresConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::file::{encode, LogRecord};
+use crate::manifest::{Claim, Manifest, ManifestError};
+use crate::objects::Objects;
+use crate::ArchiveConfig;
+
+/// Test hook: when set to N (0–1000), the process aborts after writing an object and before entering it into the
+/// manifest, with probability N/1000 — the crash window that leaves garbage. Used by the crash tests only.
+pub const CRASH_AFTER_PUT_ENV: &str = "TALLY_ARCHIVE_CRASH_AFTER_PUT_PERMILLE";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("kafka consumer: {0}")]
+    Consumer(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Postgres(#[from] tally_postgres::PgError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Objects(#[from] crate::ObjectError),
+    #[error(transparent)]
+    File(#[from] crate::file::FileError),
+    #[error("sink thread: {0}")]
+    Join(String),
+    #[error("{topic}[{partition}]: the log continues at offset {found}, but the archive stopped at {expected}: records are missing from the log; refusing to archive past them")]
+    Gap { topic: String, partition: i32, expected: i64, found: i64 },
+}
+
+type Claims = Arc<Mutex<HashMap<(String, i32), Claim>>>;
+
+struct SinkContext {
+    manifest: Manifest,
+    rt: tokio::runtime::Handle,
+    claims: Claims,
+    revoked: AtomicBool,
+    shutdown: CancellationToken,
+}
+
+impl ClientContext for SinkContext {}
+
+impl ConsumerContext for SinkContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            self.claims.lock().expect("claims lock").clear();
+            self.revoked.store(true, Ordering::SeqCst);
+            let _ = consumer.unassign();
+            return;
+        }
+        let mut claims = HashMap::new();
+        for elem in tpl.elements() {
+            let (topic, partition) = (elem.topic().to_owned(), elem.partition());
+            let claim = loop {
+                match self.rt.block_on(self.manifest.claim(&topic, partition)) {
+                    Ok(c) => break Some(c),
+                    Err(e) if !self.shutdown.is_cancelled() => {
+                        tracing::warn!(%topic, partition, error = %e, "claiming partition failed; retrying");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(_) => break None,
+                }
+            };
+            let Some(claim) = claim else { continue };
+            tracing::info!(%topic, partition, next_offset = claim.next_offset, epoch = claim.epoch, "claimed");
+            claims.insert((topic, partition), claim);
+        }
+        for ((topic, partition), claim) in &claims {
+            let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(claim.next_offset));
+        }
+        *self.claims.lock().expect("claims lock") = claims;
+        if let Err(e) = consumer.assign(tpl) {
+            tracing::error!(error = %e, "assign failed");
+        }
+    }
+}
+
+/// A partition's records not yet in a file.
+#[derive(Default)]
+struct Buffer {
+    records: Vec<LogRecord>,
+    bytes: usize,
+    first_at: Option<Instant>,
+}
+
+/// `tally sink archive`: consumes every topic until `shutdown`, then writes what it holds and leaves the group.
+pub async fn run(
+    config: ArchiveConfig,
+    kafka: KafkaConfig,
+    postgres: PostgresConfig,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
+    let pool = tally_postgres::pool(&postgres)?;
+    tally_postgres::migrate(&pool).await?;
+    let manifest = Manifest::new(pool, config.group_id.clone());
+    let objects = Objects::open(&config.location)?;
+    tracing::info!(location = objects.location(), "archive sink starting");
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || consume(config, kafka, manifest, objects, rt, shutdown))
+        .await
+        .map_err(|e| SinkError::Join(e.to_string()))?
+}
+
+fn consume(
+    config: ArchiveConfig,
+    kafka: KafkaConfig,
+    manifest: Manifest,
+    objects: Objects,
+    rt: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
+    let claims: Claims = Arc::default();
+    let context = SinkContext {
+        manifest: manifest.clone(),
+        rt: rt.clone(),
+        claims: claims.clone(),
+        revoked: AtomicBool::new(false),
+        shutdown: shutdown.clone(),
+    };
+    let consumer: BaseConsumer<SinkContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set("max.poll.interval.ms", config.max_poll_interval_ms.to_string())
+        // The archive flushes every few seconds anyway: an idle partition need not be asked often (each empty fetch
+        // costs the local broker, the pipeline's bottleneck, a query per partition, and this sink reads them all).
+        .set("fetch.wait.max.ms", "500")
+        .set("allow.auto.create.topics", "false")
+        .create_with_context(context)?;
+    let topics: Vec<String> = TOPICS.iter().map(|t| kafka.topic(t.name)).collect();
+    consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let crash_permille: u64 = std::env::var(CRASH_AFTER_PUT_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let max_age = Duration::from_millis(config.flush_max_age_ms);
+
+    let mut buffers: HashMap<(String, i32), Buffer> = HashMap::new();
+    loop {
+        let stopping = shutdown.is_cancelled();
+        if !stopping {
+            if let Some(result) = consumer.poll(Duration::from_millis(50)) {
+                match result {
+                    Ok(m) => {
+                        let record = LogRecord {
+                            topic: m.topic().to_owned(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            timestamp_ms: m.timestamp().to_millis(),
+                            key: m.key().map(<[u8]>::to_vec),
+                            value: m.payload().map(<[u8]>::to_vec),
+                            headers: m
+                                .headers()
+                                .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
+                                .unwrap_or_default(),
+                        };
+                        let buffer = buffers.entry((record.topic.clone(), record.partition)).or_default();
+                        // A record at or below what the buffer holds is a re-delivery after a seek: skip it.
+                        if buffer.records.last().is_none_or(|last| record.offset > last.offset) {
+                            buffer.bytes += record.weight();
+                            buffer.first_at.get_or_insert_with(Instant::now);
+                            buffer.records.push(record);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                }
+            }
+        }
+        if consumer.context().revoked.swap(false, Ordering::SeqCst) {
+            buffers.clear();
+        }
+        for (tp, buffer) in buffers.iter_mut() {
+            let due = buffer.records.len() >= config.flush_max_records
+                || buffer.bytes >= config.flush_max_bytes
+                || buffer.first_at.is_some_and(|t| t.elapsed() >= max_age);
+            if (due || stopping) && !buffer.records.is_empty() {
+                let records = std::mem::take(&mut buffer.records);
+                *buffer = Buffer::default();
+                if let Some(end) = flush(&claims, &manifest, &objects, &rt, tp, records, crash_permille)? {
+                    let mut tpl = TopicPartitionList::new();
+                    let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(end));
+                    // Advisory only: the manifest's offsets are the truth; this keeps lag tools meaningful.
+                    let _ = consumer.commit(&tpl, CommitMode::Async);
+                }
+            }
+        }
+        if stopping {
+            break;
+        }
+    }
+    consumer.unsubscribe();
+    Ok(())
+}
+
+/// Writes one partition's buffered records as one file and commits it; returns the new offset, or None if the
+/// partition is no longer ours (the records are dropped; the next owner reads them again).
+fn flush(
+    claims: &Claims,
+    manifest: &Manifest,
+    objects: &Objects,
+    rt: &tokio::runtime::Handle,
+    tp: &(String, i32),
+    mut records: Vec<LogRecord>,
+    crash_permille: u64,
+) -> Result<Option<i64>, SinkError> {
+    let Some(claim) = claims.lock().expect("claims lock").get(tp).cloned() else { return Ok(None) };
+    records.retain(|r| r.offset >= claim.next_offset);
+    let Some(first) = records.first() else { return Ok(None) };
+    if first.offset != claim.next_offset {
+        return Err(SinkError::Gap {
+            topic: tp.0.clone(),
+            partition: tp.1,
+            expected: claim.next_offset,
+            found: first.offset,
+        });
+    }
+    let file = encode(&records)?;
+    let mut backoff = Duration::from_millis(200);
+    while let Err(e) = rt.block_on(objects.put(&file.path, file.bytes.clone())) {
+        tracing::warn!(path = %file.path, error = %e, "writing archive file failed; retrying");
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+    if crash_permille > 0 && chance() % 1000 < crash_permille {
+        tracing::error!(path = %file.path, "{CRASH_AFTER_PUT_ENV}: aborting between object write and manifest commit");
+        std::process::abort();
+    }
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match rt.block_on(manifest.commit(&claim, &file)) {
+            Ok(()) => break,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(path = %file.path, error = %e, "manifest commit failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::debug!(path = %file.path, records = file.sum.records, "archived");
+    if let Some(c) = claims.lock().expect("claims lock").get_mut(tp) {
+        c.next_offset = file.end_offset;
+    }
+    Ok(Some(file.end_offset))
+}
+
+/// A cheap non-deterministic number for the crash hook (no RNG dependency for a test hook).
+fn chance() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    u64::from(nanos / 1000) ^ u64::from(std::process::id())
+}

@@ -1,0 +1,146 @@
+//! `tally archive gc` and `tally recon completeness`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Subcommand;
+use tally_archive::recon::{completeness, Broker, ReconOptions, Report};
+use tally_archive::Objects;
+
+use crate::config::Config;
+
+#[derive(Subcommand)]
+pub enum ArchiveCommand {
+    /// Remove archive files that are not in the manifest (left by attempts that crashed between writing a file and
+    /// committing it). Files younger than --min-age-secs are kept: a live sink may be about to commit them.
+    Gc {
+        #[arg(long, default_value_t = 600)]
+        min_age_secs: u64,
+        /// List what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReconCommand {
+    /// Compare, per topic-partition and offset range, the broker's log, the archive, the ledger and every sink's
+    /// offsets. Exit 0 only when clean, 1 with the discrepancies otherwise.
+    Completeness {
+        /// The report as JSON (for machines) instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+pub fn run_archive(cmd: ArchiveCommand, config: &Config) -> Result<ExitCode> {
+    let ArchiveCommand::Gc { min_age_secs, dry_run, json } = cmd;
+    runtime()?.block_on(async {
+        let pool = tally_postgres::pool(&config.postgres)?;
+        tally_postgres::migrate(&pool).await?;
+        let objects = Objects::open(&config.archive.location)?;
+        let report = tally_archive::gc::gc(&pool, &objects, Duration::from_secs(min_age_secs), dry_run).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            let verb = if dry_run { "would remove" } else { "removed" };
+            println!(
+                "archive {}: {} files, {} in the manifest; {verb} {} orphan files; kept {} younger than {min_age_secs} s; {} foreign files untouched",
+                objects.location(),
+                report.listed,
+                report.in_manifest,
+                report.orphans.len(),
+                report.kept_young.len(),
+                report.foreign.len()
+            );
+            for p in &report.orphans {
+                println!("  {verb} {p}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// What recon compares, from the configuration.
+pub fn recon_options(config: &Config) -> ReconOptions {
+    ReconOptions {
+        ledger_group: config.ledger.group_id.clone(),
+        ledger_topics: tally_ledger::LEDGER_TOPICS.iter().map(|t| config.kafka.topic(t)).collect(),
+        archive_group: config.archive.group_id.clone(),
+        parallelism: 2,
+    }
+}
+
+/// One completeness pass against the configured broker, database and archive.
+pub async fn recon(config: &Config) -> Result<Report> {
+    let pool = tally_postgres::pool(&config.postgres)?;
+    tally_postgres::migrate(&pool).await?;
+    let objects = Objects::open(&config.archive.location)?;
+    let broker = Broker { brokers: config.kafka.brokers.clone(), timeout: Duration::from_secs(10) };
+    let options = recon_options(config);
+    let kafka = config.kafka.clone();
+    Ok(completeness(&broker, &kafka, &pool, &objects, &options).await?)
+}
+
+pub fn run_recon(cmd: ReconCommand, config: &Config) -> Result<ExitCode> {
+    let ReconCommand::Completeness { json } = cmd;
+    let report = runtime()?.block_on(recon(config))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.clean { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Waits until the ledger sink has consumed its topics and the archive sink every topic to the log's current end
+/// (quiescence), or `timeout` passes. Returns whether they caught up.
+pub async fn wait_for_sinks(config: &Config, pool: &deadpool_postgres::Pool, timeout: Duration) -> Result<bool> {
+    let deadline = std::time::Instant::now() + timeout;
+    let options = recon_options(config);
+    let mut ends: Vec<(String, String, i32, i64)> = Vec::new();
+    for spec in tally_kafka::TOPICS {
+        let topic = config.kafka.topic(spec.name);
+        let brokers = config.kafka.brokers.clone();
+        let t = topic.clone();
+        let marks = tokio::task::spawn_blocking(move || tally_kafka::watermarks(&brokers, &t, Duration::from_secs(10)))
+            .await??
+            .unwrap_or_default();
+        for w in marks {
+            ends.push((options.archive_group.clone(), topic.clone(), w.partition, w.high));
+            if options.ledger_topics.contains(&topic) {
+                ends.push((options.ledger_group.clone(), topic.clone(), w.partition, w.high));
+            }
+        }
+    }
+    loop {
+        let client = pool.get().await?;
+        let mut behind = 0;
+        for (group, topic, partition, high) in &ends {
+            let next: Option<i64> = client
+                .query_opt(
+                    "SELECT next_offset FROM sink_offsets WHERE group_id = $1 AND topic = $2 AND kafka_partition = $3",
+                    &[group, topic, partition],
+                )
+                .await?
+                .map(|r| r.get(0));
+            if next.unwrap_or(0) < *high {
+                behind += 1;
+            }
+        }
+        if behind == 0 {
+            return Ok(true);
+        }
+        if std::time::Instant::now() > deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
