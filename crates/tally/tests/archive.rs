@@ -1,0 +1,441 @@
+//! The archive sink and `tally recon completeness` on the real stack: a database, topics and an archive directory of
+//! each test's own; the sinks as real `tally` processes (killed mid-flush) or in-process.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tally_archive::recon::{completeness, Broker, Discrepancy, ReconOptions};
+use tally_archive::{ArchiveConfig, Objects};
+use tally_contracts::encode_payment_event;
+use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
+use tally_kafka::{topic_for, KafkaConfig, Producer, TOPICS};
+use tally_ledger::LedgerConfig;
+use tally_money::{Amount, Currency, Money};
+use tally_postgres::PostgresConfig;
+use tokio_util::sync::CancellationToken;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique(tag: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{tag}{}x{n}x{nanos}", std::process::id())
+}
+
+fn env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run the tests with `make test`"))
+}
+
+struct Env {
+    kafka: KafkaConfig,
+    postgres: PostgresConfig,
+    ledger: LedgerConfig,
+    archive: ArchiveConfig,
+    pool: deadpool_postgres::Pool,
+}
+
+impl Env {
+    /// A fresh database, topics and archive directory.
+    async fn new() -> Env {
+        let base = env("TALLY__POSTGRES__URL");
+        let db = unique("tally_t_");
+        let admin = tally_postgres::pool(&PostgresConfig { url: base.clone(), ..Default::default() }).unwrap();
+        let admin = admin.get().await.unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+        let postgres =
+            PostgresConfig { url: format!("{}/{db}", base.rsplit_once('/').unwrap().0), ..Default::default() };
+        let pool = tally_postgres::pool(&postgres).unwrap();
+        tally_postgres::migrate(&pool).await.unwrap();
+        let kafka = KafkaConfig {
+            brokers: env("TALLY__KAFKA__BROKERS"),
+            topic_prefix: unique("a") + ".",
+            ..Default::default()
+        };
+        tally_kafka::ensure_topics(&kafka, TOPICS).await.unwrap();
+        let ledger = LedgerConfig {
+            group_id: unique("gl"),
+            batch_max_records: 500,
+            batch_max_wait_ms: 100,
+            session_timeout_ms: 6000,
+            max_poll_interval_ms: 8000,
+        };
+        let archive = ArchiveConfig {
+            location: std::env::temp_dir().join(unique("tally-archive-")).display().to_string(),
+            group_id: unique("ga"),
+            flush_max_records: 150,
+            flush_max_age_ms: 300,
+            session_timeout_ms: 6000,
+            max_poll_interval_ms: 8000,
+            ..Default::default()
+        };
+        Env { kafka, postgres, ledger, archive, pool }
+    }
+
+    /// The configuration as `TALLY__` variables, for `tally` processes.
+    fn vars(&self) -> Vec<(String, String)> {
+        [
+            ("TALLY__POSTGRES__URL", self.postgres.url.clone()),
+            ("TALLY__KAFKA__BROKERS", self.kafka.brokers.clone()),
+            ("TALLY__KAFKA__TOPIC_PREFIX", self.kafka.topic_prefix.clone()),
+            ("TALLY__LEDGER__GROUP_ID", self.ledger.group_id.clone()),
+            ("TALLY__ARCHIVE__GROUP_ID", self.archive.group_id.clone()),
+            ("TALLY__ARCHIVE__LOCATION", self.archive.location.clone()),
+            ("TALLY__ARCHIVE__FLUSH_MAX_AGE_MS", self.archive.flush_max_age_ms.to_string()),
+            ("TALLY__ARCHIVE__SESSION_TIMEOUT_MS", self.archive.session_timeout_ms.to_string()),
+            ("TALLY__ARCHIVE__MAX_POLL_INTERVAL_MS", self.archive.max_poll_interval_ms.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    fn tally(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(args)
+            .envs(self.vars())
+            .env("TALLY_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    /// `n` payments, each authorized and captured: 2n facts over the authorization and capture topics.
+    async fn produce(&self, n: usize) -> usize {
+        let producer = Producer::new(&self.kafka).unwrap();
+        let mut sent = 0;
+        for i in 0..n {
+            for kind in [EventKind::Authorized, EventKind::Captured] {
+                let e = fact(kind, &format!("pi_{i}"), 1000 + i as i64);
+                let value = encode_payment_event(&e, Some("delivery-test")).unwrap();
+                producer.send(&self.kafka.topic(topic_for(kind)), e.payment_id.as_bytes(), &value, &[]).await.unwrap();
+                sent += 1;
+            }
+        }
+        // And bytes no schema knows on the raw topic: archived as they are.
+        for i in 0..n / 4 {
+            producer
+                .send(&self.kafka.topic("webhooks.raw.v1"), format!("k{i}").as_bytes(), b"not avro", &[])
+                .await
+                .unwrap();
+        }
+        sent + n / 4
+    }
+
+    async fn watermarks(&self) -> BTreeMap<(String, i32), i64> {
+        let mut out = BTreeMap::new();
+        for spec in TOPICS {
+            let topic = self.kafka.topic(spec.name);
+            for w in tally_kafka::watermarks(&self.kafka.brokers, &topic, Duration::from_secs(10)).unwrap().unwrap() {
+                out.insert((topic.clone(), w.partition), w.high);
+            }
+        }
+        out
+    }
+
+    /// Whether `group` stored every partition's end offset (only partitions with records count).
+    async fn caught_up(&self, group: &str, ends: &BTreeMap<(String, i32), i64>, topics: &[String]) -> bool {
+        let client = self.pool.get().await.unwrap();
+        for ((topic, partition), high) in ends {
+            if *high == 0 || !topics.contains(topic) {
+                continue;
+            }
+            let next: Option<i64> = client
+                .query_opt(
+                    "SELECT next_offset FROM sink_offsets WHERE group_id = $1 AND topic = $2 AND kafka_partition = $3",
+                    &[&group, topic, partition],
+                )
+                .await
+                .unwrap()
+                .map(|r| r.get(0));
+            if next != Some(*high) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn all_topics(&self) -> Vec<String> {
+        TOPICS.iter().map(|t| self.kafka.topic(t.name)).collect()
+    }
+
+    fn ledger_topics(&self) -> Vec<String> {
+        tally_ledger::LEDGER_TOPICS.iter().map(|t| self.kafka.topic(t)).collect()
+    }
+
+    async fn recon(&self) -> tally_archive::recon::Report {
+        let broker = Broker { brokers: self.kafka.brokers.clone(), timeout: Duration::from_secs(10) };
+        let options = ReconOptions {
+            ledger_group: self.ledger.group_id.clone(),
+            ledger_topics: self.ledger_topics(),
+            archive_group: self.archive.group_id.clone(),
+            parallelism: 2,
+        };
+        let objects = Objects::open(&self.archive.location).unwrap();
+        completeness(&broker, &self.kafka, &self.pool, &objects, &options).await.unwrap()
+    }
+
+    async fn manifest(&self) -> Vec<tally_archive::ManifestFile> {
+        tally_archive::manifest::list_files(&self.pool).await.unwrap()
+    }
+}
+
+fn fact(kind: EventKind, payment: &str, minor: i64) -> PaymentEvent {
+    PaymentEvent {
+        kind,
+        payment_id: format!("stripe:{payment}"),
+        psp: Psp::Stripe,
+        psp_reference: payment.to_owned(),
+        original_reference: None,
+        merchant_id: "m_archive".into(),
+        money: Money::new(Amount::from_minor(minor), Currency::from_code("EUR").unwrap()),
+        fee: None,
+        occurred_at: Timestamp::from_unix_secs(1_760_000_000).unwrap(),
+        received_at: Timestamp::from_unix_secs(1_760_000_100).unwrap(),
+        source: Source::Webhook,
+        source_event_id: format!("evt_{payment}_{kind}"),
+        attributes: Attributes::default(),
+    }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    })
+}
+
+/// `tally sink archive` as a child process, crashing between object write and manifest commit with probability
+/// `crash_permille`/1000 per file.
+fn spawn_archive_sink(env: &Env, flush_max_records: usize, crash_permille: u32) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["sink", "archive"])
+        .envs(env.vars())
+        .env("TALLY__ARCHIVE__FLUSH_MAX_RECORDS", flush_max_records.to_string())
+        .env("TALLY_ARCHIVE_CRASH_AFTER_PUT_PERMILLE", crash_permille.to_string())
+        .env("TALLY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_sink_crashed_mid_flush_leaves_no_gap_no_duplicate_and_gc_removes_the_garbage() {
+    let env = Env::new().await;
+    let produced = env.produce(400).await;
+    let ends = env.watermarks().await;
+    assert_eq!(ends.values().sum::<i64>(), produced as i64);
+
+    // Crash the sink between writing a file and committing it, again and again; each restart flushes at other
+    // boundaries, so that a crashed attempt's file is not simply rewritten under the same name.
+    let (mut crashes, mut attempt) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        attempt += 1;
+        let crash = if crashes < 5 { 400 } else { 0 };
+        let mut child = spawn_archive_sink(&env, 15 + 6 * attempt, crash);
+        let exited = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if env.caught_up(&env.archive.group_id, &ends, &env.all_topics()).await {
+                break None;
+            }
+            assert!(Instant::now() < deadline, "the archive did not catch up ({crashes} crashes, attempt {attempt})");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        match exited {
+            Some(status) => {
+                assert!(!status.success(), "the sink exited without being asked: {status:?}");
+                crashes += 1;
+            }
+            None => {
+                Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+                assert!(child.wait().unwrap().success(), "a clean stop after SIGTERM");
+                break;
+            }
+        }
+    }
+    assert!(crashes >= 5, "only {crashes} crashes were injected");
+
+    // The manifest: per partition, files that tile 0..end exactly — no gap, no offset twice.
+    let manifest = env.manifest().await;
+    let mut tiles: BTreeMap<(String, i32), Vec<(i64, i64)>> = BTreeMap::new();
+    for f in &manifest {
+        tiles.entry((f.topic.clone(), f.partition)).or_default().push((f.start_offset, f.end_offset));
+    }
+    for ((topic, partition), high) in &ends {
+        let ranges = tiles.remove(&(topic.clone(), *partition)).unwrap_or_default();
+        let mut cursor = 0;
+        for (start, end) in &ranges {
+            assert_eq!(*start, cursor, "{topic}[{partition}]: {ranges:?}");
+            cursor = *end;
+        }
+        assert_eq!(cursor, *high, "{topic}[{partition}]: {ranges:?}");
+    }
+    assert!(tiles.is_empty(), "files of partitions that do not exist: {tiles:?}");
+
+    // The files hold exactly the log's records, byte for byte.
+    let objects = Objects::open(&env.archive.location).unwrap();
+    for spec in TOPICS {
+        let topic = env.kafka.topic(spec.name);
+        let log = tally_kafka::read_topic(&env.kafka.brokers, &topic, Duration::from_secs(30)).unwrap();
+        let mut archived: BTreeMap<(i32, i64), Option<uuid::Uuid>> = BTreeMap::new();
+        for f in manifest.iter().filter(|f| f.topic == topic) {
+            let bytes = objects.get(&f.path).await.unwrap();
+            for (offset, key) in tally_archive::read_offsets_and_keys(bytes).unwrap() {
+                assert!(
+                    archived.insert((f.partition, offset), key).is_none(),
+                    "{topic}[{}]@{offset} twice",
+                    f.partition
+                );
+            }
+        }
+        assert_eq!(archived.len(), log.len(), "{topic}");
+        for r in &log {
+            let key = archived.get(&(r.partition, r.offset)).unwrap_or_else(|| panic!("{topic}@{} missing", r.offset));
+            let expected = tally_contracts::decode_payment_event(&r.value).ok().map(|e| e.fact_key.0);
+            assert_eq!(*key, expected, "{topic}[{}]@{}", r.partition, r.offset);
+        }
+    }
+
+    // The crashed attempts' files are outside the manifest; gc finds them, each at a range the sink later archived.
+    let dry = json(&env.tally(&["archive", "gc", "--min-age-secs", "0", "--dry-run", "--json"]));
+    let orphans: Vec<String> =
+        dry["orphans"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+    assert!(!orphans.is_empty() && orphans.len() <= crashes, "{crashes} crashes, orphans {orphans:?}");
+    let starts: BTreeSet<(String, i32, i64)> =
+        manifest.iter().map(|f| (f.topic.clone(), f.partition, f.start_offset)).collect();
+    for o in &orphans {
+        let (topic, partition, start, _) = tally_archive::parse_object_path(o).unwrap();
+        assert!(starts.contains(&(topic, partition, start)), "{o} is not a retried range");
+    }
+    let report = env.recon().await;
+    assert!(report.clean, "{}", report.render());
+    assert_eq!(report.orphan_files, orphans.len());
+    let gc = json(&env.tally(&["archive", "gc", "--min-age-secs", "0", "--json"]));
+    assert_eq!(gc["orphans"].as_array().unwrap().len(), orphans.len());
+    assert_eq!(gc["in_manifest"].as_u64().unwrap() as usize, manifest.len());
+    let after = env.recon().await;
+    assert!(after.clean && after.orphan_files == 0, "{}", after.render());
+    assert_eq!(after.archived_records, produced as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recon_finds_exactly_a_deleted_file_a_double_booking_and_a_dropped_ledger_range() {
+    let env = Env::new().await;
+    let produced = env.produce(300).await;
+    let ends = env.watermarks().await;
+
+    let shutdown = CancellationToken::new();
+    let ledger =
+        tokio::spawn(tally_ledger::run(env.ledger.clone(), env.kafka.clone(), env.postgres.clone(), shutdown.clone()));
+    let archive = tokio::spawn(tally_archive::run(
+        env.archive.clone(),
+        env.kafka.clone(),
+        env.postgres.clone(),
+        shutdown.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(env.caught_up(&env.ledger.group_id, &ends, &env.ledger_topics()).await
+        && env.caught_up(&env.archive.group_id, &ends, &env.all_topics()).await)
+    {
+        assert!(Instant::now() < deadline, "sinks did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    ledger.await.unwrap().unwrap();
+    archive.await.unwrap().unwrap();
+
+    let clean = env.tally(&["recon", "completeness", "--json"]);
+    assert_eq!(clean.status.code(), Some(0), "{}", String::from_utf8_lossy(&clean.stdout));
+    let clean = json(&clean);
+    assert_eq!(clean["discrepancies"].as_array().unwrap().len(), 0);
+    assert_eq!(clean["archived_records"].as_i64().unwrap(), produced as i64);
+    assert_eq!(clean["ledger_rows"].as_i64().unwrap(), 600);
+
+    let auth = env.kafka.topic("payments.authorization.v1");
+    let capture = env.kafka.topic("payments.capture.v1");
+    let client = env.pool.get().await.unwrap();
+    // Two authorization partitions with enough records: one loses a range from the ledger, one gets a double booking.
+    let busy: Vec<i32> = client
+        .query(
+            "SELECT kafka_partition FROM event_log WHERE topic = $1 GROUP BY 1 HAVING count(*) >= 6 ORDER BY 1 LIMIT 2",
+            &[&auth],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (dropped_partition, doubled_partition) = (busy[0], busy[1]);
+
+    // 1. One archived file deleted from the store (a capture file).
+    let manifest = env.manifest().await;
+    let gone = manifest.iter().find(|f| f.topic == capture).unwrap().clone();
+    std::fs::remove_file(std::path::Path::new(&env.archive.location).join(&gone.path)).unwrap();
+
+    // 2. Offsets 1..4 of one authorization partition dropped from the ledger (its append-only triggers disabled:
+    //    this is a test database standing in for a damaged one).
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE entries DISABLE TRIGGER USER; ALTER TABLE journals DISABLE TRIGGER USER;
+             ALTER TABLE event_log DISABLE TRIGGER USER;
+             CREATE TEMP TABLE dropped AS SELECT fact_key FROM event_log
+               WHERE topic = '{auth}' AND kafka_partition = {dropped_partition} AND kafka_offset >= 1 AND kafka_offset < 4;
+             DELETE FROM entries WHERE fact_key IN (SELECT fact_key FROM dropped);
+             DELETE FROM journals WHERE fact_key IN (SELECT fact_key FROM dropped);
+             DELETE FROM event_log WHERE fact_key IN (SELECT fact_key FROM dropped);"
+        ))
+        .await
+        .unwrap();
+
+    // 3. One fact booked twice: its event-log row inserted again (the constraints that forbid it dropped first).
+    let doubled: uuid::Uuid = client
+        .query_one(
+            "SELECT fact_key FROM event_log WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = 2",
+            &[&auth, &doubled_partition],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE event_log DROP CONSTRAINT event_log_pkey CASCADE;
+             ALTER TABLE event_log DROP CONSTRAINT event_log_topic_kafka_partition_kafka_offset_key;
+             INSERT INTO event_log SELECT * FROM event_log WHERE fact_key = '{doubled}';"
+        ))
+        .await
+        .unwrap();
+
+    let out = env.tally(&["recon", "completeness", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let found: Vec<Discrepancy> = env.recon().await.discrepancies;
+    let mut expected = vec![
+        Discrepancy::ArchiveFileMissing {
+            topic: capture.clone(),
+            partition: gone.partition,
+            from: gone.start_offset,
+            to: gone.end_offset,
+            path: gone.path.clone(),
+        },
+        Discrepancy::LedgerMissing {
+            topic: auth.clone(),
+            partition: dropped_partition,
+            from: 1,
+            to: 4,
+            facts_in_archive: 3,
+        },
+        Discrepancy::DoubleBooked { fact_key: doubled, bookings: vec![format!("{auth}[{doubled_partition}]@2")] },
+    ];
+    expected.sort();
+    assert_eq!(found, expected);
+    let report = json(&out);
+    assert_eq!(report["discrepancies"].as_array().unwrap().len(), 3, "{report}");
+    assert_eq!(report["clean"], false);
+
+    let table = env.tally(&["recon", "completeness"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("NOT CLEAN: 3 discrepancies"), "{text}");
+    assert!(text.contains(&gone.path), "{text}");
+}
