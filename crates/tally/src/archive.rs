@@ -13,7 +13,8 @@ use crate::config::Config;
 #[derive(Subcommand)]
 pub enum ArchiveCommand {
     /// Remove archive files that are not in the manifest (left by attempts that crashed between writing a file and
-    /// committing it). Files younger than --min-age-secs are kept: a live sink may be about to commit them.
+    /// committing it) and can never be: their range starts below the sink's stored offset. Files younger than
+    /// --min-age-secs are kept too.
     Gc {
         #[arg(long, default_value_t = 600)]
         min_age_secs: u64,
@@ -33,6 +34,10 @@ pub enum ReconCommand {
         /// The report as JSON (for machines) instead of the table.
         #[arg(long)]
         json: bool,
+        /// Compare every range offset by offset (every archive file and ledger row read), not only the ranges
+        /// whose checksums differ.
+        #[arg(long)]
+        full: bool,
     },
 }
 
@@ -46,18 +51,20 @@ pub fn run_archive(cmd: ArchiveCommand, config: &Config) -> Result<ExitCode> {
         let pool = tally_postgres::pool(&config.postgres)?;
         tally_postgres::migrate(&pool).await?;
         let objects = Objects::open(&config.archive.location)?;
-        let report = tally_archive::gc::gc(&pool, &objects, Duration::from_secs(min_age_secs), dry_run).await?;
+        let report =
+            tally_archive::gc::gc(&pool, &objects, &config.archive.group_id, Duration::from_secs(min_age_secs), dry_run)
+                .await?;
         if json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             let verb = if dry_run { "would remove" } else { "removed" };
             println!(
-                "archive {}: {} files, {} in the manifest; {verb} {} orphan files; kept {} younger than {min_age_secs} s; {} foreign files untouched",
+                "archive {}: {} files, {} in the manifest; {verb} {} orphan files; kept {} a sink may still commit or younger than {min_age_secs} s; {} foreign files untouched",
                 objects.location(),
                 report.listed,
                 report.in_manifest,
                 report.orphans.len(),
-                report.kept_young.len(),
+                report.kept.len(),
                 report.foreign.len()
             );
             for p in &report.orphans {
@@ -75,23 +82,24 @@ pub fn recon_options(config: &Config) -> ReconOptions {
         ledger_topics: tally_ledger::LEDGER_TOPICS.iter().map(|t| config.kafka.topic(t)).collect(),
         archive_group: config.archive.group_id.clone(),
         parallelism: 2,
+        full_compare: false,
     }
 }
 
 /// One completeness pass against the configured broker, database and archive.
-pub async fn recon(config: &Config) -> Result<Report> {
+pub async fn recon(config: &Config, full_compare: bool) -> Result<Report> {
     let pool = tally_postgres::pool(&config.postgres)?;
     tally_postgres::migrate(&pool).await?;
     let objects = Objects::open(&config.archive.location)?;
     let broker = Broker { brokers: config.kafka.brokers.clone(), timeout: Duration::from_secs(10) };
-    let options = recon_options(config);
+    let options = ReconOptions { full_compare, ..recon_options(config) };
     let kafka = config.kafka.clone();
     Ok(completeness(&broker, &kafka, &pool, &objects, &options).await?)
 }
 
 pub fn run_recon(cmd: ReconCommand, config: &Config) -> Result<ExitCode> {
-    let ReconCommand::Completeness { json } = cmd;
-    let report = runtime()?.block_on(recon(config))?;
+    let ReconCommand::Completeness { json, full } = cmd;
+    let report = runtime()?.block_on(recon(config, full))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

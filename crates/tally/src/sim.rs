@@ -366,7 +366,7 @@ pub async fn check(pool: &deadpool_postgres::Pool, dir: &Path, config: &crate::c
             wrong.first().map(|w| format!(" (first: {w})")).unwrap_or_default()
         ),
     ));
-    let recon = crate::archive::recon(config).await?;
+    let recon = crate::archive::recon(config, false).await?;
     let lagging: Vec<String> = recon
         .partitions
         .iter()

@@ -29,10 +29,12 @@ message tally_archive_record {
     optional int64 timestamp (TIMESTAMP(MILLIS,true));
     optional binary key;
     optional binary value;
-    optional group headers (MAP) {
-        repeated group key_value {
-            required binary key (STRING);
-            optional binary value;
+    optional group headers (LIST) {
+        repeated group list {
+            required group element {
+                required binary key (STRING);
+                optional binary value;
+            }
         }
     }
     optional int32 schema_id;
@@ -215,8 +217,8 @@ pub fn encode(records: &[LogRecord]) -> Result<EncodedFile, FileError> {
     }
     let decoded: Vec<DecodedColumns> = records.iter().map(|r| decode(r.value.as_deref())).collect();
     let mut sum = RangeSum::default();
-    for d in &decoded {
-        sum.add(d.fact_key);
+    for (r, d) in records.iter().zip(&decoded) {
+        sum.add(r.offset, d.fact_key);
     }
 
     let schema = Arc::new(parse_message_type(SCHEMA)?);
@@ -301,13 +303,14 @@ fn write_column(
             }
             col.typed::<ByteArrayType>().write_batch(&v, Some(&defs), None)?;
         }
-        // headers.key_value.key (max definition level 2, repetition level 1) and .value (definition level 3).
+        // headers.list.element.key (max definition level 2, repetition level 1) and .value (definition level 3). A
+        // list of key/value pairs, not a map: Kafka allows a header key more than once.
         6 | 7 => {
             let mut reps: Vec<i16> = Vec::new();
             let mut v = Vec::new();
             for r in records {
                 if r.headers.is_empty() {
-                    // Present but empty: the map is defined (1), it has no entry.
+                    // Present but empty: the list is defined (1), it has no entry.
                     defs.push(1);
                     reps.push(0);
                     continue;

@@ -162,6 +162,11 @@ impl Manifest {
 
 pub async fn list_files(pool: &Pool) -> Result<Vec<ManifestFile>, ManifestError> {
     let client = pool.get().await?;
+    list_files_in(&client).await
+}
+
+/// The manifest as one client (or transaction) sees it.
+pub async fn list_files_in(client: &impl deadpool_postgres::GenericClient) -> Result<Vec<ManifestFile>, ManifestError> {
     let rows = client
         .query(
             "SELECT topic, kafka_partition, start_offset, end_offset, path, bytes, sha256, records, facts, key_sum::text

@@ -15,9 +15,9 @@ use serde::Serialize;
 use tally_kafka::{KafkaConfig, Watermarks, TOPICS};
 use uuid::Uuid;
 
-use crate::checksum::KEY_SQL;
+use crate::checksum::ROW_SQL;
 use crate::file::read_offsets_and_keys;
-use crate::manifest::{list_files, ManifestFile};
+use crate::manifest::ManifestFile;
 use crate::objects::Objects;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,9 @@ pub struct ReconOptions {
     pub archive_group: String,
     /// Ranges compared in parallel (one database connection each).
     pub parallelism: usize,
+    /// Compare every range offset by offset (read every file and every ledger row), not only the ranges whose
+    /// checksums differ: slower, for when the checksums themselves are in doubt — and the benchmark's baseline.
+    pub full_compare: bool,
 }
 
 /// One finding. Every kind but the sink lag (reported per partition, not here) makes the report unclean.
@@ -77,6 +80,8 @@ pub enum Discrepancy {
     ArchiveFileMissing { topic: String, partition: i32, from: i64, to: i64, path: String },
     /// A manifest file whose object is not what was written (size).
     ArchiveFileChanged { topic: String, partition: i32, path: String, manifest_bytes: i64, object_bytes: i64 },
+    /// A file holding fewer records than its offset range: offsets inside it were never archived.
+    ArchiveFileHoles { topic: String, partition: i32, path: String, records: i64, span: i64 },
     /// Manifest files beyond the archive sink's stored offset.
     ManifestBeyondOffset { topic: String, partition: i32, manifest_end: i64, next_offset: i64 },
     /// A sink's stored offset is above the log's end: the log lost records (or was recreated) under it.
@@ -146,7 +151,9 @@ pub async fn completeness(
     let started = Instant::now();
     // This deployment's topics (its prefix); others sharing the database and store are not in scope.
     let scope: BTreeSet<String> = TOPICS.iter().map(|t| kafka.topic(t.name)).collect();
-    let files = list_files(pool).await?;
+    // The manifest and the sinks' offsets from one snapshot (a file committed between two reads would otherwise
+    // look like a gap); the objects listed after it (a file is written before its manifest row).
+    let (files, sinks) = snapshot(pool).await?;
     let mut by_partition: HashMap<(String, i32), Vec<ManifestFile>> = HashMap::new();
     for f in files.into_iter().filter(|f| scope.contains(&f.topic)) {
         by_partition.entry((f.topic.clone(), f.partition)).or_default().push(f);
@@ -158,7 +165,6 @@ pub async fn completeness(
         .filter(|p| crate::parse_object_path(p).is_some_and(|(t, ..)| scope.contains(&t)))
         .filter(|p| !manifest_paths.contains(p.as_str()))
         .count();
-    let sinks = sink_offsets(pool).await?;
 
     let mut discrepancies: Vec<Discrepancy> = Vec::new();
     let mut partitions = Vec::new();
@@ -236,7 +242,9 @@ pub async fn completeness(
     // The ledger, range by range, in parallel.
     let compared = ledger_work.iter().map(|w| w.3.len()).sum();
     let results: Vec<LedgerFindings> = futures::stream::iter(ledger_work)
-        .map(|(topic, partition, next, segments)| compare_ledger(pool, objects, topic, partition, next, segments))
+        .map(|(topic, partition, next, segments)| {
+            compare_ledger(pool, objects, topic, partition, next, segments, options.full_compare)
+        })
         .buffer_unordered(options.parallelism.max(1))
         .try_collect()
         .await?;
@@ -278,6 +286,7 @@ impl Discrepancy {
             | ArchiveOverlap { topic, partition, .. }
             | ArchiveFileMissing { topic, partition, .. }
             | ArchiveFileChanged { topic, partition, .. }
+            | ArchiveFileHoles { topic, partition, .. }
             | ManifestBeyondOffset { topic, partition, .. }
             | OffsetBeyondLog { topic, partition, .. }
             | LogTruncated { topic, partition, .. }
@@ -289,15 +298,25 @@ impl Discrepancy {
     }
 }
 
-/// `sink_offsets` as (topic, partition) → group → next offset.
-async fn sink_offsets(pool: &Pool) -> Result<HashMap<(String, i32), BTreeMap<String, i64>>, ReconError> {
-    let client = pool.get().await?;
-    let rows = client.query("SELECT group_id, topic, kafka_partition, next_offset FROM sink_offsets", &[]).await?;
-    let mut out: HashMap<(String, i32), BTreeMap<String, i64>> = HashMap::new();
+type SinkOffsets = HashMap<(String, i32), BTreeMap<String, i64>>;
+
+/// The manifest, and `sink_offsets` as (topic, partition) → group → next offset, read in one snapshot.
+async fn snapshot(pool: &Pool) -> Result<(Vec<ManifestFile>, SinkOffsets), ReconError> {
+    let mut client = pool.get().await?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let files = crate::manifest::list_files_in(&tx).await?;
+    let rows = tx.query("SELECT group_id, topic, kafka_partition, next_offset FROM sink_offsets", &[]).await?;
+    tx.commit().await?;
+    let mut out: SinkOffsets = HashMap::new();
     for r in rows {
         out.entry((r.get(1), r.get(2))).or_default().insert(r.get(0), r.get(3));
     }
-    Ok(out)
+    Ok((files, out))
 }
 
 /// Walks a partition's manifest files in offset order: reports gaps, overlaps, missing or changed objects, and
@@ -353,6 +372,16 @@ fn archive_segments(
                 });
                 false
             }
+            Some(_) if f.records != f.end_offset - f.start_offset => {
+                out.push(Discrepancy::ArchiveFileHoles {
+                    topic: topic.to_owned(),
+                    partition,
+                    path: f.path.clone(),
+                    records: f.records,
+                    span: f.end_offset - f.start_offset,
+                });
+                false
+            }
             Some(_) => true,
         };
         cursor = f.end_offset;
@@ -398,12 +427,13 @@ async fn compare_ledger(
     partition: i32,
     limit: i64,
     segments: Vec<Segment>,
+    full_compare: bool,
 ) -> Result<LedgerFindings, ReconError> {
     let client = pool.get().await?;
     let starts: Vec<i64> = segments.iter().map(|s| s.start).collect();
     // width_bucket(o, starts) = how many starts are ≤ o: the 1-based index of o's segment.
     let sql = format!(
-        "SELECT width_bucket(o, $5::bigint[]) AS b, count(*), count(k), coalesce(sum({KEY_SQL}), 0)::text
+        "SELECT width_bucket(o, $5::bigint[]) AS b, count(*), count(DISTINCT o), coalesce(sum({ROW_SQL}), 0)::text
            FROM ({LEDGER_ROWS}) u GROUP BY b ORDER BY b"
     );
     let rows = client.query(&sql, &[&topic, &partition, &0i64, &limit, &starts]).await?;
@@ -421,14 +451,14 @@ async fn compare_ledger(
     let mut missing: Vec<(i64, bool)> = Vec::new();
     for (i, seg) in segments.iter().enumerate() {
         let end = seg.end.min(limit);
-        let (count, _facts, key_sum) = sums.get(&(i + 1)).copied().unwrap_or((0, 0, 0));
+        let (count, distinct, key_sum) = sums.get(&(i + 1)).copied().unwrap_or((0, 0, 0));
         let matches = match &seg.file {
-            Some(f) if seg.end <= limit => count == f.records && key_sum == f.key_sum,
+            Some(f) if seg.end <= limit => count == f.records && distinct == count && key_sum == f.key_sum,
             Some(_) => false,
-            // No archive to compare with: every offset once, at least.
-            None => count == end - seg.start,
+            // No archive to compare with: every offset, once.
+            None => count == end - seg.start && distinct == count,
         };
-        if matches {
+        if matches && !full_compare {
             continue;
         }
         findings.drilled += 1;
@@ -441,6 +471,17 @@ async fn compare_ledger(
         let archive: Option<BTreeMap<i64, Option<Uuid>>> = match &seg.file {
             Some(f) => {
                 let bytes = objects.get(&f.path).await?;
+                let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+                if sha256 != f.sha256 {
+                    findings.discrepancies.push(Discrepancy::ArchiveFileChanged {
+                        topic: topic.clone(),
+                        partition,
+                        path: f.path.clone(),
+                        manifest_bytes: f.bytes,
+                        object_bytes: bytes.len() as i64,
+                    });
+                    continue;
+                }
                 let pairs = tokio::task::spawn_blocking(move || read_offsets_and_keys(bytes))
                     .await
                     .map_err(|e| ReconError::Other(e.to_string()))?
@@ -600,6 +641,9 @@ impl Discrepancy {
             }
             ArchiveFileChanged { topic, partition, path, manifest_bytes, object_bytes } => format!(
                 "archive file changed {topic}[{partition}] {path}: {object_bytes} bytes, the manifest says {manifest_bytes}"
+            ),
+            ArchiveFileHoles { topic, partition, path, records, span } => format!(
+                "archive file holes {topic}[{partition}] {path}: {records} records for {span} offsets"
             ),
             ManifestBeyondOffset { topic, partition, manifest_end, next_offset } => format!(
                 "manifest ahead     {topic}[{partition}] files end at {manifest_end}, the archive sink's offset is {next_offset}"

@@ -221,14 +221,16 @@ fn flush(
 ) -> Result<Option<i64>, SinkError> {
     let Some(claim) = claims.lock().expect("claims lock").get(tp).cloned() else { return Ok(None) };
     records.retain(|r| r.offset >= claim.next_offset);
-    let Some(first) = records.first() else { return Ok(None) };
-    if first.offset != claim.next_offset {
-        return Err(SinkError::Gap {
-            topic: tp.0.clone(),
-            partition: tp.1,
-            expected: claim.next_offset,
-            found: first.offset,
-        });
+    if records.is_empty() {
+        return Ok(None);
+    }
+    // Every offset from the stored position on, each once: a jump means records vanished from the log (truncation,
+    // a recreated topic, a reset to `earliest`) and must stop the sink rather than be archived past.
+    for (i, r) in records.iter().enumerate() {
+        let expected = claim.next_offset + i as i64;
+        if r.offset != expected {
+            return Err(SinkError::Gap { topic: tp.0.clone(), partition: tp.1, expected, found: r.offset });
+        }
     }
     let file = encode(&records)?;
     let mut backoff = Duration::from_millis(200);

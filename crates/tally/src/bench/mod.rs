@@ -3,6 +3,7 @@
 
 mod ingest;
 mod ledger;
+mod recon;
 
 use std::process::ExitCode;
 
@@ -17,11 +18,15 @@ pub enum BenchCommand {
     Ingest(ingest::IngestArgs),
     /// Ledger sink: events/s and source→ledger latency, beside a per-event-transaction consumer and a raw COPY.
     Ledger(ledger::LedgerArgs),
+    /// Completeness recon: seconds for a full pass over an archive and ledger of 10M events, beside an
+    /// offset-by-offset pass.
+    Recon(recon::ReconArgs),
 }
 
 pub fn run(cmd: BenchCommand, config: Config) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Ingest(args) => ingest::run(args, config),
         BenchCommand::Ledger(args) => ledger::run(args, config),
+        BenchCommand::Recon(args) => recon::run(args, config),
     }
 }
