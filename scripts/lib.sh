@@ -39,7 +39,7 @@ pg_data() {
     if [ "$(id -u)" = 0 ]; then
         mkdir -p "$TALLY_DATA"
         if ! runuser -u postgres -- test -x "$TALLY_DATA" 2>/dev/null; then
-            dir="/var/lib/tally/$(printf '%s' "$REPO" | sha1sum | cut -c1-12)/pg"
+            dir="/var/lib/tally/$(printf '%s' "$TALLY_DATA" | sha1sum | cut -c1-12)/pg"
         fi
     fi
     printf '%s' "$dir"
@@ -58,4 +58,40 @@ wait_port() {
         [ "$tries" -gt 0 ] || die "$what did not open 127.0.0.1:$port (see its log under $TALLY_DATA)"
         sleep 0.1
     done
+}
+
+# Stop one service (idempotent: one that is not running is reported as such). Data is kept.
+stop_kafka() {
+    local kdir="$TALLY_DATA/kafka" pid
+    if [ -f "$kdir/tansu.pid" ] && kill -0 "$(cat "$kdir/tansu.pid")" 2>/dev/null; then
+        pid="$(cat "$kdir/tansu.pid")"
+        if [ "${1:-}" = "-9" ]; then kill -9 "$pid"; else kill "$pid"; fi
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+        rm -f "$kdir/tansu.pid"
+        say "kafka     stopped"
+    else
+        say "kafka     not running"
+    fi
+}
+
+stop_redis() {
+    if redis-cli -h 127.0.0.1 -p "$TALLY_REDIS_PORT" ping >/dev/null 2>&1; then
+        redis-cli -h 127.0.0.1 -p "$TALLY_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+        say "redis     stopped"
+    else
+        say "redis     not running"
+    fi
+}
+
+stop_postgres() {
+    local pgdata bin
+    pgdata="$(pg_data)"
+    bin="$(pg_bindir || true)"
+    if [ -n "$bin" ] && [ -f "$pgdata/PG_VERSION" ] && pg_as "$bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+        pg_as "$bin/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null
+        say "postgres  stopped"
+    else
+        say "postgres  not running"
+    fi
 }

@@ -48,6 +48,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_documented_example_is_a_valid_configuration() {
+        let config: Config = Figment::new()
+            .merge(Toml::string(include_str!("../../../tally.example.toml")))
+            .extract()
+            .expect("tally.example.toml must load");
+        assert_eq!(config.archive.group_id, "tally-archive");
+        assert_eq!(config.archive.flush_max_records, 100_000);
+        assert_eq!(config.ledger.group_id, "tally-ledger");
+    }
+
+    #[test]
     #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
     fn layers_defaults_file_then_environment_and_rejects_unknown_keys() {
         figment::Jail::expect_with(|jail| {

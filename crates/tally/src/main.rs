@@ -2,6 +2,7 @@
 
 mod archive;
 mod bench;
+mod chaos;
 mod config;
 mod demo;
 mod ingest;
@@ -50,6 +51,8 @@ enum Command {
     Sim(sim::SimCommand),
     /// The whole pipeline on the local stack with a generated workload, the oracles and a summary.
     Demo(demo::DemoArgs),
+    /// The workload on a private stack while processes are killed and services restarted; then the oracles.
+    Chaos(chaos::ChaosArgs),
     /// Kafka topics Tally owns.
     #[command(subcommand)]
     Topics(stack::TopicsCommand),
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
             Command::Migrate => stack::migrate(&config),
             Command::Sim(cmd) => sim::run(cmd, config),
             Command::Demo(args) => demo::run(args, config),
+            Command::Chaos(args) => chaos::run(args, config),
             Command::Topics(cmd) => stack::run_topics(cmd, &config),
             Command::Stack(cmd) => stack::run_stack(cmd, &config),
             Command::Bench(cmd) => bench::run(cmd, config),

@@ -439,6 +439,7 @@ async fn recon_finds_exactly_a_deleted_file_a_double_booking_and_a_dropped_ledge
 
     let table = env.tally(&["recon", "completeness"]);
     let text = String::from_utf8_lossy(&table.stdout);
+    eprintln!("{text}");
     assert!(text.contains("NOT CLEAN: 3 discrepancies"), "{text}");
     assert!(text.contains(&gone.path), "{text}");
 }

@@ -241,14 +241,15 @@ pub async fn completeness(
 
     // The ledger, range by range, in parallel.
     let compared = ledger_work.iter().map(|w| w.3.len()).sum();
-    let results: Vec<LedgerFindings> = futures::stream::iter(ledger_work)
+    // The global double-booking check runs beside the per-range comparisons (it scans the fact-key indexes).
+    let ranges = futures::stream::iter(ledger_work)
         .map(|(topic, partition, next, segments)| {
             compare_ledger(pool, objects, topic, partition, next, segments, options.full_compare)
         })
         .buffer_unordered(options.parallelism.max(1))
-        .try_collect()
-        .await?;
-    let mut double: BTreeMap<Uuid, BTreeSet<String>> = double_bookings(pool).await?;
+        .try_collect::<Vec<LedgerFindings>>();
+    let (results, double) = futures::future::try_join(ranges, double_bookings(pool)).await?;
+    let mut double: BTreeMap<Uuid, BTreeSet<String>> = double;
     let (mut ledger_rows, mut drilled) = (0, 0);
     for r in results {
         ledger_rows += r.rows;
@@ -557,26 +558,33 @@ async fn compare_ledger(
     Ok(findings)
 }
 
-/// Facts with more than one event-log row or more than one journal: booked twice, whatever the offsets say.
+/// Facts with more than one event-log row or more than one journal: booked twice, whatever the offsets say. Each
+/// table is first grouped on its fact-key index alone (an index-only scan), and only the keys found are looked up.
 async fn double_bookings(pool: &Pool) -> Result<BTreeMap<Uuid, BTreeSet<String>>, ReconError> {
     let client = pool.get().await?;
     let mut out: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
-    let rows = client
-        .query(
-            "SELECT fact_key, array_agg(topic || '[' || kafka_partition || ']@' || kafka_offset)
-               FROM event_log WHERE fact_key IN (SELECT fact_key FROM event_log GROUP BY 1 HAVING count(*) > 1)
-              GROUP BY 1",
-            &[],
-        )
-        .await?;
-    for r in rows {
-        out.entry(r.get(0)).or_default().extend(r.get::<_, Vec<String>>(1));
-    }
-    let rows = client
-        .query("SELECT fact_key, array_agg('journal ' || journal_id) FROM journals GROUP BY 1 HAVING count(*) > 1", &[])
-        .await?;
-    for r in rows {
-        out.entry(r.get(0)).or_default().extend(r.get::<_, Vec<String>>(1));
+    for (table, describe) in [
+        ("event_log", "topic || '[' || kafka_partition || ']@' || kafka_offset"),
+        ("journals", "'journal ' || journal_id"),
+    ] {
+        let keys: Vec<Uuid> = client
+            .query(&format!("SELECT fact_key FROM {table} GROUP BY 1 HAVING count(*) > 1"), &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let rows = client
+            .query(
+                &format!("SELECT fact_key, array_agg({describe}) FROM {table} WHERE fact_key = ANY($1) GROUP BY 1"),
+                &[&keys],
+            )
+            .await?;
+        for r in rows {
+            out.entry(r.get(0)).or_default().extend(r.get::<_, Vec<String>>(1));
+        }
     }
     Ok(out)
 }

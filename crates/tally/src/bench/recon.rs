@@ -279,15 +279,17 @@ async fn build(
         }
         println!("  {bare}[{partition}]: {per_partition} events");
     }
-    client
-        .batch_execute(
-            "ALTER TABLE event_log ADD PRIMARY KEY (fact_key);
-             ALTER TABLE event_log ADD UNIQUE (topic, kafka_partition, kafka_offset);
-             CREATE INDEX event_log_payment ON event_log (payment_id);
-             ALTER TABLE journals ADD UNIQUE (fact_key);
-             ALTER TABLE journals ADD FOREIGN KEY (fact_key) REFERENCES event_log (fact_key);
-             VACUUM ANALYZE event_log; VACUUM ANALYZE journals;",
-        )
-        .await?;
+    // One statement at a time: VACUUM cannot run in the implicit transaction of a multi-statement query.
+    for sql in [
+        "ALTER TABLE event_log ADD PRIMARY KEY (fact_key)",
+        "ALTER TABLE event_log ADD UNIQUE (topic, kafka_partition, kafka_offset)",
+        "CREATE INDEX event_log_payment ON event_log (payment_id)",
+        "ALTER TABLE journals ADD UNIQUE (fact_key)",
+        "ALTER TABLE journals ADD FOREIGN KEY (fact_key) REFERENCES event_log (fact_key)",
+        "VACUUM ANALYZE event_log",
+        "VACUUM ANALYZE journals",
+    ] {
+        client.batch_execute(sql).await?;
+    }
     Ok(())
 }

@@ -1,0 +1,357 @@
+//! `tally chaos`: the workload delivered to a private stack (its own broker, PostgreSQL and Redis, on other ports,
+//! started by the project's scripts) while faults are injected — kill -9 and restart of ingest, the ledger sink and
+//! the archive sink (each a real `tally` process), the broker killed and restarted, PostgreSQL restarted, Redis
+//! stopped for a while — then quiescence and the oracles. Prints every fault with its time, and the oracle table.
+// Seconds as f64 for pauses and timings; money is nowhere near this module.
+#![allow(clippy::float_arithmetic)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rand::{Rng, SeedableRng};
+
+use crate::config::Config;
+use crate::sim::{check, generate, send, GenerateArgs, SendArgs};
+
+#[derive(Args)]
+pub struct ChaosArgs {
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Approximate number of payment events.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Faults to inject, taken in turn from the six kinds (kill -9 ingest, kill -9 ledger sink, kill -9 archive
+    /// sink, broker kill -9 + restart, PostgreSQL restart, Redis stopped for a while): 30 = 5 of each.
+    #[arg(long, default_value_t = 30)]
+    kills: usize,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Seconds between faults, at most (the pause is drawn between a third of it and all of it).
+    #[arg(long, default_value_t = 4.0)]
+    max_interval_secs: f64,
+    /// Where the private stack, the workload and the processes' logs go (emptied first).
+    #[arg(long, default_value = ".tally/chaos")]
+    data: PathBuf,
+    /// Leave the private stack running afterwards, for inspection (`TALLY_DATA=<data> scripts/down.sh` stops it).
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    KillIngest,
+    KillLedgerSink,
+    KillArchiveSink,
+    RestartBroker,
+    RestartPostgres,
+    StopRedis,
+}
+
+const FAULTS: [Fault; 6] = [
+    Fault::KillIngest,
+    Fault::KillLedgerSink,
+    Fault::KillArchiveSink,
+    Fault::RestartBroker,
+    Fault::RestartPostgres,
+    Fault::StopRedis,
+];
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::KillIngest => "kill -9 ingest",
+            Fault::KillLedgerSink => "kill -9 ledger sink",
+            Fault::KillArchiveSink => "kill -9 archive sink",
+            Fault::RestartBroker => "broker kill -9 + restart",
+            Fault::RestartPostgres => "PostgreSQL restart",
+            Fault::StopRedis => "Redis stopped",
+        }
+    }
+}
+
+/// The private stack: ports, data folder, the scripts that run it.
+struct Stack {
+    data: PathBuf,
+    scripts: PathBuf,
+    ports: [u16; 3],
+}
+
+impl Stack {
+    fn script(&self, args: &[&str]) -> Result<()> {
+        let out = Command::new("bash")
+            .arg(self.scripts.join(args[0]))
+            .args(&args[1..])
+            .env("TALLY_DATA", &self.data)
+            .env("TALLY_PG_PORT", self.ports[0].to_string())
+            .env("TALLY_REDIS_PORT", self.ports[1].to_string())
+            .env("TALLY_KAFKA_PORT", self.ports[2].to_string())
+            .output()?;
+        if !out.status.success() {
+            bail!("{args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+}
+
+/// One `tally` service process, restartable.
+struct Service {
+    args: &'static [&'static str],
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    unexpected_exits: usize,
+}
+
+impl Service {
+    fn start(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("--config").arg(&self.config).args(self.args);
+        // The private stack's file is the whole configuration: nothing from the caller's environment.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("TALLY__") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("TALLY_LOG", "warn").stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        self.child = Some(cmd.spawn()?);
+        Ok(())
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts the process if it exited on its own (counted: a service should not).
+    fn ensure_running(&mut self) -> Result<()> {
+        let exited = match self.child.as_mut() {
+            Some(c) => c.try_wait()?.is_some(),
+            None => true,
+        };
+        if exited {
+            if self.child.is_some() {
+                self.unexpected_exits += 1;
+            }
+            self.start()?;
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn read_env(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+}
+
+pub fn run(args: ChaosArgs, base: Config) -> Result<ExitCode> {
+    let started = Instant::now();
+    let _ = std::fs::remove_dir_all(&args.data);
+    std::fs::create_dir_all(args.data.join("logs"))?;
+    let data = args.data.canonicalize()?;
+    let scripts = match std::env::var_os("TALLY_SCRIPTS") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts"),
+    };
+    let stack = Stack { data: data.clone(), scripts, ports: [free_port()?, free_port()?, free_port()?] };
+    println!("1/5 starting a private stack in {}", data.display());
+    stack.script(&["up.sh"])?;
+    let env = read_env(&data.join("env"))?;
+
+    let mut config = base;
+    config.kafka.brokers = env["TALLY__KAFKA__BROKERS"].clone();
+    config.kafka.topic_prefix = String::new();
+    config.postgres.url = env["TALLY__POSTGRES__URL"].clone();
+    config.redis.url = env["TALLY__REDIS__URL"].clone();
+    config.archive.location = data.join("archive").display().to_string();
+    let ingest_port = free_port()?;
+    let toml = format!(
+        r#"# Written by `tally chaos` for its private stack.
+[kafka]
+brokers = "{brokers}"
+[postgres]
+url = "{pg}"
+[redis]
+url = "{redis}"
+[ingest]
+listen = "127.0.0.1:{ingest_port}"
+[ingest.stripe]
+secrets = ["{stripe}"]
+[ingest.adyen]
+hmac_keys = ["{adyen}"]
+[ledger]
+session_timeout_ms = 6000
+max_poll_interval_ms = 10000
+[archive]
+location = "{archive}"
+session_timeout_ms = 6000
+max_poll_interval_ms = 10000
+"#,
+        brokers = config.kafka.brokers,
+        pg = config.postgres.url,
+        redis = config.redis.url,
+        stripe = tally_sim::STRIPE_SECRET,
+        adyen = tally_sim::ADYEN_KEY,
+        archive = config.archive.location,
+    );
+    let config_path = data.join("tally.toml");
+    std::fs::write(&config_path, toml)?;
+    config.ledger.session_timeout_ms = 6000;
+    config.ledger.max_poll_interval_ms = 10_000;
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = rt.block_on(chaos(&args, &stack, &config, &config_path, ingest_port, started));
+    if !args.keep {
+        let _ = stack.script(&["down.sh"]);
+    }
+    result
+}
+
+async fn chaos(
+    args: &ChaosArgs,
+    stack: &Stack,
+    config: &Config,
+    config_path: &Path,
+    ingest_port: u16,
+    started: Instant,
+) -> Result<ExitCode> {
+    tally_kafka::ensure_topics(&config.kafka, tally_kafka::TOPICS).await?;
+    let pool = tally_postgres::pool(&config.postgres)?;
+    tally_postgres::migrate(&pool).await?;
+    let dir = stack.data.join("workload");
+    println!("2/5 generating the workload (seed {}, ~{} events)", args.seed, args.events);
+    let truth = generate(&GenerateArgs { seed: args.seed, events: args.events, out: dir.clone() })?;
+
+    let service = |name: &str, a: &'static [&'static str]| Service {
+        args: a,
+        config: config_path.to_owned(),
+        log: stack.data.join("logs").join(format!("{name}.log")),
+        child: None,
+        unexpected_exits: 0,
+    };
+    let mut ingest = service("ingest", &["ingest"]);
+    let mut ledger = service("ledger", &["sink", "ledger"]);
+    let mut archive = service("archive", &["sink", "archive"]);
+    for s in [&mut ingest, &mut ledger, &mut archive] {
+        s.start()?;
+    }
+    let target = format!("http://127.0.0.1:{ingest_port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client.get(format!("{target}/healthz")).send().await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "ingest did not start (see {})", ingest.log.display());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    println!("3/5 delivering {} webhooks while injecting {} faults", truth.deliveries, args.kills);
+    let send_args = SendArgs { dir: dir.clone(), target: target.clone(), rate: 0, concurrency: args.concurrency };
+    let sender = tokio::spawn(async move { send(&send_args).await });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let mut log: Vec<(f64, Fault, String)> = Vec::new();
+    for i in 0..args.kills {
+        let pause = rng.random_range(args.max_interval_secs / 3.0..=args.max_interval_secs.max(0.1));
+        tokio::time::sleep(Duration::from_secs_f64(pause)).await;
+        let fault = FAULTS[i % FAULTS.len()];
+        let at = started.elapsed().as_secs_f64();
+        let down = Duration::from_millis(rng.random_range(300..=2000));
+        let detail = match fault {
+            Fault::KillIngest | Fault::KillLedgerSink | Fault::KillArchiveSink => {
+                let s = match fault {
+                    Fault::KillIngest => &mut ingest,
+                    Fault::KillLedgerSink => &mut ledger,
+                    _ => &mut archive,
+                };
+                let pid = s.child.as_ref().map_or(0, Child::id);
+                s.kill9();
+                tokio::time::sleep(down).await;
+                s.start()?;
+                format!("pid {pid}, restarted after {} ms", down.as_millis())
+            }
+            Fault::RestartBroker => {
+                stack.script(&["stop.sh", "kafka-9"])?;
+                tokio::time::sleep(down).await;
+                stack.script(&["up.sh"])?;
+                format!("down {} ms", down.as_millis())
+            }
+            Fault::RestartPostgres => {
+                stack.script(&["stop.sh", "postgres"])?;
+                tokio::time::sleep(down).await;
+                stack.script(&["up.sh"])?;
+                format!("down {} ms (fast shutdown)", down.as_millis())
+            }
+            Fault::StopRedis => {
+                let down = down * 3;
+                stack.script(&["stop.sh", "redis"])?;
+                tokio::time::sleep(down).await;
+                stack.script(&["up.sh"])?;
+                format!("down {} ms", down.as_millis())
+            }
+        };
+        println!("  {at:>7.1} s  {:<26} {detail}", fault.name());
+        log.push((at, fault, detail));
+        for s in [&mut ingest, &mut ledger, &mut archive] {
+            s.ensure_running()?;
+        }
+    }
+    let (sent, send_time, retries) = sender.await??;
+
+    println!("4/5 waiting for quiescence (both sinks at the end of every topic)");
+    for s in [&mut ingest, &mut ledger, &mut archive] {
+        s.ensure_running()?;
+    }
+    let caught_up = crate::archive::wait_for_sinks(config, &pool, Duration::from_secs(600)).await?;
+    println!("5/5 running the oracles\n");
+    let report = check(&pool, &dir, config).await?;
+    for s in [&mut ingest, &mut ledger, &mut archive] {
+        s.stop();
+    }
+
+    println!("faults injected");
+    for (at, fault, detail) in &log {
+        println!("  {at:>7.1} s  {:<26} {detail}", fault.name());
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, f, _) in &log {
+        *counts.entry(f.name()).or_default() += 1;
+    }
+    let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+    println!("  total {}: {}", log.len(), counts.join(", "));
+    println!();
+    print!("{}", report.render());
+    let exits = ingest.unexpected_exits + ledger.unexpected_exits + archive.unexpected_exits;
+    println!();
+    println!("summary");
+    println!("  deliveries      {sent} sent in {:.1} s ({retries} PSP-style retries)", send_time.as_secs_f64());
+    println!("  facts expected  {}", truth.fact_keys.len());
+    println!("  quiescence      {}", if caught_up { "reached" } else { "NOT reached within 600 s" });
+    println!("  services exiting on their own: {exits} (each restarted; see {})", stack.data.join("logs").display());
+    let ok = report.all_ok() && caught_up;
+    println!("  oracles         {}", if ok { "all green" } else { "FAILED" });
+    println!("  took            {:.0} s", started.elapsed().as_secs_f64());
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
