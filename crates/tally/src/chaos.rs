@@ -28,6 +28,9 @@ pub struct ChaosArgs {
     /// sink, broker restart, PostgreSQL restart, Redis stopped for a while): 30 = 5 of each.
     #[arg(long, default_value_t = 30)]
     kills: usize,
+    /// The kinds to take in turn (default all): ingest, ledger, archive, broker, postgres, redis.
+    #[arg(long, value_delimiter = ',', default_value = "ingest,ledger,archive,broker,postgres,redis")]
+    faults: Vec<String>,
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
     /// Seconds between faults, at most (the pause is drawn between a third of it and all of it).
@@ -51,16 +54,19 @@ enum Fault {
     StopRedis,
 }
 
-const FAULTS: [Fault; 6] = [
-    Fault::KillIngest,
-    Fault::KillLedgerSink,
-    Fault::KillArchiveSink,
-    Fault::RestartBroker,
-    Fault::RestartPostgres,
-    Fault::StopRedis,
-];
-
 impl Fault {
+    fn parse(s: &str) -> Result<Fault> {
+        Ok(match s {
+            "ingest" => Fault::KillIngest,
+            "ledger" => Fault::KillLedgerSink,
+            "archive" => Fault::KillArchiveSink,
+            "broker" => Fault::RestartBroker,
+            "postgres" => Fault::RestartPostgres,
+            "redis" => Fault::StopRedis,
+            other => bail!("unknown fault kind {other:?} (ingest, ledger, archive, broker, postgres, redis)"),
+        })
+    }
+
     fn name(self) -> &'static str {
         match self {
             Fault::KillIngest => "kill -9 ingest",
@@ -286,12 +292,14 @@ async fn chaos(
     println!("3/5 delivering {} webhooks while injecting {} faults", truth.deliveries, args.kills);
     let send_args = SendArgs { dir: dir.clone(), target: target.clone(), rate: 0, concurrency: args.concurrency };
     let sender = tokio::spawn(async move { send(&send_args).await });
+    let kinds: Vec<Fault> = args.faults.iter().map(|f| Fault::parse(f)).collect::<Result<_>>()?;
+    anyhow::ensure!(!kinds.is_empty(), "--faults names no kind");
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let mut log: Vec<(f64, Fault, String)> = Vec::new();
     for i in 0..args.kills {
         let pause = rng.random_range(args.max_interval_secs / 3.0..=args.max_interval_secs.max(0.1));
         tokio::time::sleep(Duration::from_secs_f64(pause)).await;
-        let fault = FAULTS[i % FAULTS.len()];
+        let fault = kinds[i % kinds.len()];
         let at = started.elapsed().as_secs_f64();
         let down = Duration::from_millis(rng.random_range(300..=2000));
         let detail = match fault {
@@ -308,18 +316,19 @@ async fn chaos(
                 format!("pid {pid}, restarted after {} ms", down.as_millis())
             }
             Fault::RestartBroker => {
-                // A graceful stop (SIGTERM, -9 after 5 s): after a kill -9 under produce load, tansu 0.6.0's
-                // storage panicked on the next produce (`idempotent_message_check`) and the broker answered nothing
-                // again (ADR 0002). Ingest, which meets the outage (503s, claims released), is restarted with it so
-                // that no idempotent producer outlives the broker.
-                stack.script(&["stop.sh", "kafka"])?;
-                tokio::time::sleep(down).await;
+                // tansu 0.6.0 loses its storage task for good when it dies with produce requests in flight (the next
+                // produce panics in `idempotent_message_check`, ADR 0002), with kill -9 and SIGTERM alike. So the
+                // producing process, ingest, is killed first (the PSPs see connection errors and retry), then the
+                // broker is killed and restarted under the running sinks, then ingest starts with a fresh producer.
                 let pid = ingest.child.as_ref().map_or(0, Child::id);
                 ingest.kill9();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                stack.script(&["stop.sh", "kafka-9"])?;
+                tokio::time::sleep(down).await;
                 stack.script(&["up.sh"])?;
                 broker_answers(&config.kafka.brokers).await?;
                 ingest.start()?;
-                format!("down {} ms; ingest (pid {pid}) killed before it came back and restarted", down.as_millis())
+                format!("kill -9, down {} ms; ingest (pid {pid}) killed first, restarted after", down.as_millis())
             }
             Fault::RestartPostgres => {
                 stack.script(&["stop.sh", "postgres"])?;
@@ -367,6 +376,14 @@ async fn chaos(
     println!();
     print!("{}", report.render());
     let exits = ingest.unexpected_exits + ledger.unexpected_exits + archive.unexpected_exits;
+    let broker_log = std::fs::read_to_string(stack.data.join("kafka/tansu.log")).unwrap_or_default();
+    if broker_log.contains("lite.rs:503") {
+        println!("\nnote: BROKER STORAGE PANIC: the broker's storage task panicked (tansu 0.6.0, `idempotent_message_check`; ADR 0002) and it answered");
+        println!(
+            "      nothing afterwards: failures below may be the broker's, not Tally's (see {})",
+            stack.data.join("kafka/tansu.log").display()
+        );
+    }
     println!();
     println!("summary");
     println!("  deliveries      {sent} sent in {:.1} s ({retries} PSP-style retries)", send_time.as_secs_f64());

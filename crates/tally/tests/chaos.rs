@@ -3,10 +3,7 @@
 
 use std::process::Command;
 
-#[test]
-fn the_pipeline_survives_five_faults_of_each_kind_with_every_oracle_green() {
-    let seed =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007;
+fn chaos(seed: u64) -> (Option<i32>, String, String) {
     let data = std::env::temp_dir().join(format!("tally-chaos-test-{seed}"));
     let out = Command::new(env!("CARGO_BIN_EXE_tally"))
         .args(["chaos", "--seed", &seed.to_string(), "--events", "20000", "--kills", "30", "--max-interval-secs", "3"])
@@ -15,8 +12,29 @@ fn the_pipeline_survives_five_faults_of_each_kind_with_every_oracle_green() {
         .env("TALLY_LOG", "error")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "seed {seed}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&data);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_pipeline_survives_five_faults_of_each_kind_with_every_oracle_green() {
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007;
+    let (mut code, mut stdout, mut stderr) = chaos(seed);
+    // The local broker's own storage can die after a restart (tansu 0.6.0, ADR 0002): chaos says so in its output.
+    // That run proves nothing about Tally either way; one more run, with another seed, must pass.
+    let broker_died = |out: &str, err: &str| {
+        out.contains("BROKER STORAGE PANIC") || err.contains("the broker does not answer after its restart")
+    };
+    if code != Some(0) && broker_died(&stdout, &stderr) {
+        eprintln!("seed {seed}: the broker's storage died (tansu bug); running again with seed {}", seed + 1);
+        (code, stdout, stderr) = chaos(seed + 1);
+    }
+    assert_eq!(code, Some(0), "seed {seed}\n{stdout}\n{stderr}");
     for kind in [
         "kill -9 ingest ×5",
         "kill -9 ledger sink ×5",
@@ -38,5 +56,4 @@ fn the_pipeline_survives_five_faults_of_each_kind_with_every_oracle_green() {
         assert!(stdout.contains(oracle), "missing `{oracle}` in:\n{stdout}");
     }
     assert!(stdout.contains("oracles         all green"), "{stdout}");
-    let _ = std::fs::remove_dir_all(&data);
 }
