@@ -346,6 +346,16 @@ async fn chaos(
         };
         println!("  {at:>7.1} s  {:<26} {detail}", fault.name());
         log.push((at, fault, detail));
+        // The local broker's storage can die for good (tansu 0.6.0, ADR 0002); nothing moves after that, so stop
+        // instead of waiting for deliveries that cannot succeed.
+        let broker_log = std::fs::read_to_string(stack.data.join("kafka/tansu.log")).unwrap_or_default();
+        if broker_log.contains("lite.rs:503") {
+            sender.abort();
+            for s in [&mut ingest, &mut ledger, &mut archive] {
+                s.stop();
+            }
+            bail!("BROKER STORAGE PANIC: the broker's storage task panicked (tansu 0.6.0, ADR 0002) after {} faults; it answers nothing any more, so this run proves nothing either way (see {})", log.len(), stack.data.join("kafka/tansu.log").display());
+        }
         for s in [&mut ingest, &mut ledger, &mut archive] {
             s.ensure_running()?;
         }
@@ -356,7 +366,50 @@ async fn chaos(
     for s in [&mut ingest, &mut ledger, &mut archive] {
         s.ensure_running()?;
     }
-    let caught_up = crate::archive::wait_for_sinks(config, &pool, Duration::from_secs(600)).await?;
+    // Like an orchestrator's liveness probe: a sink that lags without moving for 30 s is restarted (the local
+    // broker's group coordinator can leave a rejoining member without partitions after a rebalance with dead
+    // members, ADR 0002; restarting the member clears it). Each such restart is reported.
+    let mut watchdog = 0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last: (i64, i64) = (-1, -1);
+    let mut still_since = Instant::now();
+    let caught_up = loop {
+        if crate::archive::wait_for_sinks(config, &pool, Duration::from_secs(5)).await? {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        let client = pool.get().await?;
+        let sum = |group: String| {
+            let client = &client;
+            async move {
+                client
+                    .query_one(
+                        "SELECT coalesce(sum(next_offset), 0)::bigint FROM sink_offsets WHERE group_id = $1",
+                        &[&group],
+                    )
+                    .await
+                    .map(|r| r.get::<_, i64>(0))
+            }
+        };
+        let now = (sum(config.ledger.group_id.clone()).await?, sum(config.archive.group_id.clone()).await?);
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        } else if still_since.elapsed() > Duration::from_secs(30) {
+            for s in [&mut ledger, &mut archive] {
+                s.kill9();
+                s.start()?;
+            }
+            watchdog += 1;
+            println!(
+                "  {:>7.1} s  watchdog: the sinks made no progress for 30 s while behind; restarted both",
+                started.elapsed().as_secs_f64()
+            );
+            still_since = Instant::now();
+        }
+    };
     println!("5/5 running the oracles\n");
     let report = check(&pool, &dir, config).await?;
     for s in [&mut ingest, &mut ledger, &mut archive] {
@@ -389,6 +442,7 @@ async fn chaos(
     println!("  deliveries      {sent} sent in {:.1} s ({retries} PSP-style retries)", send_time.as_secs_f64());
     println!("  facts expected  {}", truth.fact_keys.len());
     println!("  quiescence      {}", if caught_up { "reached" } else { "NOT reached within 600 s" });
+    println!("  watchdog        {watchdog} restarts of stalled sinks");
     println!("  services exiting on their own: {exits} (each restarted; see {})", stack.data.join("logs").display());
     let ok = report.all_ok() && caught_up;
     println!("  oracles         {}", if ok { "all green" } else { "FAILED" });
