@@ -13,6 +13,10 @@ pub struct KafkaConfig {
     /// How long the producer waits to batch records: 5 ms raised ingest from ~3.2K to ~4.7K deliveries/s on the local
     /// broker (docs/benchmarks.md).
     pub linger_ms: u64,
+    /// librdkafka's idempotent producer (`enable.idempotence`). Off by default because the local broker (tansu 0.6.0)
+    /// panics for good when such a producer bumps its epoch after a message timeout (ADR 0008); Tally's exactly-once
+    /// does not rest on it (sinks deduplicate by fact key). Turn it on against a real Kafka cluster.
+    pub idempotent_producer: bool,
 }
 
 impl Default for KafkaConfig {
@@ -22,6 +26,7 @@ impl Default for KafkaConfig {
             topic_prefix: String::new(),
             message_timeout_ms: 5000,
             linger_ms: 5,
+            idempotent_producer: false,
         }
     }
 }

@@ -1,5 +1,7 @@
-//! The producer every Tally writer uses: idempotent, `acks=all`, so that a delivery report means the record is
-//! durable (I1) and a retry inside librdkafka never duplicates or reorders it.
+//! The producer every Tally writer uses: `acks=all`, so that a delivery report means the record is durable (I1), and
+//! per-partition order kept across librdkafka's own retries. With `kafka.idempotent_producer` those retries never
+//! duplicate a record either; without it (the default, for the local broker: ADR 0008) one may, and the sinks, which
+//! deduplicate by fact key, book it once.
 
 use std::time::Duration;
 
@@ -24,9 +26,16 @@ pub struct Producer {
 
 impl Producer {
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
-        let inner: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("enable.idempotence", "true")
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", &config.brokers);
+        if config.idempotent_producer {
+            // Up to 5 requests in flight per partition, order and uniqueness kept by sequence numbers.
+            client.set("enable.idempotence", "true");
+        } else {
+            // Without sequence numbers only one request in flight keeps a retried batch from overtaking the next one.
+            client.set("enable.idempotence", "false").set("max.in.flight.requests.per.connection", "1");
+        }
+        let inner: FutureProducer = client
             .set("acks", "all")
             // lz4, never snappy: the local broker's snappy is broken (ADR 0002).
             .set("compression.type", "lz4")

@@ -1,7 +1,7 @@
 //! `tally ingest`: the HTTP service PSPs call (DESIGN §2, §6).
 //!
 //! Per delivery, in this order: body size limit → signature over the raw bytes → PAN scan (422 + redacted
-//! quarantine) → normalise → encode (Avro, Confluent framing) → edge dedup claim → produce (`acks=all`, idempotent)
+//! quarantine) → normalise → encode (Avro, Confluent framing) → edge dedup claim → produce (`acks=all`)
 //! → confirm the claim → 2xx. On a produce failure the claims are released and the PSP gets a 5xx, so it retries
 //! (I1). The raw delivery goes to `webhooks.raw.v1` too, as part of the same acknowledgement.
 

@@ -78,6 +78,7 @@ impl Harness {
             topic_prefix: unique("t") + ".",
             message_timeout_ms: opts.message_timeout_ms,
             linger_ms: 1,
+            ..KafkaConfig::default()
         };
         tally_kafka::ensure_topics(&kafka, TOPICS).await.unwrap();
         let mut config = IngestConfig {
