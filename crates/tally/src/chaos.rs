@@ -166,6 +166,14 @@ impl Service {
     }
 }
 
+/// A run that ends early (an error, a broker panic) must not leave its services running against a stack about to be
+/// stopped.
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
 /// The first panic of the broker's storage engine in its log (`thread '…' panicked at …/lite.rs:LINE`), if any.
 /// Other panics are survivable: tansu 0.6.0 logs one in its group service (`service.rs:337`) at each rejoin after a
 /// restart, and goes on.
@@ -174,6 +182,20 @@ fn broker_panic(stack: &Stack) -> Option<String> {
     let line =
         log.lines().find(|l| l.contains("panicked at") && l.contains("tansu-storage") && l.contains("lite.rs"))?;
     Some(line.trim().to_owned())
+}
+
+/// Like an orchestrator's liveness probe on the broker: while it does not answer (tansu 0.6.0 sometimes comes back
+/// from a kill -9 with a storage task that fails every request, `UnableToSend`, without a word in its log; a restart
+/// clears it, ADR 0002), stop and start it again, at most 3 times. Returns how many restarts it took.
+async fn keep_broker_alive(stack: &Stack, brokers: &str) -> Result<u32> {
+    let mut restarts = 0;
+    while let Err(e) = broker_answers(brokers).await {
+        anyhow::ensure!(restarts < 3, "{e} (restarted {restarts} times)");
+        restarts += 1;
+        stack.script(&["stop.sh", "kafka"])?;
+        stack.script(&["up.sh"])?;
+    }
+    Ok(restarts)
 }
 
 /// The broker answers metadata requests (its storage works), within 15 s.
@@ -306,6 +328,7 @@ async fn chaos(
     anyhow::ensure!(!kinds.is_empty(), "--faults names no kind");
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let mut log: Vec<(f64, Fault, String)> = Vec::new();
+    let mut broker_restarts = 0u32;
     for i in 0..args.kills {
         let pause = rng.random_range(args.max_interval_secs / 3.0..=args.max_interval_secs.max(0.1));
         tokio::time::sleep(Duration::from_secs_f64(pause)).await;
@@ -331,8 +354,15 @@ async fn chaos(
                 stack.script(&["stop.sh", "kafka-9"])?;
                 tokio::time::sleep(down).await;
                 stack.script(&["up.sh"])?;
-                broker_answers(&config.kafka.brokers).await?;
-                format!("kill -9, down {} ms", down.as_millis())
+                let again = keep_broker_alive(stack, &config.kafka.brokers).await?;
+                broker_restarts += again;
+                match again {
+                    0 => format!("kill -9, down {} ms", down.as_millis()),
+                    n => format!(
+                        "kill -9, down {} ms; its storage answered nothing after the restart: restarted again ×{n}",
+                        down.as_millis()
+                    ),
+                }
             }
             Fault::RestartPostgres => {
                 stack.script(&["stop.sh", "postgres"])?;
@@ -406,6 +436,14 @@ async fn chaos(
             last = now;
             still_since = Instant::now();
         } else if still_since.elapsed() > Duration::from_secs(30) {
+            let again = keep_broker_alive(stack, &config.kafka.brokers).await?;
+            if again > 0 {
+                broker_restarts += again;
+                println!(
+                    "  {:>7.1} s  watchdog: the broker answered nothing; restarted it ×{again}",
+                    started.elapsed().as_secs_f64()
+                );
+            }
             for s in [&mut ledger, &mut archive] {
                 s.kill9();
                 s.start()?;
@@ -448,7 +486,9 @@ async fn chaos(
     println!("  deliveries      {sent} sent in {:.1} s ({retries} PSP-style retries)", send_time.as_secs_f64());
     println!("  facts expected  {}", truth.fact_keys.len());
     println!("  quiescence      {}", if caught_up { "reached" } else { "NOT reached within 600 s" });
-    println!("  watchdog        {watchdog} restarts of stalled sinks");
+    println!(
+        "  watchdog        {watchdog} restarts of stalled sinks, {broker_restarts} of a broker that answered nothing"
+    );
     println!("  services exiting on their own: {exits} (each restarted; see {})", stack.data.join("logs").display());
     let ok = report.all_ok() && caught_up;
     println!("  oracles         {}", if ok { "all green" } else { "FAILED" });
