@@ -33,6 +33,10 @@ pub struct ChaosArgs {
     faults: Vec<String>,
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Deliveries per second at most (0: as fast as ingest answers). Keeps the sinks' backlog, and so the local
+    /// broker's fetch cost, bounded on large runs (docs/reliability.md).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// Seconds between faults, at most (the pause is drawn between a third of it and all of it).
     #[arg(long, default_value_t = 4.0)]
     max_interval_secs: f64,
@@ -278,7 +282,15 @@ max_poll_interval_ms = 10000
     config.ledger.max_poll_interval_ms = 10_000;
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let result = rt.block_on(chaos(&args, &stack, &config, &config_path, ingest_port, started));
+    // Interrupted (Ctrl-C, SIGTERM): dropping the run kills its services, then the private stack is stopped as usual.
+    let result = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = chaos(&args, &stack, &config, &config_path, ingest_port, started) => r,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted (SIGINT); services and private stack stopped"),
+            _ = term.recv() => bail!("interrupted (SIGTERM); services and private stack stopped"),
+        }
+    });
     if !args.keep {
         let _ = stack.script(&["down.sh"]);
     }
@@ -322,7 +334,8 @@ async fn chaos(
     }
 
     println!("3/5 delivering {} webhooks while injecting {} faults", truth.deliveries, args.kills);
-    let send_args = SendArgs { dir: dir.clone(), target: target.clone(), rate: 0, concurrency: args.concurrency };
+    let send_args =
+        SendArgs { dir: dir.clone(), target: target.clone(), rate: args.rate, concurrency: args.concurrency };
     let sender = tokio::spawn(async move { send(&send_args).await });
     let kinds: Vec<Fault> = args.faults.iter().map(|f| Fault::parse(f)).collect::<Result<_>>()?;
     anyhow::ensure!(!kinds.is_empty(), "--faults names no kind");
