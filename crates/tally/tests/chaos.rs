@@ -3,7 +3,10 @@
 
 use std::process::Command;
 
-fn chaos(seed: u64) -> (Option<i32>, String, String) {
+#[test]
+fn the_pipeline_survives_five_faults_of_each_kind_with_every_oracle_green() {
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007;
     let data = std::env::temp_dir().join(format!("tally-chaos-test-{seed}"));
     let out = Command::new(env!("CARGO_BIN_EXE_tally"))
         .args(["chaos", "--seed", &seed.to_string(), "--events", "20000", "--kills", "30", "--max-interval-secs", "3"])
@@ -12,20 +15,8 @@ fn chaos(seed: u64) -> (Option<i32>, String, String) {
         .env("TALLY_LOG", "error")
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&data);
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-#[test]
-fn the_pipeline_survives_five_faults_of_each_kind_with_every_oracle_green() {
-    let seed =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007;
-    let (code, stdout, stderr) = chaos(seed);
-    assert_eq!(code, Some(0), "seed {seed}\n{stdout}\n{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "seed {seed}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     for kind in [
         "kill -9 ingest ×5",
         "kill -9 ledger sink ×5",
@@ -47,4 +38,6 @@ fn the_pipeline_survives_five_faults_of_each_kind_with_every_oracle_green() {
         assert!(stdout.contains(oracle), "missing `{oracle}` in:\n{stdout}");
     }
     assert!(stdout.contains("oracles         all green"), "{stdout}");
+    // Kept on failure: the services' logs and the broker's are under it.
+    let _ = std::fs::remove_dir_all(&data);
 }
