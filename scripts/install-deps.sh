@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs, once: PostgreSQL and Redis from the OS packages, the tansu broker from
-# crates.io into a cache outside the work tree. Idempotent: prints what it found or installed.
+# crates.io (with one query changed: scripts/tansu/README.md) into a cache outside the work tree. Idempotent: prints what it found or installed.
 source "$(dirname "$0")/lib.sh"
 
 apt_packages=()
@@ -24,10 +24,8 @@ say "postgresql: $("$(pg_bindir)/postgres" --version)"
 say "redis:      $(redis-server --version | cut -d' ' -f1-3)"
 
 if [ ! -x "$TANSU_BIN" ]; then
-    say "building the tansu $TANSU_VERSION broker from crates.io into $TALLY_CACHE (about 15 minutes, once per machine)"
-    # --locked: without it a newer deadpool-postgres breaks the build. libsql: the sqlite storage engine.
-    cargo install tansu --version "$TANSU_VERSION" --locked --features libsql --root "$TALLY_CACHE/tansu-$TANSU_VERSION" \
-        --quiet
+    say "building the tansu $TANSU_VERSION broker (with Tally's fetch fix) into $TALLY_CACHE (about 15 minutes, once per machine)"
+    "$REPO/scripts/tansu/build.sh"
 fi
 say "tansu:      $TANSU_BIN"
 

@@ -17,7 +17,7 @@ use rdkafka::ClientConfig;
 use tally_contracts::{decode_payment_event, encode_payment_event};
 use tally_domain::ledger::postings;
 use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
-use tally_kafka::{topic_for, Producer, TOPICS};
+use tally_kafka::{topic_for, Header, Producer, TOPICS};
 use tally_money::{Amount, Currency, Money};
 use tally_postgres::PostgresConfig;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +65,18 @@ fn capture(run: &str, i: usize) -> PaymentEvent {
     }
 }
 
+/// Produces one event as ingest does: keyed by payment id, with the headers ingest writes on every lifecycle record
+/// (the broker stores and serves those too).
+async fn produce(producer: &Producer, topic: &str, e: &PaymentEvent) -> Result<()> {
+    let key = e.fact_key().to_string();
+    let headers = [
+        Header { key: "fact_key", value: key.as_bytes() },
+        Header { key: "delivery_id", value: e.source_event_id.as_bytes() },
+    ];
+    producer.send(topic, e.payment_id.as_bytes(), &encode_payment_event(e, None)?, &headers).await?;
+    Ok(())
+}
+
 async fn database(base: &PostgresConfig, name: &str) -> Result<PostgresConfig> {
     let admin = tally_postgres::pool(base)?;
     let admin = admin.get().await?;
@@ -85,15 +97,16 @@ pub fn run(args: LedgerArgs, mut config: Config) -> Result<ExitCode> {
         println!("tally bench ledger: {} events pre-produced (captures, 1 journal + 2 entries each)", args.events);
 
         // Pre-produce.
-        let producer = Producer::new(&config.kafka)?;
+        // A bulk load of N records queued at once: ingest's 5 s delivery timeout is for one webhook's records.
+        let producer = Producer::new(&tally_kafka::KafkaConfig {
+            message_timeout_ms: config.kafka.message_timeout_ms.max(300_000),
+            ..config.kafka.clone()
+        })?;
         let topic = config.kafka.topic(topic_for(EventKind::Captured));
         let sends = (0..args.events).map(|i| {
             let (producer, topic, run) = (&producer, &topic, &run);
             async move {
-                let e = capture(run, i);
-                let value = encode_payment_event(&e, None)?;
-                producer.send(topic, e.payment_id.as_bytes(), &value, &[]).await?;
-                anyhow::Ok(())
+                produce(producer, topic, &capture(run, i)).await
             }
         });
         for chunk in futures::future::join_all(sends).await {
@@ -121,7 +134,7 @@ pub fn run(args: LedgerArgs, mut config: Config) -> Result<ExitCode> {
         for i in 0..args.latency_events {
             tick.tick().await;
             let e = capture(&format!("{run}lat"), i);
-            producer.send(&topic, e.payment_id.as_bytes(), &encode_payment_event(&e, None)?, &[]).await?;
+            produce(&producer, &topic, &e).await?;
         }
         wait_count(&pool, (args.events + args.latency_events) as i64, Duration::from_secs(120)).await?;
         shutdown.cancel();
