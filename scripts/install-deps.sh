@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs, once: PostgreSQL and Redis from the OS packages, the tansu broker from
-# crates.io (with one query changed: scripts/tansu/README.md) into a cache outside the work tree. Idempotent: prints what it found or installed.
+# crates.io (with two fixes to its storage: scripts/tansu/README.md) into a cache outside the work tree.
+# Idempotent: prints what it found or installed.
 source "$(dirname "$0")/lib.sh"
 
 apt_packages=()
@@ -24,7 +25,7 @@ say "postgresql: $("$(pg_bindir)/postgres" --version)"
 say "redis:      $(redis-server --version | cut -d' ' -f1-3)"
 
 if [ ! -x "$TANSU_BIN" ]; then
-    say "building the tansu $TANSU_VERSION broker (with Tally's fetch fix) into $TALLY_CACHE (about 15 minutes, once per machine)"
+    say "building the tansu $TANSU_VERSION broker (with Tally's fixes, ADR 0009) into $TALLY_CACHE (10-15 minutes, once per machine)"
     "$REPO/scripts/tansu/build.sh"
 fi
 say "tansu:      $TANSU_BIN"

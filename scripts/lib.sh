@@ -13,7 +13,7 @@ TALLY_REDIS_PORT="${TALLY_REDIS_PORT:-63799}"
 TALLY_KAFKA_PORT="${TALLY_KAFKA_PORT:-9092}"
 
 TANSU_VERSION="0.6.0"
-# tansu 0.6.0 with Tally's change to its fetch query (scripts/tansu/README.md); a new change gets a new build name.
+# tansu 0.6.0 with Tally's two fixes to its storage (scripts/tansu/README.md); a new change gets a new build name.
 TANSU_BUILD="tally.1"
 TANSU_BIN="$TALLY_CACHE/tansu-$TANSU_VERSION-$TANSU_BUILD/bin/tansu"
 
