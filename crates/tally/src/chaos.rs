@@ -33,8 +33,7 @@ pub struct ChaosArgs {
     faults: Vec<String>,
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// Deliveries per second at most (0: as fast as ingest answers). Keeps the sinks' backlog, and so the local
-    /// broker's fetch cost, bounded on large runs (docs/reliability.md).
+    /// Deliveries per second at most (0: as fast as ingest answers), to run a workload at a steady PSP-like rate.
     #[arg(long, default_value_t = 0)]
     rate: u64,
     /// Seconds between faults, at most (the pause is drawn between a third of it and all of it).

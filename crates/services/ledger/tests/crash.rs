@@ -113,14 +113,13 @@ async fn expected_balances(facts: &[PaymentEvent]) -> Vec<(String, String, i64)>
 /// Waits until `delivered` records are accounted for. tansu's group coordinator can leave a partition unassigned for
 /// minutes after a member's kill -9 and rejoin (ADR 0002); like an orchestrator's liveness probe, the members are
 /// restarted (kill -9 again, which must not break exactly-once either) when nothing moves for 20 s while behind.
-/// Returns how many restarts it took.
-async fn wait_with_liveness(env: &Env, delivered: usize, members: &mut [Sink]) -> usize {
+async fn wait_with_liveness(env: &Env, delivered: usize, members: &mut [Sink]) {
     let deadline = Instant::now() + Duration::from_secs(240);
     let (mut last, mut still_since, mut restarts) = (-1, Instant::now(), 0);
     loop {
         let n = env.accounted().await;
         if n >= delivered as i64 {
-            return restarts;
+            return;
         }
         assert!(Instant::now() < deadline, "only {n} of {delivered} records accounted for after {restarts} restarts");
         if n != last {
