@@ -44,6 +44,9 @@ fn stripe_event(id: &str, event_type: &str, created: i64, account: &str, object:
     e["type"] = json!(event_type);
     e["created"] = json!(created);
     e["account"] = json!(account);
+    // An endpoint pinned to an API version whose refunds are refunds (partial captures and cancellations create
+    // no Refund objects since 2025-03-31.basil): the version Tally asks Stripe endpoints to use.
+    e["api_version"] = json!("2025-03-31.basil");
     e["data"] = json!({ "object": object });
     serde_json::to_string(&e).expect("serialisable")
 }
@@ -120,11 +123,21 @@ fn stripe(merchant: &str, money: Money, at: i64, lc: &Lifecycle, ids: &Ids) -> V
         dispute["currency"] = json!(currency);
         dispute["charge"] = json!(ch);
         dispute["status"] = json!("needs_response");
-        dispute["balance_transactions"] = json!([]);
-        emit("charge.dispute.funds_withdrawn", dispute.clone(), &[(EventKind::ChargebackOpened, &ch, None, money)]);
+        // The money a dispute moves is in its balance transactions (negative: withdrawn, positive: reinstated).
+        let withdrawal = json!({"id": format!("txn_w{}", ids.refs[1]), "object": "balance_transaction",
+            "amount": -minor, "currency": currency, "fee": 0});
+        dispute["balance_transactions"] = json!([withdrawal]);
+        let opened = (EventKind::ChargebackOpened, ch.as_str(), None, money);
+        emit("charge.dispute.funds_withdrawn", dispute.clone(), &[opened]);
         dispute["status"] = json!(if won { "won" } else { "lost" });
+        if won {
+            let reinstatement = json!({"id": format!("txn_r{}", ids.refs[1]), "object": "balance_transaction",
+                "amount": minor, "currency": currency, "fee": 0});
+            dispute["balance_transactions"] = json!([withdrawal, reinstatement]);
+        }
         let kind = if won { EventKind::ChargebackWon } else { EventKind::ChargebackLost };
-        emit("charge.dispute.closed", dispute, &[(kind, &ch, None, money)]);
+        // A closed dispute restates its opening (so that it nets correctly whichever arrives first).
+        emit("charge.dispute.closed", dispute, &[opened, (kind, &ch, None, money)]);
     }
     out
 }
@@ -161,7 +174,13 @@ fn sign(item: &mut Value) {
     let key = tally_psp::adyen::HmacKey::from_hex(ADYEN_KEY).expect("hex key");
     let wire: tally_psp::adyen::wire::NotificationRequestItem =
         serde_json::from_value(item.clone()).expect("rendered items parse");
-    item["additionalData"] = json!({ "hmacSignature": tally_psp::adyen::sign_item(&wire, &key) });
+    let signature = tally_psp::adyen::sign_item(&wire, &key);
+    match item["additionalData"].as_object_mut() {
+        Some(data) => {
+            data.insert("hmacSignature".into(), json!(signature));
+        }
+        None => item["additionalData"] = json!({ "hmacSignature": signature }),
+    }
 }
 
 fn adyen_body(item: Value) -> String {
@@ -173,32 +192,68 @@ fn adyen(merchant: &str, money: Money, at: i64, lc: &Lifecycle, ids: &Ids) -> Ve
     let payment = ids.payment.to_uppercase()[..16].to_owned();
     let mut out = Vec::new();
     let mut step = 0;
-    let mut emit = |code: &str, psp_ref: &str, original: Option<&str>, m: Money, success: bool, kind: EventKind| {
+    // Each delivery with the facts it states: a later dispute stage restates the stages before it.
+    let mut emit = |code: &str,
+                    psp_ref: &str,
+                    original: Option<&str>,
+                    m: Money,
+                    success: bool,
+                    status: Option<&str>,
+                    kinds: &[EventKind]| {
         step += 1;
         let when = at + step * 60;
-        let item = adyen_item(code, psp_ref, original, merchant, m, when, success);
+        let mut item = adyen_item(code, psp_ref, original, merchant, m, when, success);
+        if let Some(status) = status {
+            item["additionalData"]["disputeStatus"] = json!(status);
+            sign(&mut item);
+        }
         let source = format!("{psp_ref}:{code}:{success}");
-        let f = fact(Psp::Adyen, kind, (original.unwrap_or(psp_ref), psp_ref, original), merchant, m, ts(when), source);
-        out.push((Rendered { psp: Psp::Adyen, body: adyen_body(item) }, vec![f]));
+        let facts = kinds
+            .iter()
+            .map(|kind| {
+                let key = (original.unwrap_or(psp_ref), psp_ref, original);
+                fact(Psp::Adyen, *kind, key, merchant, m, ts(when), source.clone())
+            })
+            .collect();
+        out.push((Rendered { psp: Psp::Adyen, body: adyen_body(item) }, facts));
     };
     if lc.declined {
-        emit("AUTHORISATION", &payment, None, money, false, EventKind::AuthorizationFailed);
+        emit("AUTHORISATION", &payment, None, money, false, None, &[EventKind::AuthorizationFailed]);
         return out;
     }
-    emit("AUTHORISATION", &payment, None, money, true, EventKind::Authorized);
-    emit("CAPTURE", &ids.refs[0], Some(&payment), money, true, EventKind::Captured);
+    emit("AUTHORISATION", &payment, None, money, true, None, &[EventKind::Authorized]);
+    emit("CAPTURE", &ids.refs[0], Some(&payment), money, true, None, &[EventKind::Captured]);
     if let Some(refund_minor) = lc.refund {
         let r = Money::new(tally_money::Amount::from_minor(refund_minor), money.currency);
-        emit("REFUND", &ids.refs[1], Some(&payment), r, true, EventKind::Refunded);
+        emit("REFUND", &ids.refs[1], Some(&payment), r, true, None, &[EventKind::Refunded]);
     }
     if let Some(won) = lc.chargeback {
-        emit("CHARGEBACK", &ids.refs[2], Some(&payment), money, true, EventKind::ChargebackOpened);
-        let (code, kind) = if won {
-            ("CHARGEBACK_REVERSED", EventKind::ChargebackWon)
+        // Every stage of a dispute carries the dispute's own pspReference.
+        let dispute = &ids.refs[2];
+        let opened = EventKind::ChargebackOpened;
+        emit("CHARGEBACK", dispute, Some(&payment), money, true, Some("Undefended"), &[opened]);
+        if won {
+            emit(
+                "CHARGEBACK_REVERSED",
+                dispute,
+                Some(&payment),
+                money,
+                true,
+                Some("Won"),
+                &[opened, EventKind::ChargebackWon],
+            );
         } else {
-            ("SECOND_CHARGEBACK", EventKind::ChargebackLost)
-        };
-        emit(code, &ids.refs[3], Some(&payment), money, true, kind);
+            // Lost without a second chargeback: the CHARGEBACK again, with its final disputeStatus.
+            emit(
+                "CHARGEBACK",
+                dispute,
+                Some(&payment),
+                money,
+                true,
+                Some("Lost"),
+                &[opened, EventKind::ChargebackLost],
+            );
+        }
     }
     out
 }

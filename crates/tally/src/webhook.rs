@@ -49,6 +49,12 @@ pub struct NormalizeArgs {
     /// When the delivery was received (RFC 3339; default: now).
     #[arg(long)]
     received_at: Option<String>,
+    /// Normalise as a live endpoint would (default: a test-mode endpoint; the other mode is never booked).
+    #[arg(long)]
+    live: bool,
+    /// An Adyen merchant account with immediate automatic capture (repeatable).
+    #[arg(long, value_name = "MERCHANT_ACCOUNT")]
+    immediate_capture: Vec<String>,
 }
 
 pub fn run(cmd: WebhookCommand) -> Result<ExitCode> {
@@ -107,8 +113,15 @@ fn normalize(args: NormalizeArgs) -> Result<ExitCode> {
         Some(s) => Timestamp::parse_rfc3339(s)?,
         None => Timestamp::from_unix_secs(now_unix())?,
     };
-    let outcomes =
-        tally_psp::normalize(args.psp, &body, received_at).map_err(|e| anyhow::anyhow!("{e} [{}]", e.code()))?;
+    let endpoint = tally_psp::Endpoint {
+        live: args.live,
+        adyen_capture: tally_psp::CaptureModes {
+            default: tally_psp::CaptureMode::Delayed,
+            accounts: args.immediate_capture.into_iter().map(|a| (a, tally_psp::CaptureMode::Immediate)).collect(),
+        },
+    };
+    let outcomes = tally_psp::normalize(args.psp, &body, received_at, &endpoint)
+        .map_err(|e| anyhow::anyhow!("{e} [{}]", e.code()))?;
     for outcome in outcomes {
         let line = match outcome {
             Outcome::Events(events) => {
@@ -121,6 +134,13 @@ fn normalize(args: NormalizeArgs) -> Result<ExitCode> {
             }
             Outcome::Ignored { event_type, reason } => {
                 serde_json::json!({ "ignored": { "event_type": event_type, "reason": reason } })
+            }
+            Outcome::Unknown { event_type } => serde_json::json!({ "unknown_event_type": event_type }),
+            Outcome::OtherMode { event_type, live } => {
+                serde_json::json!({ "other_mode": { "event_type": event_type, "live": live } })
+            }
+            Outcome::Exception { event_type, reason } => {
+                serde_json::json!({ "exception": { "event_type": event_type, "reason": reason } })
             }
         };
         println!("{line}");

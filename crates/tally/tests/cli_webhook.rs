@@ -145,10 +145,19 @@ fn normalize_prints_canonical_events_as_json_lines() {
     assert_eq!(lines[0]["fact_key"].as_str().unwrap().len(), 36);
 
     let ignored =
-        tally(&["webhook", "normalize", "--psp", "adyen", "--body", &fixture("adyen/notifications/refund-false.json")]);
+        tally(&["webhook", "normalize", "--psp", "adyen", "--body", &fixture("adyen/notifications/offer-closed.json")]);
     assert_eq!(ignored.status.code(), Some(0));
     let line: serde_json::Value = serde_json::from_str(stdout(&ignored).trim()).unwrap();
-    assert_eq!(line["ignored"]["event_type"], "REFUND");
+    assert_eq!(line["ignored"]["event_type"], "OFFER_CLOSED");
+
+    // A live notification is not booked by a test endpoint, and is by a live one.
+    let chargeback = fixture("adyen/notifications/chargeback.json");
+    let test = tally(&["webhook", "normalize", "--psp", "adyen", "--body", &chargeback]);
+    let line: serde_json::Value = serde_json::from_str(stdout(&test).trim()).unwrap();
+    assert_eq!(line["other_mode"]["live"], true, "{line}");
+    let live = tally(&["webhook", "normalize", "--psp", "adyen", "--live", "--body", &chargeback]);
+    let line: serde_json::Value = serde_json::from_str(stdout(&live).trim()).unwrap();
+    assert_eq!(line["kind"], "chargeback_opened", "{line}");
 }
 
 #[test]

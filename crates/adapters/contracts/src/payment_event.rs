@@ -5,7 +5,7 @@ use apache_avro::{from_avro_datum, to_avro_datum};
 use tally_domain::{Attributes, EventKind, FactKey, PaymentEvent, Psp, Source, Timestamp};
 use tally_money::{Amount, Currency, Money};
 
-use crate::registry::{schema, PAYMENT_EVENT_ID};
+use crate::registry::{schema, PAYMENT_EVENT_ID, PAYMENT_EVENT_IDS};
 use crate::{frame, unframe, ContractError};
 
 /// A decoded lifecycle record: the event, the delivery that carried it, and the schema id it was written with.
@@ -96,7 +96,7 @@ pub fn encode_payment_event(event: &PaymentEvent, delivery_id: Option<&str>) -> 
 /// Decodes a Confluent-framed lifecycle record and checks the contract: known enums, a known currency, and a
 /// fact key that matches the fact's identity.
 pub fn decode_payment_event(bytes: &[u8]) -> Result<EncodedEvent, ContractError> {
-    let mut f = decode_record(bytes, PAYMENT_EVENT_ID, "PaymentEvent")?;
+    let (mut f, schema_id) = decode_record_of(bytes, PAYMENT_EVENT_IDS, "PaymentEvent")?;
     let attributes = Fields::of(f.take("attributes")?)?.into_attributes()?;
     let currency = Currency::from_code(&f.string("currency")?).map_err(|e| ContractError::Violation(e.to_string()))?;
     let kind_name = f.enum_symbol("kind")?;
@@ -133,26 +133,32 @@ pub fn decode_payment_event(bytes: &[u8]) -> Result<EncodedEvent, ContractError>
             "fact_key {fact_key} does not match the fact's identity ({computed})"
         )));
     }
-    Ok(EncodedEvent {
-        event,
-        fact_key: computed,
-        delivery_id: f.opt_string("delivery_id")?,
-        schema_id: PAYMENT_EVENT_ID,
-    })
+    Ok(EncodedEvent { event, fact_key: computed, delivery_id: f.opt_string("delivery_id")?, schema_id })
 }
 
 /// Unframes `bytes`, checks that they were written with schema `id`, and decodes exactly one record.
 pub(crate) fn decode_record(bytes: &[u8], id: u32, expected: &'static str) -> Result<Fields, ContractError> {
+    decode_record_of(bytes, &[id], expected).map(|(f, _)| f)
+}
+
+/// [`decode_record`] for a subject with several readable versions: each record is read with the schema it was
+/// written with (named by its frame), and the id is returned.
+pub(crate) fn decode_record_of(
+    bytes: &[u8],
+    ids: &[u32],
+    expected: &'static str,
+) -> Result<(Fields, u32), ContractError> {
     let (got, mut body) = unframe(bytes)?;
-    if got != id {
+    if !ids.contains(&got) {
         return Err(ContractError::WrongSchema { got, expected });
     }
+    let id = got;
     let value = from_avro_datum(schema(id)?, &mut body, None)?;
     // A record must be exactly one datum: bytes left after it mean another schema or a corrupted value.
     if !body.is_empty() {
         return Err(ContractError::Violation(format!("{} trailing bytes after the record", body.len())));
     }
-    Fields::of(value)
+    Ok((Fields::of(value)?, id))
 }
 
 /// Field access on a decoded Avro record, with contract errors that name the field.

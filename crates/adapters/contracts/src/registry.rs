@@ -29,9 +29,19 @@ pub const SCHEMAS: &[SchemaEntry] = &[
         file: "webhooks/RawDelivery.v1.avsc",
         source: include_str!("../../../../schemas/webhooks/RawDelivery.v1.avsc"),
     },
+    SchemaEntry {
+        subject: "io.tally.payments.PaymentEvent",
+        version: 2,
+        id: 3,
+        file: "payments/PaymentEvent.v2.avsc",
+        source: include_str!("../../../../schemas/payments/PaymentEvent.v2.avsc"),
+    },
 ];
 
-pub(crate) const PAYMENT_EVENT_ID: u32 = 1;
+/// The PaymentEvent version Tally writes.
+pub(crate) const PAYMENT_EVENT_ID: u32 = 3;
+/// Every PaymentEvent version Tally reads (the archive and the broker's log keep records of older versions).
+pub(crate) const PAYMENT_EVENT_IDS: &[u32] = &[1, 3];
 pub(crate) const RAW_DELIVERY_ID: u32 = 2;
 
 static PARSED: LazyLock<Vec<(u32, Schema)>> = LazyLock::new(|| {

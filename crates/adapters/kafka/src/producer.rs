@@ -22,6 +22,10 @@ pub struct Header<'a> {
 #[derive(Clone)]
 pub struct Producer {
     inner: FutureProducer,
+    /// How long `send` may wait for room in librdkafka's queue. Bounded, so that a send ends within
+    /// `queue_timeout + message.timeout.ms` (librdkafka counts the message timeout from the enqueue): ingest's
+    /// claim lease relies on that bound (ADR 0005).
+    queue_timeout: Duration,
 }
 
 impl Producer {
@@ -43,10 +47,16 @@ impl Producer {
             .set("message.timeout.ms", config.message_timeout_ms.to_string())
             .set("allow.auto.create.topics", "false")
             .create()?;
-        Ok(Producer { inner })
+        Ok(Producer { inner, queue_timeout: Duration::from_millis(config.message_timeout_ms) })
     }
 
-    /// Produces one record and waits for its delivery report. Returns (partition, offset).
+    /// The longest a [`Producer::send`] can take: the queue wait plus the message timeout.
+    pub fn send_bound(&self, message_timeout: Duration) -> Duration {
+        self.queue_timeout + message_timeout
+    }
+
+    /// Produces one record and waits for its delivery report. Returns (partition, offset). Ends within
+    /// [`Producer::send_bound`]: a full queue is an error after the queue timeout, never an unbounded wait.
     pub async fn send(
         &self,
         topic: &str,
@@ -59,7 +69,11 @@ impl Producer {
             owned = owned.insert(RdHeader { key: h.key, value: Some(h.value) });
         }
         let record = FutureRecord::to(topic).key(key).payload(value).headers(owned);
-        let delivery = self.inner.send(record, Timeout::Never).await.map_err(|(e, _)| KafkaError::Client(e))?;
+        let delivery = self
+            .inner
+            .send(record, Timeout::After(self.queue_timeout))
+            .await
+            .map_err(|(e, _)| KafkaError::Client(e))?;
         Ok((delivery.partition, delivery.offset))
     }
 

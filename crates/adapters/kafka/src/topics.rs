@@ -18,10 +18,18 @@ pub const RAW_TOPIC: &str = "webhooks.raw.v1";
 /// in order on one partition.
 pub const TOPICS: &[TopicSpec] = &[
     TopicSpec { name: RAW_TOPIC, partitions: 6, purpose: "PSP bytes as received, with verdict" },
-    TopicSpec { name: "payments.authorization.v1", partitions: 6, purpose: "authorized, authorization_failed" },
-    TopicSpec { name: "payments.capture.v1", partitions: 6, purpose: "captured, capture_failed, settled" },
+    TopicSpec {
+        name: "payments.authorization.v1",
+        partitions: 6,
+        purpose: "authorized, authorization_failed, canceled",
+    },
+    TopicSpec {
+        name: "payments.capture.v1",
+        partitions: 6,
+        purpose: "captured, capture_reversed, capture_failed (v1), settled",
+    },
     TopicSpec { name: "payments.refund.v1", partitions: 6, purpose: "refunded, refund_failed" },
-    TopicSpec { name: "payments.chargeback.v1", partitions: 6, purpose: "chargeback_opened/won/lost" },
+    TopicSpec { name: "payments.chargeback.v1", partitions: 6, purpose: "every dispute stage" },
     TopicSpec {
         name: "payments.settlement-report.v1",
         partitions: 3,
@@ -33,10 +41,17 @@ pub const TOPICS: &[TopicSpec] = &[
 /// The lifecycle topic a fact of this kind goes to (without prefix).
 pub fn topic_for(kind: EventKind) -> &'static str {
     match kind {
-        EventKind::Authorized | EventKind::AuthorizationFailed => "payments.authorization.v1",
-        EventKind::Captured | EventKind::CaptureFailed | EventKind::Settled => "payments.capture.v1",
+        EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::Canceled => "payments.authorization.v1",
+        EventKind::Captured | EventKind::CaptureFailed | EventKind::CaptureReversed | EventKind::Settled => {
+            "payments.capture.v1"
+        }
         EventKind::Refunded | EventKind::RefundFailed => "payments.refund.v1",
-        EventKind::ChargebackOpened | EventKind::ChargebackWon | EventKind::ChargebackLost => "payments.chargeback.v1",
+        EventKind::ChargebackOpened
+        | EventKind::ChargebackWon
+        | EventKind::ChargebackLost
+        | EventKind::SecondChargeback
+        | EventKind::PrearbitrationWon
+        | EventKind::PrearbitrationLost => "payments.chargeback.v1",
         EventKind::Payout | EventKind::Fee => "payments.settlement-report.v1",
     }
 }

@@ -9,7 +9,7 @@ mod quarantine;
 pub use config::PostgresConfig;
 pub use dedup::PgDedup;
 pub use migrate::{migrate, Migration, MIGRATIONS};
-pub use quarantine::{quarantine, QuarantineRecord};
+pub use quarantine::{quarantine, record_edge_exceptions, EdgeException, QuarantineRecord};
 
 use std::time::Duration;
 

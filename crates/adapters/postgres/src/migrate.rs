@@ -16,6 +16,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "ingest", sql: include_str!("../../../../migrations/0001_ingest.sql") },
     Migration { version: 2, name: "ledger", sql: include_str!("../../../../migrations/0002_ledger.sql") },
     Migration { version: 3, name: "archive", sql: include_str!("../../../../migrations/0003_archive.sql") },
+    Migration {
+        version: 4,
+        name: "edge_exceptions",
+        sql: include_str!("../../../../migrations/0004_edge_exceptions.sql"),
+    },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

@@ -27,3 +27,42 @@ pub async fn quarantine(pool: &Pool, r: &QuarantineRecord<'_>) -> Result<(), PgE
         .await?;
     Ok(())
 }
+
+/// A data-quality exception found at the webhook edge (`edge_exceptions`).
+pub struct EdgeException<'a> {
+    /// `unmapped` or `content_conflict`.
+    pub kind: &'a str,
+    pub delivery_id: Uuid,
+    pub psp: &'a str,
+    /// The notification item's index in its delivery (0 for a Stripe event).
+    pub item: i32,
+    pub event_type: &'a str,
+    pub fact_key: Option<Uuid>,
+    pub detail: serde_json::Value,
+}
+
+/// Records exceptions in one statement; a retried delivery records nothing twice.
+pub async fn record_edge_exceptions(pool: &Pool, rows: &[EdgeException<'_>]) -> Result<(), PgError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let client = pool.get().await?;
+    let col = |f: fn(&EdgeException<'_>) -> String| rows.iter().map(f).collect::<Vec<_>>();
+    client
+        .execute(
+            "INSERT INTO edge_exceptions (kind, delivery_id, psp, item, event_type, fact_key, detail)
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::uuid[], $7::jsonb[])
+             ON CONFLICT (delivery_id, item, kind) DO NOTHING",
+            &[
+                &col(|r| r.kind.to_owned()),
+                &rows.iter().map(|r| r.delivery_id).collect::<Vec<_>>(),
+                &col(|r| r.psp.to_owned()),
+                &rows.iter().map(|r| r.item).collect::<Vec<_>>(),
+                &col(|r| r.event_type.to_owned()),
+                &rows.iter().map(|r| r.fact_key).collect::<Vec<_>>(),
+                &rows.iter().map(|r| r.detail.clone()).collect::<Vec<_>>(),
+            ],
+        )
+        .await?;
+    Ok(())
+}

@@ -58,6 +58,8 @@ pub enum EventKind {
     Authorized,
     AuthorizationFailed,
     Captured,
+    /// A capture the PSP refused outright (schema v1; Adyen's `CAPTURE` with `success=false` was mapped here). No
+    /// money moves. Since v2 Tally states a failed capture as [`EventKind::CaptureReversed`] beside its capture.
     CaptureFailed,
     Settled,
     Refunded,
@@ -67,10 +69,25 @@ pub enum EventKind {
     ChargebackLost,
     Payout,
     Fee,
+    // Added in schema v2 (appended: Avro enum positions of v1 symbols never move).
+    /// A booked capture taken back by the scheme or the PSP (Adyen `CAPTURE_FAILED`, a `CAPTURE` flipped to
+    /// `success=false`). Always stated together with the capture it reverses, so that it never reverses money that
+    /// was not booked.
+    CaptureReversed,
+    /// An authorization released without capture: cancelled, expired, or the uncaptured remainder of a partial
+    /// capture. No money moves.
+    Canceled,
+    /// A dispute's second stage (Adyen `SECOND_CHARGEBACK`, the issuer's pre-arbitration): funds withdrawn again
+    /// after the first chargeback was reversed.
+    SecondChargeback,
+    /// The merchant won the pre-arbitration: the second withdrawal is returned.
+    PrearbitrationWon,
+    /// The merchant lost the pre-arbitration: the second withdrawal is a loss.
+    PrearbitrationLost,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Authorized,
         EventKind::AuthorizationFailed,
         EventKind::Captured,
@@ -83,7 +100,15 @@ impl EventKind {
         EventKind::ChargebackLost,
         EventKind::Payout,
         EventKind::Fee,
+        EventKind::CaptureReversed,
+        EventKind::Canceled,
+        EventKind::SecondChargeback,
+        EventKind::PrearbitrationWon,
+        EventKind::PrearbitrationLost,
     ];
+
+    /// How many kinds schema v1 could carry: the first ones of [`EventKind::ALL`] (v2 only appended symbols).
+    pub const V1_KINDS: usize = 12;
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -99,6 +124,11 @@ impl EventKind {
             EventKind::ChargebackLost => "chargeback_lost",
             EventKind::Payout => "payout",
             EventKind::Fee => "fee",
+            EventKind::CaptureReversed => "capture_reversed",
+            EventKind::Canceled => "canceled",
+            EventKind::SecondChargeback => "second_chargeback",
+            EventKind::PrearbitrationWon => "prearbitration_won",
+            EventKind::PrearbitrationLost => "prearbitration_lost",
         }
     }
 }

@@ -93,6 +93,34 @@ pub enum PostingError {
     FeeOutOfRange { fee: Amount, gross: Amount },
     #[error(transparent)]
     Money(#[from] MoneyError),
+    #[error("{field} contains a NUL character, which the ledger's database cannot store")]
+    NulInText { field: &'static str },
+}
+
+/// Everything the ledger checks before it books a fact, as one rule that the webhook edge runs too (before its
+/// 2xx), so that the edge and the sink can never disagree about what is bookable: the posting rules accept it, and
+/// no text the ledger stores holds a NUL (PostgreSQL text cannot).
+pub fn check_bookable(event: &PaymentEvent) -> Result<(), PostingError> {
+    postings(event)?;
+    let a = &event.attributes;
+    let texts: [(&'static str, Option<&str>); 12] = [
+        ("payment_id", Some(&event.payment_id)),
+        ("psp_reference", Some(&event.psp_reference)),
+        ("original_reference", event.original_reference.as_deref()),
+        ("merchant_id", Some(&event.merchant_id)),
+        ("source_event_id", Some(&event.source_event_id)),
+        ("attributes.card_token", a.card_token.as_deref()),
+        ("attributes.card_brand", a.card_brand.as_deref()),
+        ("attributes.card_country", a.card_country.as_deref()),
+        ("attributes.customer_token", a.customer_token.as_deref()),
+        ("attributes.device_id", a.device_id.as_deref()),
+        ("attributes.payment_method", a.payment_method.as_deref()),
+        ("attributes.reason", a.reason.as_deref()),
+    ];
+    match texts.into_iter().find(|(_, t)| t.is_some_and(|t| t.contains('\0'))) {
+        Some((field, _)) => Err(PostingError::NulInText { field }),
+        None => Ok(()),
+    }
 }
 
 impl Journal {
@@ -111,6 +139,15 @@ impl Journal {
     }
 }
 
+/// Whether a fact of this kind posts a journal. Authorizations, their failures and releases, and the v1
+/// `capture_failed` (a refused capture request) move no money.
+pub fn moves_money(kind: EventKind) -> bool {
+    !matches!(
+        kind,
+        EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::CaptureFailed | EventKind::Canceled
+    )
+}
+
 /// The journal an event posts, or `None` for facts that move no money (authorizations, failures).
 pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
     use AccountKind::*;
@@ -120,9 +157,7 @@ pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
     let psp = event.psp.as_str();
     let merchant = event.merchant_id.as_str();
 
-    let moves_money =
-        !matches!(kind, EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::CaptureFailed);
-    if !moves_money {
+    if !moves_money(kind) {
         return Ok(None);
     }
     if gross.minor() <= 0 {
@@ -158,14 +193,19 @@ pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
             entries.push(credit(receivable(), gross)?);
             entries
         }
+        EventKind::CaptureReversed => two_legged(payable(), receivable())?,
         EventKind::Refunded => two_legged(payable(), receivable())?,
         EventKind::RefundFailed => two_legged(receivable(), payable())?,
-        EventKind::ChargebackOpened => two_legged(reserve(), receivable())?,
-        EventKind::ChargebackWon => two_legged(receivable(), reserve())?,
-        EventKind::ChargebackLost => two_legged(Account::global(ChargebackLosses), reserve())?,
+        // Each dispute stage moves the funds of its own transition: withdrawn (opened, second chargeback),
+        // returned (won, pre-arbitration won) or written off (lost, pre-arbitration lost).
+        EventKind::ChargebackOpened | EventKind::SecondChargeback => two_legged(reserve(), receivable())?,
+        EventKind::ChargebackWon | EventKind::PrearbitrationWon => two_legged(receivable(), reserve())?,
+        EventKind::ChargebackLost | EventKind::PrearbitrationLost => {
+            two_legged(Account::global(ChargebackLosses), reserve())?
+        }
         EventKind::Payout => two_legged(payable(), receivable())?,
         EventKind::Fee => two_legged(Account::global(PspFees), receivable())?,
-        EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::CaptureFailed => {
+        EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::CaptureFailed | EventKind::Canceled => {
             unreachable!("handled above")
         }
     };
@@ -194,12 +234,40 @@ where
 /// exception that resolves itself when the predecessor arrives (DESIGN §4).
 pub fn predecessor(kind: EventKind) -> Option<EventKind> {
     match kind {
-        EventKind::Captured | EventKind::CaptureFailed => Some(EventKind::Authorized),
-        EventKind::Settled | EventKind::Refunded | EventKind::ChargebackOpened => Some(EventKind::Captured),
+        EventKind::Captured | EventKind::CaptureFailed | EventKind::Canceled => Some(EventKind::Authorized),
+        EventKind::Settled | EventKind::Refunded | EventKind::ChargebackOpened | EventKind::CaptureReversed => {
+            Some(EventKind::Captured)
+        }
         EventKind::RefundFailed => Some(EventKind::Refunded),
         EventKind::ChargebackWon | EventKind::ChargebackLost => Some(EventKind::ChargebackOpened),
+        EventKind::SecondChargeback => Some(EventKind::ChargebackWon),
+        EventKind::PrearbitrationWon | EventKind::PrearbitrationLost => Some(EventKind::SecondChargeback),
         EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::Payout | EventKind::Fee => None,
     }
+}
+
+/// How a fact changes a merchant's operational totals (captured, net refunded, open disputes), in its amount's
+/// sign: +1 adds the amount, -1 takes it off, 0 leaves the total alone.
+pub fn view_effect(kind: EventKind) -> ViewEffect {
+    use EventKind::*;
+    let (captured, refunded, disputed) = match kind {
+        Captured => (1, 0, 0),
+        CaptureReversed => (-1, 0, 0),
+        Refunded => (0, 1, 0),
+        RefundFailed => (0, -1, 0),
+        ChargebackOpened | SecondChargeback => (0, 0, 1),
+        ChargebackWon | ChargebackLost | PrearbitrationWon | PrearbitrationLost => (0, 0, -1),
+        Authorized | AuthorizationFailed | CaptureFailed | Canceled | Settled | Payout | Fee => (0, 0, 0),
+    };
+    ViewEffect { captured, refunded, disputed }
+}
+
+/// See [`view_effect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewEffect {
+    pub captured: i8,
+    pub refunded: i8,
+    pub disputed: i8,
 }
 
 #[cfg(test)]
@@ -214,7 +282,7 @@ mod tests {
             while let Some(p) = predecessor(k) {
                 k = p;
                 steps += 1;
-                assert!(steps < 5, "{kind}: cycle");
+                assert!(steps < 8, "{kind}: cycle");
             }
             assert!(
                 matches!(

@@ -13,7 +13,7 @@ use tally_domain::PaymentEvent;
 /// status that shape must have, worked out from the shape itself (not by `derive_status`).
 fn lifecycle(payment: usize) -> impl Strategy<Value = (Vec<PaymentEvent>, PaymentStatus)> {
     let currency = prop_oneof![Just("EUR"), Just("JPY"), Just("BHD"), Just("USD")];
-    (currency, 1i64..1_000_000, 0u8..8, 0u8..4, any::<bool>(), 0u8..4, 0i64..100).prop_map(
+    (currency, 1i64..1_000_000, 0u8..9, 0u8..4, any::<bool>(), 0u8..7, 0i64..100).prop_map(
         move |(code, amount, shape, refunds, refund_fails, dispute, fee_pct)| {
             let ch = format!("ch_{payment}");
             let merchant = format!("m{}", payment % 3);
@@ -25,8 +25,14 @@ fn lifecycle(payment: usize) -> impl Strategy<Value = (Vec<PaymentEvent>, Paymen
             }
             out.push(e(Authorized, &ch, amount));
             if shape == 1 {
-                out.push(e(CaptureFailed, &format!("cap_{payment}"), amount));
+                // A capture the scheme reversed: stated with the capture it reverses.
+                let cap = format!("cap_{payment}");
+                out.extend([e(Captured, &cap, amount), e(CaptureReversed, &cap, amount)]);
                 return (out, PaymentStatus::CaptureFailed);
+            }
+            if shape == 8 {
+                out.push(e(Canceled, &ch, amount));
+                return (out, PaymentStatus::Canceled);
             }
             if shape == 2 {
                 return (out, PaymentStatus::Authorized);
@@ -49,13 +55,31 @@ fn lifecycle(payment: usize) -> impl Strategy<Value = (Vec<PaymentEvent>, Paymen
                 1 => out.push(e(ChargebackOpened, &ch, amount)),
                 2 => out.extend([e(ChargebackOpened, &ch, amount), e(ChargebackWon, &ch, amount)]),
                 3 => out.extend([e(ChargebackOpened, &ch, amount), e(ChargebackLost, &ch, amount)]),
+                // The later stages of a dispute, under the dispute's one reference.
+                4 => out.extend([
+                    e(ChargebackOpened, &ch, amount),
+                    e(ChargebackWon, &ch, amount),
+                    e(SecondChargeback, &ch, amount),
+                ]),
+                5 => out.extend([
+                    e(ChargebackOpened, &ch, amount),
+                    e(ChargebackWon, &ch, amount),
+                    e(SecondChargeback, &ch, amount),
+                    e(PrearbitrationWon, &ch, amount),
+                ]),
+                6 => out.extend([
+                    e(ChargebackOpened, &ch, amount),
+                    e(ChargebackWon, &ch, amount),
+                    e(SecondChargeback, &ch, amount),
+                    e(PrearbitrationLost, &ch, amount),
+                ]),
                 _ => {}
             }
             let net_refunds = i64::from(refunds) - i64::from(refund_fails && refunds > 0);
             let expected = match dispute {
-                1 => PaymentStatus::Disputed,
-                2 => PaymentStatus::ChargebackWon,
-                3 => PaymentStatus::ChargebackLost,
+                1 | 4 => PaymentStatus::Disputed,
+                2 | 5 => PaymentStatus::ChargebackWon,
+                3 | 6 => PaymentStatus::ChargebackLost,
                 _ if net_refunds > 0 && net_refunds * part >= amount => PaymentStatus::Refunded,
                 _ if net_refunds > 0 => PaymentStatus::PartiallyRefunded,
                 _ if shape >= 4 => PaymentStatus::Settled,
@@ -149,6 +173,32 @@ fn status_precedence_scenarios() {
             Some(PaymentStatus::ChargebackWon),
         ),
         (vec![e(ChargebackLost, "ch_1", 100), e(ChargebackWon, "ch_1", 100)], Some(PaymentStatus::ChargebackLost)),
+        // Stage order, not arrival order: the second chargeback reopens a won dispute, pre-arbitration ends it.
+        (
+            vec![e(ChargebackOpened, "d1", 100), e(ChargebackWon, "d1", 100), e(SecondChargeback, "d1", 100)],
+            Some(PaymentStatus::Disputed),
+        ),
+        (
+            vec![e(PrearbitrationWon, "d1", 100), e(SecondChargeback, "d1", 100), e(ChargebackOpened, "d1", 100)],
+            Some(PaymentStatus::ChargebackWon),
+        ),
+        (vec![e(PrearbitrationLost, "d1", 100), e(ChargebackWon, "d1", 100)], Some(PaymentStatus::ChargebackLost)),
+        // Captures net of reversals; a release is not a capture.
+        (
+            vec![e(Authorized, "ch_1", 100), e(Captured, "c1", 100), e(CaptureReversed, "c1", 100)],
+            Some(PaymentStatus::CaptureFailed),
+        ),
+        (
+            vec![e(Captured, "c1", 100), e(CaptureReversed, "c1", 100), e(Captured, "c2", 60)],
+            Some(PaymentStatus::Captured),
+        ),
+        (vec![e(Authorized, "ch_1", 100), e(Canceled, "ch_1", 100)], Some(PaymentStatus::Canceled)),
+        (vec![e(Captured, "ch_1", 70), e(Canceled, "re_1", 30)], Some(PaymentStatus::Captured)),
+        // A full refund of what was captured, after a partial capture.
+        (
+            vec![e(Captured, "ch_1", 70), e(Canceled, "re_1", 30), e(Refunded, "re_2", 70)],
+            Some(PaymentStatus::Refunded),
+        ),
     ];
     for (events, expected) in cases {
         let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();

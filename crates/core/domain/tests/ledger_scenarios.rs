@@ -26,6 +26,13 @@ const SCENARIOS: &[Scenario] = &[
     (ChargebackLost, 1000, None, &[("chargeback_losses", 1000), ("dispute_reserve:m1", -1000)]),
     (Payout, 5000, None, &[("merchant_payable:m1", 5000), ("psp_receivable:stripe", -5000)]),
     (Fee, 1500, None, &[("psp_fees", 1500), ("psp_receivable:stripe", -1500)]),
+    (Canceled, 1000, None, &[]),
+    // A capture the scheme took back (Adyen CAPTURE_FAILED): the capture's journal, mirrored.
+    (CaptureReversed, 1000, None, &[("merchant_payable:m1", 1000), ("psp_receivable:stripe", -1000)]),
+    // The dispute's later stages move funds per transition, like the first stage.
+    (SecondChargeback, 1000, None, &[("dispute_reserve:m1", 1000), ("psp_receivable:stripe", -1000)]),
+    (PrearbitrationWon, 1000, None, &[("psp_receivable:stripe", 1000), ("dispute_reserve:m1", -1000)]),
+    (PrearbitrationLost, 1000, None, &[("chargeback_losses", 1000), ("dispute_reserve:m1", -1000)]),
 ];
 
 #[test]

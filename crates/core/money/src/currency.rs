@@ -23,12 +23,25 @@ pub struct Currency(u16);
 pub enum ExponentScheme {
     /// ISO 4217 List One.
     Iso4217,
-    /// Stripe: ISO 4217 except ISK, which Stripe's API keeps at two decimals (`100` = 1 króna; amounts must be
-    /// multiples of 100 since 2023). Its HUF/TWD quirks are about allowed values, not the exponent.
+    /// Stripe (docs.stripe.com/currencies): its zero-decimal list (BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND
+    /// VUV XAF XOF XPF) and three-decimal list (BHD JOD KWD OMR TND) agree with ISO 4217 except MGA, which Stripe
+    /// treats as zero-decimal (ISO: 2); and ISK, zero-decimal in ISO but kept at two decimals on Stripe's API for
+    /// backwards compatibility (`100` = 1 króna). HUF and TWD quirks are about allowed values, not the exponent.
     Stripe,
-    /// Adyen's currency table differs from ISO 4217 for CLP (Adyen 2, ISO 0) and CVE (Adyen 0, ISO 2).
+    /// Adyen (docs.adyen.com/development-resources/currency-codes: "for CLP, CVE, IDR and ISK the standard has a
+    /// different number of decimals"): CLP 2 (ISO 0), CVE 0 (ISO 2), IDR 0 (ISO 2), ISK 2 (ISO 0).
     Adyen,
 }
+
+/// Where a PSP's wire exponent differs from ISO 4217: (scheme, code, the PSP's exponent).
+const WIRE_EXPONENTS: &[(ExponentScheme, &str, u8)] = &[
+    (ExponentScheme::Stripe, "ISK", 2),
+    (ExponentScheme::Stripe, "MGA", 0),
+    (ExponentScheme::Adyen, "CLP", 2),
+    (ExponentScheme::Adyen, "CVE", 0),
+    (ExponentScheme::Adyen, "IDR", 0),
+    (ExponentScheme::Adyen, "ISK", 2),
+];
 
 impl Currency {
     /// Looks a currency up by its alphabetic code. Case-insensitive, because Stripe sends `usd`.
@@ -71,12 +84,10 @@ impl Currency {
 
     /// The exponent that `scheme` uses on the wire for this currency.
     pub fn exponent_in(self, scheme: ExponentScheme) -> u8 {
-        match (scheme, self.code()) {
-            (ExponentScheme::Adyen, "CLP") => 2,
-            (ExponentScheme::Adyen, "CVE") => 0,
-            (ExponentScheme::Stripe, "ISK") => 2,
-            _ => self.exponent(),
-        }
+        WIRE_EXPONENTS
+            .iter()
+            .find(|(s, code, _)| *s == scheme && *code == self.code())
+            .map_or(self.exponent(), |(_, _, e)| *e)
     }
 
     /// The ISO name, e.g. `"Euro"`.
@@ -136,18 +147,31 @@ mod tests {
         assert!(matches!(Currency::from_code(""), Err(MoneyError::UnknownCurrency(_))));
     }
 
+    fn differing(scheme: ExponentScheme) -> Vec<(&'static str, u8, u8)> {
+        Currency::all()
+            .filter(|c| c.exponent_in(scheme) != c.exponent())
+            .map(|c| (c.code(), c.exponent(), c.exponent_in(scheme)))
+            .collect()
+    }
+
     #[test]
-    fn adyen_differs_from_iso_only_for_clp_and_cve() {
-        let differing: Vec<_> = Currency::all()
-            .filter(|c| c.exponent_in(ExponentScheme::Adyen) != c.exponent())
-            .map(|c| (c.code(), c.exponent(), c.exponent_in(ExponentScheme::Adyen)))
-            .collect();
-        assert_eq!(differing, vec![("CLP", 0, 2), ("CVE", 2, 0)]);
-        let stripe: Vec<_> = Currency::all()
-            .filter(|c| c.exponent_in(ExponentScheme::Stripe) != c.exponent())
-            .map(|c| (c.code(), c.exponent(), c.exponent_in(ExponentScheme::Stripe)))
-            .collect();
-        assert_eq!(stripe, vec![("ISK", 0, 2)]);
+    fn adyen_differs_from_iso_exactly_where_its_currency_page_says() {
+        // (code, ISO, Adyen): one row per currency Adyen names.
+        assert_eq!(differing(ExponentScheme::Adyen), vec![("CLP", 0, 2), ("CVE", 2, 0), ("IDR", 2, 0), ("ISK", 0, 2)]);
+    }
+
+    #[test]
+    fn stripe_differs_from_iso_for_isk_and_mga_only() {
+        assert_eq!(differing(ExponentScheme::Stripe), vec![("ISK", 0, 2), ("MGA", 2, 0)]);
+        // Stripe's published lists, checked one by one against the scheme.
+        let zero = ["BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF"];
+        for code in zero.into_iter().chain(["XOF", "XPF"]) {
+            assert_eq!(Currency::from_code(code).unwrap().exponent_in(ExponentScheme::Stripe), 0, "{code}");
+        }
+        for code in ["BHD", "JOD", "KWD", "OMR", "TND"] {
+            assert_eq!(Currency::from_code(code).unwrap().exponent_in(ExponentScheme::Stripe), 3, "{code}");
+        }
+        assert!(differing(ExponentScheme::Iso4217).is_empty());
     }
 
     #[test]

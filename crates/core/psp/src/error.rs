@@ -48,10 +48,10 @@ pub enum NormalizeError {
     MalformedJson(String),
     #[error("schema violation in {event_type}: {detail}")]
     Schema { event_type: String, detail: String },
-    #[error("unknown event type {0:?} (not in the PSP's published list)")]
-    UnknownEventType(String),
     #[error("amount: {0}")]
     Money(#[from] MoneyError),
+    #[error("{event_type}: the ledger would refuse this fact: {detail}")]
+    NotBookable { event_type: String, detail: String },
 }
 
 impl NormalizeError {
@@ -60,8 +60,7 @@ impl NormalizeError {
             NormalizeError::PanDetected { .. } => "pan_detected",
             NormalizeError::MalformedJson(_) => "malformed_json",
             NormalizeError::Schema { .. } => "schema_violation",
-            NormalizeError::UnknownEventType(_) => "unknown_event_type",
-            NormalizeError::Money(_) => "invalid_amount",
+            NormalizeError::Money(_) | NormalizeError::NotBookable { .. } => "invalid_amount",
         }
     }
 }

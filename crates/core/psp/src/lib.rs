@@ -19,6 +19,57 @@ pub enum Outcome {
     Events(Vec<PaymentEvent>),
     /// A known notification type that Tally deliberately does not book, and why.
     Ignored { event_type: String, reason: String },
+    /// A type the PSP added after Tally's list: acknowledged and kept (raw topic) for replay once Tally maps it.
+    Unknown { event_type: String },
+    /// A notification of the other mode (a test event at a live endpoint, or the reverse): never booked.
+    OtherMode { event_type: String, live: bool },
+    /// A notification Tally cannot map without a person (a field the mapping needs is missing or contradictory):
+    /// acknowledged, kept, and recorded as a data-quality exception to review. Never booked, never silent.
+    Exception { event_type: String, reason: String },
+}
+
+impl Outcome {
+    pub(crate) fn ignored(event_type: &str, reason: impl Into<String>) -> Outcome {
+        Outcome::Ignored { event_type: error::clean(event_type), reason: reason.into() }
+    }
+
+    pub(crate) fn exception(event_type: &str, reason: impl Into<String>) -> Outcome {
+        Outcome::Exception { event_type: error::clean(event_type), reason: error::clean(&reason.into()) }
+    }
+}
+
+/// How the endpoint that received a delivery is set up: what the normalisers need beyond the bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The endpoint takes live (production) notifications; otherwise test ones. The other mode is never booked.
+    pub live: bool,
+    /// How Adyen captures, per merchant account (see [`CaptureMode`]).
+    pub adyen_capture: CaptureModes,
+}
+
+/// Adyen's capture setting of a merchant account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMode {
+    /// Manual or delayed automatic capture: each capture arrives as a `CAPTURE` notification.
+    #[default]
+    Delayed,
+    /// Immediate automatic capture: an `AUTHORISATION` with `success=true` is also the capture of its full amount,
+    /// and Adyen sends no `CAPTURE` unless the account enabled it (it is then the same fact).
+    Immediate,
+}
+
+/// Capture modes per Adyen merchant account, with the mode of accounts not listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptureModes {
+    pub default: CaptureMode,
+    pub accounts: std::collections::BTreeMap<String, CaptureMode>,
+}
+
+impl CaptureModes {
+    pub fn of(&self, merchant_account: &str) -> CaptureMode {
+        self.accounts.get(merchant_account).copied().unwrap_or(self.default)
+    }
 }
 
 /// Every card number in a body: in its raw bytes, and — when the body uses JSON `\u` escapes, which hide digits
@@ -58,9 +109,15 @@ fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-/// Scans `body` for card numbers, then normalises it with the PSP's rules. `received_at` is when the delivery
-/// arrived; the core never reads the clock.
-pub fn normalize(psp: Psp, body: &[u8], received_at: Timestamp) -> Result<Vec<Outcome>, NormalizeError> {
+/// Scans `body` for card numbers, then normalises it with the PSP's rules, then checks every fact with the ledger's
+/// own rule ([`tally_domain::ledger::check_bookable`]), so that nothing the ledger would refuse is acknowledged.
+/// `received_at` is when the delivery arrived; the core never reads the clock.
+pub fn normalize(
+    psp: Psp,
+    body: &[u8],
+    received_at: Timestamp,
+    endpoint: &Endpoint,
+) -> Result<Vec<Outcome>, NormalizeError> {
     let found = scan_for_pans(body);
     if !found.is_empty() {
         return Err(NormalizeError::PanDetected {
@@ -68,8 +125,19 @@ pub fn normalize(psp: Psp, body: &[u8], received_at: Timestamp) -> Result<Vec<Ou
             networks: found.iter().map(|m| m.network).collect(),
         });
     }
-    match psp {
-        Psp::Stripe => stripe::normalize(body, received_at).map(|o| vec![o]),
-        Psp::Adyen => adyen::normalize(body, received_at),
+    let outcomes = match psp {
+        Psp::Stripe => stripe::normalize(body, received_at, endpoint).map(|o| vec![o])?,
+        Psp::Adyen => adyen::normalize(body, received_at, endpoint)?,
+    };
+    for outcome in &outcomes {
+        if let Outcome::Events(events) = outcome {
+            for event in events {
+                tally_domain::ledger::check_bookable(event).map_err(|e| NormalizeError::NotBookable {
+                    event_type: event.kind.as_str().to_owned(),
+                    detail: e.to_string(),
+                })?;
+            }
+        }
     }
+    Ok(outcomes)
 }

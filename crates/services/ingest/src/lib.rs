@@ -11,7 +11,7 @@ mod http;
 mod metrics;
 mod pipeline;
 
-pub use config::{AdyenConfig, IngestConfig, StripeConfig};
+pub use config::{AdyenConfig, IngestConfig, Mode, StripeConfig};
 pub use dedup::{Claim, EdgeDedup, OwnedClaim};
 pub use metrics::{Metrics, RejectCode};
 
@@ -46,6 +46,9 @@ pub struct Ingest {
     pub(crate) pool: deadpool_postgres::Pool,
     pub(crate) dedup: EdgeDedup,
     pub(crate) adyen_keys: Vec<HmacKey>,
+    /// What each PSP's normaliser needs to know about its endpoint (mode, capture settings).
+    pub(crate) stripe_endpoint: tally_psp::Endpoint,
+    pub(crate) adyen_endpoint: tally_psp::Endpoint,
     pub metrics: Arc<Metrics>,
 }
 
@@ -70,7 +73,17 @@ impl Ingest {
         tally_postgres::migrate(&pool).await?;
         let metrics = Arc::new(Metrics::default());
         let dedup = EdgeDedup::new(RedisDedup::new(redis), tally_postgres::PgDedup::new(pool.clone()), metrics.clone());
-        Ok(Arc::new(Ingest { producer: Producer::new(&kafka)?, config, kafka, pool, dedup, adyen_keys, metrics }))
+        Ok(Arc::new(Ingest {
+            producer: Producer::new(&kafka)?,
+            stripe_endpoint: config.stripe.endpoint(),
+            adyen_endpoint: config.adyen.endpoint(),
+            config,
+            kafka,
+            pool,
+            dedup,
+            adyen_keys,
+            metrics,
+        }))
     }
 
     /// Serves on an already bound listener until `shutdown` is cancelled, then drains in-flight requests and

@@ -88,6 +88,13 @@ pub struct Metrics {
     pub confirm_failures: AtomicU64,
     pub quarantine_failures: AtomicU64,
     pub raw_produce_failures: AtomicU64,
+    /// Notification items of a type not in the PSP's published list (acknowledged, kept in the raw topic).
+    pub items_unknown_type: AtomicU64,
+    /// Notification items of the other mode than the endpoint's (test at live, or live at test).
+    pub items_other_mode: AtomicU64,
+    /// Data-quality exceptions recorded at the edge (`edge_exceptions`).
+    pub edge_exceptions: AtomicU64,
+    pub edge_exception_failures: AtomicU64,
     rejections: [AtomicU64; RejectCode::ALL.len()],
 }
 
@@ -116,6 +123,10 @@ impl Metrics {
             ("tally_ingest_confirm_failures_total", &self.confirm_failures),
             ("tally_ingest_quarantine_failures_total", &self.quarantine_failures),
             ("tally_ingest_raw_produce_failures_total", &self.raw_produce_failures),
+            ("tally_ingest_items_unknown_type_total", &self.items_unknown_type),
+            ("tally_ingest_items_other_mode_total", &self.items_other_mode),
+            ("tally_ingest_edge_exceptions_total", &self.edge_exceptions),
+            ("tally_ingest_edge_exception_failures_total", &self.edge_exception_failures),
         ];
         for (name, v) in plain {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));

@@ -20,6 +20,42 @@ use crate::{Ingest, Metrics, RejectCode};
 /// Headers worth keeping with the raw bytes (lineage and forensics). Never a credential of ours.
 const KEPT_HEADERS: &[&str] = &["content-type", "user-agent", "stripe-signature", "hmacsignature"];
 
+/// Headers that are a function of the original bytes (a PSP's HMAC over the body): kept only when the body is kept
+/// as it came. Beside a redacted body they would let the card number be brute-forced back (I7, PCI DSS 3.5).
+const BODY_DERIVED_HEADERS: &[&str] = &["stripe-signature", "hmacsignature"];
+
+/// The raw-topic record of a delivery. For a body with a card number, everything stored is derived from the
+/// *redacted* bytes only: the body, its digest, and no header computed over the original. A digest of the original
+/// beside its redaction (last four digits and the layout kept) would give the number away to a brute force over
+/// the few unknown digits that pass Luhn.
+pub(crate) fn raw_record(
+    psp: Psp,
+    delivery_id: Uuid,
+    received_at: Timestamp,
+    headers: &HeaderMap,
+    body: &[u8],
+    pans: &[pan::PanMatch],
+) -> RawDelivery {
+    let redacted = !pans.is_empty();
+    let stored = if redacted { tally_psp::redact_pans(body) } else { body.to_vec() };
+    RawDelivery {
+        delivery_id: delivery_id.to_string(),
+        psp: psp.as_str().to_owned(),
+        received_at,
+        headers: KEPT_HEADERS
+            .iter()
+            .filter(|h| !(redacted && BODY_DERIVED_HEADERS.contains(h)))
+            .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(|v| ((*h).to_owned(), v.to_owned())))
+            .collect(),
+        body_sha256: hex::encode(Sha256::digest(&stored)),
+        body: stored,
+        redacted,
+        verdict: Verdict::Rejected,
+        code: None,
+        fact_keys: Vec::new(),
+    }
+}
+
 /// What ingest answers.
 #[derive(Debug)]
 pub(crate) enum Reply {
@@ -67,22 +103,7 @@ impl Ingest {
         let received_at = now();
         let delivery_id = crate::random_uuid();
         let pans = tally_psp::scan_for_pans(body);
-        let mut raw = RawDelivery {
-            delivery_id: delivery_id.to_string(),
-            psp: psp.as_str().to_owned(),
-            received_at,
-            headers: KEPT_HEADERS
-                .iter()
-                .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(|v| ((*h).to_owned(), v.to_owned())))
-                .collect(),
-            // A body with a card number never leaves this function unredacted (I7).
-            body: if pans.is_empty() { body.to_vec() } else { tally_psp::redact_pans(body) },
-            body_sha256: hex::encode(Sha256::digest(body)),
-            redacted: !pans.is_empty(),
-            verdict: Verdict::Rejected,
-            code: None,
-            fact_keys: Vec::new(),
-        };
+        let mut raw = raw_record(psp, delivery_id, received_at, headers, body, &pans);
         let reply = match self.process(psp, headers, body, &pans, received_at, &mut raw).await {
             Ok(reply) => reply,
             Err(Rejection(code, message)) => {
@@ -142,42 +163,83 @@ impl Ingest {
                 format!("body contains {} card number(s) ({networks:?}); quarantined redacted", pans.len()),
             ));
         }
-        let outcomes = match psp {
-            Psp::Stripe => stripe::normalize(body, received_at).map(|o| vec![o]),
-            Psp::Adyen => adyen::normalize(body, received_at),
+        let endpoint = match psp {
+            Psp::Stripe => &self.stripe_endpoint,
+            Psp::Adyen => &self.adyen_endpoint,
         };
-        let outcomes = match outcomes {
-            Ok(o) => o,
-            Err(NormalizeError::UnknownEventType(t)) => {
-                // Not bad input: a type the PSP added after Tally's list. Acknowledge it, keep the bytes in the raw
-                // topic for replay once Tally knows the type, and count it; a 4xx would only make the PSP retry.
-                Metrics::add(&self.metrics.deliveries_ignored, 1);
-                return Ok(Reply::Ignored {
-                    delivery_id,
-                    code: "unknown_event_type",
-                    reasons: vec![format!("unknown event type {t:?}")],
-                });
-            }
-            Err(e) => {
-                let code = match e {
-                    NormalizeError::MalformedJson(_) => RejectCode::MalformedJson,
-                    NormalizeError::Money(_) => RejectCode::InvalidAmount,
-                    _ => RejectCode::SchemaViolation,
-                };
-                return Err(Rejection::new(code, e.to_string()));
-            }
-        };
+        // The PSP's mapping, then the ledger's own bookability rule on every fact: a fact the ledger would refuse
+        // is refused here, before the 2xx, while the PSP can still fix and resend it.
+        let outcomes = tally_psp::normalize(psp, body, received_at, endpoint).map_err(|e| {
+            let code = match e {
+                NormalizeError::MalformedJson(_) => RejectCode::MalformedJson,
+                NormalizeError::Money(_) | NormalizeError::NotBookable { .. } => RejectCode::InvalidAmount,
+                NormalizeError::PanDetected { .. } => RejectCode::PanDetected,
+                NormalizeError::Schema { .. } => RejectCode::SchemaViolation,
+            };
+            Rejection::new(code, e.to_string())
+        })?;
+        // Each item on its own: an unknown, other-mode or unmappable item is counted or recorded, and never takes
+        // the delivery's bookable items with it.
         let mut events: Vec<PaymentEvent> = Vec::new();
         let mut reasons = Vec::new();
-        for outcome in outcomes {
+        let mut exceptions = Vec::new();
+        let (mut unknown, mut other_mode) = (0u64, 0u64);
+        for (item, outcome) in outcomes.into_iter().enumerate() {
             match outcome {
                 Outcome::Events(e) => events.extend(e),
                 Outcome::Ignored { event_type, reason } => reasons.push(format!("{event_type}: {reason}")),
+                Outcome::Unknown { event_type } => {
+                    unknown += 1;
+                    reasons.push(format!("{event_type}: unknown event type (kept for replay)"));
+                }
+                Outcome::OtherMode { event_type, live } => {
+                    other_mode += 1;
+                    let mode = if live { "live" } else { "test" };
+                    reasons.push(format!(
+                        "{event_type}: a {mode}-mode notification at a {} endpoint: not booked",
+                        if endpoint.live { "live" } else { "test" }
+                    ));
+                }
+                Outcome::Exception { event_type, reason } => {
+                    reasons.push(format!("{event_type}: recorded for review: {reason}"));
+                    exceptions.push((item as i32, event_type, reason));
+                }
             }
+        }
+        Metrics::add(&self.metrics.items_unknown_type, unknown);
+        Metrics::add(&self.metrics.items_other_mode, other_mode);
+        // An exception is acknowledged only once it is recorded: otherwise the PSP retries and nothing is lost.
+        if !exceptions.is_empty() {
+            let rows: Vec<_> = exceptions
+                .iter()
+                .map(|(item, event_type, reason)| tally_postgres::EdgeException {
+                    kind: "unmapped",
+                    delivery_id,
+                    psp: psp.as_str(),
+                    item: *item,
+                    event_type,
+                    fact_key: None,
+                    detail: serde_json::json!({ "reason": reason }),
+                })
+                .collect();
+            if let Err(e) = tally_postgres::record_edge_exceptions(&self.pool, &rows).await {
+                Metrics::add(&self.metrics.edge_exception_failures, 1);
+                return Err(Rejection::new(RejectCode::Internal, format!("exception not recorded, retry: {e}")));
+            }
+            Metrics::add(&self.metrics.edge_exceptions, rows.len() as u64);
         }
         if events.is_empty() {
             Metrics::add(&self.metrics.deliveries_ignored, 1);
-            return Ok(Reply::Ignored { delivery_id, code: "not_booked", reasons });
+            let code = if !exceptions.is_empty() {
+                "exception_recorded"
+            } else if other_mode > 0 {
+                "other_mode"
+            } else if unknown > 0 {
+                "unknown_event_type"
+            } else {
+                "not_booked"
+            };
+            return Ok(Reply::Ignored { delivery_id, code, reasons });
         }
         let encoded = self.encode(&events, &raw.delivery_id)?;
         raw.fact_keys = encoded.iter().map(|e| e.key.to_string()).collect();
@@ -330,5 +392,62 @@ impl Ingest {
             // The redacted record still reaches the raw topic; the body is never logged.
             tracing::error!(delivery_id = %raw.delivery_id, error = %e, "quarantine insert failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAN: &str = "4242424242424242";
+
+    fn body(pan: &str) -> Vec<u8> {
+        format!(r#"{{"id":"evt_1","type":"charge.succeeded","data":{{"object":{{"description":"card {pan}"}}}}}}"#)
+            .into_bytes()
+    }
+
+    /// Every card number an attacker who knows all but three middle digits would try (the redaction keeps the
+    /// last four; here the attacker is also handed the first nine).
+    fn candidates() -> impl Iterator<Item = String> {
+        (0..1000)
+            .map(|d| format!("{}{d:03}{}", &PAN[..9], &PAN[12..]))
+            .filter(|c| pan::luhn_valid(&c.bytes().map(|b| b - b'0').collect::<Vec<_>>()))
+    }
+
+    #[test]
+    fn a_redacted_delivery_stores_nothing_that_a_brute_force_turns_back_into_the_card_number() {
+        let original = body(PAN);
+        let pans = tally_psp::scan_for_pans(&original);
+        assert_eq!(pans.len(), 1);
+        let mut headers = HeaderMap::new();
+        headers.insert("stripe-signature", "t=1,v1=00ff".parse().unwrap());
+        headers.insert("content-type", "application/json".parse().unwrap());
+        let raw =
+            raw_record(Psp::Stripe, Uuid::nil(), Timestamp::from_unix_secs(1).unwrap(), &headers, &original, &pans);
+        assert!(raw.redacted);
+        assert!(!String::from_utf8_lossy(&raw.body).contains(PAN));
+        // No header computed over the original bytes is kept beside the redaction.
+        assert_eq!(raw.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["content-type"]);
+        // The digest is of what is stored, so it reveals nothing the stored body does not.
+        assert_eq!(raw.body_sha256, hex::encode(Sha256::digest(&raw.body)));
+
+        let hits =
+            |digest: &str| candidates().filter(|c| hex::encode(Sha256::digest(body(c))) == digest).collect::<Vec<_>>();
+        assert!(hits(&raw.body_sha256).is_empty(), "the stored digest gives the card number away");
+        // The control: the same search against a digest of the original (what Tally stored before) finds it, so
+        // the search above is a real one.
+        assert_eq!(hits(&hex::encode(Sha256::digest(&original))), vec![PAN.to_owned()]);
+    }
+
+    #[test]
+    fn a_clean_delivery_keeps_its_bytes_and_signature() {
+        let original = br#"{"id":"evt_1"}"#;
+        let mut headers = HeaderMap::new();
+        headers.insert("stripe-signature", "t=1,v1=00ff".parse().unwrap());
+        let raw = raw_record(Psp::Stripe, Uuid::nil(), Timestamp::from_unix_secs(1).unwrap(), &headers, original, &[]);
+        assert!(!raw.redacted);
+        assert_eq!(raw.body, original);
+        assert_eq!(raw.body_sha256, hex::encode(Sha256::digest(original)));
+        assert_eq!(raw.headers.len(), 1);
     }
 }

@@ -80,7 +80,7 @@ async fn the_same_delivery_five_times_gives_one_record_per_fact() {
     }
     assert_eq!(facts, 1);
     // Concurrently: a duplicate that finds the fact in flight gets 409 and retries, as a PSP does.
-    let body = stripe_event("charge.refund.updated.json", &unique("c"));
+    let body = on_api_version(&stripe_event("charge.refund.updated.json", &unique("c")), "2025-03-31.basil");
     let sends = (0..5).map(|_| {
         let (h, body) = (&h, body.clone());
         async move {
@@ -272,5 +272,66 @@ async fn healthz_reports_each_dependency() {
     }
     let metrics = reqwest::get(format!("{}/metrics", h.url)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("tally_ingest_rejections_total{code=\"pan_detected\"} 0"), "{metrics}");
+    h.stop().await;
+}
+
+/// Issue 12, at the edge: each Adyen item on its own (an unknown code never takes the batch's capture with it), a
+/// notification of the other mode never booked, an unmappable one recorded before its 2xx, and a fact the ledger
+/// would refuse refused with a 4xx the PSP sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_item_gets_its_own_verdict_and_nothing_unbookable_is_acknowledged() {
+    let h = Harness::start(Options::default()).await;
+    let psp = unique("U");
+    let capture = adyen_item("CAPTURE", &format!("{psp}C"), Some(&psp), 1000);
+    let unknown = adyen_item("BRAND_NEW_CODE", &format!("{psp}N"), Some(&psp), 1000);
+    let (status, reply) = h.adyen(&adyen_notification(&[unknown, capture])).await;
+    assert_eq!((status, reply.as_str()), (200, "[accepted]"));
+    assert_eq!(h.records("payments.capture.v1").len(), 1, "the capture is booked beside the unknown item");
+    assert_eq!(h.ingest.metrics.items_unknown_type.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+    // A live notification at this test endpoint: acknowledged, kept in the raw topic, never booked.
+    let live = adyen_notification(&[adyen_item("CAPTURE", &format!("{psp}L"), Some(&psp), 500)])
+        .replace("\"live\":\"false\"", "\"live\":\"true\"");
+    assert!(live.contains("\"live\":\"true\""));
+    let (status, reply) = h.adyen(&live).await;
+    assert_eq!((status, reply.as_str()), (200, "[accepted]"));
+    let mut stripe_live: Value = serde_json::from_str(&stripe_event("charge.captured.json", &unique("l"))).unwrap();
+    stripe_live["livemode"] = true.into();
+    let (status, reply) = h.stripe(&stripe_live.to_string()).await;
+    assert_eq!((status, json(&reply)["code"].as_str()), (200, Some("other_mode")), "{reply}");
+    assert_eq!(h.records("payments.capture.v1").len(), 1, "no other-mode capture is booked");
+    assert_eq!(h.ingest.metrics.items_other_mode.load(std::sync::atomic::Ordering::Relaxed), 2);
+
+    // A CANCEL_OR_REFUND that does not say which: acknowledged once recorded for review.
+    let (status, reply) =
+        h.adyen(&adyen_notification(&[adyen_item("CANCEL_OR_REFUND", &format!("{psp}X"), Some(&psp), 700)])).await;
+    assert_eq!((status, reply.as_str()), (200, "[accepted]"));
+    let pool = tally_postgres::pool(&tally_postgres::PostgresConfig {
+        url: env("TALLY__POSTGRES__URL"),
+        ..Default::default()
+    })
+    .unwrap();
+    let raw: Vec<_> = h.records("webhooks.raw.v1").iter().map(|r| decode_raw_delivery(&r.value).unwrap()).collect();
+    let excepted = raw.iter().find(|r| r.code.as_deref() == Some("exception_recorded")).expect("raw record");
+    let delivery: uuid::Uuid = excepted.delivery_id.parse().unwrap();
+    let row = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT kind, event_type, detail->>'reason' FROM edge_exceptions WHERE delivery_id = $1",
+            &[&delivery],
+        )
+        .await
+        .unwrap();
+    let (kind, event_type, reason): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((kind.as_str(), event_type.as_str()), ("unmapped", "CANCEL_OR_REFUND"));
+    assert!(reason.contains("modification.action"), "{reason}");
+
+    // A zero capture: the ledger would refuse it, so the edge does, while Adyen can still fix and resend it.
+    let (status, reply) =
+        h.adyen(&adyen_notification(&[adyen_item("CAPTURE", &format!("{psp}Z"), Some(&psp), 0)])).await;
+    assert_eq!((status, json(&reply)["code"].as_str()), (400, Some("invalid_amount")), "{reply}");
+    assert_eq!(h.records("payments.capture.v1").len(), 1);
     h.stop().await;
 }

@@ -461,14 +461,10 @@ impl LedgerStore {
             ));
             let a = e.money.amount.minor();
             let add = |t: &mut i64, d: i64| *t = t.saturating_add(d);
-            match e.kind {
-                EventKind::Captured => add(&mut v.0, a),
-                EventKind::Refunded => add(&mut v.1, a),
-                EventKind::RefundFailed => add(&mut v.1, -a),
-                EventKind::ChargebackOpened => add(&mut v.2, a),
-                EventKind::ChargebackWon | EventKind::ChargebackLost => add(&mut v.2, -a),
-                _ => {}
-            }
+            let effect = tally_domain::ledger::view_effect(e.kind);
+            add(&mut v.0, a.saturating_mul(effect.captured.into()));
+            add(&mut v.1, a.saturating_mul(effect.refunded.into()));
+            add(&mut v.2, a.saturating_mul(effect.disputed.into()));
             v.3 += 1;
             v.4 = v.4.max(e.received_at.unix_micros());
         }

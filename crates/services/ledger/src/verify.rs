@@ -110,11 +110,20 @@ pub async fn verify(pool: &Pool, group: &str) -> Result<VerifyReport, StoreError
             )
         })
         .collect();
-    r.missing_journals = count(
-        "SELECT count(*) FROM event_log e LEFT JOIN journals j USING (fact_key)
-         WHERE j.journal_id IS NULL AND e.kind NOT IN ('authorized', 'authorization_failed', 'capture_failed')",
-    )
-    .await?;
+    // The kinds that post a journal, from the posting rules themselves.
+    let posting_kinds: Vec<&str> = tally_domain::EventKind::ALL
+        .into_iter()
+        .filter(|k| tally_domain::ledger::moves_money(*k))
+        .map(|k| k.as_str())
+        .collect();
+    r.missing_journals = client
+        .query_one(
+            "SELECT count(*) FROM event_log e LEFT JOIN journals j USING (fact_key)
+             WHERE j.journal_id IS NULL AND e.kind = ANY($1)",
+            &[&posting_kinds],
+        )
+        .await?
+        .get(0);
     let offsets = client
         .query(
             "WITH accounted AS (

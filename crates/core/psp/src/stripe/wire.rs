@@ -13,6 +13,12 @@ pub struct Event {
     #[serde(rename = "type")]
     pub event_type: String,
     pub created: i64,
+    /// Whether the event happened in live mode. Stripe sends connected accounts' test-mode events to a live
+    /// endpoint too, signed with the live secret: a mode other than the endpoint's is never booked.
+    pub livemode: bool,
+    /// The API version the object was rendered with (`2025-03-31.basil`); null for events before October 2014.
+    #[serde(default)]
+    pub api_version: Option<String>,
     /// The connected account the event is about (Stripe Connect); absent for the platform's own events.
     #[serde(default)]
     pub account: Option<String>,
@@ -28,10 +34,10 @@ pub struct EventData {
 pub struct Charge {
     pub id: String,
     pub amount: i64,
+    /// Absent on old API versions (before 2020-ish), where a partial capture cannot be read from the charge.
     #[serde(default)]
     pub amount_captured: Option<i64>,
     pub currency: String,
-    #[serde(default)]
     pub captured: bool,
     #[serde(default)]
     pub customer: Option<String>,
@@ -80,6 +86,9 @@ pub struct Refund {
     pub status: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// Unix seconds; orders the refunds of one charge.
+    #[serde(default)]
+    pub created: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,15 +102,18 @@ pub struct Dispute {
     pub status: String,
     #[serde(default)]
     pub reason: Option<String>,
+    /// "Zero, one, or two balance transactions that show funds withdrawn and reinstated": the money that moved.
+    /// `None` when the object does not carry the list at all.
     #[serde(default)]
-    pub balance_transactions: Vec<BalanceTransaction>,
+    pub balance_transactions: Option<Vec<BalanceTransaction>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct BalanceTransaction {
     pub id: String,
+    /// Negative for a withdrawal, positive for a reinstatement.
+    pub amount: i64,
     pub currency: String,
-    #[serde(default)]
     pub fee: i64,
 }
 
@@ -109,9 +121,7 @@ pub struct BalanceTransaction {
 pub struct PaymentIntent {
     pub id: String,
     pub amount: i64,
-    #[serde(default)]
     pub amount_capturable: i64,
-    #[serde(default)]
     pub amount_received: i64,
     pub currency: String,
     #[serde(default)]

@@ -83,7 +83,7 @@ impl Harness {
         tally_kafka::ensure_topics(&kafka, TOPICS).await.unwrap();
         let mut config = IngestConfig {
             max_body_bytes: opts.max_body_bytes,
-            claim_lease_ms: opts.message_timeout_ms + 3000,
+            claim_lease_ms: 2 * opts.message_timeout_ms + 3000,
             ..IngestConfig::default()
         };
         config.stripe.secrets = vec![Secret::new("whsec_rotated_out".into()), Secret::new(STRIPE_SECRET.into())];
@@ -155,6 +155,13 @@ pub fn stripe_event(file: &str, tag: &str) -> String {
     fixture(&format!("stripe/webhook-events/{file}"))
         .replace("000000000000000000000000", tag)
         .replace("00000000000000", tag)
+}
+
+/// `body` (a Stripe event) as rendered with another API version.
+pub fn on_api_version(body: &str, version: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(body).unwrap();
+    v["api_version"] = version.into();
+    v.to_string()
 }
 
 /// An Adyen standard notification of the given items, each signed with the test key.
