@@ -50,13 +50,8 @@ impl Producer {
         Ok(Producer { inner, queue_timeout: Duration::from_millis(config.message_timeout_ms) })
     }
 
-    /// The longest a [`Producer::send`] can take: the queue wait plus the message timeout.
-    pub fn send_bound(&self, message_timeout: Duration) -> Duration {
-        self.queue_timeout + message_timeout
-    }
-
     /// Produces one record and waits for its delivery report. Returns (partition, offset). Ends within
-    /// [`Producer::send_bound`]: a full queue is an error after the queue timeout, never an unbounded wait.
+    /// 2 × `message.timeout.ms`: a full queue is an error after the queue timeout, never an unbounded wait.
     pub async fn send(
         &self,
         topic: &str,

@@ -109,22 +109,46 @@ fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-/// Scans `body` for card numbers, then normalises it with the PSP's rules, then checks every fact with the ledger's
-/// own rule ([`tally_domain::ledger::check_bookable`]), so that nothing the ledger would refuse is acknowledged.
-/// `received_at` is when the delivery arrived; the core never reads the clock.
+/// A body that was scanned for card numbers and holds none: what [`normalize_scanned`] takes. The edge needs the
+/// scan's matches for itself (redaction, quarantine), so it scans once with [`pan_free`] and still cannot hand an
+/// unscanned body to a normaliser.
+#[derive(Debug, Clone, Copy)]
+pub struct PanFree<'a>(&'a [u8]);
+
+/// Scans `body` once: the body as [`PanFree`] when it holds no card number, else every match.
+pub fn pan_free(body: &[u8]) -> Result<PanFree<'_>, Vec<pan::PanMatch>> {
+    let found = scan_for_pans(body);
+    if found.is_empty() {
+        Ok(PanFree(body))
+    } else {
+        Err(found)
+    }
+}
+
+/// Scans `body` for card numbers, then [`normalize_scanned`]. `received_at` is when the delivery arrived; the core
+/// never reads the clock.
 pub fn normalize(
     psp: Psp,
     body: &[u8],
     received_at: Timestamp,
     endpoint: &Endpoint,
 ) -> Result<Vec<Outcome>, NormalizeError> {
-    let found = scan_for_pans(body);
-    if !found.is_empty() {
-        return Err(NormalizeError::PanDetected {
-            count: found.len(),
-            networks: found.iter().map(|m| m.network).collect(),
-        });
-    }
+    let body = pan_free(body).map_err(|found| NormalizeError::PanDetected {
+        count: found.len(),
+        networks: found.iter().map(|m| m.network).collect(),
+    })?;
+    normalize_scanned(psp, body, received_at, endpoint)
+}
+
+/// Normalises a scanned body with the PSP's rules, then checks every fact with the ledger's own rule
+/// ([`tally_domain::ledger::check_bookable`]), so that nothing the ledger would refuse is acknowledged.
+pub fn normalize_scanned(
+    psp: Psp,
+    body: PanFree<'_>,
+    received_at: Timestamp,
+    endpoint: &Endpoint,
+) -> Result<Vec<Outcome>, NormalizeError> {
+    let PanFree(body) = body;
     let outcomes = match psp {
         Psp::Stripe => stripe::normalize(body, received_at, endpoint).map(|o| vec![o])?,
         Psp::Adyen => adyen::normalize(body, received_at, endpoint)?,

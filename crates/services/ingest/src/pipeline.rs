@@ -102,9 +102,11 @@ impl Ingest {
     pub(crate) async fn handle(&self, psp: Psp, headers: &HeaderMap, body: &[u8]) -> Reply {
         let received_at = now();
         let delivery_id = crate::random_uuid();
-        let pans = tally_psp::scan_for_pans(body);
-        let mut raw = raw_record(psp, delivery_id, received_at, headers, body, &pans);
-        let reply = match self.process(psp, headers, body, &pans, received_at, &mut raw).await {
+        // The one PAN scan of the delivery: its matches redact what is stored, its clean body is what is normalised.
+        let scanned = tally_psp::pan_free(body);
+        let pans = scanned.as_ref().err().map_or(&[][..], Vec::as_slice);
+        let mut raw = raw_record(psp, delivery_id, received_at, headers, body, pans);
+        let reply = match self.process(psp, headers, body, &scanned, received_at, &mut raw).await {
             Ok(reply) => reply,
             Err(Rejection(code, message)) => {
                 self.metrics.reject(code);
@@ -150,26 +152,29 @@ impl Ingest {
         psp: Psp,
         headers: &HeaderMap,
         body: &[u8],
-        pans: &[pan::PanMatch],
+        scanned: &Result<tally_psp::PanFree<'_>, Vec<pan::PanMatch>>,
         received_at: Timestamp,
         raw: &mut RawDelivery,
     ) -> Result<Reply, Rejection> {
         let delivery_id: Uuid = raw.delivery_id.parse().expect("we made it");
         self.verify(psp, headers, body, received_at)?;
-        if !pans.is_empty() {
-            let networks: Vec<&str> = pans.iter().map(|m| m.network).collect();
-            return Err(Rejection::new(
-                RejectCode::PanDetected,
-                format!("body contains {} card number(s) ({networks:?}); quarantined redacted", pans.len()),
-            ));
-        }
+        let clean = match scanned {
+            Ok(clean) => *clean,
+            Err(pans) => {
+                let networks: Vec<&str> = pans.iter().map(|m| m.network).collect();
+                return Err(Rejection::new(
+                    RejectCode::PanDetected,
+                    format!("body contains {} card number(s) ({networks:?}); quarantined redacted", pans.len()),
+                ));
+            }
+        };
         let endpoint = match psp {
             Psp::Stripe => &self.stripe_endpoint,
             Psp::Adyen => &self.adyen_endpoint,
         };
         // The PSP's mapping, then the ledger's own bookability rule on every fact: a fact the ledger would refuse
         // is refused here, before the 2xx, while the PSP can still fix and resend it.
-        let outcomes = tally_psp::normalize(psp, body, received_at, endpoint).map_err(|e| {
+        let outcomes = tally_psp::normalize_scanned(psp, clean, received_at, endpoint).map_err(|e| {
             let code = match e {
                 NormalizeError::MalformedJson(_) => RejectCode::MalformedJson,
                 NormalizeError::Money(_) | NormalizeError::NotBookable { .. } => RejectCode::InvalidAmount,

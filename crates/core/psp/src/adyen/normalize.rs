@@ -35,7 +35,7 @@ use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
 use tally_money::{rescale, Currency, ExponentScheme, Money};
 
 use super::wire::{self, Body, NotificationRequestItem};
-use crate::error::schema;
+use crate::error::{clean, schema};
 use crate::{CaptureMode, Endpoint, NormalizeError, Outcome};
 
 /// Normalises an Adyen webhook body: one outcome per notification item.
@@ -76,10 +76,6 @@ pub fn normalize(body: &[u8], received_at: Timestamp, endpoint: &Endpoint) -> Re
             }
         })
         .collect()
-}
-
-fn clean(code: &str) -> String {
-    crate::error::clean(code)
 }
 
 /// A reason Adyen gives a CAPTURE that re-captures a capture the scheme had rejected (its capture failure-reasons
