@@ -3,30 +3,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tally_archive::recon::{completeness, Broker, Discrepancy, ReconOptions};
 use tally_archive::{ArchiveConfig, Objects};
 use tally_contracts::encode_payment_event;
 use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
+use tally_kafka::position::LogPositionError;
 use tally_kafka::{topic_for, KafkaConfig, Producer, TOPICS};
 use tally_ledger::LedgerConfig;
 use tally_money::{Amount, Currency, Money};
 use tally_postgres::PostgresConfig;
+use tally_testkit::{env, unique, PrivateBroker};
 use tokio_util::sync::CancellationToken;
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn unique(tag: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{tag}{}x{n}x{nanos}", std::process::id())
-}
-
-fn env(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run the tests with `make test`"))
-}
 
 struct Env {
     kafka: KafkaConfig,
@@ -444,51 +433,13 @@ async fn recon_finds_exactly_a_deleted_file_a_double_booking_and_a_dropped_ledge
     assert!(text.contains(&gone.path), "{text}");
 }
 
-/// A private tansu broker in a folder of its own, removed afterwards: a million records would otherwise stay in the
-/// shared broker's file and slow every later test.
-struct PrivateBroker {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Child,
-}
-
-impl PrivateBroker {
-    fn start() -> PrivateBroker {
-        let dir = std::env::temp_dir().join(unique("tally-broker-"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(env("TALLY_TANSU_BIN"))
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        PrivateBroker { port, dir, child }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_events_through_both_sinks_reconcile_clean() {
     use futures::StreamExt;
     const PAYMENTS: usize = 500_000; // × (authorized, captured) = 1,000,000 facts
     let broker = PrivateBroker::start();
-    let env = Env::with_brokers(format!("127.0.0.1:{}", broker.port)).await;
+    // A private broker: a million records would otherwise stay in the shared broker's file and slow every later test.
+    let env = Env::with_brokers(broker.brokers()).await;
     let started = Instant::now();
     let producer = Producer::new(&env.kafka).unwrap();
     let sends =
@@ -549,4 +500,49 @@ async fn a_million_events_through_both_sinks_reconcile_clean() {
     let booked: i64 =
         env.pool.get().await.unwrap().query_one("SELECT count(*) FROM event_log", &[]).await.unwrap().get(0);
     assert_eq!(booked, 2 * PAYMENTS as i64);
+}
+
+/// Issue 12, item 7, for the archive sink: a topic recreated (and grown past the archived position) under a stopped
+/// archive sink stops the next one with a named error; nothing of the new log is archived or skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_topic_stops_the_archive_sink_instead_of_being_skipped() {
+    // A private broker: deleting a topic on the shared one stalls every other test's producer while tansu deletes.
+    let broker = PrivateBroker::start();
+    let env = Env::with_brokers(broker.brokers()).await;
+    env.produce(20).await;
+    let ends = env.watermarks().await;
+    let shutdown = CancellationToken::new();
+    let archive = tokio::spawn(tally_archive::run(
+        env.archive.clone(),
+        env.kafka.clone(),
+        env.postgres.clone(),
+        shutdown.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !env.caught_up(&env.archive.group_id, &ends, &env.all_topics()).await {
+        assert!(Instant::now() < deadline, "the archive sink did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    archive.await.unwrap().unwrap();
+    let files = env.manifest().await;
+
+    let spec = TOPICS.iter().find(|s| s.name == topic_for(EventKind::Authorized)).unwrap();
+    let topic = env.kafka.topic(spec.name);
+    tally_testkit::recreate_topic(&env.kafka, spec).await;
+    // Ten times the old log, other amounts: every partition grows past its archived position.
+    let producer = Producer::new(&env.kafka).unwrap();
+    for i in 0..200 {
+        let e = fact(EventKind::Authorized, &format!("pi_{i}"), 5000 + i);
+        let value = encode_payment_event(&e, Some("delivery-test")).unwrap();
+        producer.send(&topic, e.payment_id.as_bytes(), &value, &[]).await.unwrap();
+    }
+    let run =
+        tally_archive::run(env.archive.clone(), env.kafka.clone(), env.postgres.clone(), CancellationToken::new());
+    let result = tokio::time::timeout(Duration::from_secs(90), run).await.expect("the sink neither stopped nor failed");
+    match result {
+        Err(tally_archive::SinkError::Position(LogPositionError::Replaced { topic: t, .. })) if t == topic => {}
+        other => panic!("expected the replaced log of {topic} to stop the sink, got {other:?}"),
+    }
+    assert_eq!(env.manifest().await.len(), files.len(), "nothing of the new log was archived");
 }

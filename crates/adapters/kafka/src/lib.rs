@@ -3,6 +3,7 @@
 
 mod admin;
 mod config;
+pub mod position;
 mod producer;
 mod reader;
 mod topics;

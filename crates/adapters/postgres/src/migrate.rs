@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "edge_exceptions",
         sql: include_str!("../../../../migrations/0004_edge_exceptions.sql"),
     },
+    Migration { version: 5, name: "log_anchor", sql: include_str!("../../../../migrations/0005_log_anchor.sql") },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

@@ -45,6 +45,9 @@ pub struct Claim {
     pub partition: i32,
     pub next_offset: i64,
     pub epoch: i64,
+    /// The digest of the record at `next_offset - 1` as archived (`tally_kafka::position`): verified against the log
+    /// after the claim, then taken.
+    pub anchor: Option<Vec<u8>>,
 }
 
 /// A manifest row.
@@ -86,24 +89,33 @@ impl Manifest {
                  VALUES ($1, $2, $3, 0, 1)
                  ON CONFLICT (group_id, topic, kafka_partition)
                  DO UPDATE SET owner_epoch = sink_offsets.owner_epoch + 1
-                 RETURNING next_offset, owner_epoch",
+                 RETURNING next_offset, owner_epoch, last_record_sha256",
                 &[&self.group, &topic, &partition],
             )
             .await?;
-        Ok(Claim { topic: topic.to_owned(), partition, next_offset: row.get(0), epoch: row.get(1) })
+        Ok(Claim { topic: topic.to_owned(), partition, next_offset: row.get(0), epoch: row.get(1), anchor: row.get(2) })
     }
 
     /// Enters a written file into the manifest and moves the partition's offset to its end, if and only if `claim`
     /// still owns the partition at the file's first offset. Idempotent for the same file after a lost
     /// acknowledgement: a retry finds its own row and reports success.
-    pub async fn commit(&self, claim: &Claim, file: &EncodedFile) -> Result<(), ManifestError> {
+    /// `anchor`: the digest of the file's last record (`tally_kafka::position::record_digest`).
+    pub async fn commit(&self, claim: &Claim, file: &EncodedFile, anchor: &[u8]) -> Result<(), ManifestError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let moved = tx
             .execute(
-                "UPDATE sink_offsets SET next_offset = $5
+                "UPDATE sink_offsets SET next_offset = $5, last_record_sha256 = $7
                  WHERE group_id = $1 AND topic = $2 AND kafka_partition = $3 AND owner_epoch = $4 AND next_offset = $6",
-                &[&self.group, &claim.topic, &claim.partition, &claim.epoch, &file.end_offset, &file.start_offset],
+                &[
+                    &self.group,
+                    &claim.topic,
+                    &claim.partition,
+                    &claim.epoch,
+                    &file.end_offset,
+                    &file.start_offset,
+                    &anchor,
+                ],
             )
             .await?;
         if moved != 1 {

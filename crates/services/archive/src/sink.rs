@@ -13,6 +13,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tally_kafka::position::{self, Admit, ClaimCheckError, LogPositionError, LogWatch};
 use tally_kafka::{KafkaConfig, TOPICS};
 use tally_postgres::PostgresConfig;
 use tokio_util::sync::CancellationToken;
@@ -42,9 +43,14 @@ pub enum SinkError {
     Join(String),
     #[error("{topic}[{partition}]: the log continues at offset {found}, but the archive stopped at {expected}: records are missing from the log; refusing to archive past them")]
     Gap { topic: String, partition: i32, expected: i64, found: i64 },
+    #[error(transparent)]
+    Position(#[from] LogPositionError),
 }
 
 type Claims = Arc<Mutex<HashMap<(String, i32), Claim>>>;
+
+/// How long a claim waits for the broker's watermarks before retrying.
+const CLAIM_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct SinkContext {
     manifest: Manifest,
@@ -52,9 +58,25 @@ struct SinkContext {
     claims: Claims,
     revoked: AtomicBool,
     shutdown: CancellationToken,
+    /// A log that went backwards, found in a callback: the poll loop stops the sink with it.
+    fatal: Mutex<Option<LogPositionError>>,
+    watch: Mutex<LogWatch>,
 }
 
-impl ClientContext for SinkContext {}
+impl SinkContext {
+    fn fail(&self, e: LogPositionError) {
+        tracing::error!(error = %e, "stopping the sink");
+        self.fatal.lock().expect("fatal lock").get_or_insert(e);
+    }
+}
+
+impl ClientContext for SinkContext {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        if let Some(e) = self.watch.lock().expect("watch lock").observe(&statistics) {
+            self.fail(e);
+        }
+    }
+}
 
 impl ConsumerContext for SinkContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -65,6 +87,7 @@ impl ConsumerContext for SinkContext {
             return;
         }
         let mut claims = HashMap::new();
+        let mut starts = Vec::new();
         for elem in tpl.elements() {
             let (topic, partition) = (elem.topic().to_owned(), elem.partition());
             let claim = loop {
@@ -77,12 +100,33 @@ impl ConsumerContext for SinkContext {
                     Err(_) => break None,
                 }
             };
-            let Some(claim) = claim else { continue };
+            let Some(mut claim) = claim else { continue };
+            // The stored position against the log (tally_kafka::position): within its watermarks, and the anchor
+            // record read again first.
+            let start = loop {
+                let anchor = claim.anchor.clone();
+                match position::after_claim(consumer, &topic, partition, claim.next_offset, anchor, CLAIM_CHECK_TIMEOUT)
+                {
+                    Ok(start) => break Some(start),
+                    Err(ClaimCheckError::Position(e)) => {
+                        self.fail(e);
+                        break None;
+                    }
+                    Err(ClaimCheckError::Kafka(e)) if !self.shutdown.is_cancelled() => {
+                        tracing::warn!(%topic, partition, error = %e, "reading the watermarks failed; retrying");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(ClaimCheckError::Kafka(_)) => break None,
+                }
+            };
+            let Some((offset, anchor)) = start else { continue };
+            claim.anchor = anchor;
             tracing::info!(%topic, partition, next_offset = claim.next_offset, epoch = claim.epoch, "claimed");
+            starts.push((topic.clone(), partition, offset));
             claims.insert((topic, partition), claim);
         }
-        for ((topic, partition), claim) in &claims {
-            let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(claim.next_offset));
+        for (topic, partition, offset) in &starts {
+            let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(*offset));
         }
         *self.claims.lock().expect("claims lock") = claims;
         if let Err(e) = consumer.assign(tpl) {
@@ -132,13 +176,18 @@ fn consume(
         claims: claims.clone(),
         revoked: AtomicBool::new(false),
         shutdown: shutdown.clone(),
+        fatal: Mutex::default(),
+        watch: Mutex::default(),
     };
     let consumer: BaseConsumer<SinkContext> = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
+        // Every assignment seeks to a stored offset; one out of range is a log that went backwards: an error, never a
+        // silent reset (tally_kafka::position).
+        .set("auto.offset.reset", "error")
+        .set("statistics.interval.ms", position::STATISTICS_INTERVAL_MS.to_string())
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set("max.poll.interval.ms", config.max_poll_interval_ms.to_string())
         // The archive flushes every few seconds anyway: an idle partition need not be asked often (each empty fetch
@@ -157,7 +206,7 @@ fn consume(
         if !stopping {
             if let Some(result) = consumer.poll(Duration::from_millis(50)) {
                 match result {
-                    Ok(m) => {
+                    Ok(m) if admit(&claims, &m)? == Some(Admit::Record) => {
                         let record = LogRecord {
                             topic: m.topic().to_owned(),
                             partition: m.partition(),
@@ -171,16 +220,27 @@ fn consume(
                                 .unwrap_or_default(),
                         };
                         let buffer = buffers.entry((record.topic.clone(), record.partition)).or_default();
-                        // A record at or below what the buffer holds is a re-delivery after a seek: skip it.
-                        if buffer.records.last().is_none_or(|last| record.offset > last.offset) {
-                            buffer.bytes += record.weight();
-                            buffer.first_at.get_or_insert_with(Instant::now);
-                            buffer.records.push(record);
+                        // A record at or below what the buffer holds: the log went backwards under this owner.
+                        if let Some(last) = buffer.records.last().filter(|last| record.offset <= last.offset) {
+                            return Err(LogPositionError::Backwards {
+                                topic: record.topic,
+                                partition: record.partition,
+                                stored: last.offset + 1,
+                                found: record.offset,
+                            }
+                            .into());
                         }
+                        buffer.bytes += record.weight();
+                        buffer.first_at.get_or_insert_with(Instant::now);
+                        buffer.records.push(record);
                     }
-                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                    Ok(_) => {}
+                    Err(e) => out_of_range(e)?,
                 }
             }
+        }
+        if let Some(e) = consumer.context().fatal.lock().expect("fatal lock").take() {
+            return Err(e.into());
         }
         if consumer.context().revoked.swap(false, Ordering::SeqCst) {
             buffers.clear();
@@ -216,14 +276,12 @@ fn flush(
     objects: &Objects,
     rt: &tokio::runtime::Handle,
     tp: &(String, i32),
-    mut records: Vec<LogRecord>,
+    records: Vec<LogRecord>,
     crash_permille: u64,
 ) -> Result<Option<i64>, SinkError> {
     let Some(claim) = claims.lock().expect("claims lock").get(tp).cloned() else { return Ok(None) };
-    records.retain(|r| r.offset >= claim.next_offset);
-    if records.is_empty() {
-        return Ok(None);
-    }
+    let Some(last) = records.last() else { return Ok(None) };
+    let anchor = position::record_digest(last.key.as_deref(), last.value.as_deref());
     // Every offset from the stored position on, each once: a jump means records vanished from the log (truncation,
     // a recreated topic, a reset to `earliest`) and must stop the sink rather than be archived past.
     for (i, r) in records.iter().enumerate() {
@@ -245,7 +303,7 @@ fn flush(
     }
     let mut backoff = Duration::from_millis(200);
     loop {
-        match rt.block_on(manifest.commit(&claim, &file)) {
+        match rt.block_on(manifest.commit(&claim, &file, &anchor)) {
             Ok(()) => break,
             Err(e) if e.is_transient() => {
                 tracing::warn!(path = %file.path, error = %e, "manifest commit failed; retrying");
@@ -260,6 +318,26 @@ fn flush(
         c.next_offset = file.end_offset;
     }
     Ok(Some(file.end_offset))
+}
+
+/// Checks a received record against its partition's claim (`tally_kafka::position::admit`): None when the
+/// partition is not ours (revoked meanwhile: the next owner reads it again), a fail-stop when the log went backwards.
+fn admit(claims: &Claims, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<Option<Admit>, SinkError> {
+    let mut claims = claims.lock().expect("claims lock");
+    let Some(claim) = claims.get_mut(&(m.topic().to_owned(), m.partition())) else { return Ok(None) };
+    let digest = || position::record_digest(m.key(), m.payload());
+    Ok(Some(position::admit(m.topic(), m.partition(), claim.next_offset, &mut claim.anchor, m.offset(), digest)?))
+}
+
+/// A consumer error: an offset out of range (a stored position the log no longer has) stops the sink; anything else
+/// is logged and librdkafka retries.
+fn out_of_range(e: rdkafka::error::KafkaError) -> Result<(), SinkError> {
+    use rdkafka::types::RDKafkaErrorCode::{AutoOffsetReset, OffsetOutOfRange};
+    if matches!(e.rdkafka_error_code(), Some(AutoOffsetReset | OffsetOutOfRange)) {
+        return Err(SinkError::Consumer(e));
+    }
+    tracing::warn!(error = %e, "consumer error");
+    Ok(())
 }
 
 /// A cheap non-deterministic number for the crash hook (no RNG dependency for a test hook).

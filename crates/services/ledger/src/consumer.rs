@@ -11,6 +11,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tally_kafka::position::{self, Admit, ClaimCheckError, LogPositionError, LogWatch};
 use tally_kafka::{Header, KafkaConfig, Producer};
 use tally_postgres::PostgresConfig;
 use tokio_util::sync::CancellationToken;
@@ -33,9 +34,14 @@ pub enum SinkError {
     Join(String),
     #[error("{topic}[{partition}]: the log continues at offset {found}, but the ledger stopped at {expected}: records are missing from the log; refusing to book past them")]
     Gap { topic: String, partition: i32, expected: i64, found: i64 },
+    #[error(transparent)]
+    Position(#[from] LogPositionError),
 }
 
 type Claims = Arc<Mutex<HashMap<(String, i32), PartitionClaim>>>;
+
+/// How long a claim waits for the broker's watermarks before retrying.
+const CLAIM_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct SinkContext {
     store: LedgerStore,
@@ -43,9 +49,25 @@ struct SinkContext {
     claims: Claims,
     revoked: AtomicBool,
     shutdown: CancellationToken,
+    /// A log that went backwards, found in a callback: the poll loop stops the sink with it.
+    fatal: Mutex<Option<LogPositionError>>,
+    watch: Mutex<LogWatch>,
 }
 
-impl ClientContext for SinkContext {}
+impl SinkContext {
+    fn fail(&self, e: LogPositionError) {
+        tracing::error!(error = %e, "stopping the sink");
+        self.fatal.lock().expect("fatal lock").get_or_insert(e);
+    }
+}
+
+impl ClientContext for SinkContext {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        if let Some(e) = self.watch.lock().expect("watch lock").observe(&statistics) {
+            self.fail(e);
+        }
+    }
+}
 
 impl ConsumerContext for SinkContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -58,6 +80,7 @@ impl ConsumerContext for SinkContext {
             return;
         }
         let mut claims = HashMap::new();
+        let mut starts = Vec::new();
         for elem in tpl.elements() {
             let (topic, partition) = (elem.topic().to_owned(), elem.partition());
             // Claiming must succeed before consuming: retry through a database outage.
@@ -71,12 +94,33 @@ impl ConsumerContext for SinkContext {
                     Err(_) => break None,
                 }
             };
-            let Some(claim) = claim else { continue };
+            let Some(mut claim) = claim else { continue };
+            // The stored position against the log (tally_kafka::position): within its watermarks, and the anchor
+            // record read again first.
+            let start = loop {
+                let anchor = claim.anchor.clone();
+                match position::after_claim(consumer, &topic, partition, claim.next_offset, anchor, CLAIM_CHECK_TIMEOUT)
+                {
+                    Ok(start) => break Some(start),
+                    Err(ClaimCheckError::Position(e)) => {
+                        self.fail(e);
+                        break None;
+                    }
+                    Err(ClaimCheckError::Kafka(e)) if !self.shutdown.is_cancelled() => {
+                        tracing::warn!(%topic, partition, error = %e, "reading the watermarks failed; retrying");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(ClaimCheckError::Kafka(_)) => break None,
+                }
+            };
+            let Some((offset, anchor)) = start else { continue };
+            claim.anchor = anchor;
             tracing::info!(%topic, partition, next_offset = claim.next_offset, epoch = claim.epoch, "claimed");
+            starts.push((topic.clone(), partition, offset));
             claims.insert((topic, partition), claim);
         }
-        for ((topic, partition), claim) in &claims {
-            let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(claim.next_offset));
+        for (topic, partition, offset) in &starts {
+            let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(*offset));
         }
         *self.claims.lock().expect("claims lock") = claims;
         if let Err(e) = consumer.assign(tpl) {
@@ -117,13 +161,18 @@ fn consume(
         claims: claims.clone(),
         revoked: AtomicBool::new(false),
         shutdown: shutdown.clone(),
+        fatal: Mutex::default(),
+        watch: Mutex::default(),
     };
     let consumer: BaseConsumer<SinkContext> = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
+        // Every assignment seeks to a stored offset; one out of range is a log that went backwards: an error, never a
+        // silent reset (tally_kafka::position).
+        .set("auto.offset.reset", "error")
+        .set("statistics.interval.ms", position::STATISTICS_INTERVAL_MS.to_string())
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set("max.poll.interval.ms", config.max_poll_interval_ms.to_string())
         // Answer fetches as soon as data is there: the batch timer, not the broker, bounds latency.
@@ -143,18 +192,23 @@ fn consume(
             if let Some(result) = consumer.poll(Duration::from_millis(50)) {
                 match result {
                     Ok(m) => {
-                        pending.push(Decoded::decode(Incoming {
-                            topic: m.topic().to_owned(),
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            key: m.key().map(<[u8]>::to_vec),
-                            value: m.payload().map(<[u8]>::to_vec),
-                        }));
-                        first_at.get_or_insert_with(Instant::now);
+                        if admit(&claims, &m)? == Some(Admit::Record) {
+                            pending.push(Decoded::decode(Incoming {
+                                topic: m.topic().to_owned(),
+                                partition: m.partition(),
+                                offset: m.offset(),
+                                key: m.key().map(<[u8]>::to_vec),
+                                value: m.payload().map(<[u8]>::to_vec),
+                            }));
+                            first_at.get_or_insert_with(Instant::now);
+                        }
                     }
-                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                    Err(e) => out_of_range(e)?,
                 }
             }
+        }
+        if let Some(e) = consumer.context().fatal.lock().expect("fatal lock").take() {
+            return Err(e.into());
         }
         if consumer.context().revoked.swap(false, Ordering::SeqCst) {
             pending.clear();
@@ -185,10 +239,10 @@ fn flush(
     pending: &mut Vec<Decoded>,
 ) -> Result<(), SinkError> {
     let owned: HashMap<(String, i32), PartitionClaim> = claims.lock().expect("claims lock").clone();
-    // Only records of partitions we own, at or past the claimed position.
+    // Only records of partitions we own (`admit` stopped the sink at any below the claimed position).
     pending.retain(|d| {
         let o = d.origin();
-        owned.get(&(o.topic.clone(), o.partition)).is_some_and(|c| o.offset >= c.next_offset)
+        owned.contains_key(&(o.topic.clone(), o.partition))
     });
     if pending.is_empty() {
         return Ok(());
@@ -245,6 +299,26 @@ fn flush(
     // Advisory only: the stored offsets are the truth; this keeps standard lag tools meaningful.
     let _ = consumer.commit(&tpl, CommitMode::Async);
     pending.clear();
+    Ok(())
+}
+
+/// Checks a received record against its partition's claim (`tally_kafka::position::admit`): None when the
+/// partition is not ours (revoked meanwhile: the next owner reads it again), a fail-stop when the log went backwards.
+fn admit(claims: &Claims, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<Option<Admit>, SinkError> {
+    let mut claims = claims.lock().expect("claims lock");
+    let Some(claim) = claims.get_mut(&(m.topic().to_owned(), m.partition())) else { return Ok(None) };
+    let digest = || position::record_digest(m.key(), m.payload());
+    Ok(Some(position::admit(m.topic(), m.partition(), claim.next_offset, &mut claim.anchor, m.offset(), digest)?))
+}
+
+/// A consumer error: an offset out of range (a stored position the log no longer has) stops the sink; anything else
+/// is logged and librdkafka retries.
+fn out_of_range(e: rdkafka::error::KafkaError) -> Result<(), SinkError> {
+    use rdkafka::types::RDKafkaErrorCode::{AutoOffsetReset, OffsetOutOfRange};
+    if matches!(e.rdkafka_error_code(), Some(AutoOffsetReset | OffsetOutOfRange)) {
+        return Err(SinkError::Consumer(e));
+    }
+    tracing::warn!(error = %e, "consumer error");
     Ok(())
 }
 

@@ -74,6 +74,9 @@ pub struct PartitionClaim {
     /// Where this owner's next batch must start.
     pub next_offset: i64,
     pub epoch: i64,
+    /// The digest of the record at `next_offset - 1` as this sink committed it (`tally_kafka::position`): verified
+    /// against the log after the claim, then taken.
+    pub anchor: Option<Vec<u8>>,
 }
 
 /// What one batch did.
@@ -110,11 +113,17 @@ impl LedgerStore {
                  VALUES ($1, $2, $3, 0, 1)
                  ON CONFLICT (group_id, topic, kafka_partition)
                  DO UPDATE SET owner_epoch = sink_offsets.owner_epoch + 1
-                 RETURNING next_offset, owner_epoch",
+                 RETURNING next_offset, owner_epoch, last_record_sha256",
                 &[&self.group, &topic, &partition],
             )
             .await?;
-        Ok(PartitionClaim { topic: topic.to_owned(), partition, next_offset: row.get(0), epoch: row.get(1) })
+        Ok(PartitionClaim {
+            topic: topic.to_owned(),
+            partition,
+            next_offset: row.get(0),
+            epoch: row.get(1),
+            anchor: row.get(2),
+        })
     }
 
     /// Whether every range is already committed by this owner: after a connection broke during COMMIT, a retry is
@@ -423,11 +432,17 @@ impl LedgerStore {
 
         // 6. The fenced offset update (DESIGN §5): zero rows means another owner or a gap — abort everything.
         for (claim, end) in claims {
+            // The last record's digest: the anchor the next owner verifies against the log.
+            let last = records
+                .iter()
+                .map(Decoded::origin)
+                .find(|o| o.topic == claim.topic && o.partition == claim.partition && o.offset == end - 1);
+            let anchor = last.map(|o| tally_kafka::position::record_digest(o.key.as_deref(), o.value.as_deref()));
             let n = tx
                 .execute(
-                    "UPDATE sink_offsets SET next_offset = $5
+                    "UPDATE sink_offsets SET next_offset = $5, last_record_sha256 = $7
                      WHERE group_id = $1 AND topic = $2 AND kafka_partition = $3 AND owner_epoch = $4 AND next_offset = $6",
-                    &[&self.group, &claim.topic, &claim.partition, &claim.epoch, end, &claim.next_offset],
+                    &[&self.group, &claim.topic, &claim.partition, &claim.epoch, end, &claim.next_offset, &anchor],
                 )
                 .await?;
             if n != 1 {

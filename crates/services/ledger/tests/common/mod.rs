@@ -42,6 +42,11 @@ impl Env {
 
     /// The same, on the PostgreSQL server at `base`.
     pub async fn on(base: &str) -> Env {
+        Env::with(base, &env("TALLY__KAFKA__BROKERS")).await
+    }
+
+    /// The same, on the PostgreSQL server at `base` and the broker at `brokers`.
+    pub async fn with(base: &str, brokers: &str) -> Env {
         let base = base.to_owned();
         let db = unique("tally_t_");
         let admin = tally_postgres::pool(&PostgresConfig { url: base.clone(), ..Default::default() }).unwrap();
@@ -59,11 +64,7 @@ impl Env {
         let postgres = PostgresConfig { url, ..Default::default() };
         let pool = tally_postgres::pool(&postgres).unwrap();
         tally_postgres::migrate(&pool).await.unwrap();
-        let kafka = KafkaConfig {
-            brokers: env("TALLY__KAFKA__BROKERS"),
-            topic_prefix: unique("l") + ".",
-            ..Default::default()
-        };
+        let kafka = KafkaConfig { brokers: brokers.to_owned(), topic_prefix: unique("l") + ".", ..Default::default() };
         tally_kafka::ensure_topics(&kafka, TOPICS).await.unwrap();
         let ledger = LedgerConfig {
             group_id: unique("g"),
