@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use tally_domain::edge::ClaimState;
+use tally_domain::edge::{ClaimState, Produced};
+use tally_domain::ContentDigest;
 use uuid::Uuid;
 
 use crate::PgError;
@@ -41,23 +42,35 @@ impl PgDedup {
         if owned.is_some() {
             return Ok(ClaimState::Claimed);
         }
-        let row = client.query_opt("SELECT state FROM edge_claims WHERE fact_key = $1", &[&key]).await?;
-        Ok(match row.map(|r| r.get::<_, String>(0)).as_deref() {
-            Some("done") => ClaimState::Done,
+        let row = client
+            .query_opt("SELECT state, content_digest, delivery_id FROM edge_claims WHERE fact_key = $1", &[&key])
+            .await?;
+        Ok(match row {
+            Some(r) if r.get::<_, String>(0) == "done" => {
+                let produced = match (r.get::<_, Option<Uuid>>(1), r.get::<_, Option<Uuid>>(2)) {
+                    (Some(content), Some(delivery_id)) => {
+                        Some(Produced { content: ContentDigest(content), delivery_id })
+                    }
+                    _ => None,
+                };
+                ClaimState::Done(produced)
+            }
             Some(_) => ClaimState::Processing,
             // Expired and deleted between the two statements: report busy, the PSP retries.
             None => ClaimState::Processing,
         })
     }
 
-    /// Marks an owned claim done for `ttl`. False if the claim was lost (lease expired and taken over).
-    pub async fn confirm(&self, key: Uuid, token: Uuid, ttl: Duration) -> Result<bool, PgError> {
+    /// Marks an owned claim done for `ttl`, with what it produced. False if the claim was lost (lease expired and
+    /// taken over).
+    pub async fn confirm(&self, key: Uuid, token: Uuid, produced: &Produced, ttl: Duration) -> Result<bool, PgError> {
         let client = self.pool.get().await?;
         let n = client
             .execute(
-                "UPDATE edge_claims SET state = 'done', expires_at = now() + $3::bigint * interval '1 millisecond'
+                "UPDATE edge_claims SET state = 'done', expires_at = now() + $3::bigint * interval '1 millisecond',
+                        content_digest = $4, delivery_id = $5
                  WHERE fact_key = $1 AND token = $2",
-                &[&key, &token, &millis(ttl)],
+                &[&key, &token, &millis(ttl), &produced.content.0, &produced.delivery_id],
             )
             .await?;
         Ok(n == 1)

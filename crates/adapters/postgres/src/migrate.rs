@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../../migrations/0004_edge_exceptions.sql"),
     },
     Migration { version: 5, name: "log_anchor", sql: include_str!("../../../../migrations/0005_log_anchor.sql") },
+    Migration {
+        version: 6,
+        name: "edge_claim_content",
+        sql: include_str!("../../../../migrations/0006_edge_claim_content.sql"),
+    },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

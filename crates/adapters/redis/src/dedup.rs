@@ -1,4 +1,5 @@
-//! Edge dedup on Redis: `SET key processing:<token> NX PX lease`, then compare-and-set to `done:<token>` with the
+//! Edge dedup on Redis: `SET key processing:<token> NX PX lease`, then compare-and-set to
+//! `done:<token>:<content digest>:<delivery id>` (what was produced, `tally_domain::edge::Produced`) with the
 //! retry-window TTL, or compare-and-delete on failure. The token makes confirm and release safe against a claim that
 //! expired and was taken over meanwhile.
 
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
-use tally_domain::edge::ClaimState;
+use tally_domain::edge::{ClaimState, Produced};
 use tokio::sync::Mutex;
 
 use crate::{RedisConfig, RedisError};
@@ -127,8 +128,12 @@ impl RedisDedup {
                 Err(e) => return self.failed(e).await,
             };
             match current.as_deref() {
-                Some(v) if v.starts_with("done:") => return Ok(ClaimState::Done),
-                Some(_) => return Ok(ClaimState::Processing),
+                Some(v) => {
+                    return Ok(match Produced::parse_done(v) {
+                        Some(produced) => ClaimState::Done(produced),
+                        None => ClaimState::Processing,
+                    })
+                }
                 // Expired between SET and GET: try once more.
                 None => continue,
             }
@@ -136,13 +141,19 @@ impl RedisDedup {
         Ok(ClaimState::Processing)
     }
 
-    pub async fn confirm(&self, fact_key: &str, token: &str, ttl: Duration) -> Result<bool, RedisError> {
+    pub async fn confirm(
+        &self,
+        fact_key: &str,
+        token: &str,
+        produced: &Produced,
+        ttl: Duration,
+    ) -> Result<bool, RedisError> {
         let mut c = self.conn().await?;
         let r: Result<i32, _> = self
             .confirm
             .key(key(fact_key))
             .arg(format!("processing:{token}"))
-            .arg(format!("done:{token}"))
+            .arg(produced.done_value(token))
             .arg(ttl.as_millis() as u64)
             .invoke_async(&mut c)
             .await;

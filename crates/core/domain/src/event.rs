@@ -207,11 +207,17 @@ impl PaymentEvent {
     /// Delivery details (received-at, source event id) and PSP-side descriptive fields may differ between two
     /// deliveries of the same fact; a difference here is an `ExistsWithDifferentContent` exception, never a merge.
     pub fn same_content(&self, other: &PaymentEvent) -> bool {
+        // `crate::fact_key::content_digest` digests exactly these fields: keep the two together.
         self.identity() == other.identity()
             && self.payment_id == other.payment_id
             && self.merchant_id == other.merchant_id
             && self.money == other.money
             && self.fee == other.fee
+    }
+
+    /// The digest of what `same_content` compares.
+    pub fn content_digest(&self) -> crate::fact_key::ContentDigest {
+        crate::fact_key::content_digest(self)
     }
 }
 

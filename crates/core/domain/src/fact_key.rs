@@ -37,6 +37,37 @@ impl FactIdentity<'_> {
     }
 }
 
+/// A digest of a fact's business content (what `PaymentEvent::same_content` compares), kept by the edge with its
+/// claim so that a re-delivery with other content is seen there (issue 12, item 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentDigest(pub Uuid);
+
+impl std::fmt::Display for ContentDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The content digest of a fact: its key, payment, merchant, amount, currency and fee, encoded as unambiguously as
+/// the key is. Two events have the same digest exactly when `same_content` holds (test below).
+pub fn content_digest(event: &crate::PaymentEvent) -> ContentDigest {
+    let mut name = Vec::with_capacity(128);
+    name.extend_from_slice(b"tally.content.v1");
+    name.extend_from_slice(event.fact_key().0.as_bytes());
+    push_field(&mut name, Some(&event.payment_id));
+    push_field(&mut name, Some(&event.merchant_id));
+    push_field(&mut name, Some(event.money.currency.code()));
+    name.extend_from_slice(&event.money.amount.minor().to_be_bytes());
+    match event.fee {
+        None => name.push(0),
+        Some(fee) => {
+            name.push(1);
+            name.extend_from_slice(&fee.minor().to_be_bytes());
+        }
+    }
+    ContentDigest(Uuid::new_v5(&NAMESPACE, &name))
+}
+
 fn push_field(buf: &mut Vec<u8>, field: Option<&str>) {
     match field {
         None => buf.push(0),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_domain::edge::ClaimState;
+use tally_domain::edge::{ClaimState, Produced};
 use tally_domain::FactKey;
 use tally_postgres::PgDedup;
 use tally_redis::RedisDedup;
@@ -25,6 +25,8 @@ pub struct OwnedClaim {
     pub key: FactKey,
     token: Uuid,
     store: Store,
+    /// What the confirmed claim keeps: this delivery's content digest and id.
+    produced: Produced,
 }
 
 /// What claiming a fact key found.
@@ -32,7 +34,8 @@ pub struct OwnedClaim {
 pub enum Claim {
     Owned(OwnedClaim),
     Processing,
-    Done,
+    /// Produced already, with this content by this delivery (None: confirmed before the edge kept it).
+    Done(Option<Produced>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,12 +57,13 @@ impl EdgeDedup {
         EdgeDedup { redis, pg, metrics }
     }
 
-    pub async fn claim(&self, key: FactKey, lease: Duration) -> Result<Claim, DedupUnavailable> {
+    /// Claims `key` for a delivery that would produce `produced` (its content digest and delivery id).
+    pub async fn claim(&self, key: FactKey, produced: Produced, lease: Duration) -> Result<Claim, DedupUnavailable> {
         let token = crate::random_uuid();
         let to_claim = |state: ClaimState, store| match state {
-            ClaimState::Claimed => Claim::Owned(OwnedClaim { key, token, store }),
+            ClaimState::Claimed => Claim::Owned(OwnedClaim { key, token, store, produced }),
             ClaimState::Processing => Claim::Processing,
-            ClaimState::Done => Claim::Done,
+            ClaimState::Done(p) => Claim::Done(p),
         };
         let redis_err = match self.redis.claim(&key.to_string(), &token.to_string(), lease).await {
             Ok(state) => return Ok(to_claim(state, Store::Redis)),
@@ -77,10 +81,12 @@ impl EdgeDedup {
         let result = match claim.store {
             Store::Redis => self
                 .redis
-                .confirm(&claim.key.to_string(), &claim.token.to_string(), ttl)
+                .confirm(&claim.key.to_string(), &claim.token.to_string(), &claim.produced, ttl)
                 .await
                 .map_err(|e| e.to_string()),
-            Store::Postgres => self.pg.confirm(claim.key.0, claim.token, ttl).await.map_err(|e| e.to_string()),
+            Store::Postgres => {
+                self.pg.confirm(claim.key.0, claim.token, &claim.produced, ttl).await.map_err(|e| e.to_string())
+            }
         };
         match result {
             Ok(confirmed) => confirmed,

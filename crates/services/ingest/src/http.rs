@@ -65,8 +65,9 @@ async fn stripe(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
         Err(r) => return r,
     };
     match handle_detached(&ingest, Psp::Stripe, headers, body).await {
-        Reply::Accepted { delivery_id, facts, duplicates } => Json(json!({
-            "status": "accepted", "delivery_id": delivery_id, "facts": facts, "duplicates": duplicates
+        Reply::Accepted { delivery_id, facts, duplicates, conflicts } => Json(json!({
+            "status": "accepted", "delivery_id": delivery_id, "facts": facts, "duplicates": duplicates,
+            "content_conflicts": conflicts
         }))
         .into_response(),
         Reply::Ignored { delivery_id, code, reasons } => {

@@ -9,7 +9,8 @@ use axum::http::HeaderMap;
 use futures::future::join_all;
 use sha2::{Digest, Sha256};
 use tally_contracts::{encode_payment_event, encode_raw_delivery, RawDelivery, Verdict};
-use tally_domain::{pan, FactKey, PaymentEvent, Psp, Secret, Timestamp};
+use tally_domain::edge::Produced;
+use tally_domain::{pan, ContentDigest, FactKey, PaymentEvent, Psp, Secret, Timestamp};
 use tally_kafka::{topic_for, Header, RAW_TOPIC};
 use tally_psp::{adyen, stripe, NormalizeError, Outcome, SignatureError};
 use uuid::Uuid;
@@ -59,9 +60,22 @@ pub(crate) fn raw_record(
 /// What ingest answers.
 #[derive(Debug)]
 pub(crate) enum Reply {
-    Accepted { delivery_id: Uuid, facts: usize, duplicates: usize },
-    Ignored { delivery_id: Uuid, code: &'static str, reasons: Vec<String> },
-    Rejected { code: RejectCode, message: String },
+    /// `duplicates` counts every fact produced already; `conflicts` those of them that came with other content.
+    Accepted {
+        delivery_id: Uuid,
+        facts: usize,
+        duplicates: usize,
+        conflicts: usize,
+    },
+    Ignored {
+        delivery_id: Uuid,
+        code: &'static str,
+        reasons: Vec<String>,
+    },
+    Rejected {
+        code: RejectCode,
+        message: String,
+    },
 }
 
 struct Rejection(RejectCode, String);
@@ -93,9 +107,23 @@ pub(crate) fn now() -> Timestamp {
 /// A fact ready to produce.
 struct Encoded {
     key: FactKey,
+    content: ContentDigest,
     topic: String,
     payment_id: String,
     value: Vec<u8>,
+    /// Its position among the delivery's events.
+    event: usize,
+}
+
+/// A fact whose key was produced already (by an earlier delivery, or earlier in this one) with other content.
+struct Conflict {
+    key: FactKey,
+    /// The incoming version: its position among the delivery's events, and its content.
+    event: usize,
+    content: ContentDigest,
+    /// The version produced first, and its event when it is in this delivery.
+    produced: Produced,
+    produced_event: Option<usize>,
 }
 
 impl Ingest {
@@ -246,13 +274,38 @@ impl Ingest {
             };
             return Ok(Reply::Ignored { delivery_id, code, reasons });
         }
-        let encoded = self.encode(&events, &raw.delivery_id)?;
+        let (encoded, mut conflicts) = self.encode(&events, delivery_id)?;
         raw.fact_keys = encoded.iter().map(|e| e.key.to_string()).collect();
-        let (owned, duplicates) = self.claim_all(&encoded).await?;
+        let (owned, done) = self.claim_all(&encoded, delivery_id).await?;
+        let duplicates = done.len();
         Metrics::add(&self.metrics.facts_duplicate_at_edge, duplicates as u64);
+        // A fact produced already with other content: still a duplicate (the ledger keeps its first booking), but
+        // recorded with both deliveries before the 2xx, never passed as the same fact.
+        for (i, produced) in &done {
+            let e = &encoded[*i];
+            if let Some(p) = produced.filter(|p| p.content != e.content) {
+                conflicts.push(Conflict {
+                    key: e.key,
+                    event: e.event,
+                    content: e.content,
+                    produced: p,
+                    produced_event: None,
+                });
+            }
+        }
+        if !conflicts.is_empty() {
+            if let Err(e) = self.record_conflicts(psp, delivery_id, &events, &conflicts).await {
+                for claim in &owned {
+                    self.dedup.release(claim).await;
+                }
+                Metrics::add(&self.metrics.edge_exception_failures, 1);
+                return Err(Rejection::new(RejectCode::Internal, format!("content conflict not recorded, retry: {e}")));
+            }
+        }
+        let conflicts = conflicts.len();
         if owned.is_empty() {
             Metrics::add(&self.metrics.deliveries_duplicate, 1);
-            return Ok(Reply::Accepted { delivery_id, facts: 0, duplicates });
+            return Ok(Reply::Accepted { delivery_id, facts: 0, duplicates, conflicts });
         }
         raw.verdict = Verdict::Accepted;
         if let Err(e) = self.produce_all(&encoded, &owned, raw).await {
@@ -269,7 +322,44 @@ impl Ingest {
         Metrics::add(&self.metrics.confirm_failures, confirmed.iter().filter(|ok| !**ok).count() as u64);
         Metrics::add(&self.metrics.facts_produced, owned.len() as u64);
         Metrics::add(&self.metrics.deliveries_accepted, 1);
-        Ok(Reply::Accepted { delivery_id, facts: owned.len(), duplicates })
+        Ok(Reply::Accepted { delivery_id, facts: owned.len(), duplicates, conflicts })
+    }
+
+    /// One `content_conflict` row per conflicting fact in `edge_exceptions`: what was produced (delivery and content
+    /// digest, and the event itself when it came in this delivery) beside what came now.
+    async fn record_conflicts(
+        &self,
+        psp: Psp,
+        delivery_id: Uuid,
+        events: &[PaymentEvent],
+        conflicts: &[Conflict],
+    ) -> Result<(), tally_postgres::PgError> {
+        let rows: Vec<_> = conflicts
+            .iter()
+            .map(|c| {
+                tally_postgres::EdgeException {
+                    kind: "content_conflict",
+                    delivery_id,
+                    psp: psp.as_str(),
+                    item: c.event as i32,
+                    event_type: events[c.event].kind.as_str(),
+                    fact_key: Some(c.key.0),
+                    detail: serde_json::json!({
+                        "reason": "a fact produced already was delivered again with other content (amount, fee, currency, payment or merchant); the first version stands",
+                        "produced": {
+                            "delivery_id": c.produced.delivery_id,
+                            "content_digest": c.produced.content.to_string(),
+                            "event": c.produced_event.map(|i| &events[i]),
+                        },
+                        "incoming": { "delivery_id": delivery_id, "content_digest": c.content.to_string(), "event": &events[c.event] },
+                    }),
+                }
+            })
+            .collect();
+        tally_postgres::record_edge_exceptions(&self.pool, &rows).await?;
+        Metrics::add(&self.metrics.facts_content_conflict_at_edge, rows.len() as u64);
+        Metrics::add(&self.metrics.edge_exceptions, rows.len() as u64);
+        Ok(())
     }
 
     fn verify(&self, psp: Psp, headers: &HeaderMap, body: &[u8], received_at: Timestamp) -> Result<(), Rejection> {
@@ -290,35 +380,60 @@ impl Ingest {
         result.map_err(|e| Rejection::new(signature_code(&e), e.to_string()))
     }
 
-    fn encode(&self, events: &[PaymentEvent], delivery_id: &str) -> Result<Vec<Encoded>, Rejection> {
+    /// The delivery's facts, encoded, each fact key once — and the facts this delivery states twice with different
+    /// content (the second is not produced; it is a conflict with the first).
+    fn encode(&self, events: &[PaymentEvent], delivery_id: Uuid) -> Result<(Vec<Encoded>, Vec<Conflict>), Rejection> {
+        let id = delivery_id.to_string();
         let mut out: Vec<Encoded> = Vec::with_capacity(events.len());
-        for event in events {
+        let mut conflicts = Vec::new();
+        for (index, event) in events.iter().enumerate() {
             let key = event.fact_key();
+            let content = event.content_digest();
             // One delivery may state a fact twice (a refund listed twice): produce it once.
-            if out.iter().any(|e| e.key == key) {
+            if let Some(first) = out.iter().find(|e| e.key == key) {
+                if first.content != content {
+                    conflicts.push(Conflict {
+                        key,
+                        event: index,
+                        content,
+                        produced: Produced { content: first.content, delivery_id },
+                        produced_event: Some(first.event),
+                    });
+                }
                 continue;
             }
-            let value = encode_payment_event(event, Some(delivery_id))
+            let value = encode_payment_event(event, Some(&id))
                 .map_err(|e| Rejection::new(RejectCode::Internal, format!("encoding {key}: {e}")))?;
             out.push(Encoded {
                 key,
+                content,
                 topic: self.kafka.topic(topic_for(event.kind)),
                 payment_id: event.payment_id.clone(),
                 value,
+                event: index,
             });
         }
-        Ok(out)
+        Ok((out, conflicts))
     }
 
-    /// Claims every fact key. Returns the claims this delivery owns and the number of facts already done.
-    async fn claim_all(&self, encoded: &[Encoded]) -> Result<(Vec<OwnedClaim>, usize), Rejection> {
+    /// Claims every fact key. Returns the claims this delivery owns and the facts already done (their position in
+    /// `encoded`, and what was produced for them).
+    #[allow(clippy::type_complexity)]
+    async fn claim_all(
+        &self,
+        encoded: &[Encoded],
+        delivery_id: Uuid,
+    ) -> Result<(Vec<OwnedClaim>, Vec<(usize, Option<Produced>)>), Rejection> {
         let lease = Duration::from_millis(self.config.claim_lease_ms);
-        let claims = join_all(encoded.iter().map(|e| self.dedup.claim(e.key, lease))).await;
-        let (mut owned, mut done, mut busy, mut failure) = (Vec::new(), 0, false, None);
-        for claim in claims {
+        let claims = join_all(
+            encoded.iter().map(|e| self.dedup.claim(e.key, Produced { content: e.content, delivery_id }, lease)),
+        )
+        .await;
+        let (mut owned, mut done, mut busy, mut failure) = (Vec::new(), Vec::new(), false, None);
+        for (i, claim) in claims.into_iter().enumerate() {
             match claim {
                 Ok(Claim::Owned(c)) => owned.push(c),
-                Ok(Claim::Done) => done += 1,
+                Ok(Claim::Done(produced)) => done.push((i, produced)),
                 Ok(Claim::Processing) => busy = true,
                 Err(e) => failure = Some(e),
             }

@@ -335,3 +335,76 @@ async fn every_item_gets_its_own_verdict_and_nothing_unbookable_is_acknowledged(
     assert_eq!(h.records("payments.capture.v1").len(), 1);
     h.stop().await;
 }
+
+/// Issue 12, item 8: a re-delivery of a booked fact with other content is still acknowledged (the first version
+/// stands), but recorded as a `content_conflict` with both deliveries — through Redis and through the PostgreSQL
+/// fallback alike; an identical re-delivery is a plain duplicate; a delivery that states one fact twice with two
+/// contents is a conflict too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_with_other_content_is_recorded_as_a_conflict_with_both_deliveries() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let pool = tally_postgres::pool(&tally_postgres::PostgresConfig {
+        url: env("TALLY__POSTGRES__URL"),
+        ..Default::default()
+    })
+    .unwrap();
+    // Nothing listens on port 9 of loopback: every claim goes to the PostgreSQL fallback.
+    for redis_url in [env("TALLY__REDIS__URL"), "redis://127.0.0.1:9/".to_owned()] {
+        let h = Harness::start(Options { redis_url: redis_url.clone(), ..Options::default() }).await;
+        let psp = unique("K");
+        let capture = |value| adyen_item("CAPTURE", &format!("{psp}C"), Some(&psp), value);
+        assert_eq!(h.adyen(&adyen_notification(&[capture(1000)])).await.0, 200);
+        // The same content again: a duplicate, no exception.
+        assert_eq!(h.adyen(&adyen_notification(&[capture(1000)])).await.0, 200);
+        assert_eq!(h.ingest.metrics.facts_content_conflict_at_edge.load(Relaxed), 0, "{redis_url}");
+        // Other money under the same fact key: acknowledged, not produced, recorded.
+        let (status, reply) = h.adyen(&adyen_notification(&[capture(900)])).await;
+        assert_eq!((status, reply.as_str()), (200, "[accepted]"), "{redis_url}");
+        assert_eq!(h.records("payments.capture.v1").len(), 1, "the first version stands");
+        assert_eq!(h.ingest.metrics.facts_content_conflict_at_edge.load(Relaxed), 1, "{redis_url}");
+        let booked = decode_payment_event(&h.records("payments.capture.v1")[0].value).unwrap();
+        let rows = pool
+            .get()
+            .await
+            .unwrap()
+            .query("SELECT kind, delivery_id, detail FROM edge_exceptions WHERE fact_key = $1", &[&booked.fact_key.0])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{redis_url}");
+        let (kind, delivery, detail): (String, uuid::Uuid, Value) = (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+        assert_eq!(kind, "content_conflict");
+        // Both versions' lineage: the delivery that was produced, and this one (each in the raw topic).
+        let raw: Vec<_> = h.records("webhooks.raw.v1").iter().map(|r| decode_raw_delivery(&r.value).unwrap()).collect();
+        assert_eq!(raw.len(), 3);
+        let produced = raw.iter().find(|r| r.verdict == Verdict::Accepted).expect("the produced delivery");
+        assert_eq!(detail["produced"]["delivery_id"], produced.delivery_id, "{detail}");
+        assert_eq!(detail["incoming"]["delivery_id"], delivery.to_string(), "{detail}");
+        assert!(raw.iter().any(|r| r.delivery_id == delivery.to_string() && r.verdict == Verdict::Duplicate));
+        assert_eq!(detail["incoming"]["event"]["money"]["amount"], 900, "{detail}");
+        assert_ne!(detail["produced"]["content_digest"], detail["incoming"]["content_digest"]);
+        h.stop().await;
+    }
+
+    // One delivery stating one refund twice, with two amounts: the first is produced, the second recorded.
+    let h = Harness::start(Options::default()).await;
+    let psp = unique("D");
+    let refund = |value| adyen_item("REFUND", &format!("{psp}R"), Some(&psp), value);
+    assert_eq!(h.adyen(&adyen_notification(&[refund(300), refund(200)])).await.0, 200);
+    assert_eq!(h.records("payments.refund.v1").len(), 1);
+    let raw = decode_raw_delivery(&h.records("webhooks.raw.v1")[0].value).unwrap();
+    let delivery: uuid::Uuid = raw.delivery_id.parse().unwrap();
+    let row = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT detail FROM edge_exceptions WHERE delivery_id = $1 AND kind = 'content_conflict'",
+            &[&delivery],
+        )
+        .await
+        .unwrap();
+    let detail: Value = row.get(0);
+    assert_eq!(detail["produced"]["event"]["money"]["amount"], 300, "{detail}");
+    assert_eq!(detail["incoming"]["event"]["money"]["amount"], 200, "{detail}");
+    h.stop().await;
+}
