@@ -5,7 +5,8 @@ use serde::Serialize;
 
 const MCC_LIST: &str = include_str!("../../../../shared/fixtures/data/iso18245/iso18245_official_list.csv");
 
-/// (country, settlement currency) pairs; the currencies cover exponents 0, 2 and 3.
+/// (country, settlement currency) pairs; the currencies cover exponents 0, 2 and 3, and those whose decimals at a PSP
+/// differ from ISO 4217 (CLP, CVE, IDR, ISK, MGA).
 pub(crate) const COUNTRIES: &[(&str, &str)] = &[
     ("DE", "EUR"),
     ("FR", "EUR"),
@@ -15,6 +16,11 @@ pub(crate) const COUNTRIES: &[(&str, &str)] = &[
     ("JP", "JPY"),
     ("SE", "SEK"),
     ("BH", "BHD"),
+    ("CL", "CLP"),
+    ("CV", "CVE"),
+    ("ID", "IDR"),
+    ("IS", "ISK"),
+    ("MG", "MGA"),
 ];
 
 #[derive(Debug, Clone, Serialize)]

@@ -11,5 +11,7 @@ mod lifecycle;
 mod render;
 
 pub use dimension::{merchants, Merchant};
-pub use lifecycle::{generate, Delivery, Expect, Signing, SimConfig, Truth, Workload, ADYEN_KEY, STRIPE_SECRET};
+pub use lifecycle::{
+    generate, Delivery, Expect, Moved, Signing, SimConfig, Truth, TruthFact, Workload, ADYEN_KEY, STRIPE_SECRET,
+};
 pub use render::stripe_header;

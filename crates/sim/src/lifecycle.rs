@@ -4,10 +4,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use tally_domain::ledger::balances;
-use tally_domain::status::derive_status;
 use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
-use tally_money::{Amount, Currency, Money};
+use tally_money::{Currency, Money};
 
 use crate::dimension::{letters, merchants, Merchant};
 use crate::render;
@@ -32,6 +30,18 @@ pub struct SimConfig {
     pub malformed_rate: f64,
     pub pan_rate: f64,
     pub unknown_type_rate: f64,
+    /// Of manually captured payments: captured in part; of the rest, cancelled; of the rest, left to expire; the
+    /// remainder is captured whole.
+    pub partial_capture_rate: f64,
+    pub cancel_rate: f64,
+    pub expire_rate: f64,
+    /// Of refunds: the refund fails after it was accepted (Stripe pending → failed; Adyen REFUND_FAILED or a
+    /// `success` flip).
+    pub refund_failure_rate: f64,
+    /// Of payments: rendered in the other mode (Stripe `livemode`, Adyen `live`) — never to be booked.
+    pub other_mode_rate: f64,
+    /// Of Adyen deliveries: sent together with the next ones in one notification (2–4 items).
+    pub batch_rate: f64,
 }
 
 impl SimConfig {
@@ -50,6 +60,12 @@ impl SimConfig {
             malformed_rate: 0.002,
             pan_rate: 0.001,
             unknown_type_rate: 0.002,
+            partial_capture_rate: 0.2,
+            cancel_rate: 0.1,
+            expire_rate: 0.05,
+            refund_failure_rate: 0.1,
+            other_mode_rate: 0.005,
+            batch_rate: 0.2,
         }
     }
 }
@@ -81,20 +97,83 @@ pub struct Delivery {
     pub body: String,
 }
 
-/// The ground truth.
+/// The ground truth, stated by the simulator in its own terms — what moved per payment, from the lifecycle it
+/// drew — never by Tally's posting rules, status derivation or fact keys (issue 12, item 16): a wrong rule in Tally
+/// shows as a difference here instead of being mirrored into the expectation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Truth {
     pub seed: u64,
     pub payments: usize,
     pub deliveries: usize,
-    /// Every fact that must be booked, exactly once, sorted.
-    pub fact_keys: Vec<String>,
-    /// Σ entries per account and currency that the facts must produce (non-zero only), sorted.
+    /// Every fact the PSPs' deliveries state, as (payment id, kind, PSP reference, original reference), sorted: each
+    /// must be booked exactly once.
+    pub facts: Vec<TruthFact>,
+    /// What moved, per payment (sorted by payment id).
+    pub moved: Vec<Moved>,
+    /// Per account and currency, what the movements leave there (non-zero only, sorted), by the finance identities
+    /// of [`Moved::accounts`].
     pub balances: Vec<(String, String, i64)>,
-    /// Payment statuses, sorted by payment id.
+    /// Each payment's final state as the PSP reports it, sorted by payment id.
     pub statuses: Vec<(String, String)>,
+    /// Payments whose deliveries came in the other mode (test events at a live endpoint or the reverse): nothing of
+    /// them may be booked.
+    pub unbooked_payments: Vec<String>,
     /// Deliveries per expected rejection code (and `duplicate`), sorted.
     pub rejections: Vec<(String, usize)>,
+}
+
+/// One fact a delivery states, named as the ledger's event log names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+pub struct TruthFact {
+    pub payment_id: String,
+    pub kind: String,
+    pub psp_reference: String,
+    pub original_reference: Option<String>,
+}
+
+/// What moved for one payment, in ISO 4217 minor units of its currency, as the PSP's reports would show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Moved {
+    pub payment_id: String,
+    pub psp: String,
+    pub merchant: String,
+    pub currency: String,
+    pub authorized: i64,
+    /// Captured and not reversed.
+    pub captured: i64,
+    /// Refunded and not failed.
+    pub refunded: i64,
+    /// Withdrawn by disputes (each chargeback stage that takes the funds).
+    pub dispute_withdrawn: i64,
+    /// Returned by won dispute stages.
+    pub dispute_returned: i64,
+    /// Written off: lost dispute stages.
+    pub dispute_lost: i64,
+    /// PSP fees charged (dispute fees).
+    pub fees: i64,
+    pub status: String,
+}
+
+impl Moved {
+    /// The finance identities (DESIGN §4), stated once here and independently of Tally's per-fact postings:
+    /// the PSP owes what it captured, less refunds, dispute withdrawals and fees, plus what disputes returned; the
+    /// merchant is owed what was captured less refunds; open disputes sit in the merchant's reserve; lost ones are
+    /// written off; fees are an expense.
+    pub fn accounts(&self) -> Vec<(String, i64)> {
+        vec![
+            (
+                format!("psp_receivable:{}", self.psp),
+                self.captured - self.refunded - self.dispute_withdrawn + self.dispute_returned - self.fees,
+            ),
+            (format!("merchant_payable:{}", self.merchant), -(self.captured - self.refunded)),
+            (
+                format!("dispute_reserve:{}", self.merchant),
+                self.dispute_withdrawn - self.dispute_returned - self.dispute_lost,
+            ),
+            ("chargeback_losses".to_owned(), self.dispute_lost),
+            ("psp_fees".to_owned(), self.fees),
+        ]
+    }
 }
 
 pub struct Workload {
@@ -146,47 +225,121 @@ pub fn generate(config: &SimConfig) -> Workload {
     // 2026-11-01T00:00:00Z, plus a second per payment: event times are part of the output, so they are seeded too.
     let base = 1_761_955_200i64;
     let mut primary: Vec<(render::Rendered, Vec<PaymentEvent>)> = Vec::new();
+    let mut moved: Vec<Moved> = Vec::new();
+    let mut unbooked_payments = Vec::new();
     for p in 0..config.payments {
         let merchant = &merchants[rng.random_range(0..merchants.len())];
         let currency = Currency::from_code(&merchant.settlement_currency).expect("dimension currencies are ISO");
-        let major = rng.random_range(5..500i64);
-        let minor = major * 10i64.pow(u32::from(currency.exponent()))
-            + rng.random_range(0..10i64.pow(u32::from(currency.exponent())).max(1));
-        let money = Money::new(Amount::from_minor(minor), currency);
-        let at = base + p as i64;
         let psp = if rng.random_bool(0.5) { Psp::Stripe } else { Psp::Adyen };
-        let lifecycle = Lifecycle {
-            declined: rng.random_bool(config.decline_rate),
-            manual_capture: rng.random_bool(config.manual_capture_rate),
-            refund: if rng.random_bool(config.refund_rate) {
-                Some(if rng.random_bool(0.5) { minor } else { (minor / 2).max(1) })
+        // Every amount a whole number of the PSP's wire units (Adyen sends IDR without decimals, …).
+        let unit = render::wire_unit(psp, currency);
+        let fit = |x: i64| (x / unit).max(1) * unit;
+        let major = rng.random_range(5..500i64);
+        let scale = 10i64.pow(u32::from(currency.exponent()));
+        let authorized = fit(major * scale + rng.random_range(0..scale.max(1)));
+        let at = base + p as i64;
+        let declined = rng.random_bool(config.decline_rate);
+        let manual_capture = rng.random_bool(config.manual_capture_rate);
+        let release = if !manual_capture {
+            Release::CapturedAll
+        } else {
+            let part = fit(authorized * rng.random_range(30..90i64) / 100);
+            if rng.random_bool(config.partial_capture_rate) && part < authorized {
+                Release::CapturedPart(part)
+            } else if rng.random_bool(config.cancel_rate) {
+                Release::Canceled
+            } else if rng.random_bool(config.expire_rate) {
+                Release::Expired
             } else {
-                None
-            },
-            chargeback: if rng.random_bool(config.chargeback_rate) { Some(rng.random_bool(0.4)) } else { None },
+                Release::CapturedAll
+            }
         };
+        let mut lifecycle =
+            Lifecycle { declined, manual_capture, authorized, release, refund: None, dispute: None, live: false };
+        let captured = lifecycle.captured();
+        if captured > 0 && rng.random_bool(config.refund_rate) {
+            let amount = if rng.random_bool(0.5) { captured } else { fit(captured / 2) };
+            let failure = rng.random_bool(config.refund_failure_rate).then(|| match psp {
+                Psp::Adyen if rng.random_bool(0.5) => RefundFailure::Flipped,
+                _ => RefundFailure::Failed,
+            });
+            lifecycle.refund = Some(RefundPlan { amount, failure });
+        }
+        if captured > 0 && rng.random_bool(config.chargeback_rate) {
+            let part = fit(captured * rng.random_range(20..80i64) / 100);
+            let end = match (psp, rng.random_range(0..10u8)) {
+                (_, 0..=3) => DisputeEnd::Lost,
+                (_, 4..=6) => DisputeEnd::Won,
+                (Psp::Stripe, _) if part < captured => DisputeEnd::PartlyWon(part),
+                (Psp::Stripe, _) => DisputeEnd::Lost,
+                (Psp::Adyen, 7 | 8) => DisputeEnd::SecondWon,
+                (Psp::Adyen, _) => DisputeEnd::SecondLost,
+            };
+            // Stripe charges a dispute fee on the withdrawal (15 units of the currency, here).
+            let fee = if psp == Psp::Stripe && rng.random_bool(0.5) { fit(15 * scale) } else { 0 };
+            lifecycle.dispute = Some(DisputePlan { amount: captured, end, fee });
+        }
+        lifecycle.live = rng.random_bool(config.other_mode_rate);
         let ids =
             Ids { payment: letters(&mut rng, 24, false), refs: (0..4).map(|_| letters(&mut rng, 16, true)).collect() };
-        primary.extend(render::lifecycle(psp, &merchant.id, money, at, &lifecycle, &ids));
+        let rendered = render::lifecycle(psp, &merchant.id, currency, at, &lifecycle, &ids);
+        let payment_id = rendered.first().and_then(|(_, f)| f.first()).map(|f| f.payment_id.clone());
+        let payment_id = payment_id.expect("every lifecycle states a fact");
+        if lifecycle.live {
+            unbooked_payments.push(payment_id);
+            primary.extend(rendered.into_iter().map(|(r, _)| (r, Vec::new())));
+        } else {
+            moved.push(lifecycle.moved(payment_id, psp, &merchant.id, currency));
+            primary.extend(rendered);
+        }
     }
     let facts: Vec<PaymentEvent> = primary.iter().flat_map(|(_, f)| f.clone()).collect();
 
     // Order: payments interleave; reorder within windows; some deliveries arrive late (at the end).
-    let mut bodies: Vec<(Psp, String)> = primary.into_iter().map(|(r, _)| (r.psp, r.body)).collect();
+    let mut bodies: Vec<(Psp, bool, String)> = primary.into_iter().map(|(r, _)| (r.psp, r.live, r.body)).collect();
     for window in bodies.chunks_mut(64) {
         window.shuffle(&mut rng);
     }
     let (mut on_time, late): (Vec<_>, Vec<_>) =
         bodies.into_iter().map(|b| (rng.random_bool(config.late_rate), b)).partition(|(late, _)| !late);
     on_time.extend(late);
-    let mut deliveries: Vec<Delivery> = on_time
+    let deliveries: Vec<Delivery> = on_time
         .into_iter()
-        .map(|(_, (psp, body))| Delivery { seq: 0, psp, fault: "fact", signing: Signing::Valid, expect: ok(), body })
+        .map(|(_, (psp, live, body))| match live {
+            false => Delivery { seq: 0, psp, fault: "fact", signing: Signing::Valid, expect: ok(), body },
+            // Acknowledged and kept, never booked.
+            true => Delivery {
+                seq: 0,
+                psp,
+                fault: "other_mode",
+                signing: Signing::Valid,
+                expect: Expect { status: 200, code: Some("other_mode".into()) },
+                body,
+            },
+        })
         .collect();
+    // Adyen sends several notification items in one request: merge runs of genuine Adyen deliveries.
+    let mut batched: Vec<Delivery> = Vec::with_capacity(deliveries.len());
+    let mut pending_items = 0usize;
+    for d in deliveries {
+        let mergeable = d.psp == Psp::Adyen && d.fault == "fact";
+        match batched.last_mut() {
+            Some(last) if mergeable && pending_items > 0 && last.psp == Psp::Adyen && last.fault == "fact" => {
+                last.body = render::merge_adyen(&last.body, &d.body);
+                pending_items -= 1;
+            }
+            _ => {
+                pending_items =
+                    if mergeable && rng.random_bool(config.batch_rate) { rng.random_range(1..=3) } else { 0 };
+                batched.push(d);
+            }
+        }
+    }
+    let mut deliveries = batched;
 
     // Faults: extra deliveries, each a variant of a genuine one, inserted at seeded positions.
     let mut extra = Vec::new();
-    for d in &deliveries {
+    for d in deliveries.iter().filter(|d| d.fault == "fact") {
         if rng.random_bool(config.duplicate_rate) {
             extra.push(Delivery { fault: "duplicate", ..d.clone() });
         }
@@ -230,27 +383,28 @@ pub fn generate(config: &SimConfig) -> Workload {
         d.seq = i;
     }
 
-    let mut fact_keys: Vec<String> = facts.iter().map(|f| f.fact_key().to_string()).collect();
-    fact_keys.sort();
-    fact_keys.dedup();
-    let mut bal: Vec<(String, String, i64)> = balances(&facts)
-        .expect("generated facts post")
-        .into_iter()
-        .filter(|(_, a)| !a.is_zero())
-        .map(|((acc, cur), a)| (acc.to_string(), cur.code().to_owned(), a.minor()))
-        .collect();
-    bal.sort();
-    let mut by_payment: std::collections::BTreeMap<&str, Vec<&PaymentEvent>> = Default::default();
-    for f in &facts {
-        by_payment.entry(&f.payment_id).or_default().push(f);
-    }
-    let statuses = by_payment
+    let mut truth_facts: Vec<TruthFact> = facts
         .iter()
-        .filter_map(|(p, events)| {
-            let s = derive_status(events.iter().copied())?;
-            Some((p.to_string(), serde_json::to_value(s).ok()?.as_str()?.to_owned()))
+        .map(|f| TruthFact {
+            payment_id: f.payment_id.clone(),
+            kind: f.kind.as_str().to_owned(),
+            psp_reference: f.psp_reference.clone(),
+            original_reference: f.original_reference.clone(),
         })
         .collect();
+    truth_facts.sort();
+    truth_facts.dedup();
+    moved.sort_by(|a, b| a.payment_id.cmp(&b.payment_id));
+    let mut sums: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for m in &moved {
+        for (account, amount) in m.accounts() {
+            *sums.entry((account, m.currency.clone())).or_default() += amount;
+        }
+    }
+    let bal: Vec<(String, String, i64)> =
+        sums.into_iter().filter(|(_, a)| *a != 0).map(|((acc, cur), a)| (acc, cur, a)).collect();
+    let statuses = moved.iter().map(|m| (m.payment_id.clone(), m.status.clone())).collect();
+    unbooked_payments.sort();
     let mut rejections: std::collections::BTreeMap<String, usize> = Default::default();
     for d in &deliveries {
         if d.fault != "fact" {
@@ -261,20 +415,118 @@ pub fn generate(config: &SimConfig) -> Workload {
         seed: config.seed,
         payments: config.payments,
         deliveries: deliveries.len(),
-        fact_keys,
+        facts: truth_facts,
+        moved,
         balances: bal,
         statuses,
+        unbooked_payments,
         rejections: rejections.into_iter().collect(),
     };
     Workload { merchants, deliveries, facts, truth }
 }
 
+/// One payment as the simulator draws it, in ISO 4217 minor units.
 pub(crate) struct Lifecycle {
     pub declined: bool,
     pub manual_capture: bool,
-    pub refund: Option<i64>,
-    /// Some(won?)
-    pub chargeback: Option<bool>,
+    pub authorized: i64,
+    /// What became of the authorization (automatic capture: always `CapturedAll`).
+    pub release: Release,
+    pub refund: Option<RefundPlan>,
+    pub dispute: Option<DisputePlan>,
+    /// Rendered in live mode, at Tally's test endpoint: the other mode.
+    pub live: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Release {
+    CapturedAll,
+    /// Captured in part; the rest of the authorization released (no Refund object on Stripe basil).
+    CapturedPart(i64),
+    Canceled,
+    Expired,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefundFailure {
+    /// Stripe: `pending` then `failed`; Adyen: REFUND, then REFUND_FAILED.
+    Failed,
+    /// Adyen: REFUND with `success=true`, then the same with `success=false`.
+    Flipped,
+}
+
+pub(crate) struct RefundPlan {
+    pub amount: i64,
+    pub failure: Option<RefundFailure>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DisputeEnd {
+    Won,
+    Lost,
+    /// Stripe: part of the funds reinstated (the amount), the dispute then closed as lost.
+    PartlyWon(i64),
+    /// Adyen: reversed, then a second chargeback, then pre-arbitration won or lost.
+    SecondWon,
+    SecondLost,
+}
+
+pub(crate) struct DisputePlan {
+    pub amount: i64,
+    pub end: DisputeEnd,
+    /// A dispute fee (Stripe), on the withdrawal's balance transaction.
+    pub fee: i64,
+}
+
+impl Lifecycle {
+    pub(crate) fn captured(&self) -> i64 {
+        match (self.declined, self.release) {
+            (true, _) => 0,
+            (false, Release::CapturedAll) => self.authorized,
+            (false, Release::CapturedPart(x)) => x,
+            (false, Release::Canceled | Release::Expired) => 0,
+        }
+    }
+
+    /// What moved, and the state the PSP reports at the end — from the lifecycle alone.
+    pub(crate) fn moved(&self, payment_id: String, psp: Psp, merchant: &str, currency: Currency) -> Moved {
+        let captured = self.captured();
+        let refunded = self.refund.as_ref().filter(|r| r.failure.is_none()).map_or(0, |r| r.amount);
+        let (mut withdrawn, mut returned, mut lost, mut fees) = (0, 0, 0, 0);
+        if let Some(d) = &self.dispute {
+            fees = d.fee;
+            (withdrawn, returned, lost) = match d.end {
+                DisputeEnd::Won => (d.amount, d.amount, 0),
+                DisputeEnd::Lost => (d.amount, 0, d.amount),
+                DisputeEnd::PartlyWon(r) => (d.amount, r, d.amount - r),
+                DisputeEnd::SecondWon => (2 * d.amount, 2 * d.amount, 0),
+                DisputeEnd::SecondLost => (2 * d.amount, d.amount, d.amount),
+            };
+        }
+        let status = match (&self.dispute, self.release) {
+            _ if self.declined => "authorization_failed",
+            (_, Release::Canceled | Release::Expired) => "canceled",
+            (Some(d), _) if matches!(d.end, DisputeEnd::Won | DisputeEnd::SecondWon) => "chargeback_won",
+            (Some(_), _) => "chargeback_lost",
+            (None, _) if refunded > 0 && refunded == captured => "refunded",
+            (None, _) if refunded > 0 => "partially_refunded",
+            (None, _) => "captured",
+        };
+        Moved {
+            payment_id,
+            psp: psp.as_str().to_owned(),
+            merchant: merchant.to_owned(),
+            currency: currency.code().to_owned(),
+            authorized: if self.declined { 0 } else { self.authorized },
+            captured,
+            refunded,
+            dispute_withdrawn: withdrawn,
+            dispute_returned: returned,
+            dispute_lost: lost,
+            fees,
+            status: status.to_owned(),
+        }
+    }
 }
 
 pub(crate) struct Ids {

@@ -1,10 +1,10 @@
 //! The generator's promises: determinism, and truth that agrees with what the PSP formats say.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use tally_domain::{Psp, Timestamp};
+use tally_domain::{EventKind, PaymentEvent, Psp, Timestamp};
 use tally_psp::{Endpoint, Outcome};
-use tally_sim::{generate, Signing, SimConfig};
+use tally_sim::{generate, Signing, SimConfig, TruthFact};
 
 fn small(seed: u64) -> SimConfig {
     let mut c = SimConfig::new(seed, 3000);
@@ -37,9 +37,8 @@ fn the_same_seed_gives_byte_identical_output_and_another_seed_does_not() {
     assert_ne!(a, bytes(&generate(&small(43))));
 }
 
-#[test]
-fn every_genuine_delivery_normalises_to_exactly_the_intended_facts() {
-    let w = generate(&small(7));
+/// What Tally's normalisers make of every genuine delivery (and duplicate) of `w`, at a test-mode endpoint.
+fn normalised(w: &tally_sim::Workload) -> Vec<PaymentEvent> {
     let at = Timestamp::from_unix_secs(1_800_000_000).unwrap();
     let mut booked = Vec::new();
     for d in w.deliveries.iter().filter(|d| d.fault == "fact" || d.fault == "duplicate") {
@@ -52,15 +51,110 @@ fn every_genuine_delivery_normalises_to_exactly_the_intended_facts() {
             }
         }
     }
-    let keys: BTreeSet<String> = booked.iter().map(|e| e.fact_key().to_string()).collect();
-    let truth: BTreeSet<String> = w.truth.fact_keys.iter().cloned().collect();
-    assert_eq!(keys, truth);
+    booked
+}
+
+fn named(e: &PaymentEvent) -> TruthFact {
+    TruthFact {
+        payment_id: e.payment_id.clone(),
+        kind: e.kind.as_str().to_owned(),
+        psp_reference: e.psp_reference.clone(),
+        original_reference: e.original_reference.clone(),
+    }
+}
+
+#[test]
+fn every_genuine_delivery_normalises_to_exactly_the_intended_facts() {
+    let w = generate(&small(7));
+    let booked = normalised(&w);
+    let names: BTreeSet<TruthFact> = booked.iter().map(named).collect();
+    let truth: BTreeSet<TruthFact> = w.truth.facts.iter().cloned().collect();
+    assert_eq!(names.difference(&truth).collect::<Vec<_>>(), Vec::<&TruthFact>::new(), "booked, not intended");
+    assert_eq!(truth.difference(&names).collect::<Vec<_>>(), Vec::<&TruthFact>::new(), "intended, not booked");
     // Content too: every booked fact states what was intended.
-    let intended: std::collections::HashMap<_, _> = w.facts.iter().map(|f| (f.fact_key(), f)).collect();
+    let intended: BTreeMap<_, _> = w.facts.iter().map(|f| (named(f), f)).collect();
     for e in &booked {
-        let i = intended[&e.fact_key()];
+        let i = intended[&named(e)];
         assert!(i.same_content(e), "{e:?} vs {i:?}");
     }
+}
+
+/// The simulator states what moved per payment, from the lifecycle it drew; Tally's normalisers and posting rules
+/// turn the PSPs' deliveries into journals. Two independent statements: they must agree to the minor unit, per
+/// payment and per account (issue 12, item 16).
+#[test]
+fn tallys_postings_of_the_deliveries_move_exactly_the_money_the_simulator_says_moved() {
+    for seed in [7, 8, 9] {
+        let w = generate(&small(seed));
+        let booked = normalised(&w);
+        let mut per_payment: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for e in tally_domain::distinct_facts(&booked).into_values() {
+            let Some(journal) = tally_domain::ledger::postings(e).unwrap() else { continue };
+            for entry in journal.entries {
+                let class = entry.account.to_string().split(':').next().unwrap().to_owned();
+                *per_payment.entry((e.payment_id.clone(), class)).or_default() += entry.money.amount.minor();
+            }
+        }
+        per_payment.retain(|_, a| *a != 0);
+        let mut stated: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for m in &w.truth.moved {
+            for (account, amount) in m.accounts().into_iter().filter(|(_, a)| *a != 0) {
+                stated.insert((m.payment_id.clone(), account.split(':').next().unwrap().to_owned()), amount);
+            }
+        }
+        let moved: BTreeMap<&str, &tally_sim::Moved> =
+            w.truth.moved.iter().map(|m| (m.payment_id.as_str(), m)).collect();
+        let wrong: Vec<String> = stated
+            .iter()
+            .filter(|(k, a)| per_payment.get(*k) != Some(*a))
+            .chain(per_payment.iter().filter(|(k, a)| stated.get(*k) != Some(*a)))
+            .map(|((p, class), _)| {
+                let (posted, said) =
+                    (per_payment.get(&(p.clone(), class.clone())), stated.get(&(p.clone(), class.clone())));
+                format!("{p} {class}: posted {posted:?}, moved {said:?} ({:?})", moved.get(p.as_str()))
+            })
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "seed {seed}: {} differences, first: {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(3)]
+        );
+        // And in total, per account and currency.
+        let mut totals: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for ((account, currency), amount) in tally_domain::ledger::balances(&booked).unwrap() {
+            totals.insert((account.to_string(), currency.code().to_owned()), amount.minor());
+        }
+        totals.retain(|_, a| *a != 0);
+        let stated: BTreeMap<(String, String), i64> =
+            w.truth.balances.iter().map(|(a, c, m)| ((a.clone(), c.clone()), *m)).collect();
+        assert_eq!(totals, stated, "seed {seed}");
+        // The statuses Tally derives are the states the PSPs report.
+        let mut by_payment: BTreeMap<&str, Vec<&PaymentEvent>> = BTreeMap::new();
+        for e in &booked {
+            by_payment.entry(&e.payment_id).or_default().push(e);
+        }
+        for (payment, status) in &w.truth.statuses {
+            let derived = tally_domain::status::derive_status(by_payment[payment.as_str()].iter().copied());
+            let derived = derived.map(|s| serde_json::to_value(s).unwrap().as_str().unwrap().to_owned());
+            assert_eq!(derived.as_deref(), Some(status.as_str()), "seed {seed}: {payment}");
+        }
+    }
+}
+
+#[test]
+fn other_mode_payments_are_never_booked() {
+    let w = generate(&SimConfig { other_mode_rate: 0.05, ..small(5) });
+    assert!(w.truth.unbooked_payments.len() >= 20, "{}", w.truth.unbooked_payments.len());
+    let at = Timestamp::from_unix_secs(1_800_000_000).unwrap();
+    for d in w.deliveries.iter().filter(|d| d.fault == "other_mode") {
+        for outcome in tally_psp::normalize(d.psp, d.body.as_bytes(), at, &Endpoint::default()).unwrap() {
+            assert!(matches!(outcome, Outcome::OtherMode { live: true, .. }), "{outcome:?}");
+        }
+    }
+    let unbooked: BTreeSet<&String> = w.truth.unbooked_payments.iter().collect();
+    assert!(w.truth.facts.iter().all(|f| !unbooked.contains(&f.payment_id)));
+    assert!(w.truth.moved.iter().all(|m| !unbooked.contains(&m.payment_id)));
 }
 
 #[test]
@@ -111,10 +205,34 @@ fn lifecycles_have_the_configured_shape() {
     let statuses: Vec<&str> = w.truth.statuses.iter().map(|(_, s)| s.as_str()).collect();
     let share = |s: &str| statuses.iter().filter(|x| **x == s).count() as f64 / statuses.len() as f64;
     assert!((0.04..0.13).contains(&share("authorization_failed")), "{}", share("authorization_failed"));
-    assert!(share("captured") > 0.7);
+    assert!(share("captured") > 0.6, "{}", share("captured"));
+    assert!(share("canceled") > 0.01, "{}", share("canceled"));
     assert!(share("refunded") + share("partially_refunded") > 0.03);
     assert!(share("chargeback_won") + share("chargeback_lost") + share("disputed") > 0.02);
     let currencies: BTreeSet<&str> = w.facts.iter().map(|f| f.money.currency.code()).collect();
-    assert!(currencies.contains("JPY") && currencies.contains("BHD") && currencies.contains("EUR"), "{currencies:?}");
+    for c in ["JPY", "BHD", "EUR", "CLP", "CVE", "IDR", "ISK", "MGA"] {
+        assert!(currencies.contains(c), "{c}: {currencies:?}");
+    }
+    // The PSPs' sequences the mappings must get right (issue 12), each present.
+    let kinds: BTreeSet<EventKind> = w.facts.iter().map(|f| f.kind).collect();
+    for k in [EventKind::Canceled, EventKind::RefundFailed, EventKind::Fee, EventKind::SecondChargeback] {
+        assert!(kinds.contains(&k), "{k:?}");
+    }
+    assert!(kinds.contains(&EventKind::PrearbitrationWon) || kinds.contains(&EventKind::PrearbitrationLost));
+    let partial = w.truth.moved.iter().filter(|m| m.captured > 0 && m.captured < m.authorized).count();
+    let reinstated_in_part = w.truth.moved.iter().filter(|m| m.dispute_returned > 0 && m.dispute_lost > 0).count();
+    assert!(partial > 10 && reinstated_in_part > 0, "{partial} partial captures, {reinstated_in_part} partly won");
+    let batches = w
+        .deliveries
+        .iter()
+        .filter(|d| d.psp == Psp::Adyen && d.body.matches("NotificationRequestItem").count() > 1)
+        .count();
+    assert!(batches > 20, "{batches} multi-item Adyen notifications");
+    let flips = w
+        .deliveries
+        .iter()
+        .filter(|d| d.body.contains(r#""eventCode":"REFUND""#) && d.body.contains(r#""success":"false""#))
+        .count();
+    assert!(flips > 0, "an Adyen refund flipped to success=false");
     assert!(w.merchants.len() >= 2000 && w.merchants.iter().any(|m| m.valid_to.is_some()), "SCD2 versions present");
 }

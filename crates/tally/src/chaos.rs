@@ -509,7 +509,7 @@ async fn chaos(
     println!();
     println!("summary");
     println!("  deliveries      {sent} sent in {:.1} s ({retries} PSP-style retries)", send_time.as_secs_f64());
-    println!("  facts expected  {}", truth.fact_keys.len());
+    println!("  facts expected  {}", truth.facts.len());
     println!(
         "  quiescence      {}",
         if caught_up {

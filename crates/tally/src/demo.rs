@@ -38,7 +38,11 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         println!("1/5 generating the workload (seed {}, ~{} events) into {}", args.seed, args.events, dir.display());
         let truth = generate(&GenerateArgs { seed: args.seed, events: args.events, out: dir.clone() })?;
 
-        println!("2/5 starting ingest, the ledger sink and the archive sink");
+        // Topics of this run's own (their names carry the run): the sinks start at offset 0 of a log nobody else
+        // wrote, and the oracles look at this run's payments only — a second run on the same stack checks itself.
+        let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+        config.kafka.topic_prefix = format!("{}demo-{run}.", config.kafka.topic_prefix);
+        println!("2/5 starting ingest, the ledger sink and the archive sink (topics {}*)", config.kafka.topic_prefix);
         tally_kafka::ensure_topics(&config.kafka, tally_kafka::TOPICS).await?;
         config.ingest.stripe.secrets.push(Secret::new(tally_sim::STRIPE_SECRET.into()));
         config.ingest.adyen.hmac_keys.push(Secret::new(tally_sim::ADYEN_KEY.into()));
@@ -47,8 +51,8 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         let url = format!("http://{}", listener.local_addr()?);
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(ingest.clone().serve(listener, shutdown.clone()));
-        let sink = tokio::spawn(tally_ledger::run(config.ledger.clone(), config.kafka.clone(), config.postgres.clone(), shutdown.clone()));
-        let archive = tokio::spawn(tally_archive::run(config.archive.clone(), config.kafka.clone(), config.postgres.clone(), shutdown.clone()));
+        let mut sink = tokio::spawn(tally_ledger::run(config.ledger.clone(), config.kafka.clone(), config.postgres.clone(), shutdown.clone()));
+        let mut archive = tokio::spawn(tally_archive::run(config.archive.clone(), config.kafka.clone(), config.postgres.clone(), shutdown.clone()));
 
         println!("3/5 delivering {} webhooks to {url} like the PSPs do (retries on 409/5xx)", truth.deliveries);
         let sending = Instant::now();
@@ -56,12 +60,20 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
 
         println!("4/5 waiting for the ledger to book every fact");
         let pool = tally_postgres::pool(&config.postgres)?;
-        let keys: Vec<uuid::Uuid> = truth.fact_keys.iter().filter_map(|k| k.parse().ok()).collect();
+        let payments: Vec<String> = truth.moved.iter().map(|m| m.payment_id.clone()).collect();
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let n: i64 = pool.get().await?.query_one("SELECT count(*) FROM event_log WHERE fact_key = ANY($1)", &[&keys]).await?.get(0);
-            if n >= keys.len() as i64 || Instant::now() > deadline {
+            let n: i64 = pool.get().await?.query_one("SELECT count(*) FROM event_log WHERE payment_id = ANY($1)", &[&payments]).await?.get(0);
+            if n >= truth.facts.len() as i64 || Instant::now() > deadline {
                 break;
+            }
+            // A sink that stopped (a log that went backwards, a fence) will not book the rest: say why, now.
+            if sink.is_finished() || archive.is_finished() {
+                shutdown.cancel();
+                let (s, a) = ((&mut sink).await?, (&mut archive).await?);
+                s.context("the ledger sink stopped")?;
+                a.context("the archive sink stopped")?;
+                anyhow::bail!("a sink stopped before every fact was booked");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -78,13 +90,16 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         let latency: Vec<f64> = client
             .query_one(
                 "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM booked_at - received_at))
-                 FROM event_log WHERE fact_key = ANY($1)",
-                &[&keys],
+                 FROM event_log WHERE payment_id = ANY($1)",
+                &[&payments],
             )
             .await?
             .get(0);
         let sink_dupes: i64 = client
-            .query_one("SELECT count(*) FROM sink_duplicates WHERE fact_key = ANY($1)", &[&keys])
+            .query_one(
+                "SELECT count(*) FROM sink_duplicates d JOIN event_log l ON l.fact_key = d.fact_key WHERE l.payment_id = ANY($1)",
+                &[&payments],
+            )
             .await?
             .get(0);
         shutdown.cancel();
@@ -102,7 +117,7 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         println!("{}", report.render());
         println!("summary");
         println!("  deliveries            {sent} sent in {:.1} s ({} PSP-style retries)", send_time.as_secs_f64(), retries);
-        println!("  facts booked          {} ({:.0} events/s from first delivery to last booking)", keys.len(), keys.len() as f64 / booked_time.as_secs_f64());
+        println!("  facts booked          {} ({:.0} events/s from first delivery to last booking)", truth.facts.len(), truth.facts.len() as f64 / booked_time.as_secs_f64());
         println!(
             "  duplicates blocked    {} deliveries / {} facts at the edge, {} at the sink",
             m.deliveries_duplicate.load(Ordering::Relaxed),
@@ -122,7 +137,11 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         println!("  ledger:   psql {} -c 'SELECT account, currency, balance_minor FROM account_balances ORDER BY 1'", config.postgres.url);
         println!("  payments: psql {} -c 'SELECT status, count(*) FROM payments GROUP BY 1'", config.postgres.url);
         println!("  archive:  {}/topic=*/date=*/hour=*/*.parquet (query with DuckDB: see the README)", config.archive.location);
-        println!("  checks:   tally ledger verify; tally recon completeness; tally sim check --dir {}", dir.display());
+        println!(
+            "  checks:   tally ledger verify; TALLY__KAFKA__TOPIC_PREFIX={} tally recon completeness; tally sim check --dir {}",
+            config.kafka.topic_prefix,
+            dir.display()
+        );
         println!("  workload: {}/ (deliveries.jsonl, truth.json, merchants.csv, sent.jsonl)", dir.display());
         Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })

@@ -1,6 +1,6 @@
 //! `tally sim generate|send|check`: a seeded workload on disk, delivered like a PSP, and the oracles.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -86,7 +86,7 @@ pub fn run(cmd: SimCommand, config: Config) -> Result<ExitCode> {
             println!(
                 "{} payments, {} facts, {} deliveries → {}",
                 truth.payments,
-                truth.fact_keys.len(),
+                truth.facts.len(),
                 truth.deliveries,
                 args.out.display()
             );
@@ -273,44 +273,88 @@ impl CheckReport {
 pub async fn check(pool: &deadpool_postgres::Pool, dir: &Path, config: &crate::config::Config) -> Result<CheckReport> {
     let group = config.ledger.group_id.as_str();
     let truth: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("truth.json"))?)?;
-    let keys: Vec<uuid::Uuid> = truth["fact_keys"]
-        .as_array()
-        .context("truth.fact_keys")?
-        .iter()
-        .filter_map(|k| k.as_str()?.parse().ok())
-        .collect();
-    let payments: Vec<String> = truth["statuses"]
-        .as_array()
-        .context("truth.statuses")?
-        .iter()
-        .filter_map(|s| Some(s[0].as_str()?.to_owned()))
-        .collect();
+    // The truth names facts and states money in its own terms; nothing here uses Tally's fact keys or postings.
+    let facts: Vec<tally_sim::TruthFact> = serde_json::from_value(truth["facts"].clone()).context("truth.facts")?;
+    let moved: Vec<tally_sim::Moved> = serde_json::from_value(truth["moved"].clone()).context("truth.moved")?;
+    let unbooked: Vec<String> =
+        serde_json::from_value(truth["unbooked_payments"].clone()).context("truth.unbooked_payments")?;
+    let payments: Vec<String> = moved.iter().map(|m| m.payment_id.clone()).collect();
     let client = pool.get().await?;
     let mut rows = Vec::new();
 
-    let booked: i64 =
-        client.query_one("SELECT count(*) FROM event_log WHERE fact_key = ANY($1)", &[&keys]).await?.get(0);
-    rows.push((
-        "every expected fact booked exactly once".into(),
-        Some(booked == keys.len() as i64),
-        format!("{booked}/{} facts", keys.len()),
-    ));
-    let unexpected: i64 = client
-        .query_one(
-            "SELECT count(*) FROM event_log WHERE payment_id = ANY($1) AND NOT fact_key = ANY($2)",
-            &[&payments, &keys],
+    let expected: BTreeSet<tally_sim::TruthFact> = facts.into_iter().collect();
+    let booked: BTreeSet<tally_sim::TruthFact> = client
+        .query(
+            "SELECT payment_id, kind, psp_reference, original_reference FROM event_log WHERE payment_id = ANY($1)",
+            &[&payments],
         )
         .await?
-        .get(0);
+        .iter()
+        .map(|r| tally_sim::TruthFact {
+            payment_id: r.get(0),
+            kind: r.get(1),
+            psp_reference: r.get(2),
+            original_reference: r.get(3),
+        })
+        .collect();
+    let missing = expected.difference(&booked).count();
+    rows.push((
+        "every expected fact booked exactly once".into(),
+        Some(missing == 0),
+        format!("{}/{} facts", expected.len() - missing, expected.len()),
+    ));
+    let unexpected = booked.difference(&expected).count();
     rows.push(("no unexpected fact".into(), Some(unexpected == 0), format!("{unexpected} unexpected")));
+    let other_mode: i64 =
+        client.query_one("SELECT count(*) FROM event_log WHERE payment_id = ANY($1)", &[&unbooked]).await?.get(0);
+    rows.push((
+        "nothing booked of other-mode payments".into(),
+        Some(other_mode == 0),
+        format!("{} payments, {other_mode} facts booked", unbooked.len()),
+    ));
+
+    // What moved, per payment: the ledger's entries of each payment by account class, against the truth's
+    // statement of captured, refunded, disputed and fees in money terms.
+    let mut ledger_moved: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for r in client
+        .query(
+            "SELECT l.payment_id, split_part(e.account, ':', 1), sum(e.amount_minor)::bigint
+             FROM entries e JOIN event_log l ON l.fact_key = e.fact_key WHERE l.payment_id = ANY($1) GROUP BY 1, 2",
+            &[&payments],
+        )
+        .await?
+    {
+        ledger_moved.insert((r.get(0), r.get(1)), r.get(2));
+    }
+    ledger_moved.retain(|_, a| *a != 0);
+    let mut stated: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for m in &moved {
+        for (account, amount) in m.accounts().into_iter().filter(|(_, a)| *a != 0) {
+            let class = account.split(':').next().unwrap_or_default().to_owned();
+            stated.insert((m.payment_id.clone(), class), amount);
+        }
+    }
+    let differ: BTreeSet<&String> = stated
+        .iter()
+        .filter(|(k, a)| ledger_moved.get(*k) != Some(*a))
+        .chain(ledger_moved.iter().filter(|(k, a)| stated.get(*k) != Some(*a)))
+        .map(|((payment, _), _)| payment)
+        .collect();
+    let differ = differ.len();
+    rows.push((
+        "money moved, per payment".into(),
+        Some(differ == 0),
+        format!("{} payments, {differ} differ", moved.len()),
+    ));
 
     let mut expected: Vec<(String, String, i64)> = serde_json::from_value(truth["balances"].clone())?;
     expected.sort();
     let mut actual: Vec<(String, String, i64)> = client
         .query(
-            "SELECT account, currency, sum(amount_minor)::bigint FROM entries WHERE fact_key = ANY($1) GROUP BY 1, 2
-             HAVING sum(amount_minor) <> 0 ORDER BY 1, 2",
-            &[&keys],
+            "SELECT e.account, e.currency, sum(e.amount_minor)::bigint
+             FROM entries e JOIN event_log l ON l.fact_key = e.fact_key WHERE l.payment_id = ANY($1)
+             GROUP BY 1, 2 HAVING sum(e.amount_minor) <> 0 ORDER BY 1, 2",
+            &[&payments],
         )
         .await?
         .iter()

@@ -27,6 +27,8 @@ fn the_demo_pipeline_books_a_generated_workload_with_every_oracle_green() {
     for oracle in [
         "every expected fact booked exactly once  ok",
         "no unexpected fact                       ok",
+        "nothing booked of other-mode payments    ok",
+        "money moved, per payment                 ok",
         "balances to the minor unit               ok",
         "payment statuses                         ok",
         "every journal balanced; ledger verify    ok",
