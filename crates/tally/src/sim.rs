@@ -30,7 +30,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Size of the workload: payments = events / 2.3. At the generator's ratios a payment yields ~2 facts to book,
-    /// so facts ≈ 0.87 × events (1,000,000 → 874,757 for seed 2026; the ground truth has the exact count).
+    /// so facts ≈ 0.87 × events (1,000,000 → 874,926 for seed 2026; the ground truth has the exact count).
     #[arg(long, default_value_t = 20_000)]
     pub events: usize,
     #[arg(long)]
