@@ -42,6 +42,9 @@ pub struct SimConfig {
     pub other_mode_rate: f64,
     /// Of Adyen deliveries: sent together with the next ones in one notification (2–4 items).
     pub batch_rate: f64,
+    /// Up to 6 lowercase letters or digits that start every payment and PSP reference: two runs of one seed with
+    /// different tags are different payments to the edge and the ledger (`tally demo` tags each run).
+    pub run_tag: String,
 }
 
 impl SimConfig {
@@ -66,6 +69,7 @@ impl SimConfig {
             refund_failure_rate: 0.1,
             other_mode_rate: 0.005,
             batch_rate: 0.2,
+            run_tag: String::new(),
         }
     }
 }
@@ -220,6 +224,10 @@ pub(crate) fn fact(
 
 /// Generates a workload. Deterministic: the same config gives the same workload, byte for byte once written.
 pub fn generate(config: &SimConfig) -> Workload {
+    assert!(
+        config.run_tag.len() <= 6 && config.run_tag.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+        "run_tag: up to 6 lowercase letters or digits"
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let merchants = merchants(&mut rng, config.merchants);
     // 2026-11-01T00:00:00Z, plus a second per payment: event times are part of the output, so they are seeded too.
@@ -280,8 +288,13 @@ pub fn generate(config: &SimConfig) -> Workload {
             lifecycle.dispute = Some(DisputePlan { amount: captured, end, fee });
         }
         lifecycle.live = rng.random_bool(config.other_mode_rate);
-        let ids =
-            Ids { payment: letters(&mut rng, 24, false), refs: (0..4).map(|_| letters(&mut rng, 16, true)).collect() };
+        let tag = &config.run_tag;
+        let ids = Ids {
+            payment: format!("{tag}{}", letters(&mut rng, 24 - tag.len(), false)),
+            refs: (0..4)
+                .map(|_| format!("{}{}", tag.to_uppercase(), letters(&mut rng, 16 - tag.len(), true)))
+                .collect(),
+        };
         let rendered = render::lifecycle(psp, &merchant.id, currency, at, &lifecycle, &ids);
         let payment_id = rendered.first().and_then(|(_, f)| f.first()).map(|f| f.payment_id.clone());
         let payment_id = payment_id.expect("every lifecycle states a fact");

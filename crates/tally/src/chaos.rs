@@ -309,7 +309,8 @@ async fn chaos(
     tally_postgres::migrate(&pool).await?;
     let dir = stack.data.join("workload");
     println!("2/5 generating the workload (seed {}, ~{} events)", args.seed, args.events);
-    let truth = generate(&GenerateArgs { seed: args.seed, events: args.events, out: dir.clone() })?;
+    let truth =
+        generate(&GenerateArgs { seed: args.seed, events: args.events, out: dir.clone(), run_tag: String::new() })?;
 
     let service = |name: &str, a: &'static [&'static str]| Service {
         args: a,

@@ -35,13 +35,20 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
     rt.block_on(async move {
         let started = Instant::now();
         let dir = PathBuf::from(".tally/demo").join(format!("seed-{}-events-{}", args.seed, args.events));
-        println!("1/5 generating the workload (seed {}, ~{} events) into {}", args.seed, args.events, dir.display());
-        let truth = generate(&GenerateArgs { seed: args.seed, events: args.events, out: dir.clone() })?;
-
-        // Topics of this run's own (their names carry the run): the sinks start at offset 0 of a log nobody else
-        // wrote, and the oracles look at this run's payments only — a second run on the same stack checks itself.
+        // Each run its own payments (a tag on every id) and topics: a second run books and checks what it sent.
         let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
-        config.kafka.topic_prefix = format!("{}demo-{run}.", config.kafka.topic_prefix);
+        let run_tag = base36(run % 36u128.pow(6));
+        println!(
+            "1/5 generating the workload (seed {}, ~{} events, run {run_tag}) into {}",
+            args.seed,
+            args.events,
+            dir.display()
+        );
+        let truth =
+            generate(&GenerateArgs { seed: args.seed, events: args.events, out: dir.clone(), run_tag: run_tag.clone() })?;
+
+        // Topics of this run's own: the sinks start at offset 0 of a log nobody else wrote.
+        config.kafka.topic_prefix = format!("{}demo-{run_tag}.", config.kafka.topic_prefix);
         println!("2/5 starting ingest, the ledger sink and the archive sink (topics {}*)", config.kafka.topic_prefix);
         tally_kafka::ensure_topics(&config.kafka, tally_kafka::TOPICS).await?;
         config.ingest.stripe.secrets.push(Secret::new(tally_sim::STRIPE_SECRET.into()));
@@ -145,4 +152,15 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         println!("  workload: {}/ (deliveries.jsonl, truth.json, merchants.csv, sent.jsonl)", dir.display());
         Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
+}
+
+/// `n` in base 36, lowercase, six digits (the run tag of a demo run).
+fn base36(mut n: u128) -> String {
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = [b'0'; 6];
+    for slot in out.iter_mut().rev() {
+        *slot = digits[(n % 36) as usize];
+        n /= 36;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

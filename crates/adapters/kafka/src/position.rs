@@ -10,17 +10,20 @@
 //!    `next_offset − 1` and the first record must be that record. A recreated log that has already grown past the
 //!    old position (which no watermark can show) fails here.
 //! 3. **While consuming**, a record below `next_offset` in an owned partition is the log going backwards, and a
-//!    fetch position above the high watermark (seen in librdkafka's statistics, twice in a row) is a log that
-//!    restarted while the sink was running (the local broker answers such fetches with nothing, not an error).
+//!    fetch position above the high watermark (seen in librdkafka's statistics, then confirmed by asking the broker
+//!    for the watermarks) is a log that restarted while the sink was running (the local broker answers such fetches
+//!    with nothing, not an error).
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use sha2::{Digest, Sha256};
 
-/// How often a sink's librdkafka reports statistics (the input of [`LogWatch`]).
+/// How often a sink's librdkafka reports statistics (the input of [`suspects`]).
 pub const STATISTICS_INTERVAL_MS: u32 = 5000;
 
 /// A SHA-256 over a record's key and value (each length-prefixed, `-1` for null): what the anchor compares.
@@ -61,9 +64,12 @@ pub fn check_stored(topic: &str, partition: i32, stored: i64, low: i64, high: i6
     Ok(())
 }
 
+/// Where to seek after a claim, and the anchor to verify there.
+pub type Start = (i64, Option<Vec<u8>>);
+
 /// Where to start reading after a claim, and the anchor to verify first (None: nothing to verify — a partition
 /// never committed, a position stored before anchors existed, or an anchor record removed by retention).
-pub fn start(next_offset: i64, anchor: Option<Vec<u8>>, low: i64) -> (i64, Option<Vec<u8>>) {
+pub fn start(next_offset: i64, anchor: Option<Vec<u8>>, low: i64) -> Start {
     match anchor {
         Some(digest) if next_offset > low.max(0) => (next_offset - 1, Some(digest)),
         _ => (next_offset, None),
@@ -87,7 +93,7 @@ pub fn after_claim<C: ConsumerContext>(
     next_offset: i64,
     anchor: Option<Vec<u8>>,
     timeout: Duration,
-) -> Result<(i64, Option<Vec<u8>>), ClaimCheckError> {
+) -> Result<Start, ClaimCheckError> {
     let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
     check_stored(topic, partition, next_offset, low, high)?;
     Ok(start(next_offset, anchor, low))
@@ -129,39 +135,115 @@ pub fn admit(
 }
 
 /// Check 3's second half, over librdkafka's periodic statistics: a partition whose fetch position stands above the
-/// broker's high watermark in two consecutive reports has a log that restarted under the sink.
-#[derive(Debug, Default)]
-pub struct LogWatch {
-    above: HashMap<(String, i32), u32>,
-}
-
-impl LogWatch {
-    pub fn observe(&mut self, stats: &Statistics) -> Option<LogPositionError> {
-        let mut seen = HashMap::new();
-        for (topic, t) in &stats.topics {
-            for (&partition, p) in &t.partitions {
-                // -1 is librdkafka's internal UA partition; -1001 an unknown offset.
-                if partition < 0 || !p.desired || p.hi_offset < 0 || p.next_offset < 0 {
-                    continue;
-                }
-                if p.next_offset > p.hi_offset {
-                    let key = (topic.clone(), partition);
-                    let n = self.above.get(&key).copied().unwrap_or(0) + 1;
-                    if n >= 2 {
-                        return Some(LogPositionError::AboveLog {
-                            topic: topic.clone(),
-                            partition,
-                            stored: p.next_offset,
-                            high: p.hi_offset,
-                        });
-                    }
-                    seen.insert(key, n);
-                }
+/// broker's high watermark is *suspect* — its log may have restarted under the sink. The statistics can be stale (a
+/// high watermark remembered from an earlier assignment while the first fetch of a new one waits on a slow broker),
+/// so a suspect is only a reason to ask the broker: [`confirm`] decides. Returns the (topic, partition)s whose fetch
+/// position is above their high watermark.
+pub fn suspects(stats: &Statistics) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for (topic, t) in &stats.topics {
+        for (&partition, p) in &t.partitions {
+            // -1 is librdkafka's internal UA partition; -1001 an unknown offset.
+            if partition < 0 || !p.desired || p.hi_offset < 0 || p.next_offset < 0 {
+                continue;
+            }
+            if p.next_offset > p.hi_offset {
+                out.push((topic.clone(), partition));
             }
         }
-        self.above = seen;
-        None
     }
+    out.sort();
+    out
+}
+
+/// Asks the broker (blocking) whether the stored position of a suspect partition still lies within its log.
+pub fn confirm<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    next_offset: i64,
+    timeout: Duration,
+) -> Result<(), ClaimCheckError> {
+    let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+    Ok(check_stored(topic, partition, next_offset, low, high)?)
+}
+
+/// What the checks need of a sink's claim on a partition.
+pub trait PositionedClaim {
+    /// Where the owner's next batch must start.
+    fn next_offset(&self) -> i64;
+    /// The anchor still to verify (taken once verified).
+    fn anchor_mut(&mut self) -> &mut Option<Vec<u8>>;
+}
+
+/// A sink's claims, by (topic, partition).
+pub type Claims<T> = Mutex<HashMap<(String, i32), T>>;
+
+/// After a claim, inside the rebalance callback: [`after_claim`], retried through broker errors until `stopping()`.
+/// `Ok(None)`: stopping. `Err`: the log went backwards (the caller stops the sink and leaves the partition alone).
+pub fn start_after_claim<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    next_offset: i64,
+    anchor: Option<Vec<u8>>,
+    stopping: impl Fn() -> bool,
+) -> Result<Option<Start>, LogPositionError> {
+    loop {
+        match after_claim(consumer, topic, partition, next_offset, anchor.clone(), CLAIM_CHECK_TIMEOUT) {
+            Ok(start) => return Ok(Some(start)),
+            Err(ClaimCheckError::Position(e)) => return Err(e),
+            Err(ClaimCheckError::Kafka(e)) if !stopping() => {
+                tracing::warn!(%topic, partition, error = %e, "reading the watermarks failed; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(ClaimCheckError::Kafka(_)) => return Ok(None),
+        }
+    }
+}
+
+/// How long a claim check waits for the broker's watermarks before retrying.
+pub const CLAIM_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`admit`] for a received message: None when its partition is not claimed (revoked meanwhile: the next owner
+/// reads it again).
+pub fn admit_message<T: PositionedClaim>(
+    claims: &Claims<T>,
+    m: &BorrowedMessage<'_>,
+) -> Result<Option<Admit>, LogPositionError> {
+    let mut claims = claims.lock().expect("claims lock");
+    let Some(claim) = claims.get_mut(&(m.topic().to_owned(), m.partition())) else { return Ok(None) };
+    let next_offset = claim.next_offset();
+    let digest = || record_digest(m.key(), m.payload());
+    admit(m.topic(), m.partition(), next_offset, claim.anchor_mut(), m.offset(), digest).map(Some)
+}
+
+/// Asks the broker about each suspect partition that is claimed: a stored position above the log's end is the
+/// error; a broker that does not answer is asked again at the next report.
+pub fn confirm_suspects<C: ConsumerContext, T: PositionedClaim>(
+    consumer: &BaseConsumer<C>,
+    suspects: Vec<(String, i32)>,
+    claims: &Claims<T>,
+) -> Result<(), LogPositionError> {
+    for (topic, partition) in suspects {
+        let next = claims.lock().expect("claims lock").get(&(topic.clone(), partition)).map(T::next_offset);
+        let Some(next_offset) = next else { continue };
+        match confirm(consumer, &topic, partition, next_offset, CLAIM_CHECK_TIMEOUT) {
+            Ok(()) => {}
+            Err(ClaimCheckError::Position(e)) => return Err(e),
+            Err(ClaimCheckError::Kafka(e)) => {
+                tracing::warn!(%topic, partition, error = %e, "reading the watermarks failed")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A consumer error that means the stored position is not in the log (the offset-reset error of
+/// `auto.offset.reset = error`, or the broker's out-of-range answer): the sink must stop.
+pub fn is_out_of_range(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{AutoOffsetReset, OffsetOutOfRange};
+    matches!(e.rdkafka_error_code(), Some(AutoOffsetReset | OffsetOutOfRange))
 }
 
 #[cfg(test)]
@@ -223,14 +305,9 @@ mod tests {
     }
 
     #[test]
-    fn a_fetch_position_above_the_log_twice_in_a_row_is_a_restarted_log() {
-        let mut w = LogWatch::default();
-        assert_eq!(w.observe(&stats(10, 10)), None);
-        assert_eq!(w.observe(&stats(10, 1)), None, "once may be a report between two updates");
-        assert!(matches!(w.observe(&stats(10, 1)), Some(LogPositionError::AboveLog { stored: 10, high: 1, .. })));
-        let mut w = LogWatch::default();
-        assert_eq!(w.observe(&stats(10, 1)), None);
-        assert_eq!(w.observe(&stats(12, 12)), None, "caught up again: the count starts over");
-        assert_eq!(w.observe(&stats(13, 1)), None);
+    fn a_fetch_position_above_the_high_watermark_makes_the_partition_suspect() {
+        assert_eq!(suspects(&stats(10, 10)), Vec::<(String, i32)>::new());
+        assert_eq!(suspects(&stats(10, 1)), vec![("t".to_owned(), 0)]);
+        assert_eq!(suspects(&stats(10, -1001)), Vec::<(String, i32)>::new(), "an unknown watermark is no evidence");
     }
 }

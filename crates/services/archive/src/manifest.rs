@@ -50,6 +50,15 @@ pub struct Claim {
     pub anchor: Option<Vec<u8>>,
 }
 
+impl tally_kafka::position::PositionedClaim for Claim {
+    fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+    fn anchor_mut(&mut self) -> &mut Option<Vec<u8>> {
+        &mut self.anchor
+    }
+}
+
 /// A manifest row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestFile {

@@ -293,19 +293,10 @@ impl Ingest {
                 });
             }
         }
-        if !conflicts.is_empty() {
-            if let Err(e) = self.record_conflicts(psp, delivery_id, &events, &conflicts).await {
-                for claim in &owned {
-                    self.dedup.release(claim).await;
-                }
-                Metrics::add(&self.metrics.edge_exception_failures, 1);
-                return Err(Rejection::new(RejectCode::Internal, format!("content conflict not recorded, retry: {e}")));
-            }
-        }
-        let conflicts = conflicts.len();
         if owned.is_empty() {
+            self.record_conflicts(psp, delivery_id, &events, &conflicts, &owned).await?;
             Metrics::add(&self.metrics.deliveries_duplicate, 1);
-            return Ok(Reply::Accepted { delivery_id, facts: 0, duplicates, conflicts });
+            return Ok(Reply::Accepted { delivery_id, facts: 0, duplicates, conflicts: conflicts.len() });
         }
         raw.verdict = Verdict::Accepted;
         if let Err(e) = self.produce_all(&encoded, &owned, raw).await {
@@ -314,6 +305,9 @@ impl Ingest {
             }
             return Err(Rejection::new(RejectCode::BrokerUnavailable, format!("not durable, retry: {e}")));
         }
+        // After the produce, so that a row never names a delivery whose bytes did not reach the raw topic.
+        self.record_conflicts(psp, delivery_id, &events, &conflicts, &owned).await?;
+        let conflicts = conflicts.len();
         let ttl = Duration::from_secs(match psp {
             Psp::Stripe => self.config.stripe.dedup_ttl_secs,
             Psp::Adyen => self.config.adyen.dedup_ttl_secs,
@@ -327,13 +321,18 @@ impl Ingest {
 
     /// One `content_conflict` row per conflicting fact in `edge_exceptions`: what was produced (delivery and content
     /// digest, and the event itself when it came in this delivery) beside what came now.
+    /// On failure the delivery's claims are released and it gets a 500: the PSP retries, nothing is lost.
     async fn record_conflicts(
         &self,
         psp: Psp,
         delivery_id: Uuid,
         events: &[PaymentEvent],
         conflicts: &[Conflict],
-    ) -> Result<(), tally_postgres::PgError> {
+        owned: &[OwnedClaim],
+    ) -> Result<(), Rejection> {
+        if conflicts.is_empty() {
+            return Ok(());
+        }
         let rows: Vec<_> = conflicts
             .iter()
             .map(|c| {
@@ -356,7 +355,13 @@ impl Ingest {
                 }
             })
             .collect();
-        tally_postgres::record_edge_exceptions(&self.pool, &rows).await?;
+        if let Err(e) = tally_postgres::record_edge_exceptions(&self.pool, &rows).await {
+            for claim in owned {
+                self.dedup.release(claim).await;
+            }
+            Metrics::add(&self.metrics.edge_exception_failures, 1);
+            return Err(Rejection::new(RejectCode::Internal, format!("content conflict not recorded, retry: {e}")));
+        }
         Metrics::add(&self.metrics.facts_content_conflict_at_edge, rows.len() as u64);
         Metrics::add(&self.metrics.edge_exceptions, rows.len() as u64);
         Ok(())

@@ -11,7 +11,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
-use tally_kafka::position::{self, Admit, ClaimCheckError, LogPositionError, LogWatch};
+use tally_kafka::position::{self, Admit, LogPositionError};
 use tally_kafka::{Header, KafkaConfig, Producer};
 use tally_postgres::PostgresConfig;
 use tokio_util::sync::CancellationToken;
@@ -40,9 +40,6 @@ pub enum SinkError {
 
 type Claims = Arc<Mutex<HashMap<(String, i32), PartitionClaim>>>;
 
-/// How long a claim waits for the broker's watermarks before retrying.
-const CLAIM_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
-
 struct SinkContext {
     store: LedgerStore,
     rt: tokio::runtime::Handle,
@@ -51,7 +48,8 @@ struct SinkContext {
     shutdown: CancellationToken,
     /// A log that went backwards, found in a callback: the poll loop stops the sink with it.
     fatal: Mutex<Option<LogPositionError>>,
-    watch: Mutex<LogWatch>,
+    /// Partitions whose fetch position the statistics show above the high watermark: the poll loop asks the broker.
+    suspects: Mutex<Vec<(String, i32)>>,
 }
 
 impl SinkContext {
@@ -63,8 +61,9 @@ impl SinkContext {
 
 impl ClientContext for SinkContext {
     fn stats(&self, statistics: rdkafka::statistics::Statistics) {
-        if let Some(e) = self.watch.lock().expect("watch lock").observe(&statistics) {
-            self.fail(e);
+        let suspects = position::suspects(&statistics);
+        if !suspects.is_empty() {
+            *self.suspects.lock().expect("suspects lock") = suspects;
         }
     }
 }
@@ -97,22 +96,19 @@ impl ConsumerContext for SinkContext {
             let Some(mut claim) = claim else { continue };
             // The stored position against the log (tally_kafka::position): within its watermarks, and the anchor
             // record read again first.
-            let start = loop {
-                let anchor = claim.anchor.clone();
-                match position::after_claim(consumer, &topic, partition, claim.next_offset, anchor, CLAIM_CHECK_TIMEOUT)
-                {
-                    Ok(start) => break Some(start),
-                    Err(ClaimCheckError::Position(e)) => {
-                        self.fail(e);
-                        break None;
-                    }
-                    Err(ClaimCheckError::Kafka(e)) if !self.shutdown.is_cancelled() => {
-                        tracing::warn!(%topic, partition, error = %e, "reading the watermarks failed; retrying");
-                        std::thread::sleep(Duration::from_millis(500));
-                    }
-                    Err(ClaimCheckError::Kafka(_)) => break None,
-                }
-            };
+            let stopping = || self.shutdown.is_cancelled();
+            let start = position::start_after_claim(
+                consumer,
+                &topic,
+                partition,
+                claim.next_offset,
+                claim.anchor.clone(),
+                stopping,
+            )
+            .unwrap_or_else(|e| {
+                self.fail(e);
+                None
+            });
             let Some((offset, anchor)) = start else { continue };
             claim.anchor = anchor;
             tracing::info!(%topic, partition, next_offset = claim.next_offset, epoch = claim.epoch, "claimed");
@@ -162,7 +158,7 @@ fn consume(
         revoked: AtomicBool::new(false),
         shutdown: shutdown.clone(),
         fatal: Mutex::default(),
-        watch: Mutex::default(),
+        suspects: Mutex::default(),
     };
     let consumer: BaseConsumer<SinkContext> = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
@@ -192,7 +188,7 @@ fn consume(
             if let Some(result) = consumer.poll(Duration::from_millis(50)) {
                 match result {
                     Ok(m) => {
-                        if admit(&claims, &m)? == Some(Admit::Record) {
+                        if position::admit_message(&claims, &m)? == Some(Admit::Record) {
                             pending.push(Decoded::decode(Incoming {
                                 topic: m.topic().to_owned(),
                                 partition: m.partition(),
@@ -203,13 +199,17 @@ fn consume(
                             first_at.get_or_insert_with(Instant::now);
                         }
                     }
-                    Err(e) => out_of_range(e)?,
+                    // The stored position is not in the log: stop (ADR 0006). Anything else librdkafka retries.
+                    Err(e) if position::is_out_of_range(&e) => return Err(SinkError::Consumer(e)),
+                    Err(e) => tracing::warn!(error = %e, "consumer error"),
                 }
             }
         }
         if let Some(e) = consumer.context().fatal.lock().expect("fatal lock").take() {
             return Err(e.into());
         }
+        let suspects = std::mem::take(&mut *consumer.context().suspects.lock().expect("suspects lock"));
+        position::confirm_suspects(&consumer, suspects, &claims)?;
         if consumer.context().revoked.swap(false, Ordering::SeqCst) {
             pending.clear();
             first_at = None;
@@ -247,19 +247,17 @@ fn flush(
     if pending.is_empty() {
         return Ok(());
     }
-    // A partition's records must continue exactly where its last batch ended: a higher first offset means records
+    // A partition's records must continue exactly where its last batch ended, each offset once: a jump means records
     // vanished from the log (truncation, a recreated topic), which must stop the sink rather than be committed past.
-    let mut firsts: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut expected: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for d in pending.iter() {
         let o = d.origin();
-        let first = firsts.entry((o.topic.clone(), o.partition)).or_insert(i64::MAX);
-        *first = (*first).min(o.offset);
-    }
-    for (tp, first) in &firsts {
-        let expected = owned[tp].next_offset;
-        if *first != expected {
-            return Err(SinkError::Gap { topic: tp.0.clone(), partition: tp.1, expected, found: *first });
+        let tp = (o.topic.clone(), o.partition);
+        let next = expected.entry(tp.clone()).or_insert(owned[&tp].next_offset);
+        if o.offset != *next {
+            return Err(SinkError::Gap { topic: tp.0, partition: tp.1, expected: *next, found: o.offset });
         }
+        *next += 1;
     }
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for d in pending.iter() {
@@ -299,26 +297,6 @@ fn flush(
     // Advisory only: the stored offsets are the truth; this keeps standard lag tools meaningful.
     let _ = consumer.commit(&tpl, CommitMode::Async);
     pending.clear();
-    Ok(())
-}
-
-/// Checks a received record against its partition's claim (`tally_kafka::position::admit`): None when the
-/// partition is not ours (revoked meanwhile: the next owner reads it again), a fail-stop when the log went backwards.
-fn admit(claims: &Claims, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<Option<Admit>, SinkError> {
-    let mut claims = claims.lock().expect("claims lock");
-    let Some(claim) = claims.get_mut(&(m.topic().to_owned(), m.partition())) else { return Ok(None) };
-    let digest = || position::record_digest(m.key(), m.payload());
-    Ok(Some(position::admit(m.topic(), m.partition(), claim.next_offset, &mut claim.anchor, m.offset(), digest)?))
-}
-
-/// A consumer error: an offset out of range (a stored position the log no longer has) stops the sink; anything else
-/// is logged and librdkafka retries.
-fn out_of_range(e: rdkafka::error::KafkaError) -> Result<(), SinkError> {
-    use rdkafka::types::RDKafkaErrorCode::{AutoOffsetReset, OffsetOutOfRange};
-    if matches!(e.rdkafka_error_code(), Some(AutoOffsetReset | OffsetOutOfRange)) {
-        return Err(SinkError::Consumer(e));
-    }
-    tracing::warn!(error = %e, "consumer error");
     Ok(())
 }
 

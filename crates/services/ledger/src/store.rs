@@ -79,6 +79,15 @@ pub struct PartitionClaim {
     pub anchor: Option<Vec<u8>>,
 }
 
+impl tally_kafka::position::PositionedClaim for PartitionClaim {
+    fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+    fn anchor_mut(&mut self) -> &mut Option<Vec<u8>> {
+        &mut self.anchor
+    }
+}
+
 /// What one batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchOutcome {

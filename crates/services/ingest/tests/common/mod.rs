@@ -2,12 +2,11 @@
 //! test by a topic prefix; private brokers and Redis servers for the tests that take one down.
 #![allow(dead_code)]
 
-use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tally_domain::Secret;
 use tally_ingest::{Ingest, IngestConfig};
@@ -204,66 +203,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
     tally_kafka::read_topic(brokers, topic, Duration::from_secs(20)).unwrap()
 }
 
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-pub fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on 127.0.0.1:{port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A private tansu broker (sqlite engine) in its own folder, for tests that stop the broker.
-pub struct Broker {
-    pub port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Broker {
-    pub fn start() -> Broker {
-        let dir = std::env::temp_dir().join(unique("tally-broker-"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut b = Broker { port: free_port(), dir, child: None };
-        b.restart();
-        b
-    }
-
-    pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub fn restart(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(env("TALLY_TANSU_BIN"))
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        wait_port(self.port);
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+pub use tally_testkit::{free_port, wait_port, PrivateBroker as Broker};
 
 /// A private Redis server, for the test that takes Redis away.
 pub struct Redis {
