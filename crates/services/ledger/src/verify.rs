@@ -17,6 +17,10 @@ pub struct VerifyReport {
     pub balance_mismatches: Vec<String>,
     /// Facts of a money-moving kind without a journal, or journals without their fact.
     pub missing_journals: i64,
+    /// Journals that do not move their fact's money (issue 13, item 1): the debits must sum to the fact's amount, in
+    /// its currency, a fee leg must equal its fee, and the scoped accounts must be the fact's merchant and PSP. This
+    /// ties what was booked to the fact itself, not only to the journal it was written from.
+    pub amount_mismatches: Vec<String>,
     /// Per partition: consumed offsets not accounted for (booked, duplicate or rejected), or accounted twice.
     pub offset_problems: Vec<String>,
     pub open_orphans: i64,
@@ -28,6 +32,7 @@ impl VerifyReport {
         self.unbalanced_journals.is_empty()
             && self.balance_mismatches.is_empty()
             && self.missing_journals == 0
+            && self.amount_mismatches.is_empty()
             && self.offset_problems.is_empty()
     }
 
@@ -55,6 +60,12 @@ impl VerifyReport {
         );
         let _ = writeln!(
             out,
+            "{} every journal moves its fact's amount, fee, currency, merchant and PSP ({} differ)",
+            mark(self.amount_mismatches.is_empty()),
+            self.amount_mismatches.len()
+        );
+        let _ = writeln!(
+            out,
             "{} consumed offsets all accounted for, no gaps ({} problems)",
             mark(self.offset_problems.is_empty()),
             self.offset_problems.len()
@@ -64,8 +75,13 @@ impl VerifyReport {
             "info data-quality exceptions: {} open orphans, {} content conflicts",
             self.open_orphans, self.content_conflicts
         );
-        for line in
-            self.unbalanced_journals.iter().chain(&self.balance_mismatches).chain(&self.offset_problems).take(20)
+        for line in self
+            .unbalanced_journals
+            .iter()
+            .chain(&self.balance_mismatches)
+            .chain(&self.amount_mismatches)
+            .chain(&self.offset_problems)
+            .take(20)
         {
             let _ = writeln!(out, "  {line}");
         }
@@ -124,6 +140,51 @@ pub async fn verify(pool: &Pool, group: &str) -> Result<VerifyReport, StoreError
         )
         .await?
         .get(0);
+    // Every posting rule debits exactly the fact's gross (two legs of the amount; a settlement's cash + fee), in the
+    // fact's currency; scoped accounts name the fact's own merchant or PSP.
+    r.amount_mismatches = client
+        .query(
+            "SELECT l.fact_key::text, l.kind, l.amount_minor, l.currency,
+                    sum(e.amount_minor) FILTER (WHERE e.amount_minor > 0)::bigint AS debits,
+                    bool_and(e.currency = l.currency) AS same_currency,
+                    coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'psp_fees'), 0)::bigint AS fees,
+                    l.fee_minor,
+                    bool_and(CASE split_part(e.account, ':', 1)
+                        WHEN 'merchant_payable' THEN e.account = 'merchant_payable:' || l.merchant_id
+                        WHEN 'dispute_reserve' THEN e.account = 'dispute_reserve:' || l.merchant_id
+                        WHEN 'psp_receivable' THEN e.account = 'psp_receivable:' || l.psp
+                        WHEN 'cash' THEN e.account = 'cash:' || l.psp
+                        ELSE true END) AS scoped
+             FROM event_log l JOIN journals j ON j.fact_key = l.fact_key JOIN entries e ON e.journal_id = j.journal_id
+             GROUP BY l.fact_key, l.kind, l.amount_minor, l.currency, l.fee_minor, l.merchant_id, l.psp
+             HAVING sum(e.amount_minor) FILTER (WHERE e.amount_minor > 0) IS DISTINCT FROM l.amount_minor
+                 OR NOT bool_and(e.currency = l.currency)
+                 OR (coalesce(l.fee_minor, 0) > 0
+                     AND coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'psp_fees'), 0) <> l.fee_minor)
+                 OR NOT bool_and(CASE split_part(e.account, ':', 1)
+                        WHEN 'merchant_payable' THEN e.account = 'merchant_payable:' || l.merchant_id
+                        WHEN 'dispute_reserve' THEN e.account = 'dispute_reserve:' || l.merchant_id
+                        WHEN 'psp_receivable' THEN e.account = 'psp_receivable:' || l.psp
+                        WHEN 'cash' THEN e.account = 'cash:' || l.psp
+                        ELSE true END)
+             LIMIT 100",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let (key, kind, amount, currency): (String, String, i64, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let (debits, same_currency, fees, fee, scoped): (Option<i64>, bool, i64, Option<i64>, bool) =
+                (row.get(4), row.get(5), row.get(6), row.get(7), row.get(8));
+            format!(
+                "fact {key} ({kind} {amount} {currency}, fee {fee:?}): its journal debits {debits:?}, fee leg {fees}, \
+                 {}, {}",
+                if same_currency { "same currency" } else { "another currency" },
+                if scoped { "its own accounts" } else { "another merchant's or PSP's account" }
+            )
+        })
+        .collect();
     let offsets = client
         .query(
             "WITH accounted AS (

@@ -242,3 +242,45 @@ async fn a_record_the_database_refuses_is_isolated_and_rejected_without_stalling
     let report = verify(&env.pool, &env.ledger.group_id).await.unwrap();
     assert!(report.is_clean(), "{}", report.render());
 }
+
+/// Issue 13, item 1: a journal that balances, and that the balances agree with, but that moves other money than its
+/// fact — what a consistently wrong posting rule leaves in the database — passes every older check of `verify` and
+/// fails the tie-out of each journal against its fact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balanced_journal_that_moves_other_money_than_its_fact_is_found() {
+    let env = Env::new().await;
+    let tag = unique("t");
+    let events = scenario(&tag);
+    env.produce(&events).await;
+    env.sink_until(events.len() as i64).await;
+    let clean = verify(&env.pool, &env.ledger.group_id).await.unwrap();
+    assert!(clean.is_clean(), "{}", clean.render());
+
+    // The capture of ch_1 (10000 EUR) posted 100 more on both legs, and the balances moved with it.
+    let captured = events.iter().find(|e| e.kind == EventKind::Captured && e.payment_id == "stripe:ch_1").unwrap();
+    let key = captured.fact_key().0;
+    let client = env.pool.get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO entries (journal_id, account, currency, amount_minor, fact_key, topic, kafka_partition,
+                                  kafka_offset, processor_version)
+             SELECT journal_id, account, currency, sign(amount_minor) * 100, fact_key, topic, kafka_partition,
+                    kafka_offset, processor_version
+             FROM entries WHERE fact_key = '{key}';
+             UPDATE account_balances SET balance_minor = balance_minor + 100
+              WHERE account = 'psp_receivable:stripe' AND currency = 'EUR';
+             UPDATE account_balances SET balance_minor = balance_minor - 100
+              WHERE account = 'merchant_payable:m1{tag}' AND currency = 'EUR';"
+        ))
+        .await
+        .unwrap();
+    let report = verify(&env.pool, &env.ledger.group_id).await.unwrap();
+    assert!(
+        report.unbalanced_journals.is_empty() && report.balance_mismatches.is_empty() && report.missing_journals == 0,
+        "the older checks see nothing wrong: {}",
+        report.render()
+    );
+    assert_eq!(report.amount_mismatches.len(), 1, "{}", report.render());
+    assert!(report.amount_mismatches[0].contains(&key.to_string()), "{}", report.amount_mismatches[0]);
+    assert!(!report.is_clean());
+}
