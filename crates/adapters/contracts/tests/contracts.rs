@@ -161,42 +161,72 @@ fn registry_file_lists_exactly_the_compiled_schemas() {
     assert_eq!(ids.len(), SCHEMAS.len(), "schema ids are unique");
 }
 
-/// Backward compatibility: a consumer on version N reads data written with version N-1.
-#[test]
-fn every_new_version_reads_the_previous_one() {
+/// The registry's compatibility rule: per subject, versions consecutive, and each version reads data written with
+/// the one before. Returns what breaks it.
+fn compatibility_problems(schemas: &[&SchemaEntry]) -> Vec<String> {
     let mut by_subject: BTreeMap<&str, Vec<&SchemaEntry>> = BTreeMap::new();
-    for s in SCHEMAS {
-        by_subject.entry(s.subject).or_default().push(s);
+    for s in schemas {
+        by_subject.entry(s.subject).or_default().push(*s);
     }
+    let mut problems = Vec::new();
     for (subject, mut versions) in by_subject {
         versions.sort_by_key(|s| s.version);
-        for (i, pair) in versions.windows(2).enumerate() {
-            assert_eq!(pair[1].version, pair[0].version + 1, "{subject}: versions are consecutive");
+        for pair in versions.windows(2) {
+            if pair[1].version != pair[0].version + 1 {
+                problems.push(format!("{subject}: v{} follows v{}", pair[1].version, pair[0].version));
+            }
             let old = Schema::parse_str(pair[0].source).unwrap();
             let new = Schema::parse_str(pair[1].source).unwrap();
-            assert!(
-                SchemaCompatibility::can_read(&old, &new).is_ok(),
-                "{subject} v{} cannot read v{i}",
-                pair[1].version
-            );
+            if let Err(e) = SchemaCompatibility::can_read(&old, &new) {
+                problems.push(format!("{subject} v{} cannot read v{}: {e}", pair[1].version, pair[0].version));
+            }
         }
     }
+    problems
 }
 
-/// The compatibility check itself works: adding a field without a default is caught, adding one with a default
-/// is accepted.
+/// Backward compatibility: a consumer on version N reads data written with version N-1 — and the rule has pairs to
+/// check (PaymentEvent v1 → v2 since issue 12).
 #[test]
-fn the_compatibility_check_catches_breaking_changes() {
-    let v1 = Schema::parse_str(SCHEMAS[0].source).unwrap();
-    let mut json: serde_json::Value = serde_json::from_str(SCHEMAS[0].source).unwrap();
-    json["fields"].as_array_mut().unwrap().push(serde_json::json!({"name": "new_field", "type": "string"}));
-    let breaking = Schema::parse_str(&json.to_string()).unwrap();
-    assert!(SchemaCompatibility::can_read(&v1, &breaking).is_err());
-    json["fields"].as_array_mut().unwrap().pop();
-    json["fields"]
+fn every_new_version_reads_the_previous_one() {
+    assert!(SCHEMAS.iter().filter(|s| s.subject == "io.tally.payments.PaymentEvent").count() >= 2);
+    assert_eq!(compatibility_problems(&SCHEMAS.iter().collect::<Vec<_>>()), Vec::<String>::new());
+}
+
+/// Issue 13, item 4: the rule itself catches a breaking next version added to the registry (a field without a
+/// default, an enum symbol removed), and accepts a compatible one.
+#[test]
+fn a_breaking_next_version_in_the_registry_is_caught() {
+    let latest = SCHEMAS.iter().filter(|s| s.subject == "io.tally.payments.PaymentEvent").max_by_key(|s| s.version);
+    let latest = latest.unwrap();
+    // The registry as it is, plus a next version built from `json`.
+    let with_next = |json: serde_json::Value| {
+        let next = SchemaEntry {
+            subject: latest.subject,
+            version: latest.version + 1,
+            id: 999,
+            file: "test",
+            source: Box::leak(json.to_string().into_boxed_str()),
+        };
+        let all: Vec<&SchemaEntry> = SCHEMAS.iter().chain(std::iter::once(&next)).collect();
+        compatibility_problems(&all)
+    };
+    let base: serde_json::Value = serde_json::from_str(latest.source).unwrap();
+
+    let mut no_default = base.clone();
+    no_default["fields"].as_array_mut().unwrap().push(serde_json::json!({"name": "new_field", "type": "string"}));
+    let problems = with_next(no_default);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+
+    let mut fewer_kinds = base.clone();
+    let kind = fewer_kinds["fields"].as_array_mut().unwrap().iter_mut().find(|f| f["name"] == "kind").unwrap();
+    kind["type"]["symbols"].as_array_mut().unwrap().pop();
+    assert_eq!(with_next(fewer_kinds).len(), 1);
+
+    let mut with_default = base;
+    with_default["fields"]
         .as_array_mut()
         .unwrap()
         .push(serde_json::json!({"name": "new_field", "type": ["null", "string"], "default": null}));
-    let compatible = Schema::parse_str(&json.to_string()).unwrap();
-    assert!(SchemaCompatibility::can_read(&v1, &compatible).is_ok());
+    assert_eq!(with_next(with_default), Vec::<String>::new());
 }
