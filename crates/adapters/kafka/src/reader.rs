@@ -17,6 +17,8 @@ pub struct ReadRecord {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Milliseconds since the epoch, as the broker reports it.
+    pub timestamp_ms: Option<i64>,
 }
 
 impl ReadRecord {
@@ -60,6 +62,7 @@ pub fn read_topic(brokers: &str, topic: &str, timeout: Duration) -> Result<Vec<R
                 key: m.key().unwrap_or_default().to_vec(),
                 value: m.payload().unwrap_or_default().to_vec(),
                 headers,
+                timestamp_ms: m.timestamp().to_millis(),
             });
         }
     }

@@ -16,7 +16,7 @@ mod sink;
 
 use serde::Deserialize;
 
-pub use file::{encode, object_path, parse_object_path, read_offsets_and_keys, EncodedFile, LogRecord};
+pub use file::{encode, object_path, parse_object_path, read_offsets_and_keys, read_records, EncodedFile, LogRecord};
 pub use manifest::{Claim, Manifest, ManifestError, ManifestFile};
 pub use objects::{ObjectError, Objects};
 pub use sink::{run, SinkError};
