@@ -323,7 +323,7 @@ async fn archive_sink_crashed_mid_flush_leaves_no_gap_no_duplicate_and_gc_remove
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recon_finds_exactly_a_deleted_file_a_double_booking_and_a_dropped_ledger_range() {
+async fn recon_finds_exactly_a_deleted_file_a_double_booking_a_dropped_ledger_range_and_a_bookable_reject() {
     let env = Env::new().await;
     let produced = env.produce(300).await;
     let ends = env.watermarks().await;
@@ -376,6 +376,17 @@ async fn recon_finds_exactly_a_deleted_file_a_double_booking_and_a_dropped_ledge
     let gone = manifest.iter().find(|f| f.topic == capture).unwrap().clone();
     std::fs::remove_file(std::path::Path::new(&env.archive.location).join(&gone.path)).unwrap();
 
+    // 4 (set up before 2 disables the triggers). The fact at offset 5 of the same partition turned into a reject:
+    //    the ledger "refused" a fact its posting rules accept (issue 13, item 4: a reject used to count as accounted for).
+    let rejected: uuid::Uuid = client
+        .query_one(
+            "SELECT fact_key FROM event_log WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = 5",
+            &[&auth, &dropped_partition],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
     // 2. Offsets 1..4 of one authorization partition dropped from the ledger (its append-only triggers disabled:
     //    this is a test database standing in for a damaged one).
     client
@@ -386,7 +397,12 @@ async fn recon_finds_exactly_a_deleted_file_a_double_booking_and_a_dropped_ledge
                WHERE topic = '{auth}' AND kafka_partition = {dropped_partition} AND kafka_offset >= 1 AND kafka_offset < 4;
              DELETE FROM entries WHERE fact_key IN (SELECT fact_key FROM dropped);
              DELETE FROM journals WHERE fact_key IN (SELECT fact_key FROM dropped);
-             DELETE FROM event_log WHERE fact_key IN (SELECT fact_key FROM dropped);"
+             DELETE FROM event_log WHERE fact_key IN (SELECT fact_key FROM dropped);
+             DELETE FROM entries WHERE fact_key = '{rejected}';
+             DELETE FROM journals WHERE fact_key = '{rejected}';
+             DELETE FROM event_log WHERE fact_key = '{rejected}';
+             INSERT INTO sink_rejects (topic, kafka_partition, kafka_offset, reason)
+               VALUES ('{auth}', {dropped_partition}, 5, 'refused by the ledger database: injected by the test');"
         ))
         .await
         .unwrap();
@@ -428,17 +444,23 @@ async fn recon_finds_exactly_a_deleted_file_a_double_booking_and_a_dropped_ledge
             facts_in_archive: 3,
         },
         Discrepancy::DoubleBooked { fact_key: doubled, bookings: vec![format!("{auth}[{doubled_partition}]@2")] },
+        Discrepancy::LedgerRejectedBookable {
+            topic: auth.clone(),
+            partition: dropped_partition,
+            offset: 5,
+            fact_key: rejected,
+        },
     ];
     expected.sort();
     assert_eq!(found, expected);
     let report = json(&out);
-    assert_eq!(report["discrepancies"].as_array().unwrap().len(), 3, "{report}");
+    assert_eq!(report["discrepancies"].as_array().unwrap().len(), 4, "{report}");
     assert_eq!(report["clean"], false);
 
     let table = env.tally(&["recon", "completeness"]);
     let text = String::from_utf8_lossy(&table.stdout);
     eprintln!("{text}");
-    assert!(text.contains("NOT CLEAN: 3 discrepancies"), "{text}");
+    assert!(text.contains("NOT CLEAN: 4 discrepancies"), "{text}");
     assert!(text.contains(&gone.path), "{text}");
 }
 

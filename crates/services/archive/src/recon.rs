@@ -96,6 +96,8 @@ pub enum Discrepancy {
     LedgerFactDiffers { topic: String, partition: i32, offset: i64, archive: Option<Uuid>, ledger: Option<Uuid> },
     /// One fact booked more than once (event log rows or journals).
     DoubleBooked { fact_key: Uuid, bookings: Vec<String> },
+    /// The ledger rejected a record that the archive holds as a fact its posting rules accept: money left unbooked.
+    LedgerRejectedBookable { topic: String, partition: i32, offset: i64, fact_key: Uuid },
 }
 
 /// One sink's position on a partition.
@@ -293,7 +295,8 @@ impl Discrepancy {
             | LogTruncated { topic, partition, .. }
             | LedgerMissing { topic, partition, .. }
             | LedgerExtra { topic, partition, .. }
-            | LedgerFactDiffers { topic, partition, .. } => Some((topic, *partition)),
+            | LedgerFactDiffers { topic, partition, .. }
+            | LedgerRejectedBookable { topic, partition, .. } => Some((topic, *partition)),
             DoubleBooked { .. } => None,
         }
     }
@@ -469,9 +472,11 @@ async fn compare_ledger(
         for r in ledger {
             at.entry(r.get(0)).or_default().push(r.get(1));
         }
+        let mut file_bytes = None;
         let archive: Option<BTreeMap<i64, Option<Uuid>>> = match &seg.file {
             Some(f) => {
                 let bytes = objects.get(&f.path).await?;
+                file_bytes = Some(bytes.clone());
                 let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
                 if sha256 != f.sha256 {
                     findings.discrepancies.push(Discrepancy::ArchiveFileChanged {
@@ -505,7 +510,7 @@ async fn compare_ledger(
                         None => missing.push((*offset, archived.is_some())),
                         Some(keys) => {
                             let booked = keys[0];
-                            // A rejected record (None) is accounted for: the ledger refused it, with a reason.
+                            // A rejected record (None) is judged below, by what the archive holds there.
                             if booked.is_some() && booked != *archived {
                                 findings.discrepancies.push(Discrepancy::LedgerFactDiffers {
                                     topic: topic.clone(),
@@ -515,6 +520,35 @@ async fn compare_ledger(
                                     ledger: booked,
                                 });
                             }
+                        }
+                    }
+                }
+                // A rejected record is accounted for only if the ledger could not have booked it: a fact the archive
+                // holds that passes the posting rules (`check_bookable`) and was rejected is money left unbooked.
+                let rejected: Vec<(i64, Uuid)> = archive
+                    .iter()
+                    .filter_map(|(o, archived)| Some((*o, (*archived)?)))
+                    .filter(|(o, _)| at.get(o).is_some_and(|keys| keys[0].is_none()))
+                    .collect();
+                if let (false, Some(bytes)) = (rejected.is_empty(), file_bytes.take()) {
+                    let records = tokio::task::spawn_blocking(move || crate::file::read_records(bytes))
+                        .await
+                        .map_err(|e| ReconError::Other(e.to_string()))?
+                        .map_err(|e| ReconError::Other(e.to_string()))?;
+                    let by_offset: BTreeMap<i64, &crate::file::LogRecord> =
+                        records.iter().map(|r| (r.offset, r)).collect();
+                    for (offset, fact_key) in rejected {
+                        let event = by_offset
+                            .get(&offset)
+                            .and_then(|r| r.value.as_deref())
+                            .and_then(|v| tally_contracts::decode_payment_event(v).ok());
+                        if event.is_some_and(|e| tally_domain::ledger::check_bookable(&e.event).is_ok()) {
+                            findings.discrepancies.push(Discrepancy::LedgerRejectedBookable {
+                                topic: topic.clone(),
+                                partition,
+                                offset,
+                                fact_key,
+                            });
                         }
                     }
                 }
@@ -674,6 +708,9 @@ impl Discrepancy {
             DoubleBooked { fact_key, bookings } => {
                 format!("double booked      fact {fact_key}: {}", bookings.join(", "))
             }
+            LedgerRejectedBookable { topic, partition, offset, fact_key } => format!(
+                "rejected bookable  {topic}[{partition}] offset {offset}: the ledger rejected fact {fact_key}, which its posting rules accept"
+            ),
         }
     }
 }
