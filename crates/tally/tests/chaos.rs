@@ -37,6 +37,13 @@ fn the_pipeline_survives_five_faults_of_each_kind_with_every_oracle_green() {
     ] {
         assert!(stdout.contains(oracle), "missing `{oracle}` in:\n{stdout}");
     }
+    // Restarts no injected fault explains, and quiescence, are oracles too (issue 13, item 3).
+    for oracle in
+        ["no service exited on its own", "no stalled sink (watchdog)", "quiescence (sinks at every topic's end)"]
+    {
+        let line = format!("{oracle:<40} ok");
+        assert!(stdout.contains(&line), "missing `{line}` in:\n{stdout}");
+    }
     assert!(stdout.contains("oracles         all green"), "{stdout}");
     // Kept on failure: the services' logs and the broker's are under it.
     let _ = std::fs::remove_dir_all(&data);

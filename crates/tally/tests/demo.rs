@@ -37,6 +37,7 @@ fn the_demo_pipeline_books_a_generated_workload_with_every_oracle_green() {
             "payment statuses                         ok",
             "every journal balanced; ledger verify    ok",
             "each delivery answered as expected       ok",
+            "quiescence (sinks at every topic's end)  ok",
         ] {
             assert!(stdout.contains(oracle), "missing `{oracle}` in:\n{stdout}");
         }
