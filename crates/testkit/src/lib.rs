@@ -100,16 +100,14 @@ pub async fn recreate_topic(kafka: &tally_kafka::KafkaConfig, spec: &tally_kafka
     for r in admin.delete_topics(&[topic.as_str()], &opts).await.expect("deleting the topic") {
         r.expect("the topic deleted");
     }
-    // Its metadata must be gone before it can be created again.
+    // Created again once the broker has finished the deletion: until then it answers that the topic exists.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (brokers, t) = (kafka.brokers.clone(), topic.clone());
-        let marks = tokio::task::spawn_blocking(move || tally_kafka::watermarks(&brokers, &t, Duration::from_secs(5)));
-        if matches!(marks.await, Ok(Ok(None))) {
-            break;
+        let created = tally_kafka::ensure_topics(kafka, std::slice::from_ref(spec)).await;
+        if matches!(created.as_deref(), Ok([(_, tally_kafka::TopicState::Created)])) {
+            return;
         }
-        assert!(Instant::now() < deadline, "{topic} still exists after its deletion");
+        assert!(Instant::now() < deadline, "{topic} could not be created again after its deletion: {created:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tally_kafka::ensure_topics(kafka, std::slice::from_ref(spec)).await.expect("creating the topic again");
 }
