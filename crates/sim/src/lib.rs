@@ -12,6 +12,7 @@ mod render;
 
 pub use dimension::{merchants, Merchant};
 pub use lifecycle::{
-    generate, Delivery, Expect, Moved, Signing, SimConfig, Truth, TruthFact, Workload, ADYEN_KEY, STRIPE_SECRET,
+    check_run_tag, generate, Delivery, Expect, Moved, Signing, SimConfig, Truth, TruthFact, Workload, ADYEN_KEY,
+    STRIPE_SECRET,
 };
 pub use render::stripe_header;

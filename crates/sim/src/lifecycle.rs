@@ -222,12 +222,20 @@ pub(crate) fn fact(
     }
 }
 
+/// A run tag starts every payment and PSP reference: up to 6 lowercase letters or digits (so that Adyen's
+/// 16-character references keep 10 random letters).
+pub fn check_run_tag(tag: &str) -> Result<(), String> {
+    match tag.len() <= 6 && tag.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        true => Ok(()),
+        false => Err(format!("run tag {tag:?}: up to 6 lowercase letters or digits")),
+    }
+}
+
 /// Generates a workload. Deterministic: the same config gives the same workload, byte for byte once written.
 pub fn generate(config: &SimConfig) -> Workload {
-    assert!(
-        config.run_tag.len() <= 6 && config.run_tag.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
-        "run_tag: up to 6 lowercase letters or digits"
-    );
+    if let Err(e) = check_run_tag(&config.run_tag) {
+        panic!("{e}");
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let merchants = merchants(&mut rng, config.merchants);
     // 2026-11-01T00:00:00Z, plus a second per payment: event times are part of the output, so they are seeded too.

@@ -42,10 +42,7 @@ pub struct GenerateArgs {
 }
 
 fn parse_run_tag(s: &str) -> Result<String, String> {
-    match s.len() <= 6 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
-        true => Ok(s.to_owned()),
-        false => Err(format!("{s:?}: up to 6 lowercase letters or digits")),
-    }
+    tally_sim::check_run_tag(s).map(|()| s.to_owned())
 }
 
 #[derive(Args)]

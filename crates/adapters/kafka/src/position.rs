@@ -94,8 +94,7 @@ pub fn after_claim<C: ConsumerContext>(
     anchor: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<Start, ClaimCheckError> {
-    let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
-    check_stored(topic, partition, next_offset, low, high)?;
+    let low = confirm(consumer, topic, partition, next_offset, timeout)?;
     Ok(start(next_offset, anchor, low))
 }
 
@@ -156,16 +155,18 @@ pub fn suspects(stats: &Statistics) -> Vec<(String, i32)> {
     out
 }
 
-/// Asks the broker (blocking) whether the stored position of a suspect partition still lies within its log.
+/// Asks the broker (blocking) whether a stored position still lies within its partition's log (check 1); returns the
+/// log's first offset.
 pub fn confirm<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
     next_offset: i64,
     timeout: Duration,
-) -> Result<(), ClaimCheckError> {
+) -> Result<i64, ClaimCheckError> {
     let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
-    Ok(check_stored(topic, partition, next_offset, low, high)?)
+    check_stored(topic, partition, next_offset, low, high)?;
+    Ok(low)
 }
 
 /// What the checks need of a sink's claim on a partition.
@@ -174,6 +175,54 @@ pub trait PositionedClaim {
     fn next_offset(&self) -> i64;
     /// The anchor still to verify (taken once verified).
     fn anchor_mut(&mut self) -> &mut Option<Vec<u8>>;
+    /// The owner epoch the claim fenced earlier owners with (logged).
+    fn epoch(&self) -> i64;
+}
+
+/// The assignment half of a sink's rebalance callback: claims each assigned partition in the sink's own store
+/// (`claim`, retried through store outages until `stopping()`), checks the stored position against the log
+/// ([`start_after_claim`]), and sets the offset each partition is read from. A log that went backwards goes to
+/// `fail` and its partition is left out. Returns the claims, by (topic, partition).
+pub fn claim_assigned<C: ConsumerContext, T: PositionedClaim, E: std::fmt::Display>(
+    consumer: &BaseConsumer<C>,
+    tpl: &mut rdkafka::TopicPartitionList,
+    claim: impl Fn(&str, i32) -> Result<T, E>,
+    stopping: impl Fn() -> bool,
+    fail: impl Fn(LogPositionError),
+) -> HashMap<(String, i32), T> {
+    let mut claims = HashMap::new();
+    let mut starts = Vec::new();
+    for elem in tpl.elements() {
+        let (topic, partition) = (elem.topic().to_owned(), elem.partition());
+        // Claiming must succeed before consuming: retry through a database outage.
+        let claimed = loop {
+            match claim(&topic, partition) {
+                Ok(c) => break Some(c),
+                Err(e) if !stopping() => {
+                    tracing::warn!(%topic, partition, error = %e, "claiming partition failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(_) => break None,
+            }
+        };
+        let Some(mut claimed) = claimed else { continue };
+        // The stored position against the log: within its watermarks, and the anchor record read again first.
+        let anchor = claimed.anchor_mut().clone();
+        let start = start_after_claim(consumer, &topic, partition, claimed.next_offset(), anchor, &stopping)
+            .unwrap_or_else(|e| {
+                fail(e);
+                None
+            });
+        let Some((offset, anchor)) = start else { continue };
+        *claimed.anchor_mut() = anchor;
+        tracing::info!(%topic, partition, next_offset = claimed.next_offset(), epoch = claimed.epoch(), "claimed");
+        starts.push((topic.clone(), partition, offset));
+        claims.insert((topic, partition), claimed);
+    }
+    for (topic, partition, offset) in &starts {
+        let _ = tpl.set_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset));
+    }
+    claims
 }
 
 /// A sink's claims, by (topic, partition).
@@ -229,7 +278,7 @@ pub fn confirm_suspects<C: ConsumerContext, T: PositionedClaim>(
         let next = claims.lock().expect("claims lock").get(&(topic.clone(), partition)).map(T::next_offset);
         let Some(next_offset) = next else { continue };
         match confirm(consumer, &topic, partition, next_offset, CLAIM_CHECK_TIMEOUT) {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(ClaimCheckError::Position(e)) => return Err(e),
             Err(ClaimCheckError::Kafka(e)) => {
                 tracing::warn!(%topic, partition, error = %e, "reading the watermarks failed")

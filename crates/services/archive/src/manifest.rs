@@ -57,6 +57,9 @@ impl tally_kafka::position::PositionedClaim for Claim {
     fn anchor_mut(&mut self) -> &mut Option<Vec<u8>> {
         &mut self.anchor
     }
+    fn epoch(&self) -> i64 {
+        self.epoch
+    }
 }
 
 /// A manifest row.

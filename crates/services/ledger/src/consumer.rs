@@ -78,46 +78,13 @@ impl ConsumerContext for SinkContext {
             let _ = consumer.unassign();
             return;
         }
-        let mut claims = HashMap::new();
-        let mut starts = Vec::new();
-        for elem in tpl.elements() {
-            let (topic, partition) = (elem.topic().to_owned(), elem.partition());
-            // Claiming must succeed before consuming: retry through a database outage.
-            let claim = loop {
-                match self.rt.block_on(self.store.claim(&topic, partition)) {
-                    Ok(c) => break Some(c),
-                    Err(e) if !self.shutdown.is_cancelled() => {
-                        tracing::warn!(%topic, partition, error = %e, "claiming partition failed; retrying");
-                        std::thread::sleep(Duration::from_millis(500));
-                    }
-                    Err(_) => break None,
-                }
-            };
-            let Some(mut claim) = claim else { continue };
-            // The stored position against the log (tally_kafka::position): within its watermarks, and the anchor
-            // record read again first.
-            let stopping = || self.shutdown.is_cancelled();
-            let start = position::start_after_claim(
-                consumer,
-                &topic,
-                partition,
-                claim.next_offset,
-                claim.anchor.clone(),
-                stopping,
-            )
-            .unwrap_or_else(|e| {
-                self.fail(e);
-                None
-            });
-            let Some((offset, anchor)) = start else { continue };
-            claim.anchor = anchor;
-            tracing::info!(%topic, partition, next_offset = claim.next_offset, epoch = claim.epoch, "claimed");
-            starts.push((topic.clone(), partition, offset));
-            claims.insert((topic, partition), claim);
-        }
-        for (topic, partition, offset) in &starts {
-            let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(*offset));
-        }
+        let claims = position::claim_assigned(
+            consumer,
+            tpl,
+            |topic, partition| self.rt.block_on(self.store.claim(topic, partition)),
+            || self.shutdown.is_cancelled(),
+            |e| self.fail(e),
+        );
         *self.claims.lock().expect("claims lock") = claims;
         if let Err(e) = consumer.assign(tpl) {
             tracing::error!(error = %e, "assign failed");

@@ -86,6 +86,9 @@ impl tally_kafka::position::PositionedClaim for PartitionClaim {
     fn anchor_mut(&mut self) -> &mut Option<Vec<u8>> {
         &mut self.anchor
     }
+    fn epoch(&self) -> i64 {
+        self.epoch
+    }
 }
 
 /// What one batch did.
