@@ -16,15 +16,23 @@ if [ ! -f "$PGDATA/PG_VERSION" ]; then
     pg_as "$BIN/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$TALLY_DATA/initdb.log" 2>&1 \
         || die "initdb failed, see $TALLY_DATA/initdb.log"
 fi
+# track_commit_timestamp: latency figures (demo, `tally bench ledger`) measure to each booking's commit
+# (pg_xact_commit_timestamp), not to its transaction's start.
+PG_OPTS="-c listen_addresses=127.0.0.1 -p $TALLY_PG_PORT -k $PGDATA -c fsync=on -c max_connections=200 -c track_commit_timestamp=on"
+psql_admin() { pg_as psql -h 127.0.0.1 -p "$TALLY_PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtAc "$1"; }
 if pg_as "$BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
-    say "postgres  already running  $(pg_url)  data $PGDATA"
+    if [ "$(psql_admin "show track_commit_timestamp")" = on ]; then
+        say "postgres  already running  $(pg_url)  data $PGDATA"
+    else
+        pg_as "$BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 60 -m fast restart -o "$PG_OPTS" >/dev/null \
+            || die "postgres did not restart, see $PGDATA/server.log"
+        say "postgres  restarted        $(pg_url)  data $PGDATA (now with track_commit_timestamp)"
+    fi
 else
-    pg_as "$BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 30 start \
-        -o "-c listen_addresses=127.0.0.1 -p $TALLY_PG_PORT -k $PGDATA -c fsync=on -c max_connections=200" >/dev/null \
+    pg_as "$BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 30 start -o "$PG_OPTS" >/dev/null \
         || die "postgres did not start, see $PGDATA/server.log"
     say "postgres  started          $(pg_url)  data $PGDATA"
 fi
-psql_admin() { pg_as psql -h 127.0.0.1 -p "$TALLY_PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtAc "$1"; }
 [ "$(psql_admin "select 1 from pg_roles where rolname='$PG_USER'")" = 1 ] || psql_admin "create role $PG_USER login createdb"
 [ "$(psql_admin "select 1 from pg_database where datname='$PG_DB'")" = 1 ] || psql_admin "create database $PG_DB owner $PG_USER"
 

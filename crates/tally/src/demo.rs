@@ -100,15 +100,8 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
             Some(caught_up),
             if caught_up { "reached".into() } else { "not within 120 s".into() },
         ));
+        let latency = tally_ledger::latency::booking_latency(&pool, tally_ledger::latency::Filter::Ids(&payments)).await?;
         let client = pool.get().await?;
-        let latency: Vec<f64> = client
-            .query_one(
-                "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM booked_at - received_at))
-                 FROM event_log WHERE payment_id = ANY($1)",
-                &[&payments],
-            )
-            .await?
-            .get(0);
         let sink_dupes: i64 = client
             .query_one(
                 "SELECT count(*) FROM sink_duplicates d JOIN event_log l ON l.fact_key = d.fact_key WHERE l.payment_id = ANY($1)",
@@ -140,8 +133,8 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         );
         println!("  rejected by reason    {}", if rejections.is_empty() { "none".into() } else { rejections.join(", ") });
         println!("  ignored (acknowledged) {}", m.deliveries_ignored.load(Ordering::Relaxed));
-        if latency.len() == 3 {
-            println!("  source→ledger latency p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms", ms(latency[0]), ms(latency[1]), ms(latency[2]));
+        if let Some(l) = &latency {
+            println!("  source→ledger latency p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms ({})", ms(l.p50), ms(l.p95), ms(l.p99), l.basis());
         }
         println!("  oracles               {}", if report.all_ok() { "all green" } else { "FAILED (see the table above)" });
         println!("  took                  {:.0} s", started.elapsed().as_secs_f64());

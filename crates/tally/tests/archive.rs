@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use tally_archive::checksum::FactMoney;
 use tally_archive::recon::{completeness, Broker, Discrepancy, ReconOptions};
 use tally_archive::{ArchiveConfig, Objects};
 use tally_contracts::encode_payment_event;
@@ -201,7 +202,7 @@ fn spawn_archive_sink(env: &Env, flush_max_records: usize, crash_permille: u32) 
         .args(["sink", "archive"])
         .envs(env.vars())
         .env("TALLY__ARCHIVE__FLUSH_MAX_RECORDS", flush_max_records.to_string())
-        .env("TALLY_ARCHIVE_CRASH_AFTER_PUT_PERMILLE", crash_permille.to_string())
+        .env(tally_archive::CRASH_AFTER_PUT_ENV, crash_permille.to_string())
         .env("TALLY_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -276,14 +277,23 @@ async fn archive_sink_crashed_mid_flush_leaves_no_gap_no_duplicate_and_gc_remove
         let mut archived: BTreeMap<(i32, i64), tally_archive::LogRecord> = BTreeMap::new();
         for f in manifest.iter().filter(|f| f.topic == topic) {
             let bytes = objects.get(&f.path).await.unwrap();
-            let keys = tally_archive::read_offsets_and_keys(bytes.clone()).unwrap();
+            let facts = tally_archive::read_facts(bytes.clone()).unwrap();
             let records = tally_archive::read_records(bytes).unwrap();
-            assert_eq!(keys.len(), records.len(), "{}", f.path);
-            for (r, (offset, key)) in records.into_iter().zip(keys) {
+            assert_eq!(facts.len(), records.len(), "{}", f.path);
+            for (r, fact) in records.into_iter().zip(facts) {
+                let offset = fact.offset;
                 assert_eq!((r.topic.as_str(), r.partition, r.offset), (topic.as_str(), f.partition, offset));
-                // The decoded fact key column agrees with the bytes beside it.
+                // The decoded fact key and money columns agree with the bytes beside them.
                 let decoded = r.value.as_deref().and_then(|v| tally_contracts::decode_payment_event(v).ok());
-                assert_eq!(key, decoded.map(|e| e.fact_key.0), "{topic}[{}]@{offset}", f.partition);
+                let from_value = decoded.map(|d| {
+                    let money = FactMoney {
+                        amount_minor: d.event.money.amount.minor(),
+                        fee_minor: d.event.fee.map(|f| f.minor()),
+                        currency: d.event.money.currency.code().to_owned(),
+                    };
+                    (d.fact_key.0, money)
+                });
+                assert_eq!(fact.fact, from_value, "{topic}[{}]@{offset}", f.partition);
                 assert!(archived.insert((f.partition, offset), r).is_none(), "{topic}[{}]@{offset} twice", f.partition);
             }
         }
@@ -323,7 +333,8 @@ async fn archive_sink_crashed_mid_flush_leaves_no_gap_no_duplicate_and_gc_remove
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recon_finds_exactly_a_deleted_file_a_double_booking_a_dropped_ledger_range_and_a_bookable_reject() {
+async fn recon_finds_exactly_a_deleted_file_a_double_booking_a_dropped_ledger_range_a_bookable_reject_and_other_money()
+{
     let env = Env::new().await;
     let produced = env.produce(300).await;
     let ends = env.watermarks().await;
@@ -354,6 +365,9 @@ async fn recon_finds_exactly_a_deleted_file_a_double_booking_a_dropped_ledger_ra
     assert_eq!(clean["discrepancies"].as_array().unwrap().len(), 0);
     assert_eq!(clean["archived_records"].as_i64().unwrap(), produced as i64);
     assert_eq!(clean["ledger_rows"].as_i64().unwrap(), 600);
+    // Every range agreed by its checksums alone: PostgreSQL's key and money sums equal the ones the archive wrote.
+    assert!(clean["ranges_compared"].as_u64().unwrap() > 0);
+    assert_eq!(clean["ranges_drilled"].as_u64().unwrap(), 0, "{clean}");
 
     let auth = env.kafka.topic("payments.authorization.v1");
     let capture = env.kafka.topic("payments.capture.v1");
@@ -407,6 +421,28 @@ async fn recon_finds_exactly_a_deleted_file_a_double_booking_a_dropped_ledger_ra
         .await
         .unwrap();
 
+    // 5. One capture fact booked with 100 times its amount, journal and event-log row alike (a decoder that gets the
+    //    currency's exponent wrong: `ledger verify` ties the journal to the event log and finds nothing; the key sums
+    //    match). Issue 13, item 1: recon ties the archived money to the ledger's, per range.
+    let (wrong_partition, wrong_offset, wrong_key, wrong_amount): (i32, i64, uuid::Uuid, i64) = {
+        let r = client
+            .query_one(
+                "SELECT kafka_partition, kafka_offset, fact_key, amount_minor FROM event_log
+                  WHERE topic = $1 AND kafka_partition <> $2 ORDER BY kafka_partition, kafka_offset LIMIT 1",
+                &[&capture, &gone.partition],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    };
+    client
+        .batch_execute(&format!(
+            "UPDATE event_log SET amount_minor = amount_minor * 100 WHERE fact_key = '{wrong_key}';
+             UPDATE entries SET amount_minor = amount_minor * 100 WHERE fact_key = '{wrong_key}';"
+        ))
+        .await
+        .unwrap();
+
     // 3. One fact booked twice: its event-log row inserted again (the constraints that forbid it dropped first).
     let doubled: uuid::Uuid = client
         .query_one(
@@ -450,17 +486,26 @@ async fn recon_finds_exactly_a_deleted_file_a_double_booking_a_dropped_ledger_ra
             offset: 5,
             fact_key: rejected,
         },
+        Discrepancy::LedgerMoneyDiffers {
+            topic: capture.clone(),
+            partition: wrong_partition,
+            offset: wrong_offset,
+            fact_key: wrong_key,
+            archived: FactMoney { amount_minor: wrong_amount, fee_minor: None, currency: "EUR".into() },
+            booked: FactMoney { amount_minor: wrong_amount * 100, fee_minor: None, currency: "EUR".into() },
+        },
     ];
     expected.sort();
     assert_eq!(found, expected);
     let report = json(&out);
-    assert_eq!(report["discrepancies"].as_array().unwrap().len(), 4, "{report}");
+    assert_eq!(report["discrepancies"].as_array().unwrap().len(), 5, "{report}");
     assert_eq!(report["clean"], false);
 
     let table = env.tally(&["recon", "completeness"]);
     let text = String::from_utf8_lossy(&table.stdout);
     eprintln!("{text}");
-    assert!(text.contains("NOT CLEAN: 4 discrepancies"), "{text}");
+    assert!(text.contains("NOT CLEAN: 5 discrepancies"), "{text}");
+    assert!(text.contains(&format!("booked as {} EUR", wrong_amount * 100)), "{text}");
     assert!(text.contains(&gone.path), "{text}");
 }
 

@@ -48,3 +48,37 @@ fn the_pipeline_survives_five_faults_of_each_kind_with_every_oracle_green() {
     // Kept on failure: the services' logs and the broker's are under it.
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// The broken variant of the restart oracle (issue 13, item 3): an archive sink that aborts on its own once (the
+/// crash hook, no injected fault) is restarted by the harness as before, and the books still come out right — but the run
+/// fails on the row that counts the exits, instead of passing as it did when restarts were silent.
+#[test]
+fn a_sink_that_crashes_on_its_own_fails_the_run_though_every_book_is_right() {
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007;
+    let data = std::env::temp_dir().join(format!("tally-chaos-crashing-{seed}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["chaos", "--seed", &seed.to_string(), "--events", "3000", "--kills", "1", "--faults", "ingest"])
+        .args(["--max-interval-secs", "2"])
+        .arg("--data")
+        .arg(&data)
+        .env("TALLY_LOG", "error")
+        .env(tally_archive::CRASH_ONCE_ENV, data.with_extension("crashed"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "seed {seed}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let exits = stdout
+        .lines()
+        .find(|l| l.starts_with("no service exited on its own"))
+        .unwrap_or_else(|| panic!("no exit row in:\n{stdout}"));
+    assert!(exits.contains("FAIL"), "{exits}");
+    assert!(exits.contains(" 1 exits"), "the one crash, counted: {exits}");
+    // What the restarts kept right is still checked, and still right: only the exits are findings.
+    for oracle in ["every expected fact booked exactly once  ok", "completeness recon                       ok"] {
+        assert!(stdout.contains(oracle), "missing `{oracle}` in:\n{stdout}");
+    }
+    assert!(stdout.contains("FAILED"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_file(data.with_extension("crashed"));
+}

@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "edge_claim_content",
         sql: include_str!("../../../../migrations/0006_edge_claim_content.sql"),
     },
+    Migration {
+        version: 7,
+        name: "archive_money_sum",
+        sql: include_str!("../../../../migrations/0007_archive_money_sum.sql"),
+    },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

@@ -17,7 +17,7 @@ use tally_contracts::{decode_payment_event, decode_raw_delivery, unframe};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::checksum::RangeSum;
+use crate::checksum::{FactMoney, RangeSum};
 
 /// The file schema. Lineage first (where the record sits in the log), then the record as the broker holds it, then
 /// the columns decoded from it where its schema is known (null otherwise). Timestamps are UTC.
@@ -50,6 +50,7 @@ message tally_archive_record {
     optional int64 occurred_at (TIMESTAMP(MICROS,true));
     optional binary source_event_id (STRING);
     optional binary verdict (STRING);
+    optional int64 fee_minor;
 }";
 
 /// The writer's name in the file footer: fixed, so that bytes do not depend on the build.
@@ -100,6 +101,17 @@ struct DecodedColumns {
     occurred_at: Option<i64>,
     source_event_id: Option<String>,
     verdict: Option<String>,
+    fee_minor: Option<i64>,
+}
+
+impl DecodedColumns {
+    /// The fact and its money, for the range checksum.
+    fn fact_money(&self) -> Option<(Uuid, FactMoney)> {
+        Some((
+            self.fact_key?,
+            FactMoney { amount_minor: self.amount_minor?, fee_minor: self.fee_minor, currency: self.currency.clone()? },
+        ))
+    }
 }
 
 fn decode(value: Option<&[u8]>) -> DecodedColumns {
@@ -119,6 +131,7 @@ fn decode(value: Option<&[u8]>) -> DecodedColumns {
         d.currency = Some(e.money.currency.code().to_owned());
         d.occurred_at = Some(e.occurred_at.unix_micros());
         d.source_event_id = Some(e.source_event_id.clone());
+        d.fee_minor = e.fee.map(|f| f.minor());
     } else if let Ok(r) = decode_raw_delivery(value) {
         d.received_at = Some(r.received_at.unix_micros());
         d.delivery_id = Some(r.delivery_id);
@@ -218,7 +231,8 @@ pub fn encode(records: &[LogRecord]) -> Result<EncodedFile, FileError> {
     let decoded: Vec<DecodedColumns> = records.iter().map(|r| decode(r.value.as_deref())).collect();
     let mut sum = RangeSum::default();
     for (r, d) in records.iter().zip(&decoded) {
-        sum.add(r.offset, d.fact_key);
+        let fact = d.fact_money();
+        sum.add(r.offset, fact.as_ref().map(|(k, m)| (*k, m)));
     }
 
     let schema = Arc::new(parse_message_type(SCHEMA)?);
@@ -387,6 +401,10 @@ fn write_column(
             let v = strs(&|d| d.verdict.as_deref(), &mut defs);
             col.typed::<ByteArrayType>().write_batch(&v, Some(&defs), None)?;
         }
+        21 => {
+            let v = ints(&|d| d.fee_minor, &mut defs);
+            col.typed::<Int64Type>().write_batch(&v, Some(&defs), None)?;
+        }
         other => return Err(FileError::Invalid(format!("schema has an unexpected column {other}"))),
     }
     Ok(())
@@ -456,10 +474,52 @@ pub fn read_records(bytes: Bytes) -> Result<Vec<LogRecord>, FileError> {
 /// Leaf column indexes of the columns recon reads.
 const OFFSET_COLUMN: usize = 2;
 const FACT_KEY_COLUMN: usize = 12;
+const AMOUNT_COLUMN: usize = 16;
+const CURRENCY_COLUMN: usize = 17;
+/// Files written before the fee column was added (migration 0007) have 21 leaf columns; their fees read as None.
+const FEE_COLUMN: usize = 21;
 
-/// Reads back (offset, fact key) of every record of a file: what recon compares with the ledger, offset by offset.
-pub fn read_offsets_and_keys(bytes: Bytes) -> Result<Vec<(i64, Option<Uuid>)>, FileError> {
+/// What recon reads of one archived record: its offset and, for a fact, its key and money.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedFact {
+    pub offset: i64,
+    pub fact: Option<(Uuid, FactMoney)>,
+}
+
+/// One optional column of a row group, one entry per row.
+fn optional_column<T: parquet::data_type::DataType>(
+    rg: &dyn parquet::file::reader::RowGroupReader,
+    column: usize,
+    rows: usize,
+) -> Result<Vec<Option<T::T>>, FileError> {
+    let (mut defs, mut values): (Vec<i16>, Vec<T::T>) = (Vec::with_capacity(rows), Vec::new());
+    get_typed_column_reader::<T>(rg.get_column_reader(column)?).read_records(
+        rows,
+        Some(&mut defs),
+        None,
+        &mut values,
+    )?;
+    if defs.len() != rows {
+        return Err(FileError::Invalid(format!("column {column}: {} values for {rows} rows", defs.len())));
+    }
+    let mut values = values.into_iter();
+    defs.into_iter()
+        .map(|d| match d {
+            0 => Ok(None),
+            _ => values.next().map(Some).ok_or_else(|| FileError::Invalid(format!("column {column} is short"))),
+        })
+        .collect()
+}
+
+fn text(raw: &ByteArray) -> Result<&str, FileError> {
+    std::str::from_utf8(raw.data()).map_err(|e| FileError::Invalid(e.to_string()))
+}
+
+/// Reads back the offset, and for facts the key and money, of every record of a file from its columns (not its
+/// values): what recon compares with the ledger, offset by offset.
+pub fn read_facts(bytes: Bytes) -> Result<Vec<ArchivedFact>, FileError> {
     let reader = SerializedFileReader::new(bytes)?;
+    let has_fee = reader.metadata().file_metadata().schema_descr().num_columns() > FEE_COLUMN;
     let mut out = Vec::new();
     for i in 0..reader.num_row_groups() {
         let rg = reader.get_row_group(i)?;
@@ -471,30 +531,28 @@ pub fn read_offsets_and_keys(bytes: Bytes) -> Result<Vec<(i64, Option<Uuid>)>, F
             None,
             &mut offsets,
         )?;
-        let (mut defs, mut keys): (Vec<i16>, Vec<ByteArray>) = (Vec::with_capacity(rows), Vec::new());
-        get_typed_column_reader::<ByteArrayType>(rg.get_column_reader(FACT_KEY_COLUMN)?).read_records(
-            rows,
-            Some(&mut defs),
-            None,
-            &mut keys,
-        )?;
-        if offsets.len() != rows || defs.len() != rows {
-            return Err(FileError::Invalid(format!(
-                "row group {i}: {} offsets, {} keys, {rows} rows",
-                offsets.len(),
-                defs.len()
-            )));
+        if offsets.len() != rows {
+            return Err(FileError::Invalid(format!("row group {i}: {} offsets, {rows} rows", offsets.len())));
         }
-        let mut keys = keys.into_iter();
-        for (offset, def) in offsets.into_iter().zip(defs) {
-            let key = if def == 1 {
-                let raw = keys.next().ok_or_else(|| FileError::Invalid("fact_key column is short".into()))?;
-                let text = std::str::from_utf8(raw.data()).map_err(|e| FileError::Invalid(e.to_string()))?;
-                Some(Uuid::parse_str(text).map_err(|e| FileError::Invalid(e.to_string()))?)
-            } else {
-                None
+        let keys = optional_column::<ByteArrayType>(rg.as_ref(), FACT_KEY_COLUMN, rows)?;
+        let amounts = optional_column::<Int64Type>(rg.as_ref(), AMOUNT_COLUMN, rows)?;
+        let currencies = optional_column::<ByteArrayType>(rg.as_ref(), CURRENCY_COLUMN, rows)?;
+        let fees =
+            if has_fee { optional_column::<Int64Type>(rg.as_ref(), FEE_COLUMN, rows)? } else { vec![None; rows] };
+        for (((offset, key), (amount, currency)), fee_minor) in
+            offsets.into_iter().zip(keys).zip(amounts.into_iter().zip(currencies)).zip(fees)
+        {
+            let fact = match (key, amount, currency) {
+                (Some(key), Some(amount_minor), Some(currency)) => Some((
+                    Uuid::parse_str(text(&key)?).map_err(|e| FileError::Invalid(e.to_string()))?,
+                    FactMoney { amount_minor, fee_minor, currency: text(&currency)?.to_owned() },
+                )),
+                (None, ..) => None,
+                (Some(_), ..) => {
+                    return Err(FileError::Invalid(format!("offset {offset}: a fact key without amount or currency")))
+                }
             };
-            out.push((offset, key));
+            out.push(ArchivedFact { offset, fact });
         }
     }
     Ok(out)
@@ -566,7 +624,53 @@ mod tests {
     fn reads_back_offsets_without_facts() {
         let records: Vec<LogRecord> = [3, 4, 7].into_iter().map(|o| record(o, None)).collect();
         let f = encode(&records).unwrap();
-        assert_eq!(read_offsets_and_keys(f.bytes).unwrap(), vec![(3, None), (4, None), (7, None)]);
-        assert_eq!(f.sum, RangeSum { records: 3, facts: 0, key_sum: 0 });
+        let read: Vec<(i64, bool)> =
+            read_facts(f.bytes).unwrap().iter().map(|a| (a.offset, a.fact.is_some())).collect();
+        assert_eq!(read, vec![(3, false), (4, false), (7, false)]);
+        assert_eq!(f.sum, RangeSum { records: 3, facts: 0, key_sum: 0, money_sum: 0 });
+    }
+
+    #[test]
+    fn facts_read_back_with_their_money_and_the_sum_counts_it() {
+        use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
+        use tally_money::{Amount, Currency, Money};
+        let event = |kind, minor, fee: Option<i64>| PaymentEvent {
+            kind,
+            payment_id: "stripe:pi_1".into(),
+            psp: Psp::Stripe,
+            psp_reference: "pi_1".into(),
+            original_reference: None,
+            merchant_id: "m_1".into(),
+            money: Money::new(Amount::from_minor(minor), Currency::from_code("JPY").unwrap()),
+            fee: fee.map(Amount::from_minor),
+            occurred_at: Timestamp::from_unix_secs(1_760_000_000).unwrap(),
+            received_at: Timestamp::from_unix_secs(1_760_000_100).unwrap(),
+            source: Source::Webhook,
+            source_event_id: format!("evt_{kind}"),
+            attributes: Attributes::default(),
+        };
+        let events = [event(EventKind::Authorized, 5000, None), event(EventKind::Settled, 5000, Some(175))];
+        let mut records: Vec<LogRecord> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| record(i as i64, Some(&tally_contracts::encode_payment_event(e, None).unwrap())))
+            .collect();
+        records.push(record(2, Some(b"not avro")));
+        let file = encode(&records).unwrap();
+        let read = read_facts(file.bytes.clone()).unwrap();
+        let mut sum = RangeSum::default();
+        for (a, e) in read.iter().zip(&events) {
+            let (key, money) = a.fact.as_ref().unwrap();
+            assert_eq!(*key, e.fact_key().0);
+            assert_eq!(money.amount_minor, 5000);
+            assert_eq!(money.currency, "JPY");
+            assert_eq!(money.fee_minor, e.fee.map(|f| f.minor()));
+        }
+        assert_eq!(read[2], ArchivedFact { offset: 2, fact: None });
+        for a in &read {
+            sum.add(a.offset, a.fact.as_ref().map(|(k, m)| (*k, m)));
+        }
+        assert_eq!(sum, file.sum);
+        assert_eq!((file.sum.records, file.sum.facts), (3, 2));
     }
 }

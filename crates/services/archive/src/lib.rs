@@ -16,10 +16,12 @@ mod sink;
 
 use serde::Deserialize;
 
-pub use file::{encode, object_path, parse_object_path, read_offsets_and_keys, read_records, EncodedFile, LogRecord};
+pub use file::{
+    encode, object_path, parse_object_path, read_facts, read_records, ArchivedFact, EncodedFile, LogRecord,
+};
 pub use manifest::{Claim, Manifest, ManifestError, ManifestFile};
 pub use objects::{ObjectError, Objects};
-pub use sink::{run, SinkError};
+pub use sink::{run, SinkError, CRASH_AFTER_PUT_ENV, CRASH_ONCE_ENV};
 
 /// Written into every manifest row.
 pub const PROCESSOR_VERSION: &str = concat!("tally-archive/", env!("CARGO_PKG_VERSION"));

@@ -75,6 +75,8 @@ pub struct ManifestFile {
     pub records: i64,
     pub facts: i64,
     pub key_sum: i128,
+    /// None for files written before migration 0007.
+    pub money_sum: Option<i128>,
 }
 
 #[derive(Clone)]
@@ -150,12 +152,31 @@ impl Manifest {
                 }),
             };
         }
-        tx.execute(
+        insert_file(&tx, file, claim.epoch, PROCESSOR_VERSION).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every manifest row, in (topic, partition, start) order.
+    pub async fn files(&self) -> Result<Vec<ManifestFile>, ManifestError> {
+        list_files(&self.pool).await
+    }
+}
+
+/// The manifest row of a written file (the sink's commit; the recon benchmark's loader).
+pub async fn insert_file(
+    client: &impl deadpool_postgres::GenericClient,
+    file: &EncodedFile,
+    epoch: i64,
+    processor_version: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
             "INSERT INTO archive_files (topic, kafka_partition, start_offset, end_offset, path, bytes, sha256, records,
-                facts, key_sum, first_timestamp, last_timestamp, owner_epoch, processor_version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::numeric,
-                'epoch'::timestamptz + $11::bigint * interval '1 millisecond',
-                'epoch'::timestamptz + $12::bigint * interval '1 millisecond', $13, $14)",
+                facts, key_sum, money_sum, first_timestamp, last_timestamp, owner_epoch, processor_version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::numeric, $11::text::numeric,
+                'epoch'::timestamptz + $12::bigint * interval '1 millisecond',
+                'epoch'::timestamptz + $13::bigint * interval '1 millisecond', $14, $15)",
             &[
                 &file.topic,
                 &file.partition,
@@ -167,21 +188,15 @@ impl Manifest {
                 &file.sum.records,
                 &file.sum.facts,
                 &file.sum.key_sum.to_string(),
+                &file.sum.money_sum.to_string(),
                 &file.first_timestamp_ms,
                 &file.last_timestamp_ms,
-                &claim.epoch,
-                &PROCESSOR_VERSION,
+                &epoch,
+                &processor_version,
             ],
         )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Every manifest row, in (topic, partition, start) order.
-    pub async fn files(&self) -> Result<Vec<ManifestFile>, ManifestError> {
-        list_files(&self.pool).await
-    }
+        .await
+        .map(drop)
 }
 
 pub async fn list_files(pool: &Pool) -> Result<Vec<ManifestFile>, ManifestError> {
@@ -193,7 +208,8 @@ pub async fn list_files(pool: &Pool) -> Result<Vec<ManifestFile>, ManifestError>
 pub async fn list_files_in(client: &impl deadpool_postgres::GenericClient) -> Result<Vec<ManifestFile>, ManifestError> {
     let rows = client
         .query(
-            "SELECT topic, kafka_partition, start_offset, end_offset, path, bytes, sha256, records, facts, key_sum::text
+            "SELECT topic, kafka_partition, start_offset, end_offset, path, bytes, sha256, records, facts, key_sum::text,
+                    money_sum::text
              FROM archive_files ORDER BY topic, kafka_partition, start_offset",
             &[],
         )
@@ -211,6 +227,7 @@ pub async fn list_files_in(client: &impl deadpool_postgres::GenericClient) -> Re
             records: r.get(7),
             facts: r.get(8),
             key_sum: r.get::<_, String>(9).parse().unwrap_or(i128::MIN),
+            money_sum: r.get::<_, Option<String>>(10).map(|s| s.parse().unwrap_or(i128::MIN)),
         })
         .collect())
 }

@@ -15,8 +15,8 @@ use serde::Serialize;
 use tally_kafka::{KafkaConfig, Watermarks, TOPICS};
 use uuid::Uuid;
 
-use crate::checksum::ROW_SQL;
-use crate::file::read_offsets_and_keys;
+use crate::checksum::{FactMoney, MONEY_SQL, ROW_SQL};
+use crate::file::read_facts;
 use crate::manifest::ManifestFile;
 use crate::objects::Objects;
 
@@ -98,6 +98,15 @@ pub enum Discrepancy {
     DoubleBooked { fact_key: Uuid, bookings: Vec<String> },
     /// The ledger rejected a record that the archive holds as a fact its posting rules accept: money left unbooked.
     LedgerRejectedBookable { topic: String, partition: i32, offset: i64, fact_key: Uuid },
+    /// The ledger booked the archived fact with other money (amount, fee or currency) than the archive holds.
+    LedgerMoneyDiffers {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        fact_key: Uuid,
+        archived: FactMoney,
+        booked: FactMoney,
+    },
 }
 
 /// One sink's position on a partition.
@@ -296,7 +305,8 @@ impl Discrepancy {
             | LedgerMissing { topic, partition, .. }
             | LedgerExtra { topic, partition, .. }
             | LedgerFactDiffers { topic, partition, .. }
-            | LedgerRejectedBookable { topic, partition, .. } => Some((topic, *partition)),
+            | LedgerRejectedBookable { topic, partition, .. }
+            | LedgerMoneyDiffers { topic, partition, .. } => Some((topic, *partition)),
             DoubleBooked { .. } => None,
         }
     }
@@ -413,16 +423,22 @@ struct LedgerFindings {
     double: BTreeMap<Uuid, BTreeSet<String>>,
 }
 
-/// The ledger's rows of one partition below `limit`, as (offset, fact key; None for a rejected record).
+/// The ledger's rows of one partition below `limit`, as (offset, fact key, amount, fee, currency): the key None for a
+/// rejected record; a duplicate carries the money its fact was booked with (none for a content conflict, whose
+/// money differs by definition and is reported as a data-quality exception).
 const LEDGER_ROWS: &str = "
-    SELECT kafka_offset AS o, fact_key AS k FROM event_log
+    SELECT kafka_offset AS o, fact_key AS k, amount_minor AS a, fee_minor AS f, currency AS c FROM event_log
      WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset >= $3 AND kafka_offset < $4
     UNION ALL
-    SELECT kafka_offset, fact_key FROM sink_duplicates
-     WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset >= $3 AND kafka_offset < $4
+    SELECT d.kafka_offset, d.fact_key, e.amount_minor, e.fee_minor, e.currency
+      FROM sink_duplicates d LEFT JOIN event_log e ON e.fact_key = d.fact_key AND NOT d.conflict
+     WHERE d.topic = $1 AND d.kafka_partition = $2 AND d.kafka_offset >= $3 AND d.kafka_offset < $4
     UNION ALL
-    SELECT kafka_offset, NULL::uuid FROM sink_rejects
+    SELECT kafka_offset, NULL::uuid, NULL::bigint, NULL::bigint, NULL::text FROM sink_rejects
      WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset >= $3 AND kafka_offset < $4";
+
+/// One ledger row at an offset: the fact key (None: rejected) and the money booked for it.
+type LedgerRow = (Option<Uuid>, Option<FactMoney>);
 
 async fn compare_ledger(
     pool: &Pool,
@@ -437,27 +453,34 @@ async fn compare_ledger(
     let starts: Vec<i64> = segments.iter().map(|s| s.start).collect();
     // width_bucket(o, starts) = how many starts are ≤ o: the 1-based index of o's segment.
     let sql = format!(
-        "SELECT width_bucket(o, $5::bigint[]) AS b, count(*), count(DISTINCT o), coalesce(sum({ROW_SQL}), 0)::text
+        "SELECT width_bucket(o, $5::bigint[]) AS b, count(*), count(DISTINCT o), coalesce(sum({ROW_SQL}), 0)::text,
+                coalesce(sum({MONEY_SQL}), 0)::text
            FROM ({LEDGER_ROWS}) u GROUP BY b ORDER BY b"
     );
     let rows = client.query(&sql, &[&topic, &partition, &0i64, &limit, &starts]).await?;
-    let mut sums: HashMap<usize, (i64, i64, i128)> = HashMap::new();
+    let mut sums: HashMap<usize, (i64, i64, i128, i128)> = HashMap::new();
+    let parse = |r: &tokio_postgres::Row, i: usize| {
+        r.get::<_, String>(i).parse::<i128>().map_err(|e| ReconError::Other(format!("range sum: {e}")))
+    };
     for r in rows {
         let b: i32 = r.get(0);
-        let key_sum: String = r.get(3);
-        sums.insert(
-            usize::try_from(b).unwrap_or(0),
-            (r.get(1), r.get(2), key_sum.parse().map_err(|e| ReconError::Other(format!("key sum: {e}")))?),
-        );
+        sums.insert(usize::try_from(b).unwrap_or(0), (r.get(1), r.get(2), parse(&r, 3)?, parse(&r, 4)?));
     }
     let mut findings = LedgerFindings { rows: sums.values().map(|s| s.0).sum(), ..Default::default() };
     // Offsets the ledger should account for but does not, merged into ranges across segments.
     let mut missing: Vec<(i64, bool)> = Vec::new();
     for (i, seg) in segments.iter().enumerate() {
         let end = seg.end.min(limit);
-        let (count, distinct, key_sum) = sums.get(&(i + 1)).copied().unwrap_or((0, 0, 0));
+        let (count, distinct, key_sum, money_sum) = sums.get(&(i + 1)).copied().unwrap_or((0, 0, 0, 0));
+        // Files written before the money sum existed are compared by their keys only.
+        let compare_money = seg.file.as_ref().is_some_and(|f| f.money_sum.is_some());
         let matches = match &seg.file {
-            Some(f) if seg.end <= limit => count == f.records && distinct == count && key_sum == f.key_sum,
+            Some(f) if seg.end <= limit => {
+                count == f.records
+                    && distinct == count
+                    && key_sum == f.key_sum
+                    && f.money_sum.is_none_or(|m| m == money_sum)
+            }
             Some(_) => false,
             // No archive to compare with: every offset, once.
             None => count == end - seg.start && distinct == count,
@@ -468,12 +491,16 @@ async fn compare_ledger(
         findings.drilled += 1;
         let ledger =
             client.query(&format!("{LEDGER_ROWS} ORDER BY 1"), &[&topic, &partition, &seg.start, &end]).await?;
-        let mut at: BTreeMap<i64, Vec<Option<Uuid>>> = BTreeMap::new();
+        let mut at: BTreeMap<i64, Vec<LedgerRow>> = BTreeMap::new();
         for r in ledger {
-            at.entry(r.get(0)).or_default().push(r.get(1));
+            let money = match (r.get::<_, Option<i64>>(2), r.get::<_, Option<String>>(4)) {
+                (Some(amount_minor), Some(currency)) => Some(FactMoney { amount_minor, fee_minor: r.get(3), currency }),
+                _ => None,
+            };
+            at.entry(r.get(0)).or_default().push((r.get(1), money));
         }
         let mut file_bytes = None;
-        let archive: Option<BTreeMap<i64, Option<Uuid>>> = match &seg.file {
+        let archive: Option<BTreeMap<i64, Option<(Uuid, FactMoney)>>> = match &seg.file {
             Some(f) => {
                 let bytes = objects.get(&f.path).await?;
                 file_bytes = Some(bytes.clone());
@@ -488,17 +515,17 @@ async fn compare_ledger(
                     });
                     continue;
                 }
-                let pairs = tokio::task::spawn_blocking(move || read_offsets_and_keys(bytes))
+                let facts = tokio::task::spawn_blocking(move || read_facts(bytes))
                     .await
                     .map_err(|e| ReconError::Other(e.to_string()))?
                     .map_err(|e| ReconError::Other(format!("{}: {e}", f.path)))?;
-                Some(pairs.into_iter().filter(|(o, _)| *o < end).collect())
+                Some(facts.into_iter().filter(|a| a.offset < end).map(|a| (a.offset, a.fact)).collect())
             }
             None => None,
         };
         for (offset, keys) in &at {
             if keys.len() > 1 {
-                for k in keys.iter().flatten() {
+                for k in keys.iter().filter_map(|(k, _)| k.as_ref()) {
                     findings.double.entry(*k).or_default().insert(format!("{topic}[{partition}]@{offset}"));
                 }
             }
@@ -508,17 +535,31 @@ async fn compare_ledger(
                 for (offset, archived) in &archive {
                     match at.get(offset) {
                         None => missing.push((*offset, archived.is_some())),
-                        Some(keys) => {
-                            let booked = keys[0];
+                        Some(rows) => {
+                            let (booked, booked_money) = &rows[0];
+                            let archived_key = archived.as_ref().map(|(k, _)| *k);
                             // A rejected record (None) is judged below, by what the archive holds there.
-                            if booked.is_some() && booked != *archived {
+                            if booked.is_some() && *booked != archived_key {
                                 findings.discrepancies.push(Discrepancy::LedgerFactDiffers {
                                     topic: topic.clone(),
                                     partition,
                                     offset: *offset,
-                                    archive: *archived,
-                                    ledger: booked,
+                                    archive: archived_key,
+                                    ledger: *booked,
                                 });
+                            } else if let (true, Some((fact_key, archived)), Some(booked)) =
+                                (compare_money, archived, booked_money)
+                            {
+                                if archived != booked {
+                                    findings.discrepancies.push(Discrepancy::LedgerMoneyDiffers {
+                                        topic: topic.clone(),
+                                        partition,
+                                        offset: *offset,
+                                        fact_key: *fact_key,
+                                        archived: archived.clone(),
+                                        booked: booked.clone(),
+                                    });
+                                }
                             }
                         }
                     }
@@ -527,8 +568,8 @@ async fn compare_ledger(
                 // holds that passes the posting rules (`check_bookable`) and was rejected is money left unbooked.
                 let rejected: Vec<(i64, Uuid)> = archive
                     .iter()
-                    .filter_map(|(o, archived)| Some((*o, (*archived)?)))
-                    .filter(|(o, _)| at.get(o).is_some_and(|keys| keys[0].is_none()))
+                    .filter_map(|(o, archived)| Some((*o, archived.as_ref()?.0)))
+                    .filter(|(o, _)| at.get(o).is_some_and(|rows| rows[0].0.is_none()))
                     .collect();
                 if let (false, Some(bytes)) = (rejected.is_empty(), file_bytes.take()) {
                     let records = tokio::task::spawn_blocking(move || crate::file::read_records(bytes))
@@ -656,7 +697,7 @@ impl Report {
         if self.clean {
             let _ = writeln!(
                 s,
-                "CLEAN: every offset archived once and accounted for once in the ledger; no fact booked twice"
+                "CLEAN: every offset archived once and accounted for once in the ledger, with the archived money; no fact booked twice"
             );
         } else {
             let _ = writeln!(s, "NOT CLEAN: {} discrepancies", self.discrepancies.len());
@@ -710,6 +751,9 @@ impl Discrepancy {
             }
             LedgerRejectedBookable { topic, partition, offset, fact_key } => format!(
                 "rejected bookable  {topic}[{partition}] offset {offset}: the ledger rejected fact {fact_key}, which its posting rules accept"
+            ),
+            LedgerMoneyDiffers { topic, partition, offset, fact_key, archived, booked } => format!(
+                "money differs      {topic}[{partition}] offset {offset}: fact {fact_key} archived as {archived}, booked as {booked}"
             ),
         }
     }

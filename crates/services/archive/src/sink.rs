@@ -26,6 +26,29 @@ use crate::ArchiveConfig;
 /// Test hook: when set to N (0–1000), the process aborts after writing an object and before entering it into the
 /// manifest, with probability N/1000 — the crash window that leaves garbage. Used by the crash tests only.
 pub const CRASH_AFTER_PUT_ENV: &str = "TALLY_ARCHIVE_CRASH_AFTER_PUT_PERMILLE";
+/// Test hook: when set to a path, the first process of the sink that creates that file aborts in the same window
+/// (one crash for the whole run, whatever restarts follow). Used by the chaos test of unexplained exits.
+pub const CRASH_ONCE_ENV: &str = "TALLY_ARCHIVE_CRASH_ONCE_MARKER";
+
+/// The crash hooks, read once at start.
+struct CrashHook {
+    permille: u64,
+    once: Option<std::path::PathBuf>,
+}
+
+impl CrashHook {
+    fn from_env() -> CrashHook {
+        CrashHook {
+            permille: std::env::var(CRASH_AFTER_PUT_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+            once: std::env::var_os(CRASH_ONCE_ENV).map(Into::into),
+        }
+    }
+
+    fn fires(&self) -> bool {
+        (self.permille > 0 && chance() % 1000 < self.permille)
+            || self.once.as_ref().is_some_and(|p| std::fs::File::create_new(p).is_ok())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -161,7 +184,7 @@ fn consume(
         .create_with_context(context)?;
     let topics: Vec<String> = TOPICS.iter().map(|t| kafka.topic(t.name)).collect();
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let crash_permille: u64 = std::env::var(CRASH_AFTER_PUT_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let crash = CrashHook::from_env();
     let max_age = Duration::from_millis(config.flush_max_age_ms);
 
     let mut buffers: HashMap<(String, i32), Buffer> = HashMap::new();
@@ -220,7 +243,7 @@ fn consume(
             if (due || stopping) && !buffer.records.is_empty() {
                 let records = std::mem::take(&mut buffer.records);
                 *buffer = Buffer::default();
-                if let Some(end) = flush(&claims, &manifest, &objects, &rt, tp, records, crash_permille)? {
+                if let Some(end) = flush(&claims, &manifest, &objects, &rt, tp, records, &crash)? {
                     let mut tpl = TopicPartitionList::new();
                     let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(end));
                     // Advisory only: the manifest's offsets are the truth; this keeps lag tools meaningful.
@@ -245,7 +268,7 @@ fn flush(
     rt: &tokio::runtime::Handle,
     tp: &(String, i32),
     records: Vec<LogRecord>,
-    crash_permille: u64,
+    crash: &CrashHook,
 ) -> Result<Option<i64>, SinkError> {
     let Some(claim) = claims.lock().expect("claims lock").get(tp).cloned() else { return Ok(None) };
     let Some(last) = records.last() else { return Ok(None) };
@@ -265,8 +288,8 @@ fn flush(
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-    if crash_permille > 0 && chance() % 1000 < crash_permille {
-        tracing::error!(path = %file.path, "{CRASH_AFTER_PUT_ENV}: aborting between object write and manifest commit");
+    if crash.fires() {
+        tracing::error!(path = %file.path, "crash hook: aborting between object write and manifest commit");
         std::process::abort();
     }
     let mut backoff = Duration::from_millis(200);

@@ -239,25 +239,7 @@ async fn build(
             }
             let file = encode(&records)?;
             objects.put(&file.path, file.bytes.clone()).await?;
-            client
-                .execute(
-                    "INSERT INTO archive_files (topic, kafka_partition, start_offset, end_offset, path, bytes, sha256,
-                        records, facts, key_sum, owner_epoch, processor_version)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::numeric, 1, 'bench')",
-                    &[
-                        &file.topic,
-                        &file.partition,
-                        &file.start_offset,
-                        &file.end_offset,
-                        &file.path,
-                        &(file.bytes.len() as i64),
-                        &file.sha256,
-                        &file.sum.records,
-                        &file.sum.facts,
-                        &file.sum.key_sum.to_string(),
-                    ],
-                )
-                .await?;
+            tally_archive::manifest::insert_file(&client, &file, 1, "bench").await?;
             for (table, data) in [
                 ("event_log (fact_key, kind, payment_id, psp, psp_reference, merchant_id, amount_minor, currency, occurred_at, received_at, source, source_event_id, topic, kafka_partition, kafka_offset, schema_id, processor_version, event)", events),
                 ("journals (fact_key, payment_id, kind)", journals),
