@@ -82,3 +82,35 @@ fn a_sink_that_crashes_on_its_own_fails_the_run_though_every_book_is_right() {
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_file(data.with_extension("crashed"));
 }
+
+/// The broken variant of the stall oracle (issue 13, item 3): a sink that hangs after its first commit (the
+/// framework's stall hook: it stays up, reads and commits nothing) is found by the watchdog and restarted, the books
+/// come out right — and the run fails on the row that counts the watchdog's restarts instead of passing.
+#[test]
+fn a_sink_that_stalls_fails_the_run_though_every_book_is_right() {
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007;
+    let data = std::env::temp_dir().join(format!("tally-chaos-stalling-{seed}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["chaos", "--seed", &seed.to_string(), "--events", "3000", "--kills", "1", "--faults", "ingest"])
+        .args(["--max-interval-secs", "2"])
+        .arg("--data")
+        .arg(&data)
+        .env("TALLY_LOG", "error")
+        .env(tally_sink::STALL_ONCE_ENV, data.with_extension("stalled"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "seed {seed}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let row = |name: &str| {
+        stdout.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no `{name}` row in:\n{stdout}"))
+    };
+    let stalls = row("no stalled sink (watchdog)");
+    assert!(stalls.contains("FAIL") && !stalls.contains(" 0 sink restarts"), "{stalls}");
+    assert!(row("no service exited on its own").contains(" ok "), "the stalled sink did not exit:\n{stdout}");
+    for oracle in ["every expected fact booked exactly once  ok", "completeness recon                       ok"] {
+        assert!(stdout.contains(oracle), "missing `{oracle}` in:\n{stdout}");
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_file(data.with_extension("stalled"));
+}

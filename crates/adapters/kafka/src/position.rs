@@ -173,6 +173,8 @@ pub fn confirm<C: ConsumerContext>(
 pub trait PositionedClaim {
     /// Where the owner's next batch must start.
     fn next_offset(&self) -> i64;
+    /// After a committed batch: where the next one starts.
+    fn set_next_offset(&mut self, next: i64);
     /// The anchor still to verify (taken once verified).
     fn anchor_mut(&mut self) -> &mut Option<Vec<u8>>;
     /// The owner epoch the claim fenced earlier owners with (logged).

@@ -64,26 +64,8 @@ pub enum FileError {
     Invalid(String),
 }
 
-/// A record as consumed from the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogRecord {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    /// Milliseconds since the epoch, as the broker reports it.
-    pub timestamp_ms: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-impl LogRecord {
-    /// The record's size in memory, roughly: what the size-based flush counts.
-    pub fn weight(&self) -> usize {
-        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum();
-        64 + self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + headers
-    }
-}
+/// A record as consumed from the log (the sink framework's).
+pub use tally_sink::LogRecord;
 
 /// What the value says, where its schema is known.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -1,19 +1,14 @@
-//! The consumer loop: one blocking thread that polls, batches, and commits through the store. Rebalances are handled
-//! in the poll thread itself (librdkafka calls back from `poll`), so a revoked partition's pending records are dropped
-//! before anything else happens, and an assigned partition is claimed (epoch bump) and seeked to the stored offset.
+//! The ledger sink on the framework (`tally_sink`): the framework claims, seeks, checks positions and batches; this
+//! module commits a batch — DLQ copies of undecodable records, then effects + offsets in one fenced transaction — and
+//! isolates a record the database refuses so that it never stalls a partition.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::message::Message;
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
-use tally_kafka::position::{self, Admit, LogPositionError};
+use tally_kafka::position::LogPositionError;
 use tally_kafka::{Header, KafkaConfig, Producer};
 use tally_postgres::PostgresConfig;
+use tally_sink::{Batching, FrameworkError, KafkaSource, KafkaSourceConfig, Part, Source};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Decoded, Incoming, LEDGER_TOPICS};
@@ -38,56 +33,14 @@ pub enum SinkError {
     Position(#[from] LogPositionError),
 }
 
-type Claims = Arc<Mutex<HashMap<(String, i32), PartitionClaim>>>;
-
-struct SinkContext {
-    store: LedgerStore,
-    rt: tokio::runtime::Handle,
-    claims: Claims,
-    revoked: AtomicBool,
-    shutdown: CancellationToken,
-    /// A log that went backwards, found in a callback: the poll loop stops the sink with it.
-    fatal: Mutex<Option<LogPositionError>>,
-    /// Partitions whose fetch position the statistics show above the high watermark: the poll loop asks the broker.
-    suspects: Mutex<Vec<(String, i32)>>,
-}
-
-impl SinkContext {
-    fn fail(&self, e: LogPositionError) {
-        tracing::error!(error = %e, "stopping the sink");
-        self.fatal.lock().expect("fatal lock").get_or_insert(e);
-    }
-}
-
-impl ClientContext for SinkContext {
-    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
-        let suspects = position::suspects(&statistics);
-        if !suspects.is_empty() {
-            *self.suspects.lock().expect("suspects lock") = suspects;
-        }
-    }
-}
-
-impl ConsumerContext for SinkContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
-            // Revoke (or a rebalance error): forget everything not yet committed; the next owner resumes from the
-            // stored offsets.
-            self.claims.lock().expect("claims lock").clear();
-            self.revoked.store(true, Ordering::SeqCst);
-            let _ = consumer.unassign();
-            return;
-        }
-        let claims = position::claim_assigned(
-            consumer,
-            tpl,
-            |topic, partition| self.rt.block_on(self.store.claim(topic, partition)),
-            || self.shutdown.is_cancelled(),
-            |e| self.fail(e),
-        );
-        *self.claims.lock().expect("claims lock") = claims;
-        if let Err(e) = consumer.assign(tpl) {
-            tracing::error!(error = %e, "assign failed");
+impl From<FrameworkError> for SinkError {
+    fn from(e: FrameworkError) -> Self {
+        match e {
+            FrameworkError::Consumer(e) => SinkError::Consumer(e),
+            FrameworkError::Position(e) => SinkError::Position(e),
+            FrameworkError::Gap { topic, partition, expected, found } => {
+                SinkError::Gap { topic, partition, expected, found }
+            }
         }
     }
 }
@@ -104,166 +57,90 @@ pub async fn run(
     let store = LedgerStore::new(pool, config.group_id.clone());
     let producer = Producer::new(&kafka)?;
     let rt = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || consume(config, kafka, store, producer, rt, shutdown))
-        .await
-        .map_err(|e| SinkError::Join(e.to_string()))?
+    tokio::task::spawn_blocking(move || {
+        let topics: Vec<String> = LEDGER_TOPICS.iter().map(|t| kafka.topic(t)).collect();
+        let claim_store = store.clone();
+        let claim_rt = rt.clone();
+        let mut source = KafkaSource::new(
+            &KafkaSourceConfig {
+                brokers: &kafka.brokers,
+                group_id: &config.group_id,
+                topics: &topics,
+                session_timeout_ms: config.session_timeout_ms,
+                max_poll_interval_ms: config.max_poll_interval_ms,
+                // Answer fetches as soon as data is there: the batch timer, not the broker, bounds latency.
+                fetch_wait_max_ms: 50,
+            },
+            Box::new(move |topic, partition| {
+                claim_rt.block_on(claim_store.claim(topic, partition)).map_err(|e| e.to_string())
+            }),
+            shutdown.clone(),
+        )?;
+        let dlq = kafka.topic("payments.dlq.v1");
+        consume(&mut source, &config, &store, &producer, &dlq, &rt, &shutdown)
+    })
+    .await
+    .map_err(|e| SinkError::Join(e.to_string()))?
 }
 
-fn consume(
-    config: LedgerConfig,
-    kafka: KafkaConfig,
-    store: LedgerStore,
-    producer: Producer,
-    rt: tokio::runtime::Handle,
-    shutdown: CancellationToken,
-) -> Result<(), SinkError> {
-    let claims: Claims = Arc::default();
-    let context = SinkContext {
-        store: store.clone(),
-        rt: rt.clone(),
-        claims: claims.clone(),
-        revoked: AtomicBool::new(false),
-        shutdown: shutdown.clone(),
-        fatal: Mutex::default(),
-        suspects: Mutex::default(),
-    };
-    let consumer: BaseConsumer<SinkContext> = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", &config.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        // Every assignment seeks to a stored offset; one out of range is a log that went backwards: an error, never a
-        // silent reset (tally_kafka::position).
-        .set("auto.offset.reset", "error")
-        .set("statistics.interval.ms", position::STATISTICS_INTERVAL_MS.to_string())
-        .set("session.timeout.ms", config.session_timeout_ms.to_string())
-        .set("max.poll.interval.ms", config.max_poll_interval_ms.to_string())
-        // Answer fetches as soon as data is there: the batch timer, not the broker, bounds latency.
-        .set("fetch.wait.max.ms", "50")
-        .set("allow.auto.create.topics", "false")
-        .create_with_context(context)?;
-    let topics: Vec<String> = LEDGER_TOPICS.iter().map(|t| kafka.topic(t)).collect();
-    consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let dlq = kafka.topic("payments.dlq.v1");
-    let max_wait = Duration::from_millis(config.batch_max_wait_ms);
-
-    let mut pending: Vec<Decoded> = Vec::new();
-    let mut first_at: Option<Instant> = None;
-    loop {
-        let stopping = shutdown.is_cancelled();
-        if !stopping {
-            if let Some(result) = consumer.poll(Duration::from_millis(50)) {
-                match result {
-                    Ok(m) => {
-                        if position::admit_message(&claims, &m)? == Some(Admit::Record) {
-                            pending.push(Decoded::decode(Incoming {
-                                topic: m.topic().to_owned(),
-                                partition: m.partition(),
-                                offset: m.offset(),
-                                key: m.key().map(<[u8]>::to_vec),
-                                value: m.payload().map(<[u8]>::to_vec),
-                            }));
-                            first_at.get_or_insert_with(Instant::now);
-                        }
-                    }
-                    // The stored position is not in the log: stop (ADR 0006). Anything else librdkafka retries.
-                    Err(e) if position::is_out_of_range(&e) => return Err(SinkError::Consumer(e)),
-                    Err(e) => tracing::warn!(error = %e, "consumer error"),
-                }
-            }
-        }
-        if let Some(e) = consumer.context().fatal.lock().expect("fatal lock").take() {
-            return Err(e.into());
-        }
-        let suspects = std::mem::take(&mut *consumer.context().suspects.lock().expect("suspects lock"));
-        position::confirm_suspects(&consumer, suspects, &claims)?;
-        if consumer.context().revoked.swap(false, Ordering::SeqCst) {
-            pending.clear();
-            first_at = None;
-        }
-        let due = pending.len() >= config.batch_max_records || first_at.is_some_and(|t| t.elapsed() >= max_wait);
-        if (due || stopping) && !pending.is_empty() {
-            flush(&consumer, &claims, &store, &producer, &dlq, &rt, &mut pending)?;
-            first_at = None;
-        }
-        if stopping {
-            break;
-        }
-    }
-    consumer.unsubscribe();
-    Ok(())
-}
-
-/// Commits `pending` (all of it, or fails): DLQ copies first, then effects + offsets in one transaction, then the
-/// advisory Kafka commit. Retries through database outages; a fence is fatal (another owner has the partition).
-fn flush(
-    consumer: &BaseConsumer<SinkContext>,
-    claims: &Claims,
+/// The ledger on any source (Kafka, or memory for `tally bench ledger --source memory`): batches of
+/// `batch_max_records` across partitions or `batch_max_wait_ms`, each committed in one transaction.
+pub fn consume(
+    source: &mut impl Source<PartitionClaim>,
+    config: &LedgerConfig,
     store: &LedgerStore,
     producer: &Producer,
     dlq: &str,
     rt: &tokio::runtime::Handle,
-    pending: &mut Vec<Decoded>,
+    shutdown: &CancellationToken,
 ) -> Result<(), SinkError> {
-    let owned: HashMap<(String, i32), PartitionClaim> = claims.lock().expect("claims lock").clone();
-    // Only records of partitions we own (`admit` stopped the sink at any below the claimed position).
-    pending.retain(|d| {
-        let o = d.origin();
-        owned.contains_key(&(o.topic.clone(), o.partition))
-    });
-    if pending.is_empty() {
-        return Ok(());
-    }
-    // A partition's records must continue exactly where its last batch ended, each offset once: a jump means records
-    // vanished from the log (truncation, a recreated topic), which must stop the sink rather than be committed past.
-    let mut expected: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for d in pending.iter() {
-        let o = d.origin();
-        let tp = (o.topic.clone(), o.partition);
-        let next = expected.entry(tp.clone()).or_insert(owned[&tp].next_offset);
-        if o.offset != *next {
-            return Err(SinkError::Gap { topic: tp.0, partition: tp.1, expected: *next, found: o.offset });
-        }
-        *next += 1;
-    }
-    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for d in pending.iter() {
-        let o = d.origin();
-        let end = ends.entry((o.topic.clone(), o.partition)).or_insert(0);
-        *end = (*end).max(o.offset + 1);
-    }
-    let ranges: Vec<(PartitionClaim, i64)> = ends.iter().map(|(tp, end)| (owned[tp].clone(), *end)).collect();
+    let batching = Batching::Together {
+        max_records: config.batch_max_records,
+        max_wait: Duration::from_millis(config.batch_max_wait_ms),
+    };
+    tally_sink::run(source, batching, shutdown, |parts| flush(store, producer, dlq, rt, parts))
+}
 
-    for d in pending.iter() {
+/// Commits a batch (all of it, or fails): DLQ copies first, then effects + offsets in one transaction. Retries
+/// through database outages; a fence is fatal (another owner has the partition).
+fn flush(
+    store: &LedgerStore,
+    producer: &Producer,
+    dlq: &str,
+    rt: &tokio::runtime::Handle,
+    parts: &mut [Part<PartitionClaim>],
+) -> Result<(), SinkError> {
+    let ranges: Vec<(PartitionClaim, i64)> = parts.iter().map(|p| (p.claim.clone(), p.end())).collect();
+    let mut pending: Vec<Decoded> = parts
+        .iter_mut()
+        .flat_map(|p| std::mem::take(&mut p.records))
+        .map(|r| {
+            Decoded::decode(Incoming {
+                topic: r.topic,
+                partition: r.partition,
+                offset: r.offset,
+                key: r.key,
+                value: r.value,
+            })
+        })
+        .collect();
+    for d in &pending {
         if let Decoded::Reject { origin, reason } = d {
             send_to_dlq(producer, rt, dlq, origin, reason)?;
         }
     }
-
-    let outcome = match commit_retrying(store, rt, &ranges, pending) {
+    let outcome = match commit_retrying(store, rt, &ranges, &pending) {
         Ok(o) => o,
         Err(e) if e.is_data_error() => {
             tracing::warn!(error = %e, "batch refused by the database; isolating the record that caused it");
-            isolate(claims, store, producer, dlq, rt, pending)?;
-            pending.clear();
+            let claims: HashMap<(String, i32), PartitionClaim> =
+                ranges.into_iter().map(|(c, _)| ((c.topic.clone(), c.partition), c)).collect();
+            isolate(claims, store, producer, dlq, rt, &mut pending)?;
             return Ok(());
         }
         Err(e) => return Err(e.into()),
     };
     tracing::debug!(?outcome, records = pending.len(), "batch committed");
-    let mut tpl = TopicPartitionList::new();
-    {
-        let mut claims = claims.lock().expect("claims lock");
-        for ((topic, partition), end) in &ends {
-            if let Some(c) = claims.get_mut(&(topic.clone(), *partition)) {
-                c.next_offset = *end;
-            }
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*end));
-        }
-    }
-    // Advisory only: the stored offsets are the truth; this keeps standard lag tools meaningful.
-    let _ = consumer.commit(&tpl, CommitMode::Async);
-    pending.clear();
     Ok(())
 }
 
@@ -298,7 +175,7 @@ fn commit_retrying(
 /// A batch the database refused: commit its records one at a time, in offset order; the one(s) refused become
 /// rejects (DLQ + `sink_rejects`) with the database's reason, so that one bad record never stalls a partition.
 fn isolate(
-    claims: &Claims,
+    mut claims: HashMap<(String, i32), PartitionClaim>,
     store: &LedgerStore,
     producer: &Producer,
     dlq: &str,
@@ -312,7 +189,7 @@ fn isolate(
     for record in pending.iter() {
         let origin = record.origin().clone();
         let tp = (origin.topic.clone(), origin.partition);
-        let Some(claim) = claims.lock().expect("claims lock").get(&tp).cloned() else { continue };
+        let Some(claim) = claims.get(&tp).cloned() else { continue };
         let range = [(claim, origin.offset + 1)];
         let single = match commit_retrying(store, rt, &range, std::slice::from_ref(record)) {
             Ok(_) => None,
@@ -324,7 +201,7 @@ fn isolate(
             send_to_dlq(producer, rt, dlq, &origin, &reason)?;
             commit_retrying(store, rt, &range, &[Decoded::Reject { origin: origin.clone(), reason }])?;
         }
-        if let Some(c) = claims.lock().expect("claims lock").get_mut(&tp) {
+        if let Some(c) = claims.get_mut(&tp) {
             c.next_offset = origin.offset + 1;
         }
     }

@@ -83,6 +83,9 @@ impl tally_kafka::position::PositionedClaim for PartitionClaim {
     fn next_offset(&self) -> i64 {
         self.next_offset
     }
+    fn set_next_offset(&mut self, next: i64) {
+        self.next_offset = next;
+    }
     fn anchor_mut(&mut self) -> &mut Option<Vec<u8>> {
         &mut self.anchor
     }
