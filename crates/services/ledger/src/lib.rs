@@ -15,7 +15,7 @@ mod verify;
 
 pub use batch::{Decoded, Incoming, LEDGER_TOPICS};
 pub use config::LedgerConfig;
-pub use consumer::{run, SinkError};
+pub use consumer::{consume, run, SinkError};
 pub use store::{BatchOutcome, LedgerStore, PartitionClaim, StoreError};
 pub use verify::{verify, VerifyReport};
 
