@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 fn fixtures() -> PathBuf {
     std::env::var_os("TALLY_FIXTURES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+        .unwrap_or_else(|| PathBuf::from(manifest_dir()).join("../../../shared/fixtures"))
 }
 
 fn fixture(rel: &str) -> String {
@@ -187,4 +187,11 @@ fn tempdir() -> PathBuf {
         std::env::temp_dir().join(format!("tally-cli-test-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The package's directory as cargo or nextest gives it when the test runs (the compile-time value only as a
+/// fallback): a test binary reused from another checkout sharing the target directory still reads this checkout's
+/// files.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

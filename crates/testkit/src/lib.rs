@@ -100,8 +100,9 @@ pub async fn recreate_topic(kafka: &tally_kafka::KafkaConfig, spec: &tally_kafka
     for r in admin.delete_topics(&[topic.as_str()], &opts).await.expect("deleting the topic") {
         r.expect("the topic deleted");
     }
-    // Created again once the broker has finished the deletion: until then it answers that the topic exists.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Created again once the broker has finished the deletion: until then it answers that the topic exists, or
+    // times out (seen for over 30 s on a private broker while the million-event test loads the same disk).
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let created = tally_kafka::ensure_topics(kafka, std::slice::from_ref(spec)).await;
         if matches!(created.as_deref(), Ok([(_, tally_kafka::TopicState::Created)])) {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 pub fn fixtures_dir() -> PathBuf {
     std::env::var_os("TALLY_FIXTURES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../../shared/fixtures"))
+        .unwrap_or_else(|| PathBuf::from(manifest_dir()).join("../../../../shared/fixtures"))
 }
 
 pub fn read(rel: &str) -> Vec<u8> {
@@ -27,4 +27,11 @@ pub fn json_files(dir: &str) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The package's directory as cargo or nextest gives it when the test runs (the compile-time value only as a
+/// fallback): a test binary reused from another checkout sharing the target directory still reads this checkout's
+/// files.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

@@ -37,7 +37,7 @@ pub fn env(var: &str) -> String {
 }
 
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../../shared/fixtures")
+    PathBuf::from(manifest_dir()).join("../../../../shared/fixtures")
 }
 
 pub fn fixture(rel: &str) -> String {
@@ -239,4 +239,11 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The package's directory as cargo or nextest gives it when the test runs (the compile-time value only as a
+/// fallback): a test binary reused from another checkout sharing the target directory still reads this checkout's
+/// files.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }
