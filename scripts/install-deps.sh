@@ -10,6 +10,7 @@ apt_packages=()
 command -v perl >/dev/null || apt_packages+=(perl)
 [ -n "$(pg_bindir || true)" ] || apt_packages+=(postgresql)
 command -v redis-server >/dev/null || apt_packages+=(redis-server)
+command -v unzip >/dev/null || apt_packages+=(unzip)  # the ECB history fixture is a zip (reference tests)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "need root (or sudo) to apt-get install ${apt_packages[*]}"
     say "installing ${apt_packages[*]} from the OS packages"

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::process::Command;
 
-const CORE: &[&str] = &["tally-money", "tally-domain", "tally-psp"];
+const CORE: &[&str] = &["tally-money", "tally-domain", "tally-psp", "tally-reference"];
 
 /// Crates that do I/O, read the clock or draw randomness. (`libc` is not listed: `sha2` reaches it through
 /// `cpufeatures` for CPU feature detection; the source scan below catches direct system calls.)

@@ -7,6 +7,7 @@
 mod amount;
 mod currency;
 mod decimal;
+pub mod fx;
 mod iso4217_table;
 
 pub use amount::{Amount, Money};
