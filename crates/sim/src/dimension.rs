@@ -33,6 +33,36 @@ pub struct Merchant {
     pub risk_tier: String,
     pub valid_from: String,
     pub valid_to: Option<String>,
+    /// Pricing per PSP: percentage (decimal text) plus a fixed fee in the settlement currency's minor units.
+    pub stripe_percent: String,
+    pub stripe_fixed_minor: i64,
+    pub adyen_percent: String,
+    pub adyen_fixed_minor: i64,
+}
+
+/// The merchant dimension as `tally reference load merchants` reads it (`tally_reference::merchants::COLUMNS`).
+pub fn merchants_csv(merchants: &[Merchant]) -> String {
+    let mut out = String::from(
+        "merchant_id,valid_from,valid_to,legal_name,country,mcc,settlement_currency,risk_tier,stripe_percent,stripe_fixed_minor,adyen_percent,adyen_fixed_minor\n",
+    );
+    for m in merchants {
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            m.id,
+            m.valid_from,
+            m.valid_to.as_deref().unwrap_or(""),
+            m.name,
+            m.country,
+            m.mcc,
+            m.settlement_currency,
+            m.risk_tier,
+            m.stripe_percent,
+            m.stripe_fixed_minor,
+            m.adyen_percent,
+            m.adyen_fixed_minor
+        ));
+    }
+    out
 }
 
 pub(crate) fn letters(rng: &mut impl RngCore, n: usize, upper: bool) -> String {
@@ -56,6 +86,11 @@ pub fn merchants(rng: &mut impl RngCore, n: usize) -> Vec<Merchant> {
             risk_tier: tiers[rng.random_range(0..tiers.len())].into(),
             valid_from: "2025-01-01".into(),
             valid_to: None,
+            // From the index, not the generator: the workload's draws stay as they were.
+            stripe_percent: "2.9".into(),
+            stripe_fixed_minor: 30,
+            adyen_percent: format!("1.{}", 2 + i % 8),
+            adyen_fixed_minor: 10 + 5 * (i % 3) as i64,
         };
         if rng.random_bool(0.05) {
             let mut changed = m.clone();

@@ -10,7 +10,7 @@ mod dimension;
 mod lifecycle;
 mod render;
 
-pub use dimension::{merchants, Merchant};
+pub use dimension::{merchants, merchants_csv, Merchant};
 pub use lifecycle::{
     check_run_tag, generate, Delivery, Expect, Moved, Signing, SimConfig, Truth, TruthFact, Workload, ADYEN_KEY,
     STRIPE_SECRET,

@@ -236,3 +236,27 @@ fn lifecycles_have_the_configured_shape() {
     assert!(flips > 0, "an Adyen refund flipped to success=false");
     assert!(w.merchants.len() >= 2000 && w.merchants.iter().any(|m| m.valid_to.is_some()), "SCD2 versions present");
 }
+
+/// The simulator's merchant dimension is a file `tally reference load merchants` accepts: every version valid, the
+/// changed merchants closed the day their second version opens (as-of lookups either side of it).
+#[test]
+fn the_merchant_dimension_is_a_valid_scd2_file() {
+    use tally_reference::merchants::{as_of, merge, Change, MerchantFile};
+    let w = generate(&small(7));
+    let file =
+        MerchantFile::parse(tally_sim::merchants_csv(&w.merchants).as_bytes()).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(file.versions.len(), w.merchants.len());
+    let changes = merge(&[], &file).unwrap();
+    assert_eq!(changes.len(), file.versions.len());
+    assert!(changes.iter().all(|c| matches!(c, Change::Open(_))));
+    let changed: BTreeSet<&str> =
+        file.versions.iter().filter(|v| v.valid_to.is_some()).map(|v| v.merchant_id.as_str()).collect();
+    assert!(!changed.is_empty(), "some merchants change over time");
+    for id in &changed {
+        let (before, after) = (
+            as_of(&file.versions, id, time::macros::date!(2026 - 05 - 31)).unwrap(),
+            as_of(&file.versions, id, time::macros::date!(2026 - 06 - 01)).unwrap(),
+        );
+        assert_ne!(before.risk_tier, after.risk_tier, "{id}");
+    }
+}

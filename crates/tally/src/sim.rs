@@ -121,20 +121,7 @@ pub fn generate(args: &GenerateArgs) -> Result<tally_sim::Truth> {
     };
     let w = tally_sim::generate(&config);
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let mut merchants = String::from("id,name,country,mcc,settlement_currency,risk_tier,valid_from,valid_to\n");
-    for m in &w.merchants {
-        merchants.push_str(&format!(
-            "{},{},{},{},{},{},{},{}\n",
-            m.id,
-            m.name,
-            m.country,
-            m.mcc,
-            m.settlement_currency,
-            m.risk_tier,
-            m.valid_from,
-            m.valid_to.as_deref().unwrap_or("")
-        ));
-    }
+    let merchants = tally_sim::merchants_csv(&w.merchants);
     std::fs::write(args.out.join("merchants.csv"), merchants)?;
     let mut lines = Vec::new();
     for d in &w.deliveries {

@@ -3,8 +3,10 @@
 //! hash, which names the reference-data version every enriched row records (I5).
 //!
 //! - [`ecb`]: the ECB's euro foreign exchange reference rates (daily file and full history).
+//! - [`merchants`]: the merchant dimension (SCD type 2) and how a loaded file changes it.
 
 pub mod ecb;
+pub mod merchants;
 
 use sha2::{Digest, Sha256};
 
