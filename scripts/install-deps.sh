@@ -31,6 +31,24 @@ if [ ! -x "$TANSU_BIN" ]; then
 fi
 say "tansu:      $TANSU_BIN"
 
+# DuckDB's engine, prebuilt, once per machine; the repository's .tally/lib points at it (cargo's DUCKDB_LIB_DIR, and
+# the RUNPATH of every binary and test that links it: .cargo/config.toml, crates/adapters/duckdb/build.rs).
+duckdb_ok() { [ -f "$DUCKDB_DIR/libduckdb.so" ] && echo "$DUCKDB_SHA256  $DUCKDB_DIR/libduckdb.so" | sha256sum -c --status; }
+if ! duckdb_ok; then
+    command -v npm >/dev/null || die "npm is needed once to fetch DuckDB's prebuilt engine ($DUCKDB_NPM); apt-get install npm"
+    say "fetching DuckDB's prebuilt engine ($DUCKDB_NPM, ~24 MB) into $DUCKDB_DIR"
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack --silent "$DUCKDB_NPM" >/dev/null && tar xzf ./*.tgz) || die "npm pack $DUCKDB_NPM failed"
+    mkdir -p "$DUCKDB_DIR"
+    mv "$tmp/package/libduckdb.so" "$DUCKDB_DIR/libduckdb.so.part" && mv "$DUCKDB_DIR/libduckdb.so.part" "$DUCKDB_DIR/libduckdb.so"
+    cp "$tmp/package/LICENSE" "$DUCKDB_DIR/LICENSE" 2>/dev/null || true
+    rm -rf "$tmp"
+    duckdb_ok || { rm -f "$DUCKDB_DIR/libduckdb.so"; die "libduckdb.so does not have the sha256 DUCKDB.md names"; }
+fi
+mkdir -p "$REPO/.tally"
+ln -sfn "$DUCKDB_DIR" "$REPO/.tally/lib"
+say "duckdb:     $DUCKDB_DIR/libduckdb.so (linked as .tally/lib)"
+
 if ! cargo nextest --version >/dev/null 2>&1; then
     say "installing cargo-nextest from crates.io (the test runner of make test)"
     cargo install cargo-nextest --locked --quiet

@@ -16,6 +16,10 @@ TANSU_VERSION="0.6.0"
 # tansu 0.6.0 with Tally's two fixes to its storage (scripts/tansu/README.md); a new change gets a new build name.
 TANSU_BUILD="tally.1"
 TANSU_BIN="$TALLY_CACHE/tansu-$TANSU_VERSION-$TANSU_BUILD/bin/tansu"
+# DuckDB, prebuilt (../shared/DUCKDB.md): libduckdb.so from DuckDB's npm package, linked by crates/adapters/duckdb.
+DUCKDB_NPM="@duckdb/node-bindings-linux-x64@1.5.6-r.1"
+DUCKDB_SHA256="3f4962cdd266eab2b479a5b5a4a6d063d279b2954ae814ed00385d553b747633"
+DUCKDB_DIR="$TALLY_CACHE/duckdb-1.5.6"
 
 PG_DB="tally"
 PG_USER="tally"
