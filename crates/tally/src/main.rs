@@ -6,6 +6,7 @@ mod chaos;
 mod config;
 mod demo;
 mod ingest;
+mod reference;
 mod sim;
 mod stack;
 mod webhook;
@@ -44,6 +45,9 @@ enum Command {
     /// Reconciliation: prove that every layer holds what the log holds.
     #[command(subcommand)]
     Recon(archive::ReconCommand),
+    /// Reference data (merchant dimension, FX rates), versioned.
+    #[command(subcommand)]
+    Reference(reference::ReferenceCommand),
     /// Apply pending PostgreSQL migrations and exit.
     Migrate,
     /// Simulated workloads with ground truth.
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             Command::Archive(cmd) => archive::run_archive(cmd, &config),
             Command::Recon(cmd) => archive::run_recon(cmd, &config),
             Command::Ledger(LedgerCommand::Verify) => stack::ledger_verify(&config),
+            Command::Reference(cmd) => reference::run(cmd, &config),
             Command::Migrate => stack::migrate(&config),
             Command::Sim(cmd) => sim::run(cmd, config),
             Command::Demo(args) => demo::run(args, config),

@@ -23,6 +23,28 @@ pub fn env(var: &str) -> String {
         .unwrap_or_else(|_| panic!("{var} is not set: run the tests with `make test` (it starts the stack)"))
 }
 
+/// A database of the test's own on the shared PostgreSQL, created empty and migrated: its configuration and pool.
+pub async fn database(tag: &str) -> (tally_postgres::PostgresConfig, deadpool_postgres::Pool) {
+    let base = env("TALLY__POSTGRES__URL");
+    let db = unique(tag);
+    let admin = tally_postgres::pool(&tally_postgres::PostgresConfig { url: base.clone(), ..Default::default() })
+        .expect("a pool on the shared PostgreSQL");
+    admin
+        .get()
+        .await
+        .expect("a connection")
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .expect("CREATE DATABASE");
+    let config = tally_postgres::PostgresConfig {
+        url: format!("{}/{db}", base.rsplit_once('/').expect("a database url").0),
+        ..Default::default()
+    };
+    let pool = tally_postgres::pool(&config).expect("a pool");
+    tally_postgres::migrate(&pool).await.expect("migrations");
+    (config, pool)
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")

@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "archive_money_sum",
         sql: include_str!("../../../../migrations/0007_archive_money_sum.sql"),
     },
+    Migration { version: 8, name: "reference", sql: include_str!("../../../../migrations/0008_reference.sql") },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

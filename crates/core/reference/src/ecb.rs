@@ -152,6 +152,11 @@ impl EcbRates {
         Ok(EcbRates { days, currencies: codes.into_iter().collect(), content_hash: content_hash(bytes), rows })
     }
 
+    /// Every published rate, as (date, currency, rate), by date then currency.
+    pub fn all(&self) -> impl Iterator<Item = (Date, &str, Rate)> {
+        self.days.iter().flat_map(|(d, rates)| rates.iter().map(move |(c, r)| (*d, c.as_str(), *r)))
+    }
+
     /// The currencies the file has columns for (not all published every day).
     pub fn currencies(&self) -> impl Iterator<Item = &str> {
         self.currencies.iter().map(String::as_str)

@@ -1,0 +1,234 @@
+//! `tally reference load merchants|fx FILE`: a file is parsed whole by `tally_reference` (refused with every error's
+//! line and column, nothing half-loaded), then applied in one transaction as a new reference version — or not at
+//! all: the same content loaded again is the version it already is, and a merchant file that would rewrite history
+//! is refused. Tables: `migrations/0008_reference.sql` (append-only; SCD2 closes are rows of their own).
+
+use std::io::Read;
+
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use tally_reference::ecb::EcbRates;
+use tally_reference::merchants::{merge, Change, MerchantFile, MerchantVersion, Price};
+use tally_reference::Refused;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{source_name}: refused, nothing loaded: {refused}")]
+    Refused { source_name: String, refused: Refused },
+    #[error("{source_name}: refused, nothing loaded: {}", reasons.join("; "))]
+    History { source_name: String, reasons: Vec<String> },
+    #[error("{0}: not a zip holding one CSV: {1}")]
+    Zip(String, String),
+    #[error("postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("postgres pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("stored dimension: {0}")]
+    Stored(String),
+}
+
+/// What a load did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Loaded {
+    pub kind: &'static str,
+    pub version_id: i64,
+    pub content_hash: String,
+    pub rows: i64,
+    /// Rows written by this load (0: the content was loaded before, as `version_id`).
+    pub changes: i64,
+    pub already_loaded: bool,
+}
+
+const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended('tally-reference-' || $1, 0))";
+
+async fn existing(
+    tx: &tokio_postgres::Transaction<'_>,
+    kind: &str,
+    hash: &str,
+) -> Result<Option<(i64, i64)>, LoadError> {
+    Ok(tx
+        .query_opt(
+            "SELECT version_id, rows FROM reference_versions WHERE kind = $1 AND content_hash = $2",
+            &[&kind, &hash],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1))))
+}
+
+/// The stored dimension, every version with its end if it has one.
+pub async fn merchant_dimension(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<Vec<MerchantVersion>, LoadError> {
+    let rows = client
+        .query(
+            "SELECT merchant_id, valid_from, valid_to, legal_name, country, mcc, settlement_currency, risk_tier,
+                    stripe_ppm, stripe_fixed_minor, adyen_ppm, adyen_fixed_minor
+               FROM dim_merchant ORDER BY merchant_id, valid_from",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let code: String = r.get(6);
+            Ok(MerchantVersion {
+                merchant_id: r.get(0),
+                valid_from: r.get(1),
+                valid_to: r.get(2),
+                legal_name: r.get(3),
+                country: r.get(4),
+                mcc: r.get(5),
+                settlement_currency: tally_money::Currency::from_code(&code)
+                    .map_err(|e| LoadError::Stored(e.to_string()))?,
+                risk_tier: r.get(7),
+                stripe: Price { ppm: u32::try_from(r.get::<_, i32>(8)).unwrap_or(0), fixed_minor: r.get(9) },
+                adyen: Price { ppm: u32::try_from(r.get::<_, i32>(10)).unwrap_or(0), fixed_minor: r.get(11) },
+            })
+        })
+        .collect()
+}
+
+/// Loads a merchant dimension file (CSV, `tally_reference::merchants`).
+pub async fn load_merchants(pool: &Pool, source_name: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
+    let file = MerchantFile::parse(bytes)
+        .map_err(|refused| LoadError::Refused { source_name: source_name.to_owned(), refused })?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(LOCK, &[&"merchants"]).await?;
+    let rows = file.versions.len() as i64;
+    if let Some((version_id, rows)) = existing(&tx, "merchants", &file.content_hash).await? {
+        return Ok(Loaded {
+            kind: "merchants",
+            version_id,
+            content_hash: file.content_hash,
+            rows,
+            changes: 0,
+            already_loaded: true,
+        });
+    }
+    let current = merchant_dimension(&tx).await?;
+    let changes = merge(&current, &file)
+        .map_err(|reasons| LoadError::History { source_name: source_name.to_owned(), reasons })?;
+    let version_id: i64 = tx
+        .query_one(
+            "INSERT INTO reference_versions (kind, content_hash, source, rows, changes) VALUES ('merchants', $1, $2, $3, $4)
+             RETURNING version_id",
+            &[&file.content_hash, &source_name, &rows, &(changes.len() as i64)],
+        )
+        .await?
+        .get(0);
+    let (mut opens, mut closes) = (Vec::new(), Vec::new());
+    for c in &changes {
+        match c {
+            Change::Open(v) => {
+                opens.push(v);
+                if let Some(to) = v.valid_to {
+                    closes.push((v.merchant_id.clone(), v.valid_from, to));
+                }
+            }
+            Change::Close { merchant_id, valid_from, valid_to } => {
+                closes.push((merchant_id.clone(), *valid_from, *valid_to))
+            }
+        }
+    }
+    let col = |f: &dyn Fn(&MerchantVersion) -> String| opens.iter().map(|v| f(v)).collect::<Vec<String>>();
+    let (ids, names, countries, mccs, currencies, tiers) = (
+        col(&|v| v.merchant_id.clone()),
+        col(&|v| v.legal_name.clone()),
+        col(&|v| v.country.clone()),
+        col(&|v| v.mcc.clone()),
+        col(&|v| v.settlement_currency.code().to_owned()),
+        col(&|v| v.risk_tier.clone()),
+    );
+    let froms: Vec<time::Date> = opens.iter().map(|v| v.valid_from).collect();
+    let ppm = |p: &dyn Fn(&MerchantVersion) -> Price| -> (Vec<i32>, Vec<i64>) {
+        opens.iter().map(|v| (i32::try_from(p(v).ppm).unwrap_or(i32::MAX), p(v).fixed_minor)).unzip()
+    };
+    let ((s_ppm, s_fixed), (a_ppm, a_fixed)) = (ppm(&|v| v.stripe), ppm(&|v| v.adyen));
+    tx.execute(
+        "INSERT INTO merchant_versions (merchant_id, valid_from, legal_name, country, mcc, settlement_currency, risk_tier,
+            stripe_ppm, stripe_fixed_minor, adyen_ppm, adyen_fixed_minor, version_id)
+         SELECT u.*, $12 FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::int[], $9::bigint[], $10::int[], $11::bigint[]) u",
+        &[&ids, &froms, &names, &countries, &mccs, &currencies, &tiers, &s_ppm, &s_fixed, &a_ppm, &a_fixed, &version_id],
+    )
+    .await?;
+    let (c_ids, c_froms, c_tos): (Vec<String>, Vec<time::Date>, Vec<time::Date>) =
+        closes.into_iter().fold((vec![], vec![], vec![]), |mut acc, (m, f, t)| {
+            acc.0.push(m);
+            acc.1.push(f);
+            acc.2.push(t);
+            acc
+        });
+    tx.execute(
+        "INSERT INTO merchant_version_ends (merchant_id, valid_from, valid_to, version_id)
+         SELECT u.*, $4 FROM unnest($1::text[], $2::date[], $3::date[]) u",
+        &[&c_ids, &c_froms, &c_tos, &version_id],
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(version_id, rows, changes = changes.len(), "merchant dimension loaded");
+    Ok(Loaded {
+        kind: "merchants",
+        version_id,
+        content_hash: file.content_hash,
+        rows,
+        changes: changes.len() as i64,
+        already_loaded: false,
+    })
+}
+
+/// The CSV inside an ECB zip (`eurofxref-hist.zip`), or the bytes themselves when they are not a zip.
+fn ecb_csv(source_name: &str, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
+    if !bytes.starts_with(b"PK\x03\x04") {
+        return Ok(bytes.to_vec());
+    }
+    let bad = |e: String| LoadError::Zip(source_name.to_owned(), e);
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| bad(e.to_string()))?;
+    if archive.len() != 1 {
+        return Err(bad(format!("{} entries", archive.len())));
+    }
+    let mut entry = archive.by_index(0).map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::new();
+    entry.read_to_end(&mut out).map_err(|e| bad(e.to_string()))?;
+    Ok(out)
+}
+
+/// Loads ECB euro reference rates: the daily CSV, the history CSV, or the history zip as published.
+pub async fn load_fx(pool: &Pool, source_name: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
+    let csv = ecb_csv(source_name, bytes)?;
+    let rates =
+        EcbRates::parse(&csv).map_err(|refused| LoadError::Refused { source_name: source_name.to_owned(), refused })?;
+    // The version is the published file's hash (the zip's, when a zip was given).
+    let hash = tally_reference::content_hash(bytes);
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(LOCK, &[&"fx"]).await?;
+    let (mut dates, mut codes, mut mantissas, mut scales) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (date, code, rate) in rates.all() {
+        dates.push(date);
+        codes.push(code.to_owned());
+        mantissas.push(i64::try_from(rate.mantissa()).unwrap_or(i64::MAX));
+        scales.push(i16::from(rate.scale()));
+    }
+    let rows = dates.len() as i64;
+    if let Some((version_id, rows)) = existing(&tx, "fx", &hash).await? {
+        return Ok(Loaded { kind: "fx", version_id, content_hash: hash, rows, changes: 0, already_loaded: true });
+    }
+    let version_id: i64 = tx
+        .query_one(
+            "INSERT INTO reference_versions (kind, content_hash, source, rows, changes) VALUES ('fx', $1, $2, $3, $3)
+             RETURNING version_id",
+            &[&hash, &source_name, &rows],
+        )
+        .await?
+        .get(0);
+    tx.execute(
+        "INSERT INTO fx_rates (version_id, rate_date, currency, mantissa, scale)
+         SELECT $1, u.* FROM unnest($2::date[], $3::text[], $4::bigint[], $5::smallint[]) u",
+        &[&version_id, &dates, &codes, &mantissas, &scales],
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(version_id, rows, "fx rates loaded");
+    Ok(Loaded { kind: "fx", version_id, content_hash: hash, rows, changes: rows, already_loaded: false })
+}
