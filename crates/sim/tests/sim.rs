@@ -241,10 +241,10 @@ fn lifecycles_have_the_configured_shape() {
 /// changed merchants closed the day their second version opens (as-of lookups either side of it).
 #[test]
 fn the_merchant_dimension_is_a_valid_scd2_file() {
-    use tally_reference::merchants::{as_of, merge, Change, MerchantFile};
+    use tally_reference::merchants::{as_of, merge, Change, MerchantDimension};
     let w = generate(&small(7));
     let file =
-        MerchantFile::parse(tally_sim::merchants_csv(&w.merchants).as_bytes()).unwrap_or_else(|e| panic!("{e:?}"));
+        MerchantDimension::parse(tally_sim::merchants_csv(&w.merchants).as_bytes()).unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(file.versions.len(), w.merchants.len());
     let changes = merge(&[], &file).unwrap();
     assert_eq!(changes.len(), file.versions.len());

@@ -33,15 +33,7 @@ impl Env {
     }
 
     async fn with_brokers(brokers: String) -> Env {
-        let base = env("TALLY__POSTGRES__URL");
-        let db = unique("tally_t_");
-        let admin = tally_postgres::pool(&PostgresConfig { url: base.clone(), ..Default::default() }).unwrap();
-        let admin = admin.get().await.unwrap();
-        admin.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
-        let postgres =
-            PostgresConfig { url: format!("{}/{db}", base.rsplit_once('/').unwrap().0), ..Default::default() };
-        let pool = tally_postgres::pool(&postgres).unwrap();
-        tally_postgres::migrate(&pool).await.unwrap();
+        let (postgres, pool) = tally_testkit::database("tally_t_").await;
         let kafka = KafkaConfig { brokers, topic_prefix: unique("a") + ".", ..Default::default() };
         tally_kafka::ensure_topics(&kafka, TOPICS).await.unwrap();
         let ledger = LedgerConfig {

@@ -1,9 +1,10 @@
-//! Test support shared by the integration tests: names unique per process, loopback ports, and a private tansu
-//! broker for tests that do to a broker what must not happen to the shared one (stop it, delete its topics).
+//! Test support shared by the integration tests: names unique per process, loopback ports, a database of each
+//! test's own, and private servers for tests that do to a server what must not happen to the shared one — a tansu
+//! broker (stop it, delete its topics) and a PostgreSQL cluster (restart it).
 //! The shared stack is started by `scripts/up.sh`; its addresses come from `.tally/env`.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -25,17 +26,28 @@ pub fn env(var: &str) -> String {
 
 /// A database of the test's own on the shared PostgreSQL, created empty and migrated: its configuration and pool.
 pub async fn database(tag: &str) -> (tally_postgres::PostgresConfig, deadpool_postgres::Pool) {
-    let base = env("TALLY__POSTGRES__URL");
+    database_on(&env("TALLY__POSTGRES__URL"), tag).await
+}
+
+/// The same on the PostgreSQL server at `base` (a URL naming any database on it, e.g. a [`PgCluster`]'s). Databases
+/// an earlier test process of the same `tag` left behind are dropped first, once that process is gone (a failed
+/// test's database stays while its process runs, for inspection).
+pub async fn database_on(base: &str, tag: &str) -> (tally_postgres::PostgresConfig, deadpool_postgres::Pool) {
+    let admin = tally_postgres::pool(&tally_postgres::PostgresConfig { url: base.to_owned(), ..Default::default() })
+        .expect("a pool on the PostgreSQL server");
+    let admin = admin.get().await.expect("a connection");
+    let pattern = format!("{}%", tag.replace('_', "\\_"));
+    for row in
+        admin.query("SELECT datname FROM pg_database WHERE datname LIKE $1", &[&pattern]).await.expect("pg_database")
+    {
+        let name: String = row.get(0);
+        let pid = name.trim_start_matches(tag).split('x').next().unwrap_or("");
+        if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await;
+        }
+    }
     let db = unique(tag);
-    let admin = tally_postgres::pool(&tally_postgres::PostgresConfig { url: base.clone(), ..Default::default() })
-        .expect("a pool on the shared PostgreSQL");
-    admin
-        .get()
-        .await
-        .expect("a connection")
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .expect("CREATE DATABASE");
+    admin.batch_execute(&format!("CREATE DATABASE {db}")).await.expect("CREATE DATABASE");
     let config = tally_postgres::PostgresConfig {
         url: format!("{}/{db}", base.rsplit_once('/').expect("a database url").0),
         ..Default::default()
@@ -43,6 +55,72 @@ pub async fn database(tag: &str) -> (tally_postgres::PostgresConfig, deadpool_po
     let pool = tally_postgres::pool(&config).expect("a pool");
     tally_postgres::migrate(&pool).await.expect("migrations");
     (config, pool)
+}
+
+/// A private PostgreSQL cluster (from the OS packages, like `make up`'s), for tests that restart the database.
+pub struct PgCluster {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries (make up installs them)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("postgres").exists())
+            .max()
+            .expect("a PostgreSQL server under /usr/lib/postgresql");
+        let dir = std::env::temp_dir().join(unique("tally-pg-"));
+        std::fs::create_dir_all(&dir).expect("the cluster's directory");
+        let c = PgCluster { port: free_port(), dir, bin };
+        if is_root() {
+            run(Command::new("chown").args(["postgres:postgres", &c.dir.display().to_string()]));
+        }
+        c.as_pg(&["initdb", "-D", &c.dir.display().to_string(), "-U", "tally", "--auth=trust"]);
+        c.ctl("start");
+        c
+    }
+
+    fn as_pg(&self, args: &[&str]) {
+        let tool = self.bin.join(args[0]);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&tool);
+            c
+        } else {
+            Command::new(&tool)
+        };
+        run(cmd.args(&args[1..]));
+    }
+
+    /// `pg_ctl ACTION` (start, stop, restart) on the cluster.
+    pub fn ctl(&self, action: &str) {
+        let opts = format!("-c listen_addresses=127.0.0.1 -p {} -k {}", self.port, self.dir.display());
+        let (dir, log) = (self.dir.display().to_string(), self.dir.join("server.log").display().to_string());
+        self.as_pg(&["pg_ctl", "-D", &dir, "-l", &log, "-w", "-m", "fast", "-o", &opts, action]);
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://tally@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.ctl("stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("running a PostgreSQL tool");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A free TCP port on 127.0.0.1.

@@ -82,7 +82,7 @@ impl MerchantVersion {
 
 /// A parsed file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MerchantFile {
+pub struct MerchantDimension {
     pub versions: Vec<MerchantVersion>,
     pub content_hash: String,
 }
@@ -140,8 +140,8 @@ fn fields(line: &str) -> Result<Vec<String>, &'static str> {
     Ok(out)
 }
 
-impl MerchantFile {
-    pub fn parse(bytes: &[u8]) -> Result<MerchantFile, Refused> {
+impl MerchantDimension {
+    pub fn parse(bytes: &[u8]) -> Result<MerchantDimension, Refused> {
         let err = |line: usize, column: Option<&str>, message: String| LineError {
             line,
             column: column.map(str::to_owned),
@@ -302,7 +302,10 @@ impl MerchantFile {
             errors.sort_by_key(|e| e.line);
             return Err(Refused { errors });
         }
-        Ok(MerchantFile { versions: versions.into_iter().map(|(_, v)| v).collect(), content_hash: content_hash(bytes) })
+        Ok(MerchantDimension {
+            versions: versions.into_iter().map(|(_, v)| v).collect(),
+            content_hash: content_hash(bytes),
+        })
     }
 }
 
@@ -319,7 +322,7 @@ pub enum Change {
 /// a version starting after a merchant's current one closes it at that day and opens; a new merchant's versions
 /// open. Anything that would rewrite history — other attributes for an existing version, a version inside or
 /// before an existing one — is refused, with the merchant and the dates.
-pub fn merge(current: &[MerchantVersion], file: &MerchantFile) -> Result<Vec<Change>, Vec<String>> {
+pub fn merge(current: &[MerchantVersion], file: &MerchantDimension) -> Result<Vec<Change>, Vec<String>> {
     let mut by_merchant: BTreeMap<&str, Vec<&MerchantVersion>> = BTreeMap::new();
     for v in current {
         by_merchant.entry(&v.merchant_id).or_default().push(v);
@@ -394,8 +397,8 @@ mod tests {
 
     const HEADER: &str = "merchant_id,valid_from,valid_to,legal_name,country,mcc,settlement_currency,risk_tier,stripe_percent,stripe_fixed_minor,adyen_percent,adyen_fixed_minor";
 
-    fn file(rows: &[&str]) -> Result<MerchantFile, Refused> {
-        MerchantFile::parse(format!("{HEADER}\n{}\n", rows.join("\n")).as_bytes())
+    fn file(rows: &[&str]) -> Result<MerchantDimension, Refused> {
+        MerchantDimension::parse(format!("{HEADER}\n{}\n", rows.join("\n")).as_bytes())
     }
 
     #[test]
@@ -446,7 +449,7 @@ mod tests {
             ],
             "{e:#?}"
         );
-        let header = MerchantFile::parse(b"merchant_id,valid_from,risk_teir\n").unwrap_err().errors;
+        let header = MerchantDimension::parse(b"merchant_id,valid_from,risk_teir\n").unwrap_err().errors;
         assert!(header.iter().any(|e| e.column.as_deref() == Some("risk_teir")), "{header:?}");
         assert!(header.iter().any(|e| e.column.as_deref() == Some("risk_tier")), "{header:?}");
     }

@@ -7,6 +7,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use tally_domain::{EventKind, Psp};
 use tally_ledger::{verify, Decoded, Incoming, LedgerStore, StoreError};
+use tally_testkit::PgCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lifecycle_for_several_merchants_and_currencies_books_the_expected_balances() {

@@ -8,7 +8,7 @@ use std::io::Read;
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use tally_reference::ecb::EcbRates;
-use tally_reference::merchants::{merge, Change, MerchantFile, MerchantVersion, Price};
+use tally_reference::merchants::{merge, Change, MerchantDimension, MerchantVersion, Price};
 use tally_reference::Refused;
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +89,7 @@ pub async fn merchant_dimension(
 
 /// Loads a merchant dimension file (CSV, `tally_reference::merchants`).
 pub async fn load_merchants(pool: &Pool, source_name: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
-    let file = MerchantFile::parse(bytes)
+    let file = MerchantDimension::parse(bytes)
         .map_err(|refused| LoadError::Refused { source_name: source_name.to_owned(), refused })?;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;

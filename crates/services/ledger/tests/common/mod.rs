@@ -2,7 +2,6 @@
 //! exactly), topics of its own (a prefix), events produced through the real contract and producer.
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tally_contracts::encode_payment_event;
@@ -13,18 +12,7 @@ use tally_money::{Amount, Currency, Money};
 use tally_postgres::PostgresConfig;
 use tokio_util::sync::CancellationToken;
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-pub fn unique(tag: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{tag}{}x{n}x{nanos}", std::process::id())
-}
-
-pub fn env(var: &str) -> String {
-    std::env::var(var)
-        .unwrap_or_else(|_| panic!("{var} is not set: run the tests with `make test` (it starts the stack)"))
-}
+pub use tally_testkit::{env, unique};
 
 pub struct Env {
     pub kafka: KafkaConfig,
@@ -47,23 +35,7 @@ impl Env {
 
     /// The same, on the PostgreSQL server at `base` and the broker at `brokers`.
     pub async fn with(base: &str, brokers: &str) -> Env {
-        let base = base.to_owned();
-        let db = unique("tally_t_");
-        let admin = tally_postgres::pool(&PostgresConfig { url: base.clone(), ..Default::default() }).unwrap();
-        let admin = admin.get().await.unwrap();
-        // Databases of test processes that are gone are dropped (a failed test's database stays while it runs).
-        for row in admin.query("SELECT datname FROM pg_database WHERE datname LIKE 'tally_t_%'", &[]).await.unwrap() {
-            let name: String = row.get(0);
-            let pid = name.trim_start_matches("tally_t_").split('x').next().unwrap_or("");
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await;
-            }
-        }
-        admin.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
-        let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
-        let postgres = PostgresConfig { url, ..Default::default() };
-        let pool = tally_postgres::pool(&postgres).unwrap();
-        tally_postgres::migrate(&pool).await.unwrap();
+        let (postgres, pool) = tally_testkit::database_on(base, "tally_t_").await;
         let kafka = KafkaConfig { brokers: brokers.to_owned(), topic_prefix: unique("l") + ".", ..Default::default() };
         tally_kafka::ensure_topics(&kafka, TOPICS).await.unwrap();
         let ledger = LedgerConfig {
@@ -229,82 +201,4 @@ pub fn scenario_balances(tag: &str) -> Vec<(String, String, i64)> {
     ];
     v.sort();
     v
-}
-
-/// A private PostgreSQL cluster (from the OS packages, like `make up`'s), for the test that restarts the database.
-pub struct PgCluster {
-    pub port: u16,
-    dir: std::path::PathBuf,
-    bin: std::path::PathBuf,
-}
-
-impl PgCluster {
-    pub fn start() -> PgCluster {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries (make up installs them)")
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .filter(|p| p.join("postgres").exists())
-            .max()
-            .unwrap();
-        let dir = std::env::temp_dir().join(unique("tally-pg-"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let c = PgCluster { port, dir, bin };
-        if is_root() {
-            run(std::process::Command::new("chown").args(["postgres:postgres", c.dir.to_str().unwrap()]));
-        }
-        c.as_pg(&["initdb", "-D", c.dir.to_str().unwrap(), "-U", "tally", "--auth=trust"]);
-        c.ctl("start");
-        c
-    }
-
-    fn as_pg(&self, args: &[&str]) {
-        let tool = self.bin.join(args[0]);
-        let mut cmd = if is_root() {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--", tool.to_str().unwrap()]);
-            c
-        } else {
-            std::process::Command::new(&tool)
-        };
-        run(cmd.args(&args[1..]));
-    }
-
-    pub fn ctl(&self, action: &str) {
-        let opts = format!("-c listen_addresses=127.0.0.1 -p {} -k {}", self.port, self.dir.display());
-        let log = self.dir.join("server.log");
-        self.as_pg(&[
-            "pg_ctl",
-            "-D",
-            self.dir.to_str().unwrap(),
-            "-l",
-            log.to_str().unwrap(),
-            "-w",
-            "-m",
-            "fast",
-            "-o",
-            &opts,
-            action,
-        ]);
-    }
-
-    pub fn url(&self) -> String {
-        format!("postgres://tally@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PgCluster {
-    fn drop(&mut self) {
-        self.ctl("stop");
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn is_root() -> bool {
-    std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
-}
-
-fn run(cmd: &mut std::process::Command) {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
