@@ -575,7 +575,7 @@ async fn a_million_events_through_both_sinks_reconcile_clean() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_topic_stops_the_archive_sink_instead_of_being_skipped() {
     // A private broker: deleting a topic on the shared one stalls every other test's producer while tansu deletes.
-    let broker = PrivateBroker::start();
+    let mut broker = PrivateBroker::start();
     let env = Env::with_brokers(broker.brokers()).await;
     env.produce(20).await;
     let ends = env.watermarks().await;
@@ -597,7 +597,7 @@ async fn a_recreated_topic_stops_the_archive_sink_instead_of_being_skipped() {
 
     let spec = TOPICS.iter().find(|s| s.name == topic_for(EventKind::Authorized)).unwrap();
     let topic = env.kafka.topic(spec.name);
-    tally_testkit::recreate_topic(&env.kafka, spec).await;
+    broker.recreate_topic(&env.kafka, spec).await;
     // Ten times the old log, other amounts: every partition grows past its archived position.
     let producer = Producer::new(&env.kafka).unwrap();
     for i in 0..200 {

@@ -32,9 +32,9 @@ impl Env {
         self.kafka.topic(topic_for(EventKind::Authorized))
     }
 
-    async fn recreate_authorization_topic(&self) {
+    async fn recreate_authorization_topic(&self, broker: &mut PrivateBroker) {
         let spec = TOPICS.iter().find(|s| s.name == topic_for(EventKind::Authorized)).unwrap();
-        tally_testkit::recreate_topic(&self.kafka, spec).await;
+        broker.recreate_topic(&self.kafka, spec).await;
     }
 
     /// Runs a sink to its end (or 90 s) and returns how it ended.
@@ -58,13 +58,13 @@ fn position_error(result: Result<(), SinkError>) -> LogPositionError {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_recreated_shorter_than_the_stored_position_stops_the_sink_at_its_claim() {
-    let broker = PrivateBroker::start();
+    let mut broker = PrivateBroker::start();
     let env = Env::with(&env("TALLY__POSTGRES__URL"), &broker.brokers()).await;
     env.produce(&authorizations(30, "old")).await;
     env.sink_until(30).await;
     let before = env.stored_offsets().await;
 
-    env.recreate_authorization_topic().await;
+    env.recreate_authorization_topic(&mut broker).await;
     env.produce(&authorizations(1, "new")).await;
     let e = position_error(env.sink_result(CancellationToken::new()).await);
     assert!(matches!(&e, LogPositionError::AboveLog { topic, .. } if *topic == env.authorization_topic()), "{e}");
@@ -76,14 +76,14 @@ async fn a_topic_recreated_shorter_than_the_stored_position_stops_the_sink_at_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_recreated_and_grown_past_the_stored_position_is_caught_by_the_anchor() {
-    let broker = PrivateBroker::start();
+    let mut broker = PrivateBroker::start();
     let env = Env::with(&env("TALLY__POSTGRES__URL"), &broker.brokers()).await;
     env.produce(&authorizations(6, "old")).await;
     env.sink_until(6).await;
     let before = env.stored_offsets().await;
 
     // Every partition of the new log is longer than the old one: no watermark can tell.
-    env.recreate_authorization_topic().await;
+    env.recreate_authorization_topic(&mut broker).await;
     env.produce(&authorizations(120, "new")).await;
     let e = position_error(env.sink_result(CancellationToken::new()).await);
     assert!(matches!(&e, LogPositionError::Replaced { topic, .. } if *topic == env.authorization_topic()), "{e}");
