@@ -1,6 +1,6 @@
 //! Test support shared by the integration tests: names unique per process, loopback ports, a database of each
 //! test's own, and private servers for tests that do to a server what must not happen to the shared one — a tansu
-//! broker (stop it, delete its topics) and a PostgreSQL cluster (restart it).
+//! broker (stop it, delete its topics), a PostgreSQL cluster (restart it) and a Redis server (take it away).
 //! The shared stack is started by `scripts/up.sh`; its addresses come from `.tally/env`.
 
 use std::net::TcpListener;
@@ -223,5 +223,42 @@ impl PrivateBroker {
             self.stop();
             self.restart();
         }
+    }
+}
+
+/// A private Redis server, for tests that take Redis away.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting redis-server (make up installs it)");
+        wait_port(port);
+        PrivateRedis { port, child: Some(child) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// kill -9.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

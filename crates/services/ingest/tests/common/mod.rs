@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,43 +202,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
     tally_kafka::read_topic(brokers, topic, Duration::from_secs(20)).unwrap()
 }
 
-pub use tally_testkit::{free_port, wait_port, PrivateBroker as Broker};
-
-/// A private Redis server, for the test that takes Redis away.
-pub struct Redis {
-    pub port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    pub fn start() -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_port(port);
-        Redis { port, child: Some(child) }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+pub use tally_testkit::{PrivateBroker as Broker, PrivateRedis as Redis};
 
 /// The package's directory as cargo or nextest gives it when the test runs (the compile-time value only as a
 /// fallback): a test binary reused from another checkout sharing the target directory still reads this checkout's
