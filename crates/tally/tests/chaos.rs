@@ -49,25 +49,39 @@ fn the_pipeline_survives_five_faults_of_each_kind_with_every_oracle_green() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
-/// The broken variant of the restart oracle (issue 13, item 3): an archive sink that aborts on its own once (the
-/// crash hook, no injected fault) is restarted by the harness as before, and the books still come out right — but the run
-/// fails on the row that counts the exits, instead of passing as it did when restarts were silent.
-#[test]
-fn a_sink_that_crashes_on_its_own_fails_the_run_though_every_book_is_right() {
+/// A small chaos run (3,000 events, one ingest kill) with a test hook that breaks a sink once: `hook` names the
+/// one-shot marker variable, whose file is created beside the run's data. Returns the exit code and the report.
+fn run_with_hook(name: &str, hook: &str) -> (Option<i32>, String) {
     let seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007;
-    let data = std::env::temp_dir().join(format!("tally-chaos-crashing-{seed}"));
+    let data = std::env::temp_dir().join(format!("tally-chaos-{name}-{seed}"));
+    let marker = data.with_extension("marker");
     let out = Command::new(env!("CARGO_BIN_EXE_tally"))
         .args(["chaos", "--seed", &seed.to_string(), "--events", "3000", "--kills", "1", "--faults", "ingest"])
         .args(["--max-interval-secs", "2"])
         .arg("--data")
         .arg(&data)
         .env("TALLY_LOG", "error")
-        .env(tally_archive::CRASH_ONCE_ENV, data.with_extension("crashed"))
+        .env(hook, &marker)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "seed {seed}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report =
+        format!("seed {seed}\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Kept when the run did not fail as the broken variant should (the services' logs are under it).
+    if out.status.code() == Some(1) {
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    let _ = std::fs::remove_file(&marker);
+    (out.status.code(), report)
+}
+
+/// The broken variant of the restart oracle (issue 13, item 3): an archive sink that aborts on its own once (the
+/// crash hook, no injected fault) is restarted by the harness as before, and the books still come out right — but the run
+/// fails on the row that counts the exits, instead of passing as it did when restarts were silent.
+#[test]
+fn a_sink_that_crashes_on_its_own_fails_the_run_though_every_book_is_right() {
+    let (code, stdout) = run_with_hook("crashing", tally_archive::CRASH_ONCE_ENV);
+    assert_eq!(code, Some(1), "{stdout}");
     let exits = stdout
         .lines()
         .find(|l| l.starts_with("no service exited on its own"))
@@ -79,8 +93,6 @@ fn a_sink_that_crashes_on_its_own_fails_the_run_though_every_book_is_right() {
         assert!(stdout.contains(oracle), "missing `{oracle}` in:\n{stdout}");
     }
     assert!(stdout.contains("FAILED"), "{stdout}");
-    let _ = std::fs::remove_dir_all(&data);
-    let _ = std::fs::remove_file(data.with_extension("crashed"));
 }
 
 /// The broken variant of the stall oracle (issue 13, item 3): a sink that hangs after its first commit (the
@@ -88,20 +100,8 @@ fn a_sink_that_crashes_on_its_own_fails_the_run_though_every_book_is_right() {
 /// come out right — and the run fails on the row that counts the watchdog's restarts instead of passing.
 #[test]
 fn a_sink_that_stalls_fails_the_run_though_every_book_is_right() {
-    let seed =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007;
-    let data = std::env::temp_dir().join(format!("tally-chaos-stalling-{seed}"));
-    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["chaos", "--seed", &seed.to_string(), "--events", "3000", "--kills", "1", "--faults", "ingest"])
-        .args(["--max-interval-secs", "2"])
-        .arg("--data")
-        .arg(&data)
-        .env("TALLY_LOG", "error")
-        .env(tally_sink::STALL_ONCE_ENV, data.with_extension("stalled"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "seed {seed}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let (code, stdout) = run_with_hook("stalling", tally_sink::STALL_ONCE_ENV);
+    assert_eq!(code, Some(1), "{stdout}");
     let row = |name: &str| {
         stdout.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no `{name}` row in:\n{stdout}"))
     };
@@ -111,6 +111,4 @@ fn a_sink_that_stalls_fails_the_run_though_every_book_is_right() {
     for oracle in ["every expected fact booked exactly once  ok", "completeness recon                       ok"] {
         assert!(stdout.contains(oracle), "missing `{oracle}` in:\n{stdout}");
     }
-    let _ = std::fs::remove_dir_all(&data);
-    let _ = std::fs::remove_file(data.with_extension("stalled"));
 }
