@@ -124,12 +124,13 @@ where
     S: Source<C>,
     E: From<FrameworkError>,
 {
-    let stall = std::env::var_os(STALL_ONCE_ENV).map(std::path::PathBuf::from);
+    let mut stall = std::env::var_os(STALL_ONCE_ENV).map(std::path::PathBuf::from);
     let mut buffers: BTreeMap<(String, i32), Buffer> = BTreeMap::new();
     let mut commits = 0u64;
     loop {
         let stopping = shutdown.is_cancelled();
-        if commits == 1 && stall.as_ref().is_some_and(|p| std::fs::File::create_new(p).is_ok()) {
+        // Asked once, after the first commit (taken: no file system call per record afterwards).
+        if commits == 1 && stall.take().is_some_and(|p| std::fs::File::create_new(p).is_ok()) {
             tracing::error!("{STALL_ONCE_ENV}: stalling after the first commit");
             while !shutdown.is_cancelled() {
                 std::thread::sleep(Duration::from_millis(100));
