@@ -13,6 +13,7 @@ use tally_kafka::KafkaConfig;
 use tally_ledger::LedgerConfig;
 use tally_postgres::PostgresConfig;
 use tally_redis::RedisConfig;
+use tally_warehouse::WarehouseConfig;
 
 /// The whole `tally.toml`. Every section and field has a default that works with `make up`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -24,6 +25,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub ledger: LedgerConfig,
     pub archive: ArchiveConfig,
+    pub warehouse: WarehouseConfig,
 }
 
 /// Loads the configuration. An explicit `path` must exist; without one, `./tally.toml` is read if present.

@@ -1,4 +1,4 @@
-//! Long-running services (`tally ingest`, `tally sink ledger`): each runs until SIGINT/SIGTERM.
+//! Long-running services (`tally ingest`, `tally sink ledger|archive|warehouse`): each runs until SIGINT/SIGTERM.
 
 use std::process::ExitCode;
 
@@ -24,6 +24,12 @@ pub fn run_ledger_sink(config: Config) -> Result<ExitCode> {
 pub fn run_archive_sink(config: Config) -> Result<ExitCode> {
     serve(|shutdown| async move {
         tally_archive::run(config.archive, config.kafka, config.postgres, shutdown).await.map_err(Into::into)
+    })
+}
+
+pub fn run_warehouse_sink(config: Config) -> Result<ExitCode> {
+    serve(|shutdown| async move {
+        tally_warehouse::run(config.warehouse, config.kafka, config.postgres, shutdown).await.map_err(Into::into)
     })
 }
 

@@ -9,6 +9,7 @@ mod ingest;
 mod reference;
 mod sim;
 mod stack;
+mod warehouse;
 mod webhook;
 
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tally", version, about = "Payments events → exactly-once ledger, archive and proof")]
+#[command(name = "tally", version, about = "Payments events → exactly-once ledger, archive, warehouse and proof")]
 struct Cli {
     /// Configuration file (default: ./tally.toml if present). `TALLY__SECTION__KEY` variables override it.
     #[arg(long, global = true)]
@@ -45,6 +46,9 @@ enum Command {
     /// Reconciliation: prove that every layer holds what the log holds.
     #[command(subcommand)]
     Recon(archive::ReconCommand),
+    /// The warehouse (DuckDB): read-only SQL over its tables and marts.
+    #[command(subcommand)]
+    Warehouse(warehouse::WarehouseCommand),
     /// Reference data (merchant dimension, FX rates), versioned.
     #[command(subcommand)]
     Reference(reference::ReferenceCommand),
@@ -74,6 +78,8 @@ enum SinkCommand {
     Ledger,
     /// Every topic → immutable Parquet files in the object store, with a manifest in PostgreSQL.
     Archive,
+    /// The lifecycle topics → enriched, tokenized rows in the DuckDB warehouse (`[warehouse] path`).
+    Warehouse,
 }
 
 #[derive(Subcommand)]
@@ -97,6 +103,8 @@ fn main() -> ExitCode {
             Command::Ingest => ingest::run(config),
             Command::Sink(SinkCommand::Ledger) => ingest::run_ledger_sink(config),
             Command::Sink(SinkCommand::Archive) => ingest::run_archive_sink(config),
+            Command::Sink(SinkCommand::Warehouse) => ingest::run_warehouse_sink(config),
+            Command::Warehouse(cmd) => warehouse::run(cmd, &config),
             Command::Archive(cmd) => archive::run_archive(cmd, &config),
             Command::Recon(cmd) => archive::run_recon(cmd, &config),
             Command::Ledger(LedgerCommand::Verify) => stack::ledger_verify(&config),

@@ -5,7 +5,7 @@ mod payment_event;
 mod raw_delivery;
 mod registry;
 
-pub use payment_event::{decode_payment_event, encode_payment_event, EncodedEvent};
+pub use payment_event::{decode_lifecycle_record, decode_payment_event, encode_payment_event, EncodedEvent};
 pub use raw_delivery::{decode_raw_delivery, encode_raw_delivery, RawDelivery, Verdict};
 pub use registry::{schema, SchemaEntry, SCHEMAS};
 

@@ -93,6 +93,18 @@ pub fn encode_payment_event(event: &PaymentEvent, delivery_id: Option<&str>) -> 
     Ok(frame(PAYMENT_EVENT_ID, &body))
 }
 
+/// A lifecycle record as every sink reads it (key = payment id, value = an encoded [`PaymentEvent`] the ledger can
+/// post), or why it is not one — the same verdict for every sink, so that their books agree on what a fact is.
+pub fn decode_lifecycle_record(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<EncodedEvent, String> {
+    let value = value.ok_or("record has no value")?;
+    let fact = decode_payment_event(value).map_err(|e| e.to_string())?;
+    if key != Some(fact.event.payment_id.as_bytes()) {
+        return Err("record key is not the payment id".into());
+    }
+    tally_domain::ledger::postings(&fact.event).map_err(|e| format!("cannot be posted: {e}"))?;
+    Ok(fact)
+}
+
 /// Decodes a Confluent-framed lifecycle record and checks the contract: known enums, a known currency, and a
 /// fact key that matches the fact's identity.
 pub fn decode_payment_event(bytes: &[u8]) -> Result<EncodedEvent, ContractError> {

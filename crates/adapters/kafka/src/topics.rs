@@ -38,6 +38,15 @@ pub const TOPICS: &[TopicSpec] = &[
     TopicSpec { name: "payments.dlq.v1", partitions: 3, purpose: "undecodable or contract-violating records" },
 ];
 
+/// The lifecycle topics (without prefix): every fact is on one of them; the ledger and the warehouse read them all.
+pub const LIFECYCLE_TOPICS: &[&str] = &[
+    "payments.authorization.v1",
+    "payments.capture.v1",
+    "payments.refund.v1",
+    "payments.chargeback.v1",
+    "payments.settlement-report.v1",
+];
+
 /// The lifecycle topic a fact of this kind goes to (without prefix).
 pub fn topic_for(kind: EventKind) -> &'static str {
     match kind {
@@ -64,6 +73,11 @@ mod tests {
     fn every_kind_has_a_catalogue_topic() {
         for kind in EventKind::ALL {
             assert!(TOPICS.iter().any(|t| t.name == topic_for(kind)), "{kind}");
+            assert!(LIFECYCLE_TOPICS.contains(&topic_for(kind)), "{kind}");
+        }
+        // Only topics facts go to: not the raw deliveries, not the DLQ.
+        for t in LIFECYCLE_TOPICS {
+            assert!(EventKind::ALL.iter().any(|k| topic_for(*k) == *t), "{t}");
         }
     }
 }

@@ -47,6 +47,33 @@ impl LogRecord {
     }
 }
 
+/// A sink's ownership of one partition, as its store granted it: the epoch that fences earlier owners, where the
+/// next batch must start, and the digest of the record before it (`tally_kafka::position`; verified against the log
+/// after the claim, then taken).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+    pub epoch: i64,
+    pub anchor: Option<Vec<u8>>,
+}
+
+impl PositionedClaim for Claim {
+    fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+    fn set_next_offset(&mut self, next: i64) {
+        self.next_offset = next;
+    }
+    fn anchor_mut(&mut self) -> &mut Option<Vec<u8>> {
+        &mut self.anchor
+    }
+    fn epoch(&self) -> i64 {
+        self.epoch
+    }
+}
+
 /// One partition's share of a batch: its claim and its records, contiguous from `claim.next_offset()`.
 #[derive(Debug)]
 pub struct Part<C> {

@@ -32,6 +32,16 @@ pub struct Published {
     pub rate: Rate,
 }
 
+/// Two currencies' rates against EUR on one ECB day: what a conversion between them uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cross {
+    pub date: Date,
+    /// Units of the source currency per EUR.
+    pub from: Rate,
+    /// Units of the target currency per EUR.
+    pub to: Rate,
+}
+
 /// The base currency of every ECB rate.
 pub const BASE: &str = "EUR";
 
@@ -150,6 +160,39 @@ impl EcbRates {
             return Err(Refused { errors });
         }
         Ok(EcbRates { days, currencies: codes.into_iter().collect(), content_hash: content_hash(bytes), rows })
+    }
+
+    /// Rates as stored (e.g. the union of loaded versions, read back from the database): later entries for the
+    /// same day and currency replace earlier ones.
+    pub fn from_rates(rates: impl IntoIterator<Item = (Date, String, Rate)>, content_hash: String) -> EcbRates {
+        let mut days: BTreeMap<Date, BTreeMap<String, Rate>> = BTreeMap::new();
+        let mut currencies = BTreeSet::new();
+        for (date, code, rate) in rates {
+            currencies.insert(code.clone());
+            days.entry(date).or_default().insert(code, rate);
+        }
+        let rows = days.len();
+        EcbRates { days, currencies, content_hash, rows }
+    }
+
+    /// The cross of `from` and `to` on the last ECB day on or before `date` (at most `max_age_days` before it) on
+    /// which both are published — one day's rates for both legs, never a mix of days. EUR legs are 1.
+    pub fn cross_on_or_before(&self, from: &str, to: &str, date: Date, max_age_days: i64) -> Option<Cross> {
+        if from == BASE && to == BASE {
+            return Some(Cross { date, from: Rate::ONE, to: Rate::ONE });
+        }
+        let oldest = date - time::Duration::days(max_age_days);
+        let leg = |rates: &BTreeMap<String, Rate>, code: &str| {
+            if code == BASE {
+                Some(Rate::ONE)
+            } else {
+                rates.get(code).copied()
+            }
+        };
+        self.days
+            .range(oldest..=date)
+            .rev()
+            .find_map(|(d, rates)| Some(Cross { date: *d, from: leg(rates, from)?, to: leg(rates, to)? }))
     }
 
     /// Every published rate, as (date, currency, rate), by date then currency.

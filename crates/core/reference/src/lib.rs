@@ -4,8 +4,10 @@
 //!
 //! - [`ecb`]: the ECB's euro foreign exchange reference rates (daily file and full history).
 //! - [`merchants`]: the merchant dimension (SCD type 2) and how a loaded file changes it.
+//! - [`enrich`]: what both say about one fact (merchant as of its day, amounts in the reporting currency).
 
 pub mod ecb;
+pub mod enrich;
 pub mod merchants;
 
 use sha2::{Digest, Sha256};

@@ -38,32 +38,8 @@ impl ManifestError {
     }
 }
 
-/// This process's ownership of one partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub topic: String,
-    pub partition: i32,
-    pub next_offset: i64,
-    pub epoch: i64,
-    /// The digest of the record at `next_offset - 1` as archived (`tally_kafka::position`): verified against the log
-    /// after the claim, then taken.
-    pub anchor: Option<Vec<u8>>,
-}
-
-impl tally_kafka::position::PositionedClaim for Claim {
-    fn next_offset(&self) -> i64 {
-        self.next_offset
-    }
-    fn set_next_offset(&mut self, next: i64) {
-        self.next_offset = next;
-    }
-    fn anchor_mut(&mut self) -> &mut Option<Vec<u8>> {
-        &mut self.anchor
-    }
-    fn epoch(&self) -> i64 {
-        self.epoch
-    }
-}
+/// This sink's ownership of one partition (the framework's claim).
+pub type Claim = tally_sink::Claim;
 
 /// A manifest row.
 #[derive(Debug, Clone, PartialEq, Eq)]

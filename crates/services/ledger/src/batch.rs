@@ -1,16 +1,9 @@
 //! What a batch is made of: records as consumed, decoded against the contract, or refused with a reason.
 
-use tally_contracts::{decode_payment_event, EncodedEvent};
-use tally_domain::ledger::postings;
+use tally_contracts::{decode_lifecycle_record, EncodedEvent};
 
 /// The lifecycle topics the ledger books (without prefix).
-pub const LEDGER_TOPICS: &[&str] = &[
-    "payments.authorization.v1",
-    "payments.capture.v1",
-    "payments.refund.v1",
-    "payments.chargeback.v1",
-    "payments.settlement-report.v1",
-];
+pub const LEDGER_TOPICS: &[&str] = tally_kafka::LIFECYCLE_TOPICS;
 
 /// A record as consumed.
 #[derive(Debug, Clone)]
@@ -38,20 +31,10 @@ pub enum Decoded {
 
 impl Decoded {
     pub fn decode(origin: Incoming) -> Decoded {
-        let Some(value) = origin.value.as_deref() else {
-            return Decoded::Reject { origin, reason: "record has no value".into() };
-        };
-        let fact = match decode_payment_event(value) {
-            Ok(f) => f,
-            Err(e) => return Decoded::Reject { reason: e.to_string(), origin },
-        };
-        if origin.key.as_deref() != Some(fact.event.payment_id.as_bytes()) {
-            return Decoded::Reject { reason: "record key is not the payment id".into(), origin };
+        match decode_lifecycle_record(origin.key.as_deref(), origin.value.as_deref()) {
+            Ok(fact) => Decoded::Fact { origin, fact: Box::new(fact) },
+            Err(reason) => Decoded::Reject { origin, reason },
         }
-        if let Err(e) = postings(&fact.event) {
-            return Decoded::Reject { reason: format!("cannot be posted: {e}"), origin };
-        }
-        Decoded::Fact { origin, fact: Box::new(fact) }
     }
 
     pub fn origin(&self) -> &Incoming {

@@ -66,33 +66,8 @@ impl StoreError {
     }
 }
 
-/// This process's ownership of one partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionClaim {
-    pub topic: String,
-    pub partition: i32,
-    /// Where this owner's next batch must start.
-    pub next_offset: i64,
-    pub epoch: i64,
-    /// The digest of the record at `next_offset - 1` as this sink committed it (`tally_kafka::position`): verified
-    /// against the log after the claim, then taken.
-    pub anchor: Option<Vec<u8>>,
-}
-
-impl tally_kafka::position::PositionedClaim for PartitionClaim {
-    fn next_offset(&self) -> i64 {
-        self.next_offset
-    }
-    fn set_next_offset(&mut self, next: i64) {
-        self.next_offset = next;
-    }
-    fn anchor_mut(&mut self) -> &mut Option<Vec<u8>> {
-        &mut self.anchor
-    }
-    fn epoch(&self) -> i64 {
-        self.epoch
-    }
-}
+/// This sink's ownership of one partition (the framework's claim).
+pub type PartitionClaim = tally_sink::Claim;
 
 /// What one batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

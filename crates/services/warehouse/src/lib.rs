@@ -1,5 +1,21 @@
-//! The warehouse side of Tally (DESIGN §11). So far: reference data — the merchant dimension (SCD2) and the ECB's
-//! FX rates — loaded into PostgreSQL as versions named by their content hash ([`reference`]), which the warehouse
-//! sink's enrichment will read and name on every row (I5).
+//! The warehouse side of Tally (DESIGN §11): the columnar tables finance, risk and support query.
+//!
+//! - [`reference`]: reference data — the merchant dimension (SCD2) and the ECB's FX rates — loaded into PostgreSQL
+//!   as versions named by their content hash (ADR 0012), and read back as the state enrichment uses.
+//! - [`land`]: a consumed fact → an enriched, tokenized row with its lineage.
+//! - [`store`]: the DuckDB file — rows and the sink's offsets in one transaction, re-enrichment of flagged rows.
+//! - [`sink`]: `tally sink warehouse`, on the sink framework, with `/metrics`, `/healthz` and `/query`.
+//! - [`query`]: read-only SQL with a time limit, served by the sink or on the file.
 
+mod config;
+pub mod land;
+pub mod query;
 pub mod reference;
+pub mod sink;
+pub mod store;
+
+pub use config::{WarehouseConfig, DEMO_TOKEN_KEY};
+pub use sink::run;
+
+/// Names the code that wrote a row (lineage, I6).
+pub const PROCESSOR_VERSION: &str = concat!("tally-warehouse/", env!("CARGO_PKG_VERSION"));

@@ -67,24 +67,25 @@ pub async fn merchant_dimension(
             &[],
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            let code: String = r.get(6);
-            Ok(MerchantVersion {
-                merchant_id: r.get(0),
-                valid_from: r.get(1),
-                valid_to: r.get(2),
-                legal_name: r.get(3),
-                country: r.get(4),
-                mcc: r.get(5),
-                settlement_currency: tally_money::Currency::from_code(&code)
-                    .map_err(|e| LoadError::Stored(e.to_string()))?,
-                risk_tier: r.get(7),
-                stripe: Price { ppm: u32::try_from(r.get::<_, i32>(8)).unwrap_or(0), fixed_minor: r.get(9) },
-                adyen: Price { ppm: u32::try_from(r.get::<_, i32>(10)).unwrap_or(0), fixed_minor: r.get(11) },
-            })
-        })
-        .collect()
+    rows.iter().map(merchant_version).collect()
+}
+
+/// A `dim_merchant`-shaped row (the first twelve columns).
+fn merchant_version(r: &tokio_postgres::Row) -> Result<MerchantVersion, LoadError> {
+    let code: String = r.get(6);
+    let ppm = |i: usize| u32::try_from(r.get::<_, i32>(i)).map_err(|e| LoadError::Stored(e.to_string()));
+    Ok(MerchantVersion {
+        merchant_id: r.get(0),
+        valid_from: r.get(1),
+        valid_to: r.get(2),
+        legal_name: r.get(3),
+        country: r.get(4),
+        mcc: r.get(5),
+        settlement_currency: tally_money::Currency::from_code(&code).map_err(|e| LoadError::Stored(e.to_string()))?,
+        risk_tier: r.get(7),
+        stripe: Price { ppm: ppm(8)?, fixed_minor: r.get(9) },
+        adyen: Price { ppm: ppm(10)?, fixed_minor: r.get(11) },
+    })
 }
 
 /// Loads a merchant dimension file (CSV, `tally_reference::merchants`).
@@ -231,4 +232,70 @@ pub async fn load_fx(pool: &Pool, source_name: &str, bytes: &[u8]) -> Result<Loa
     tx.commit().await?;
     tracing::info!(version_id, rows, "fx rates loaded");
     Ok(Loaded { kind: "fx", version_id, content_hash: hash, rows, changes: rows, already_loaded: false })
+}
+
+/// The last version loaded of each kind: (merchants, fx).
+pub async fn latest_versions(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<(Option<i64>, Option<i64>), LoadError> {
+    let row = client
+        .query_one(
+            "SELECT max(version_id) FILTER (WHERE kind = 'merchants'), max(version_id) FILTER (WHERE kind = 'fx')
+               FROM reference_versions",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// The reference data as it stood after the given versions (`None`: the latest): the merchant dimension with the
+/// versions and closes loaded up to `merchants`, and every ECB rate loaded up to `fx` (a later load's rate for the
+/// same day and currency wins). Enrichment with the same pair gives the same rows (I5).
+pub async fn reference_state(
+    client: &impl deadpool_postgres::GenericClient,
+    reporting: tally_money::Currency,
+    fx_max_age_days: i64,
+    pinned: Option<(Option<i64>, Option<i64>)>,
+) -> Result<tally_reference::enrich::Reference, LoadError> {
+    let (merchants_version, fx_version) = match pinned {
+        Some(p) => p,
+        None => latest_versions(client).await?,
+    };
+    let (m, f) = (merchants_version.unwrap_or(0), fx_version.unwrap_or(0));
+    let rows = client
+        .query(
+            "SELECT v.merchant_id, v.valid_from, e.valid_to, v.legal_name, v.country, v.mcc, v.settlement_currency,
+                    v.risk_tier, v.stripe_ppm, v.stripe_fixed_minor, v.adyen_ppm, v.adyen_fixed_minor
+               FROM merchant_versions v
+               LEFT JOIN merchant_version_ends e ON e.merchant_id = v.merchant_id AND e.valid_from = v.valid_from
+                                                AND e.version_id <= $1
+              WHERE v.version_id <= $1",
+            &[&m],
+        )
+        .await?;
+    let versions = rows.iter().map(merchant_version).collect::<Result<Vec<_>, _>>()?;
+    let rates = client
+        .query(
+            "SELECT rate_date, currency, mantissa, scale FROM fx_rates WHERE version_id <= $1 ORDER BY version_id",
+            &[&f],
+        )
+        .await?;
+    let mut fx = Vec::with_capacity(rates.len());
+    for r in &rates {
+        let (mantissa, scale): (i64, i16) = (r.get(2), r.get(3));
+        let rate = tally_money::fx::Rate::new(
+            u64::try_from(mantissa).map_err(|e| LoadError::Stored(e.to_string()))?,
+            u8::try_from(scale).map_err(|e| LoadError::Stored(e.to_string()))?,
+        )
+        .map_err(|e| LoadError::Stored(e.to_string()))?;
+        fx.push((r.get::<_, time::Date>(0), r.get::<_, String>(1), rate));
+    }
+    Ok(tally_reference::enrich::Reference {
+        merchants: tally_reference::enrich::MerchantIndex::new(versions),
+        merchants_version,
+        fx: EcbRates::from_rates(fx, format!("fx<={f}")),
+        fx_version,
+        reporting,
+        fx_max_age_days,
+    })
 }

@@ -1,0 +1,411 @@
+//! The warehouse's DuckDB file: the sink's offsets and its rows in one transaction per batch (`sql/schema.sql`).
+//!
+//! A batch is appended to a staging table (DuckDB's appender: its fastest write), then lands in one set-based step:
+//! fact keys already in `fct_payment_events` become `wh_duplicates`, the others rows — so that a fact is one row
+//! whatever the log repeats. The partition's offset moves in the same transaction, fenced by the claim: the same
+//! epoch, and the batch starting where the last one ended.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use duckdb::types::Value;
+use duckdb::{params, Connection};
+use tally_reference::enrich::Reference;
+use tally_reference::merchants::MerchantVersion;
+use tally_sink::{Claim, Part};
+
+use crate::land::{date_value, enrichment_values, event_row, ts_value, Tokenizer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("warehouse file: {0}")]
+    Duck(#[from] duckdb::Error),
+    #[error("{topic}[{partition}] is owned by a later claim (epoch {found}, ours {ours}) or moved on: this member must stop")]
+    Fenced { topic: String, partition: i32, ours: i64, found: i64 },
+    #[error("money: {0}")]
+    Money(#[from] tally_money::MoneyError),
+}
+
+const SCHEMA: &str = include_str!("../sql/schema.sql");
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Landed {
+    pub rows: u64,
+    pub duplicates: u64,
+    pub rejects: u64,
+    pub merchant_unknown: u64,
+    pub fx_unavailable: u64,
+}
+
+/// The open warehouse file and the reference data the sink enriches with now.
+pub struct Warehouse {
+    conn: Connection,
+    group_id: String,
+    reference: Reference,
+    tokens: Tokenizer,
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+impl Warehouse {
+    /// Opens (creating) the file and its tables. DuckDB lets one process write a file: a second sink on the same
+    /// file fails here, loudly.
+    pub fn open(path: &Path, group_id: &str, reference: Reference, tokens: Tokenizer) -> Result<Warehouse, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = tally_duckdb::open(path).map_err(|tally_duckdb::DuckError::Duck(e)| e)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Warehouse { conn, group_id: group_id.to_owned(), reference, tokens })
+    }
+
+    /// A second connection to the same database, for reads (queries served while the sink writes).
+    pub fn reader(&self) -> Result<Connection, StoreError> {
+        Ok(self.conn.try_clone()?)
+    }
+
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
+    /// Claims a partition: bumps its epoch (fencing any earlier owner) and reads where to start.
+    pub fn claim(&mut self, topic: &str, partition: i32) -> Result<Claim, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO wh_offsets (group_id, topic, kafka_partition, next_offset, owner_epoch) VALUES (?, ?, ?, 0, 1)
+             ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE SET owner_epoch = wh_offsets.owner_epoch + 1",
+            params![self.group_id, topic, partition],
+        )?;
+        let (next_offset, epoch, anchor) = tx.query_row(
+            "SELECT next_offset, owner_epoch, anchor FROM wh_offsets
+              WHERE group_id = ? AND topic = ? AND kafka_partition = ?",
+            params![self.group_id, topic, partition],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<Vec<u8>>>(2)?)),
+        )?;
+        tx.commit()?;
+        Ok(Claim { topic: topic.to_owned(), partition, next_offset, epoch, anchor })
+    }
+
+    /// Lands a batch and moves each part's offset, in one transaction, or nothing.
+    pub fn commit(&mut self, parts: &[Part<Claim>]) -> Result<Landed, StoreError> {
+        let now = now_micros();
+        let mut landed = Landed::default();
+        let mut seen = HashSet::new();
+        let (mut rows, mut dups, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
+        for part in parts {
+            for record in &part.records {
+                match tally_contracts::decode_lifecycle_record(record.key.as_deref(), record.value.as_deref()) {
+                    Err(reason) => rejects.push((record, reason)),
+                    // The same fact twice in one batch: the first by offset lands (a batch is in log order).
+                    Ok(fact) if !seen.insert(fact.fact_key) => dups.push((fact.fact_key.0.to_string(), record)),
+                    Ok(fact) => {
+                        let row = event_row(record, &fact, &self.reference, &self.tokens, now)?;
+                        rows.push(row);
+                    }
+                }
+            }
+        }
+        let tx = self.conn.transaction()?;
+        for part in parts {
+            let found: Option<(i64, i64)> = tx
+                .query_row(
+                    "SELECT owner_epoch, next_offset FROM wh_offsets
+                      WHERE group_id = ? AND topic = ? AND kafka_partition = ?",
+                    params![self.group_id, part.claim.topic, part.claim.partition],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .ok();
+            if found != Some((part.claim.epoch, part.claim.next_offset)) {
+                return Err(StoreError::Fenced {
+                    topic: part.claim.topic.clone(),
+                    partition: part.claim.partition,
+                    ours: part.claim.epoch,
+                    found: found.map_or(-1, |f| f.0),
+                });
+            }
+        }
+        tx.execute("DELETE FROM wh_stage_events", [])?;
+        {
+            let mut app = tx.appender("wh_stage_events")?;
+            for row in &rows {
+                app.append_row(duckdb::appender_params_from_iter(row))?;
+            }
+            app.flush()?;
+        }
+        let ts = ts_value(now);
+        landed.duplicates = tx.execute(
+            "INSERT INTO wh_duplicates
+             SELECT s.fact_key, s.topic, s.kafka_partition, s.kafka_offset, s.landed_at
+               FROM wh_stage_events s SEMI JOIN fct_payment_events f ON f.fact_key = s.fact_key",
+            [],
+        )? as u64;
+        let (unknown, unavailable): (i64, i64) = tx.query_row(
+            "SELECT count(*) FILTER (WHERE merchant_unknown), count(*) FILTER (WHERE fx_unavailable)
+               FROM wh_stage_events s ANTI JOIN fct_payment_events f ON f.fact_key = s.fact_key",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        landed.rows = tx.execute(
+            "INSERT INTO fct_payment_events
+             SELECT s.* FROM wh_stage_events s ANTI JOIN fct_payment_events f ON f.fact_key = s.fact_key",
+            [],
+        )? as u64;
+        (landed.merchant_unknown, landed.fx_unavailable) = (unknown as u64, unavailable as u64);
+        {
+            let mut app = tx.appender("wh_duplicates")?;
+            for (key, r) in &dups {
+                app.append_row(params![key, r.topic, r.partition, r.offset, ts])?;
+            }
+            app.flush()?;
+            let mut app = tx.appender("wh_rejects")?;
+            for (r, reason) in &rejects {
+                app.append_row(params![r.topic, r.partition, r.offset, reason, ts])?;
+            }
+            app.flush()?;
+        }
+        landed.duplicates += dups.len() as u64;
+        landed.rejects = rejects.len() as u64;
+        for part in parts {
+            let Some(last) = part.records.last() else { continue };
+            let anchor = tally_kafka::position::record_digest(last.key.as_deref(), last.value.as_deref());
+            tx.execute(
+                "UPDATE wh_offsets SET next_offset = ?, anchor = ?
+                  WHERE group_id = ? AND topic = ? AND kafka_partition = ? AND owner_epoch = ?",
+                params![part.end(), anchor, self.group_id, part.claim.topic, part.claim.partition, part.claim.epoch],
+            )?;
+        }
+        tx.commit()?;
+        Ok(landed)
+    }
+
+    /// Puts new reference data in force: mirrors the merchant dimension into `dim_merchant`, and enriches again
+    /// every flagged row the new data resolves (a merchant now known, a rate now published). Rows that were not
+    /// flagged keep the versions they name (I5); a replay with `--reference latest` is what moves them. Returns the
+    /// rows enriched again.
+    pub fn set_reference(&mut self, reference: Reference) -> Result<u64, StoreError> {
+        let flagged: Vec<(String, String, i32, String, i64, Option<i64>)> = {
+            let mut stmt = self.conn.prepare(
+                "SELECT fact_key, merchant_id, CAST(event_date - DATE '1970-01-01' AS INTEGER), currency, amount_minor,
+                        fee_minor
+                   FROM fct_payment_events WHERE merchant_unknown OR fx_unavailable",
+            )?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let now = ts_value(now_micros());
+        let epoch = time::macros::date!(1970 - 01 - 01);
+        let mut updates = Vec::new();
+        for (key, merchant, days, code, amount, fee) in &flagged {
+            let day = epoch + time::Duration::days(i64::from(*days));
+            let currency = tally_money::Currency::from_code(code)?;
+            let money = tally_money::Money::new(tally_money::Amount::from_minor(*amount), currency);
+            let e = reference.enrich(merchant, day, money, fee.map(tally_money::Amount::from_minor))?;
+            if e.merchant.is_none() && e.reporting.is_none() {
+                continue;
+            }
+            let mut row = vec![Value::Text(key.clone())];
+            row.extend(enrichment_values(&e, &reference));
+            row.push(now.clone());
+            updates.push(row);
+        }
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM wh_stage_enrich", [])?;
+        {
+            let mut app = tx.appender("wh_stage_enrich")?;
+            for row in &updates {
+                app.append_row(duckdb::appender_params_from_iter(row))?;
+            }
+            app.flush()?;
+        }
+        // A row keeps a resolution it already had: only what was flagged is taken from the new data.
+        let reenriched = tx.execute(
+            "UPDATE fct_payment_events f SET
+                merchant_valid_from = CASE WHEN f.merchant_unknown THEN s.merchant_valid_from ELSE f.merchant_valid_from END,
+                merchant_unknown = f.merchant_unknown AND s.merchant_unknown,
+                reporting_currency = s.reporting_currency,
+                reporting_amount_minor = CASE WHEN f.fx_unavailable THEN s.reporting_amount_minor ELSE f.reporting_amount_minor END,
+                reporting_fee_minor = CASE WHEN f.fx_unavailable THEN s.reporting_fee_minor ELSE f.reporting_fee_minor END,
+                fx_rate_date = CASE WHEN f.fx_unavailable THEN s.fx_rate_date ELSE f.fx_rate_date END,
+                fx_from_rate = CASE WHEN f.fx_unavailable THEN s.fx_from_rate ELSE f.fx_from_rate END,
+                fx_to_rate = CASE WHEN f.fx_unavailable THEN s.fx_to_rate ELSE f.fx_to_rate END,
+                fx_source = CASE WHEN f.fx_unavailable THEN s.fx_source ELSE f.fx_source END,
+                fx_unavailable = f.fx_unavailable AND s.fx_unavailable,
+                merchants_version = CASE WHEN f.merchant_unknown AND NOT s.merchant_unknown THEN s.merchants_version ELSE f.merchants_version END,
+                fx_version = CASE WHEN f.fx_unavailable AND NOT s.fx_unavailable THEN s.fx_version ELSE f.fx_version END,
+                enriched_at = s.enriched_at
+               FROM wh_stage_enrich s
+              WHERE f.fact_key = s.fact_key
+                AND ((f.merchant_unknown AND NOT s.merchant_unknown) OR (f.fx_unavailable AND NOT s.fx_unavailable))",
+            [],
+        )? as u64;
+        tx.execute("DELETE FROM dim_merchant", [])?;
+        {
+            let mut app = tx.appender("dim_merchant")?;
+            for v in reference.merchants.iter() {
+                app.append_row(dim_row(v))?;
+            }
+            app.flush()?;
+        }
+        tx.execute(
+            "INSERT INTO wh_reference VALUES (?, ?, ?, ?)",
+            params![reference.merchants_version, reference.fx_version, now, reenriched as i64],
+        )?;
+        tx.commit()?;
+        self.reference = reference;
+        Ok(reenriched)
+    }
+
+    /// Rows, duplicates and rejects landed, and rows still flagged — for metrics and tests.
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT count(*) FROM fct_payment_events), (SELECT count(*) FROM wh_duplicates),
+                    (SELECT count(*) FROM wh_rejects),
+                    (SELECT count(*) FROM fct_payment_events WHERE merchant_unknown),
+                    (SELECT count(*) FROM fct_payment_events WHERE fx_unavailable)",
+            [],
+            |r| {
+                Ok(Counts {
+                    rows: r.get(0)?,
+                    duplicates: r.get(1)?,
+                    rejects: r.get(2)?,
+                    merchant_unknown: r.get(3)?,
+                    fx_unavailable: r.get(4)?,
+                })
+            },
+        )?)
+    }
+}
+
+/// Totals in the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub rows: i64,
+    pub duplicates: i64,
+    pub rejects: i64,
+    pub merchant_unknown: i64,
+    pub fx_unavailable: i64,
+}
+
+fn dim_row(v: &MerchantVersion) -> [Value; 12] {
+    [
+        Value::Text(v.merchant_id.clone()),
+        date_value(v.valid_from),
+        v.valid_to.map_or(Value::Null, date_value),
+        Value::Text(v.legal_name.clone()),
+        Value::Text(v.country.clone()),
+        Value::Text(v.mcc.clone()),
+        Value::Text(v.settlement_currency.code().to_owned()),
+        Value::Text(v.risk_tier.clone()),
+        Value::Int(i32::try_from(v.stripe.ppm).unwrap_or(i32::MAX)),
+        Value::BigInt(v.stripe.fixed_minor),
+        Value::Int(i32::try_from(v.adyen.ppm).unwrap_or(i32::MAX)),
+        Value::BigInt(v.adyen.fixed_minor),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
+    use tally_money::{Amount, Currency, Money};
+    use tally_sink::LogRecord;
+
+    fn record(offset: i64, reference: &str) -> LogRecord {
+        let t = Timestamp::from_unix_secs(1_780_000_000).unwrap();
+        let event = PaymentEvent {
+            kind: EventKind::Captured,
+            payment_id: format!("stripe:{reference}"),
+            psp: Psp::Stripe,
+            psp_reference: reference.into(),
+            original_reference: None,
+            merchant_id: "m1".into(),
+            money: Money::new(Amount::from_minor(1234), Currency::from_code("EUR").unwrap()),
+            fee: None,
+            occurred_at: t,
+            received_at: t,
+            source: Source::Webhook,
+            source_event_id: format!("evt_{reference}"),
+            attributes: Attributes::default(),
+        };
+        LogRecord {
+            topic: "payments.capture.v1".into(),
+            partition: 0,
+            offset,
+            timestamp_ms: None,
+            key: Some(event.payment_id.clone().into_bytes()),
+            value: Some(tally_contracts::encode_payment_event(&event, None).unwrap()),
+            headers: vec![],
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> Warehouse {
+        let reference = Reference::empty(Currency::from_code("EUR").unwrap(), 7);
+        Warehouse::open(&dir.join("w.duckdb"), "g", reference, Tokenizer::new(b"k")).unwrap()
+    }
+
+    #[test]
+    fn a_batch_lands_with_its_offsets_once_and_a_stale_owner_is_fenced() {
+        let dir = std::env::temp_dir().join(format!("tally-wh-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut w = open(&dir);
+        let old = w.claim("payments.capture.v1", 0).unwrap();
+        let claim = w.claim("payments.capture.v1", 0).unwrap();
+        assert_eq!((claim.epoch, claim.next_offset), (old.epoch + 1, 0));
+        let records = vec![record(0, "ch_a"), record(1, "ch_b"), record(2, "ch_a")];
+        // The earlier owner's batch is refused and lands nothing.
+        let stale = [Part { claim: old, records: records.clone() }];
+        assert!(matches!(w.commit(&stale), Err(StoreError::Fenced { .. })));
+        assert_eq!(w.counts().unwrap().rows, 0);
+        let landed = w.commit(&[Part { claim: claim.clone(), records }]).unwrap();
+        assert_eq!((landed.rows, landed.duplicates, landed.rejects, landed.merchant_unknown), (2, 1, 0, 2));
+        // The same range again (a lost acknowledgement retried by a claim that did not move): fenced, not twice.
+        assert!(matches!(
+            w.commit(&[Part { claim: claim.clone(), records: vec![record(0, "ch_a")] }]),
+            Err(StoreError::Fenced { .. })
+        ));
+        drop(w);
+        // Reopened: the offset and the anchor were stored with the rows.
+        let mut w = open(&dir);
+        let again = w.claim("payments.capture.v1", 0).unwrap();
+        assert_eq!(again.next_offset, 3);
+        assert!(again.anchor.is_some());
+        let next = w.commit(&[Part { claim: again, records: vec![record(3, "ch_b"), record(4, "ch_c")] }]).unwrap();
+        assert_eq!((next.rows, next.duplicates), (1, 1));
+        assert_eq!(
+            w.counts().unwrap(),
+            Counts { rows: 3, duplicates: 2, rejects: 0, merchant_unknown: 3, fx_unavailable: 0 }
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn new_reference_data_enriches_the_flagged_rows_again_and_mirrors_the_dimension() {
+        let dir = std::env::temp_dir().join(format!("tally-wh-ref-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut w = open(&dir);
+        let claim = w.claim("payments.capture.v1", 0).unwrap();
+        w.commit(&[Part { claim, records: vec![record(0, "ch_a")] }]).unwrap();
+        assert_eq!(w.counts().unwrap().merchant_unknown, 1);
+        let dim = tally_reference::merchants::MerchantDimension::parse(
+            b"merchant_id,valid_from,valid_to,legal_name,country,mcc,settlement_currency,risk_tier,stripe_percent,stripe_fixed_minor,adyen_percent,adyen_fixed_minor\nm1,2020-01-01,,One,DE,5411,EUR,low,2.9,30,1.75,10\n",
+        )
+        .unwrap();
+        let mut reference = Reference::empty(Currency::from_code("EUR").unwrap(), 7);
+        reference.merchants = tally_reference::enrich::MerchantIndex::new(dim.versions);
+        reference.merchants_version = Some(4);
+        assert_eq!(w.set_reference(reference.clone()).unwrap(), 1);
+        assert_eq!(w.counts().unwrap().merchant_unknown, 0);
+        // Again: nothing left to resolve, the mirror is replaced, not doubled.
+        assert_eq!(w.set_reference(reference).unwrap(), 0);
+        let n: i64 = w.conn.query_row("SELECT count(*) FROM dim_merchant", [], |r| r.get(0)).unwrap();
+        let v: i64 = w.conn.query_row("SELECT merchants_version FROM fct_payment_events", [], |r| r.get(0)).unwrap();
+        assert_eq!((n, v), (1, 4));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,7 @@
+//! The binary and its tests find the prebuilt libduckdb.so through their RUNPATH (crates/adapters/duckdb/rpath.rs).
+
+include!("../adapters/duckdb/rpath.rs");
+
+fn main() {
+    duckdb_rpath();
+}
