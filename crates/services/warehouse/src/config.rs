@@ -16,6 +16,9 @@ pub struct WarehouseConfig {
     /// The oldest ECB rate a fact may be converted with, in days before its UTC date (weekends and TARGET holidays
     /// are gaps of up to four days); older: `fx_unavailable`.
     pub fx_max_age_days: i64,
+    /// A mart day closes once the event-time watermark (the latest `occurred_at` landed) passes its end plus this;
+    /// a fact that changes a closed day restates it.
+    pub allowed_lateness_secs: i64,
     /// How often the sink asks PostgreSQL for new reference versions (and re-enriches flagged rows).
     pub reference_poll_ms: u64,
     /// The key of the tokens that replace customer, card and device identifiers (HMAC-SHA256). Stable: the same
@@ -41,6 +44,7 @@ impl Default for WarehouseConfig {
             group_id: "tally-warehouse".into(),
             reporting_currency: "EUR".into(),
             fx_max_age_days: 7,
+            allowed_lateness_secs: 86_400,
             reference_poll_ms: 2_000,
             token_key: Secret::new(DEMO_TOKEN_KEY.into()),
             listen: "127.0.0.1:8091".into(),

@@ -7,6 +7,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tally_contracts::EncodedEvent;
 use tally_domain::Timestamp;
+use tally_duckdb::duckdb;
 use tally_reference::enrich::{Enrichment, Reference};
 use tally_sink::LogRecord;
 use time::Date;

@@ -4,11 +4,13 @@
 //!   as versions named by their content hash (ADR 0012), and read back as the state enrichment uses.
 //! - [`land`]: a consumed fact → an enriched, tokenized row with its lineage.
 //! - [`store`]: the DuckDB file — rows and the sink's offsets in one transaction, re-enrichment of flagged rows.
+//! - [`models`]: the curated tables and marts (`models/*.sql`), built incrementally in the same transaction.
 //! - [`sink`]: `tally sink warehouse`, on the sink framework, with `/metrics`, `/healthz` and `/query`.
 //! - [`query`]: read-only SQL with a time limit, served by the sink or on the file.
 
 mod config;
 pub mod land;
+pub mod models;
 pub mod query;
 pub mod reference;
 pub mod sink;

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::time::Duration;
+use tally_duckdb::duckdb;
 
 use duckdb::types::{TimeUnit, Value};
 use duckdb::{AccessMode, Config, Connection};

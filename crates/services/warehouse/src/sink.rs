@@ -116,8 +116,9 @@ pub async fn run(
     drop(client);
     let (path, group) = (config.path.clone(), config.group_id.clone());
     let tokens = Tokenizer::new(config.token_key.expose().as_bytes());
+    let lateness = config.allowed_lateness_secs;
     let warehouse = tokio::task::spawn_blocking(move || -> Result<Warehouse, StoreError> {
-        let mut w = Warehouse::open(&path, &group, reference.clone(), tokens)?;
+        let mut w = Warehouse::open(&path, &group, reference.clone(), tokens, lateness)?;
         w.set_reference(reference)?;
         Ok(w)
     })

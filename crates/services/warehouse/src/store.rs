@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use tally_duckdb::duckdb;
 
 use duckdb::types::Value;
 use duckdb::{params, Connection};
@@ -44,6 +45,8 @@ pub struct Warehouse {
     group_id: String,
     reference: Reference,
     tokens: Tokenizer,
+    models: crate::models::Models,
+    allowed_lateness_secs: i64,
 }
 
 fn now_micros() -> i64 {
@@ -53,13 +56,20 @@ fn now_micros() -> i64 {
 impl Warehouse {
     /// Opens (creating) the file and its tables. DuckDB lets one process write a file: a second sink on the same
     /// file fails here, loudly.
-    pub fn open(path: &Path, group_id: &str, reference: Reference, tokens: Tokenizer) -> Result<Warehouse, StoreError> {
+    pub fn open(
+        path: &Path,
+        group_id: &str,
+        reference: Reference,
+        tokens: Tokenizer,
+        allowed_lateness_secs: i64,
+    ) -> Result<Warehouse, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
         let conn = tally_duckdb::open(path).map_err(|tally_duckdb::DuckError::Duck(e)| e)?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Warehouse { conn, group_id: group_id.to_owned(), reference, tokens })
+        let models = crate::models::open(&conn)?;
+        Ok(Warehouse { conn, group_id: group_id.to_owned(), reference, tokens, models, allowed_lateness_secs })
     }
 
     /// A second connection to the same database, for reads (queries served while the sink writes).
@@ -94,6 +104,7 @@ impl Warehouse {
         let now = now_micros();
         let mut landed = Landed::default();
         let mut seen = HashSet::new();
+        let mut latest = None;
         let (mut rows, mut dups, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
         for part in parts {
             for record in &part.records {
@@ -102,8 +113,9 @@ impl Warehouse {
                     // The same fact twice in one batch: the first by offset lands (a batch is in log order).
                     Ok(fact) if !seen.insert(fact.fact_key) => dups.push((fact.fact_key.0.to_string(), record)),
                     Ok(fact) => {
-                        let row = event_row(record, &fact, &self.reference, &self.tokens, now)?;
-                        rows.push(row);
+                        let occurred = fact.event.occurred_at.unix_micros();
+                        latest = Some(latest.map_or(occurred, |l: i64| l.max(occurred)));
+                        rows.push(event_row(record, &fact, &self.reference, &self.tokens, now)?);
                     }
                 }
             }
@@ -168,6 +180,15 @@ impl Warehouse {
         }
         landed.duplicates += dups.len() as u64;
         landed.rejects = rejects.len() as u64;
+        // The event-time watermark (the latest occurred_at landed), then the models for the keys the batch touched.
+        if let Some(latest) = latest {
+            tx.execute(
+                "UPDATE wh_watermark SET watermark = CASE WHEN watermark IS NULL OR watermark < $1 THEN $1 ELSE watermark END",
+                params![ts_value(latest)],
+            )?;
+        }
+        crate::models::affected_from(&tx, "wh_stage_events")?;
+        self.models.refresh(&tx, now, self.allowed_lateness_secs)?;
         for part in parts {
             let Some(last) = part.records.last() else { continue };
             let anchor = tally_kafka::position::record_digest(last.key.as_deref(), last.value.as_deref());
@@ -250,6 +271,9 @@ impl Warehouse {
             }
             app.flush()?;
         }
+        // The rows enriched again change their days' reporting twins (a closed day is restated) and their payments.
+        crate::models::affected_from(&tx, "wh_stage_enrich")?;
+        self.models.refresh(&tx, now_micros(), self.allowed_lateness_secs)?;
         tx.execute(
             "INSERT INTO wh_reference VALUES (?, ?, ?, ?)",
             params![reference.merchants_version, reference.fx_version, now, reenriched as i64],
@@ -315,7 +339,12 @@ mod tests {
     use tally_sink::LogRecord;
 
     fn record(offset: i64, reference: &str) -> LogRecord {
-        let t = Timestamp::from_unix_secs(1_780_000_000).unwrap();
+        record_at(offset, reference, 1_780_000_000, 1234)
+    }
+
+    /// A capture of `minor` EUR cents by m1 at `secs`.
+    fn record_at(offset: i64, reference: &str, secs: i64, minor: i64) -> LogRecord {
+        let t = Timestamp::from_unix_secs(secs).unwrap();
         let event = PaymentEvent {
             kind: EventKind::Captured,
             payment_id: format!("stripe:{reference}"),
@@ -323,7 +352,7 @@ mod tests {
             psp_reference: reference.into(),
             original_reference: None,
             merchant_id: "m1".into(),
-            money: Money::new(Amount::from_minor(1234), Currency::from_code("EUR").unwrap()),
+            money: Money::new(Amount::from_minor(minor), Currency::from_code("EUR").unwrap()),
             fee: None,
             occurred_at: t,
             received_at: t,
@@ -344,7 +373,7 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> Warehouse {
         let reference = Reference::empty(Currency::from_code("EUR").unwrap(), 7);
-        Warehouse::open(&dir.join("w.duckdb"), "g", reference, Tokenizer::new(b"k")).unwrap()
+        Warehouse::open(&dir.join("w.duckdb"), "g", reference, Tokenizer::new(b"k"), 3600).unwrap()
     }
 
     #[test]
@@ -406,6 +435,67 @@ mod tests {
         let n: i64 = w.conn.query_row("SELECT count(*) FROM dim_merchant", [], |r| r.get(0)).unwrap();
         let v: i64 = w.conn.query_row("SELECT merchants_version FROM fct_payment_events", [], |r| r.get(0)).unwrap();
         assert_eq!((n, v), (1, 4));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_late_fact_for_a_closed_day_restates_it_once_and_the_increments_equal_a_full_rebuild() {
+        let dir = std::env::temp_dir().join(format!("tally-wh-late-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut w = open(&dir);
+        let day = 1_780_000_000 - 1_780_000_000 % 86_400; // 00:00 UTC of the first day
+        let mut claim = w.claim("payments.capture.v1", 0).unwrap();
+        let mut land = |w: &mut Warehouse, records: Vec<LogRecord>| {
+            let end = records.last().unwrap().offset + 1;
+            w.commit(&[Part { claim: claim.clone(), records }]).unwrap();
+            claim.next_offset = end;
+        };
+        let mart = |w: &Warehouse| -> Vec<(String, i64, i64, i64, bool)> {
+            let mut stmt = w
+                .conn
+                .prepare("SELECT CAST(day AS VARCHAR), captured_minor, captures_count, version, closed FROM mart_merchant_daily ORDER BY day")
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let restatements =
+            |w: &Warehouse| -> i64 { w.conn.query_row("SELECT count(*) FROM restatements", [], |r| r.get(0)).unwrap() };
+        // Day 1, then day 2 open: nothing is closed yet (lateness one hour, watermark 10:00 on day 2).
+        land(&mut w, vec![record_at(0, "ch_1", day + 3600, 100), record_at(1, "ch_2", day + 7200, 200)]);
+        land(&mut w, vec![record_at(2, "ch_3", day + 86_400 + 36_000, 50)]);
+        let d1 = time::OffsetDateTime::from_unix_timestamp(day).unwrap().date().to_string();
+        assert_eq!(mart(&w)[0], (d1.clone(), 300, 2, 1, true), "day 1 closed: its end + 1 h is before the watermark");
+        assert!(!mart(&w)[1].4, "day 2 still open");
+        // A day-2 fact before the close changes day 2 without a restatement.
+        land(&mut w, vec![record_at(3, "ch_4", day + 86_400 + 60, 25)]);
+        assert_eq!((mart(&w)[1].1, mart(&w)[1].3, restatements(&w)), (75, 1, 0));
+        // A late fact for closed day 1: restated once, version 2, with a restatement row saying before and after.
+        land(&mut w, vec![record_at(4, "ch_5", day + 10_000, 7)]);
+        assert_eq!(mart(&w)[0], (d1.clone(), 307, 3, 2, true));
+        assert_eq!(restatements(&w), 1);
+        let (before, after): (String, String) =
+            w.conn.query_row("SELECT before, after FROM restatements", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert!(
+            before.contains("\"captured_minor\":300") && after.contains("\"captured_minor\":307"),
+            "{before} → {after}"
+        );
+        // The same late fact again (a duplicate): no change, no second restatement.
+        land(&mut w, vec![record_at(5, "ch_5", day + 10_000, 7)]);
+        assert_eq!((mart(&w)[0].3, restatements(&w)), (2, 1));
+        // The increments equal a full rebuild from the facts: recomputing everything changes nothing.
+        let before = mart(&w);
+        let payments: i64 = w.conn.query_row("SELECT count(*) FROM fct_payments", [], |r| r.get(0)).unwrap();
+        let tx = w.conn.transaction().unwrap();
+        crate::models::affect_everything(&tx).unwrap();
+        w.models.refresh(&tx, now_micros(), 3600).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(mart(&w), before);
+        assert_eq!(restatements(&w), 1);
+        let after: i64 = w.conn.query_row("SELECT count(*) FROM fct_payments", [], |r| r.get(0)).unwrap();
+        assert_eq!((payments, after), (5, 5));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
