@@ -18,7 +18,15 @@ const KEY: [&str; 3] = ["merchant_id", "day", "currency"];
 
 /// The models' tables and the SQL that governs the mart, prepared once per file.
 pub struct Models {
-    govern: Vec<String>,
+    govern: Vec<(String, Bind)>,
+}
+
+/// What a governance statement binds as `$1`.
+#[derive(Clone, Copy)]
+enum Bind {
+    Nothing,
+    Now,
+    Lateness,
 }
 
 /// Creates what the models need (idempotent) and prepares the governance statements.
@@ -51,14 +59,21 @@ pub fn open(conn: &Connection) -> Result<Models, duckdb::Error> {
          {MART_DAILY_OVERVIEW}
          {MART_CHARGEBACK_RATIO}"
     ))?;
-    let values: Vec<String> = {
+    let typed: Vec<(String, String)> = {
         let mut stmt = conn.prepare(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'wh_stage_mart'
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'wh_stage_mart'
               ORDER BY ordinal_position",
         )?;
-        let names = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
-        names.into_iter().filter(|c| !KEY.contains(&c.as_str())).collect()
+        let names = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        names.collect::<Result<Vec<_>, _>>()?.into_iter().filter(|(c, _)| !KEY.contains(&c.as_str())).collect()
     };
+    let values: Vec<String> = typed.iter().map(|(c, _)| c.clone()).collect();
+    // A day left without facts (its only fact moved to an earlier day) is recomputed as zeros, not left stale; an open one is then removed.
+    let zeros = typed
+        .iter()
+        .map(|(c, t)| if t == "VARCHAR" { format!("m.{c}") } else { "0".to_owned() })
+        .collect::<Vec<_>>()
+        .join(", ");
     let on = KEY.map(|k| format!("m.{k} = s.{k}")).join(" AND ");
     let changed = values.iter().map(|c| format!("m.{c} IS DISTINCT FROM s.{c}")).collect::<Vec<_>>().join(" OR ");
     let json = |alias: &str| {
@@ -69,18 +84,32 @@ pub fn open(conn: &Connection) -> Result<Models, duckdb::Error> {
     };
     let set = values.iter().map(|c| format!("{c} = s.{c}")).collect::<Vec<_>>().join(", ");
     let govern = vec![
+        (
+            format!(
+            "INSERT INTO wh_stage_mart
+             SELECT m.merchant_id, m.day, m.currency, {zeros}
+               FROM mart_merchant_daily m
+               SEMI JOIN wh_affected_days a ON a.merchant_id = m.merchant_id AND a.day = m.day AND a.currency = m.currency
+               ANTI JOIN wh_stage_mart s ON {on}"
+            ),
+            Bind::Nothing,
+        ),
         // A closed day whose values change is restated: recorded with the values before and after …
-        format!(
+        (
+            format!(
             "INSERT INTO restatements
              SELECT 'mart_merchant_daily', m.merchant_id, m.day, m.currency, m.version, m.version + 1, $1,
                     (SELECT watermark FROM wh_watermark), {before}, {after}
                FROM mart_merchant_daily m JOIN wh_stage_mart s ON {on}
               WHERE m.closed AND ({changed})",
-            before = json("m"),
-            after = json("s"),
+                before = json("m"),
+                after = json("s"),
+            ),
+            Bind::Now,
         ),
         // … and takes the next version; an open day just changes.
-        format!(
+        (
+            format!(
             "UPDATE mart_merchant_daily m SET {set},
                     version = m.version + CASE WHEN m.closed THEN 1 ELSE 0 END,
                     restated_at = CASE WHEN m.closed THEN $1 ELSE m.restated_at END,
@@ -88,18 +117,28 @@ pub fn open(conn: &Connection) -> Result<Models, duckdb::Error> {
                     complete_to = (SELECT watermark FROM wh_watermark)
                FROM wh_stage_mart s
               WHERE {on} AND ({changed})"
+            ),
+            Bind::Now,
         ),
-        format!(
+        (
+            format!(
             "INSERT INTO mart_merchant_daily
              SELECT s.*, 1, $1, NULL, (SELECT watermark FROM wh_watermark), false
                FROM wh_stage_mart s ANTI JOIN mart_merchant_daily m ON {on}"
+            ),
+            Bind::Now,
         ),
+        // An open day left without facts goes (a closed one stays, restated to zeros: never a silent change).
+        ("DELETE FROM mart_merchant_daily WHERE NOT closed AND facts = 0".to_owned(), Bind::Nothing),
         // Open days are complete to the current watermark; a day whose end plus the allowed lateness the watermark
         // has passed closes.
-        "UPDATE mart_merchant_daily SET complete_to = (SELECT watermark FROM wh_watermark),
+        (
+            "UPDATE mart_merchant_daily SET complete_to = (SELECT watermark FROM wh_watermark),
                 closed = coalesce((day + INTERVAL 1 DAY + to_seconds($1)) <= (SELECT watermark FROM wh_watermark), false)
           WHERE NOT closed"
-            .to_owned(),
+                .to_owned(),
+            Bind::Lateness,
+        ),
     ];
     Ok(Models { govern })
 }
@@ -115,27 +154,37 @@ impl Models {
              INSERT INTO wh_stage_mart {MART_MERCHANT_DAILY};"
         ))?;
         let now = ts_value(now_micros);
-        let (close, versioned) = self.govern.split_last().expect("statements");
-        for sql in versioned {
-            conn.execute(sql, params![now])?;
+        for (sql, bind) in &self.govern {
+            match bind {
+                Bind::Nothing => conn.execute(sql, [])?,
+                Bind::Now => conn.execute(sql, params![now])?,
+                Bind::Lateness => conn.execute(sql, params![allowed_lateness_secs])?,
+            };
         }
-        conn.execute(close, params![allowed_lateness_secs])?;
         Ok(())
     }
 }
 
-/// Names the keys the staged facts (`wh_stage_events`, or the re-enrichment candidates in `wh_stage_enrich`) affect.
+/// Names the keys the staged facts (`wh_stage_events`, or the re-enrichment candidates in `wh_stage_enrich`) affect:
+/// theirs, and those of the landed rows of the same facts (a staged row may displace one from another day).
 pub fn affected_from(conn: &Connection, staged: &str) -> Result<(), duckdb::Error> {
-    let join = if staged == "wh_stage_events" {
-        "wh_stage_events e".to_owned()
+    let cols = if staged == "wh_stage_events" {
+        "x.merchant_id, x.event_date, x.currency, x.payment_id"
     } else {
-        format!("{staged} x JOIN fct_payment_events e ON e.fact_key = x.fact_key")
+        "e.merchant_id, e.event_date, e.currency, e.payment_id"
     };
     conn.execute_batch(&format!(
-        "DELETE FROM wh_affected_days;
-         INSERT INTO wh_affected_days SELECT DISTINCT e.merchant_id, e.event_date, e.currency FROM {join};
+        "CREATE OR REPLACE TEMP TABLE wh_touched AS
+             SELECT {cols} FROM {staged} x LEFT JOIN fct_payment_events e ON e.fact_key = x.fact_key
+              WHERE {present}
+             UNION
+             SELECT e.merchant_id, e.event_date, e.currency, e.payment_id
+               FROM {staged} x JOIN fct_payment_events e ON e.fact_key = x.fact_key;
+         DELETE FROM wh_affected_days;
+         INSERT INTO wh_affected_days SELECT DISTINCT merchant_id, event_date, currency FROM wh_touched;
          DELETE FROM wh_affected_payments;
-         INSERT INTO wh_affected_payments SELECT DISTINCT e.payment_id FROM {join};"
+         INSERT INTO wh_affected_payments SELECT DISTINCT payment_id FROM wh_touched;",
+        present = if staged == "wh_stage_events" { "true" } else { "e.fact_key IS NOT NULL" },
     ))
 }
 

@@ -5,7 +5,7 @@
 //! whatever the log repeats. The partition's offset moves in the same transaction, fenced by the claim: the same
 //! epoch, and the batch starting where the last one ended.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 use tally_duckdb::duckdb;
 
@@ -13,7 +13,7 @@ use duckdb::types::Value;
 use duckdb::{params, Connection};
 use tally_reference::enrich::Reference;
 use tally_reference::merchants::MerchantVersion;
-use tally_sink::{Claim, Part};
+use tally_sink::{Claim, LogRecord, Part};
 
 use crate::land::{date_value, enrichment_values, event_row, ts_value, Tokenizer};
 
@@ -103,18 +103,34 @@ impl Warehouse {
     pub fn commit(&mut self, parts: &[Part<Claim>]) -> Result<Landed, StoreError> {
         let now = now_micros();
         let mut landed = Landed::default();
-        let mut seen = HashSet::new();
+        // A fact is one row whatever the log repeats. Its representative is the delivery with the earliest
+        // occurred_at (a PSP restating a fact later — a dispute's close restating its opening — must not move it to
+        // a later day), the first in log order among equals: the same for any arrival order (I4).
+        let mut held: HashMap<tally_domain::FactKey, (usize, i64, &LogRecord)> = HashMap::new();
         let mut latest = None;
         let (mut rows, mut dups, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
         for part in parts {
             for record in &part.records {
-                match tally_contracts::decode_lifecycle_record(record.key.as_deref(), record.value.as_deref()) {
-                    Err(reason) => rejects.push((record, reason)),
-                    // The same fact twice in one batch: the first by offset lands (a batch is in log order).
-                    Ok(fact) if !seen.insert(fact.fact_key) => dups.push((fact.fact_key.0.to_string(), record)),
-                    Ok(fact) => {
-                        let occurred = fact.event.occurred_at.unix_micros();
-                        latest = Some(latest.map_or(occurred, |l: i64| l.max(occurred)));
+                let fact =
+                    match tally_contracts::decode_lifecycle_record(record.key.as_deref(), record.value.as_deref()) {
+                        Err(reason) => {
+                            rejects.push((record, reason));
+                            continue;
+                        }
+                        Ok(fact) => fact,
+                    };
+                let occurred = fact.event.occurred_at.unix_micros();
+                latest = Some(latest.map_or(occurred, |l: i64| l.max(occurred)));
+                let key = fact.fact_key;
+                match held.get_mut(&key) {
+                    Some((_, at, _)) if occurred >= *at => dups.push((key.0.to_string(), record)),
+                    Some((i, at, kept)) => {
+                        dups.push((key.0.to_string(), *kept));
+                        rows[*i] = event_row(record, &fact, &self.reference, &self.tokens, now)?;
+                        (*at, *kept) = (occurred, record);
+                    }
+                    None => {
+                        held.insert(key, (rows.len(), occurred, record));
                         rows.push(event_row(record, &fact, &self.reference, &self.tokens, now)?);
                     }
                 }
@@ -148,23 +164,43 @@ impl Warehouse {
             app.flush()?;
         }
         let ts = ts_value(now);
-        landed.duplicates = tx.execute(
+        // The keys the batch touches, before any row moves (a displaced row's day is recomputed too).
+        crate::models::affected_from(&tx, "wh_stage_events")?;
+        // Rows the batch displaces (it has an earlier delivery of their fact) become duplicates, and so do the
+        // staged rows that lose to a landed one.
+        let displaced = tx.execute(
+            "INSERT INTO wh_duplicates
+             SELECT f.fact_key, f.topic, f.kafka_partition, f.kafka_offset, $1
+               FROM fct_payment_events f JOIN wh_stage_events s ON f.fact_key = s.fact_key
+              WHERE s.occurred_at < f.occurred_at",
+            params![ts],
+        )? as u64;
+        let lost = tx.execute(
             "INSERT INTO wh_duplicates
              SELECT s.fact_key, s.topic, s.kafka_partition, s.kafka_offset, s.landed_at
-               FROM wh_stage_events s SEMI JOIN fct_payment_events f ON f.fact_key = s.fact_key",
+               FROM wh_stage_events s JOIN fct_payment_events f ON f.fact_key = s.fact_key
+              WHERE s.occurred_at >= f.occurred_at",
             [],
         )? as u64;
+        tx.execute(
+            "DELETE FROM fct_payment_events WHERE fact_key IN (
+                SELECT s.fact_key FROM wh_stage_events s JOIN fct_payment_events f ON f.fact_key = s.fact_key
+                 WHERE s.occurred_at < f.occurred_at)",
+            [],
+        )?;
         let (unknown, unavailable): (i64, i64) = tx.query_row(
             "SELECT count(*) FILTER (WHERE merchant_unknown), count(*) FILTER (WHERE fx_unavailable)
                FROM wh_stage_events s ANTI JOIN fct_payment_events f ON f.fact_key = s.fact_key",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        landed.rows = tx.execute(
+        let inserted = tx.execute(
             "INSERT INTO fct_payment_events
              SELECT s.* FROM wh_stage_events s ANTI JOIN fct_payment_events f ON f.fact_key = s.fact_key",
             [],
         )? as u64;
+        landed.rows = inserted - displaced;
+        landed.duplicates = displaced + lost;
         (landed.merchant_unknown, landed.fx_unavailable) = (unknown as u64, unavailable as u64);
         {
             let mut app = tx.appender("wh_duplicates")?;
@@ -187,7 +223,6 @@ impl Warehouse {
                 params![ts_value(latest)],
             )?;
         }
-        crate::models::affected_from(&tx, "wh_stage_events")?;
         self.models.refresh(&tx, now, self.allowed_lateness_secs)?;
         for part in parts {
             let Some(last) = part.records.last() else { continue };
@@ -336,7 +371,6 @@ mod tests {
     use super::*;
     use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
     use tally_money::{Amount, Currency, Money};
-    use tally_sink::LogRecord;
 
     fn record(offset: i64, reference: &str) -> LogRecord {
         record_at(offset, reference, 1_780_000_000, 1234)
@@ -496,6 +530,49 @@ mod tests {
         assert_eq!(restatements(&w), 1);
         let after: i64 = w.conn.query_row("SELECT count(*) FROM fct_payments", [], |r| r.get(0)).unwrap();
         assert_eq!((payments, after), (5, 5));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_earliest_delivery_of_a_fact_is_its_row_whatever_the_order() {
+        let dir = std::env::temp_dir().join(format!("tally-wh-order-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let day = 1_780_000_000 - 1_780_000_000 % 86_400;
+        let days = |w: &Warehouse| -> Vec<(String, i64)> {
+            let mut stmt = w
+                .conn
+                .prepare("SELECT CAST(day AS VARCHAR), captured_minor FROM mart_merchant_daily ORDER BY day")
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+        };
+        let mut results = Vec::new();
+        // The same capture stated on day 2 and again (earlier) on day 1: either order, in one batch or two.
+        for (order, batches) in [(false, 1), (true, 1), (false, 2), (true, 2)] {
+            let sub = dir.join(format!("{order}{batches}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            let mut w = open(&sub);
+            let (late, early) = (day + 86_400 + 60, day + 60);
+            let times = if order { [early, late] } else { [late, early] };
+            let records: Vec<LogRecord> =
+                times.iter().enumerate().map(|(i, t)| record_at(i as i64, "ch_x", *t, 500)).collect();
+            let mut claim = w.claim("payments.capture.v1", 0).unwrap();
+            if batches == 1 {
+                w.commit(&[Part { claim, records }]).unwrap();
+            } else {
+                for r in records {
+                    let end = r.offset + 1;
+                    w.commit(&[Part { claim: claim.clone(), records: vec![r] }]).unwrap();
+                    claim.next_offset = end;
+                }
+            }
+            let c = w.counts().unwrap();
+            assert_eq!((c.rows, c.duplicates), (1, 1), "order {order}, {batches} batches");
+            results.push(days(&w));
+        }
+        let first = time::OffsetDateTime::from_unix_timestamp(day).unwrap().date().to_string();
+        assert_eq!(results[0], vec![(first, 500)]);
+        assert!(results.iter().all(|r| *r == results[0]), "{results:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
