@@ -12,7 +12,7 @@ mod render;
 
 pub use dimension::{merchants, merchants_csv, Merchant};
 pub use lifecycle::{
-    check_run_tag, generate, Delivery, Expect, Moved, Signing, SimConfig, Truth, TruthFact, Workload, ADYEN_KEY,
+    check_run_tag, generate, Daily, Delivery, Expect, Moved, Signing, SimConfig, Truth, TruthFact, Workload, ADYEN_KEY,
     STRIPE_SECRET,
 };
 pub use render::stripe_header;

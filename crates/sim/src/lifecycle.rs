@@ -124,6 +124,68 @@ pub struct Truth {
     pub unbooked_payments: Vec<String>,
     /// Deliveries per expected rejection code (and `duplicate`), sorted.
     pub rejections: Vec<(String, usize)>,
+    /// What moved per merchant × UTC day × currency (the day of each movement's first statement), sorted: what
+    /// the warehouse's daily mart must show.
+    pub daily: Vec<Daily>,
+}
+
+/// What moved for one merchant on one UTC day in one currency, in minor units, by the simulator's own rules: a
+/// movement is dated by the first delivery that states it (a PSP restating it later does not move it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+pub struct Daily {
+    pub merchant: String,
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub currency: String,
+    /// Captured, less what was taken back.
+    pub captured: i64,
+    /// Refunded, less refunds that failed.
+    pub refunded: i64,
+    /// Withdrawn by disputes, less what won stages returned.
+    pub dispute_withdrawn: i64,
+    /// Written off by lost dispute stages.
+    pub dispute_lost: i64,
+}
+
+/// The daily movements of the stated facts (each named fact once, at its earliest statement).
+fn daily(facts: &[PaymentEvent], unbooked: &[String]) -> Vec<Daily> {
+    use std::collections::BTreeMap;
+    let mut first: BTreeMap<(String, String, String, Option<String>), &PaymentEvent> = BTreeMap::new();
+    for f in facts.iter().filter(|f| !unbooked.contains(&f.payment_id)) {
+        let name =
+            (f.payment_id.clone(), f.kind.as_str().to_owned(), f.psp_reference.clone(), f.original_reference.clone());
+        let e = first.entry(name).or_insert(f);
+        if f.occurred_at < e.occurred_at {
+            *e = f;
+        }
+    }
+    let mut days: BTreeMap<(String, String, String), Daily> = BTreeMap::new();
+    for f in first.values() {
+        let secs = f.occurred_at.unix_secs();
+        let day = time::OffsetDateTime::from_unix_timestamp(secs).expect("simulated times are in range").date();
+        let key = (f.merchant_id.clone(), day.to_string(), f.money.currency.code().to_owned());
+        let d = days.entry(key.clone()).or_insert_with(|| Daily {
+            merchant: key.0,
+            day: key.1,
+            currency: key.2,
+            captured: 0,
+            refunded: 0,
+            dispute_withdrawn: 0,
+            dispute_lost: 0,
+        });
+        let a = f.money.amount.minor();
+        match f.kind {
+            EventKind::Captured => d.captured += a,
+            EventKind::CaptureReversed => d.captured -= a,
+            EventKind::Refunded => d.refunded += a,
+            EventKind::RefundFailed => d.refunded -= a,
+            EventKind::ChargebackOpened | EventKind::SecondChargeback => d.dispute_withdrawn += a,
+            EventKind::ChargebackWon | EventKind::PrearbitrationWon => d.dispute_withdrawn -= a,
+            EventKind::ChargebackLost | EventKind::PrearbitrationLost => d.dispute_lost += a,
+            _ => {}
+        }
+    }
+    days.into_values().collect()
 }
 
 /// One fact a delivery states, named as the ledger's event log names it.
@@ -238,7 +300,9 @@ pub fn generate(config: &SimConfig) -> Workload {
     }
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let merchants = merchants(&mut rng, config.merchants);
-    // 2026-11-01T00:00:00Z, plus a second per payment: event times are part of the output, so they are seeded too.
+    // 2025-11-01T00:00:00Z, plus 20 seconds per payment (20,000 payments span four and a half days, so that the
+    // warehouse's days close and late facts restate them): event times are part of the output, so they are
+    // seeded too.
     let base = 1_761_955_200i64;
     let mut primary: Vec<(render::Rendered, Vec<PaymentEvent>)> = Vec::new();
     let mut moved: Vec<Moved> = Vec::new();
@@ -253,7 +317,7 @@ pub fn generate(config: &SimConfig) -> Workload {
         let major = rng.random_range(5..500i64);
         let scale = 10i64.pow(u32::from(currency.exponent()));
         let authorized = fit(major * scale + rng.random_range(0..scale.max(1)));
-        let at = base + p as i64;
+        let at = base + 20 * p as i64;
         let declined = rng.random_bool(config.decline_rate);
         let manual_capture = rng.random_bool(config.manual_capture_rate);
         let release = if !manual_capture {
@@ -432,7 +496,9 @@ pub fn generate(config: &SimConfig) -> Workload {
             *rejections.entry(d.expect.code.clone().unwrap_or_else(|| d.fault.to_owned())).or_default() += 1;
         }
     }
+    let daily = daily(&facts, &unbooked_payments);
     let truth = Truth {
+        daily,
         seed: config.seed,
         payments: config.payments,
         deliveries: deliveries.len(),

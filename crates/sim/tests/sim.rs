@@ -260,3 +260,32 @@ fn the_merchant_dimension_is_a_valid_scd2_file() {
         assert_ne!(before.risk_tier, after.risk_tier, "{id}");
     }
 }
+
+/// The daily truth (stated facts dated by their first statement) and the per-payment truth (the lifecycle) are
+/// two derivations inside the simulator: summed per merchant and currency they must agree, and days must spread.
+#[test]
+fn the_daily_movements_add_up_to_what_moved_per_merchant() {
+    // The demo's size: its payments span several days.
+    let w = generate(&SimConfig::new(5, 20_000));
+    let mut by_days: BTreeMap<(String, String), [i64; 4]> = BTreeMap::new();
+    for d in &w.truth.daily {
+        let t = by_days.entry((d.merchant.clone(), d.currency.clone())).or_default();
+        for (i, v) in [d.captured, d.refunded, d.dispute_withdrawn, d.dispute_lost].into_iter().enumerate() {
+            t[i] += v;
+        }
+    }
+    let mut by_payments: BTreeMap<(String, String), [i64; 4]> = BTreeMap::new();
+    for m in &w.truth.moved {
+        let t = by_payments.entry((m.merchant.clone(), m.currency.clone())).or_default();
+        let v = [m.captured, m.refunded, m.dispute_withdrawn - m.dispute_returned, m.dispute_lost];
+        for i in 0..4 {
+            t[i] += v[i];
+        }
+    }
+    by_days.retain(|_, t| t.iter().any(|v| *v != 0));
+    by_payments.retain(|_, t| t.iter().any(|v| *v != 0));
+    assert!(by_payments.len() > 100, "{}", by_payments.len());
+    assert_eq!(by_days, by_payments);
+    let days: BTreeSet<&str> = w.truth.daily.iter().map(|d| d.day.as_str()).collect();
+    assert!(days.len() >= 3, "{days:?}");
+}

@@ -1,5 +1,6 @@
-//! `tally demo` (what `make demo` runs): the whole pipeline on the local stack — ingest and the ledger sink
-//! in-process, a generated workload delivered like a PSP, the oracles, and a summary.
+//! `tally demo` (what `make demo` runs): the whole pipeline on the local stack — ingest, the ledger, archive and
+//! warehouse sinks in-process, reference data loaded, a generated workload delivered like a PSP, the oracles, and a
+//! summary.
 
 // Timing statistics, never money: the workspace-wide float ban does not apply here.
 #![allow(clippy::float_arithmetic)]
@@ -18,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::sim::{check, generate, send, GenerateArgs, SendArgs};
+
+/// The ECB's euro reference rates as published (the shared fixture), loaded as a reference version by every demo.
+pub const ECB_HISTORY: &[u8] = include_bytes!("../../../../shared/fixtures/data/ecb/eurofxref-hist.zip");
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -49,7 +53,16 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
 
         // Topics of this run's own: the sinks start at offset 0 of a log nobody else wrote.
         config.kafka.topic_prefix = format!("{}demo-{run_tag}.", config.kafka.topic_prefix);
-        println!("2/5 starting ingest, the ledger sink and the archive sink (topics {}*)", config.kafka.topic_prefix);
+        // And a warehouse file of its own: its marts are this run's facts (merchants recur between runs of a seed).
+        config.warehouse.path = dir.join(format!("warehouse-{run_tag}.duckdb"));
+        let pool = tally_postgres::pool(&config.postgres)?;
+        tally_postgres::migrate(&pool).await?;
+        let (merchants, fx) = crate::warehouse::load_demo_reference(&pool, &dir).await?;
+        println!(
+            "    reference data: merchants version {} ({} rows), ECB rates version {} ({} rates)",
+            merchants.version_id, merchants.rows, fx.version_id, fx.rows
+        );
+        println!("2/5 starting ingest and the ledger, archive and warehouse sinks (topics {}*)", config.kafka.topic_prefix);
         tally_kafka::ensure_topics(&config.kafka, tally_kafka::TOPICS).await?;
         config.ingest.stripe.secrets.push(Secret::new(tally_sim::STRIPE_SECRET.into()));
         config.ingest.adyen.hmac_keys.push(Secret::new(tally_sim::ADYEN_KEY.into()));
@@ -57,16 +70,19 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         let listener = TcpListener::bind(&config.ingest.listen).await.with_context(|| format!("binding {}", config.ingest.listen))?;
         let url = format!("http://{}", listener.local_addr()?);
         let shutdown = CancellationToken::new();
+        // Any early return (an error) stops the services too: the runtime would otherwise wait for the sinks'
+        // blocking threads for ever.
+        let _stop_on_return = shutdown.clone().drop_guard();
         let server = tokio::spawn(ingest.clone().serve(listener, shutdown.clone()));
         let mut sink = tokio::spawn(tally_ledger::run(config.ledger.clone(), config.kafka.clone(), config.postgres.clone(), shutdown.clone()));
         let mut archive = tokio::spawn(tally_archive::run(config.archive.clone(), config.kafka.clone(), config.postgres.clone(), shutdown.clone()));
+        let mut warehouse = tokio::spawn(tally_warehouse::run(config.warehouse.clone(), config.kafka.clone(), config.postgres.clone(), shutdown.clone()));
 
         println!("3/5 delivering {} webhooks to {url} like the PSPs do (retries on 409/5xx)", truth.deliveries);
         let sending = Instant::now();
         let (sent, send_time, retries) = send(&SendArgs { dir: dir.clone(), target: url.clone(), rate: 0, concurrency: args.concurrency }).await?;
 
         println!("4/5 waiting for the ledger to book every fact");
-        let pool = tally_postgres::pool(&config.postgres)?;
         let payments: Vec<String> = truth.moved.iter().map(|m| m.payment_id.clone()).collect();
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
@@ -75,11 +91,12 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
                 break;
             }
             // A sink that stopped (a log that went backwards, a fence) will not book the rest: say why, now.
-            if sink.is_finished() || archive.is_finished() {
+            if sink.is_finished() || archive.is_finished() || warehouse.is_finished() {
                 shutdown.cancel();
-                let (s, a) = ((&mut sink).await?, (&mut archive).await?);
+                let (s, a, w) = ((&mut sink).await?, (&mut archive).await?, (&mut warehouse).await?);
                 s.context("the ledger sink stopped")?;
                 a.context("the archive sink stopped")?;
+                w.context("the warehouse sink stopped")?;
                 anyhow::bail!("a sink stopped before every fact was booked");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -87,6 +104,8 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         let booked_time = sending.elapsed();
         println!("    … and for both sinks to reach the end of every topic");
         let caught_up = crate::archive::wait_for_sinks(&config, &pool, Duration::from_secs(120)).await?;
+        let warehouse_caught_up = crate::warehouse::wait_for_sink(&config, Duration::from_secs(120)).await?;
+        let caught_up = caught_up && warehouse_caught_up;
         if !caught_up {
             println!("    the sinks did not catch up within 120 s; the recon oracle will show how far behind they are");
         }
@@ -100,6 +119,7 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
             Some(caught_up),
             if caught_up { "reached".into() } else { "not within 120 s".into() },
         ));
+        let (warehouse_rows, mart_lines) = crate::warehouse::oracles(&config, &pool, &truth, &mut report).await?;
         let latency = tally_ledger::latency::booking_latency(&pool, tally_ledger::latency::Filter::Ids(&payments)).await?;
         let client = pool.get().await?;
         let sink_dupes: i64 = client
@@ -113,6 +133,7 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         server.await??;
         sink.await??;
         archive.await??;
+        warehouse.await??;
 
         let m = &ingest.metrics;
         let rejections: Vec<String> = RejectCode::ALL
@@ -122,6 +143,7 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
             .collect();
         let ms = |s: f64| s * 1000.0;
         println!("{}", report.render());
+        println!("mart_merchant_daily (this run's five largest merchant days, by net in the reporting currency)\n{mart_lines}");
         println!("summary");
         println!("  deliveries            {sent} sent in {:.1} s ({} PSP-style retries)", send_time.as_secs_f64(), retries);
         println!("  facts booked          {} ({:.0} events/s from first delivery to last booking)", truth.facts.len(), truth.facts.len() as f64 / booked_time.as_secs_f64());
@@ -131,6 +153,7 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
             m.facts_duplicate_at_edge.load(Ordering::Relaxed),
             sink_dupes
         );
+        println!("  warehouse             {warehouse_rows}");
         println!("  rejected by reason    {}", if rejections.is_empty() { "none".into() } else { rejections.join(", ") });
         println!("  ignored (acknowledged) {}", m.deliveries_ignored.load(Ordering::Relaxed));
         if let Some(l) = &latency {
@@ -144,6 +167,10 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         println!("  ledger:   psql {} -c 'SELECT account, currency, balance_minor FROM account_balances ORDER BY 1'", config.postgres.url);
         println!("  payments: psql {} -c 'SELECT status, count(*) FROM payments GROUP BY 1'", config.postgres.url);
         println!("  archive:  {}/topic=*/date=*/hour=*/*.parquet (query with DuckDB: see the README)", config.archive.location);
+        println!(
+            "  warehouse: TALLY__WAREHOUSE__PATH={} tally warehouse query \"SELECT * FROM mart_daily_overview ORDER BY date_day\"",
+            config.warehouse.path.display()
+        );
         println!(
             "  checks:   tally ledger verify; TALLY__KAFKA__TOPIC_PREFIX={} tally recon completeness; tally sim check --dir {}",
             config.kafka.topic_prefix,

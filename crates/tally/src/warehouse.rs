@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use tally_warehouse::query::{self, Answer};
+use tally_warehouse::reference::Loaded;
 
 use crate::config::Config;
 
@@ -34,36 +35,203 @@ pub fn run(cmd: WarehouseCommand, config: &Config) -> Result<ExitCode> {
 /// Asks the running sink, or the file when no sink holds it.
 pub fn ask(config: &Config, sql: &str, max_rows: usize) -> Result<Answer> {
     let w = &config.warehouse;
+    let timeout = Duration::from_millis(w.query_timeout_ms);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let served = rt.block_on(async {
-        let client = reqwest::Client::new();
-        let body = serde_json::json!({ "sql": sql, "max_rows": max_rows }).to_string();
-        client
-            .post(format!("http://{}/query", w.listen))
-            .header("content-type", "application/json")
-            .body(body)
-            .timeout(Duration::from_millis(w.query_timeout_ms + 5_000))
-            .send()
-            .await
-    });
-    match served {
-        Ok(response) => {
-            let status = response.status();
-            let text = rt.block_on(response.text())?;
-            if !status.is_success() {
-                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                bail!("{}", v["error"].as_str().unwrap_or(&text));
-            }
-            serde_json::from_str(&text).context("the sink's answer")
-        }
-        Err(e) if e.is_connect() => {
-            if !w.path.exists() {
-                bail!("no warehouse at {} (run `tally sink warehouse` first)", w.path.display());
-            }
-            let conn =
-                query::open_read_only(&w.path).with_context(|| format!("opening {} read-only", w.path.display()))?;
-            Ok(query::run(&conn, sql, Duration::from_millis(w.query_timeout_ms), max_rows)?)
-        }
-        Err(e) => Err(e).context("asking the warehouse sink"),
+    if let Some(answer) = rt.block_on(query::ask_sink(&w.listen, sql, max_rows, timeout)).map_err(anyhow::Error::msg)? {
+        return Ok(answer);
     }
+    if !w.path.exists() {
+        bail!("no warehouse at {} (run `tally sink warehouse` first)", w.path.display());
+    }
+    let conn = query::open_read_only(&w.path).with_context(|| format!("opening {} read-only", w.path.display()))?;
+    Ok(query::run(&conn, sql, timeout, max_rows)?)
+}
+
+async fn ask_running(config: &Config, sql: &str) -> Result<Answer> {
+    let w = &config.warehouse;
+    query::ask_sink(&w.listen, sql, 1_000_000, Duration::from_millis(w.query_timeout_ms))
+        .await
+        .map_err(anyhow::Error::msg)?
+        .with_context(|| format!("no warehouse sink answers at {}", w.listen))
+}
+
+/// Waits until the running warehouse sink has consumed every lifecycle topic to its end (true), or `timeout`.
+pub async fn wait_for_sink(config: &Config, timeout: Duration) -> Result<bool> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut ends = std::collections::BTreeMap::new();
+    for name in tally_kafka::LIFECYCLE_TOPICS {
+        let (brokers, topic) = (config.kafka.brokers.clone(), config.kafka.topic(name));
+        let t = topic.clone();
+        let marks = tokio::task::spawn_blocking(move || tally_kafka::watermarks(&brokers, &t, Duration::from_secs(10)))
+            .await??
+            .unwrap_or_default();
+        for m in marks {
+            ends.insert((topic.clone(), m.partition), m.high);
+        }
+    }
+    let group = config.warehouse.group_id.replace('\'', "''");
+    let w = &config.warehouse;
+    loop {
+        // A sink still starting (reading its reference data) does not answer yet: not caught up, not an error.
+        let sql = format!("SELECT topic, kafka_partition, next_offset FROM wh_offsets WHERE group_id = '{group}'");
+        let rows = match query::ask_sink(&w.listen, &sql, 1_000_000, Duration::from_millis(w.query_timeout_ms)).await {
+            Ok(Some(a)) => a.rows,
+            Ok(None) | Err(_) => Vec::new(),
+        };
+        let at: std::collections::BTreeMap<(String, i32), i64> = rows
+            .iter()
+            .map(|r| {
+                let topic = r[0].as_str().unwrap_or_default().to_owned();
+                ((topic, r[1].as_i64().unwrap_or(-1) as i32), r[2].as_i64().unwrap_or(0))
+            })
+            .collect();
+        if ends.iter().all(|(tp, high)| at.get(tp).copied().unwrap_or(0) >= *high) {
+            return Ok(true);
+        }
+        if std::time::Instant::now() > deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The warehouse's oracles for a run (the facts of topics under `config.kafka.topic_prefix`), added to `report`:
+/// every fact once, enrichment, the daily mart against the simulator's truth, and agreement with the ledger.
+/// Returns a one-line summary and a few lines of the daily mart.
+pub async fn oracles(
+    config: &Config,
+    pool: &deadpool_postgres::Pool,
+    truth: &tally_sim::Truth,
+    report: &mut crate::sim::CheckReport,
+) -> Result<(String, String)> {
+    use tally_warehouse::proof;
+    let prefix = config.kafka.topic_prefix.replace('\'', "''");
+    let counts = ask_running(
+        config,
+        &format!(
+            "SELECT count(*), count(DISTINCT fact_key), count(*) FILTER (WHERE merchant_unknown),
+                    count(*) FILTER (WHERE fx_unavailable), string_agg(DISTINCT currency, ',') FILTER (WHERE fx_unavailable),
+                    (SELECT count(*) FROM wh_duplicates WHERE starts_with(topic, '{prefix}')),
+                    (SELECT count(*) FROM wh_rejects WHERE starts_with(topic, '{prefix}')),
+                    (SELECT count(*) FROM restatements WHERE merchant_id IN (
+                        SELECT DISTINCT merchant_id FROM fct_payment_events WHERE starts_with(topic, '{prefix}')))
+               FROM fct_payment_events WHERE starts_with(topic, '{prefix}')"
+        ),
+    )
+    .await?;
+    let c = &counts.rows[0];
+    let n = |i: usize| c[i].as_i64().unwrap_or(-1);
+    let (rows, distinct, unknown, unavailable) = (n(0), n(1), n(2), n(3));
+    let flagged_currencies = c[4].as_str().unwrap_or("").to_owned();
+    report.rows.push((
+        "warehouse: every fact once".into(),
+        Some(rows == truth.facts.len() as i64 && distinct == rows),
+        format!("{rows} rows, {distinct} fact keys, {} facts in truth; {} duplicates stopped", truth.facts.len(), n(5)),
+    ));
+    // Every merchant is in the loaded dimension; only currencies the ECB does not publish lack a rate.
+    let ecb = tally_reference::ecb::EcbRates::parse(&unzip_ecb()?).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let published: Vec<&str> = ecb.currencies().collect();
+    let only_unpublished = flagged_currencies.split(',').filter(|c| !c.is_empty()).all(|c| !published.contains(&c));
+    report.rows.push((
+        "warehouse: enrichment".into(),
+        Some(unknown == 0 && only_unpublished),
+        format!(
+            "{unknown} merchant_unknown, {unavailable} fx_unavailable ({})",
+            if flagged_currencies.is_empty() { "none" } else { &flagged_currencies }
+        ),
+    ));
+    // The daily mart against the simulator's daily truth, to the minor unit.
+    let mart = proof::keyed::<3>(&ask_running(config, &proof::mart_daily_sql(&config.kafka.topic_prefix)).await?.rows);
+    let expected: std::collections::BTreeMap<[String; 3], [i64; 4]> = truth
+        .daily
+        .iter()
+        .map(|d| {
+            (
+                [d.merchant.clone(), d.day.clone(), d.currency.clone()],
+                [d.captured, d.refunded, d.dispute_withdrawn, d.dispute_lost],
+            )
+        })
+        .filter(|(_, v)| v.iter().any(|x| *x != 0))
+        .collect();
+    let (wrong, first) = proof::differences(&mart, &expected, 3);
+    report.rows.push((
+        "warehouse: daily mart = truth".into(),
+        Some(wrong == 0 && !expected.is_empty()),
+        if wrong == 0 {
+            format!("{} merchant × day × currency rows to the minor unit", expected.len())
+        } else {
+            format!("{wrong} of {} rows differ, e.g. {first:?}", expected.len())
+        },
+    ));
+    // Ledger ↔ warehouse, per merchant × currency.
+    let ledger = proof::ledger_totals(&pool.get().await?, &config.kafka.topic_prefix).await?;
+    let ledger: std::collections::BTreeMap<[String; 2], [i64; 4]> =
+        ledger.into_iter().map(|((m, c), v)| ([m, c], v)).collect();
+    let warehouse =
+        proof::keyed::<2>(&ask_running(config, &proof::warehouse_totals_sql(&config.kafka.topic_prefix)).await?.rows);
+    let (wrong, first) = proof::differences(&ledger, &warehouse, 3);
+    report.rows.push((
+        "ledger ↔ warehouse agreement".into(),
+        Some(wrong == 0 && !ledger.is_empty()),
+        if wrong == 0 {
+            format!("{} merchant × currency totals (captured, refunded, charged back, lost)", ledger.len())
+        } else {
+            format!("{wrong} of {} differ (ledger, warehouse), e.g. {first:?}", ledger.len())
+        },
+    ));
+    let lines = ask_running(
+        config,
+        &format!(
+            "SELECT merchant_id, CAST(day AS VARCHAR) AS day, currency, captures_count, captured_minor, refunded_minor,
+                    chargeback_minor, net_minor, reporting_net_minor, version, closed
+               FROM mart_merchant_daily
+              WHERE merchant_id IN (SELECT DISTINCT merchant_id FROM fct_payment_events WHERE starts_with(topic, '{prefix}'))
+              ORDER BY reporting_net_minor DESC NULLS LAST LIMIT 5"
+        ),
+    )
+    .await?;
+    let summary = format!(
+        "{rows} fact rows ({unknown} merchant_unknown, {unavailable} fx_unavailable), {} duplicates and {} rejects accounted for, {} closed days restated by late facts",
+        n(5),
+        n(6),
+        n(7)
+    );
+    Ok((summary, query::render(&lines, "table")))
+}
+
+/// The ECB history the demo loads, unzipped (with the same reader the loader uses).
+fn unzip_ecb() -> Result<Vec<u8>> {
+    tally_warehouse::reference::ecb_csv("eurofxref-hist.zip", crate::demo::ECB_HISTORY)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Records the running warehouse sink has consumed (the sum of its stored offsets).
+pub async fn consumed(config: &Config) -> Result<i64> {
+    let group = config.warehouse.group_id.replace('\'', "''");
+    let a = ask_running(
+        config,
+        &format!("SELECT coalesce(sum(next_offset), 0)::BIGINT FROM wh_offsets WHERE group_id = '{group}'"),
+    )
+    .await?;
+    Ok(a.rows[0][0].as_i64().unwrap_or(0))
+}
+
+/// Loads a generated workload's merchant dimension and the ECB history as reference versions (demo and chaos).
+pub async fn load_demo_reference(
+    pool: &deadpool_postgres::Pool,
+    workload: &std::path::Path,
+) -> Result<(Loaded, Loaded)> {
+    let file = workload.join("merchants.csv");
+    let merchants =
+        tally_warehouse::reference::load_merchants(pool, &file.display().to_string(), &std::fs::read(&file)?)
+            .await
+            .context("loading the simulator's merchant dimension")?;
+    let fx = tally_warehouse::reference::load_fx(
+        pool,
+        "eurofxref-hist.zip (ECB, shared fixtures)",
+        crate::demo::ECB_HISTORY,
+    )
+    .await
+    .context("loading the ECB's rate history")?;
+    Ok((merchants, fx))
 }

@@ -1,5 +1,5 @@
-//! `tally chaos` on a small workload: ≥ 20K events on a private stack while ingest, both sinks, the broker,
-//! PostgreSQL and Redis are each hit 5 times; every oracle (recon included) must hold.
+//! `tally chaos` on a small workload: ≥ 20K events on a private stack while ingest, the three sinks, the broker,
+//! PostgreSQL and Redis are each hit 5 times; every oracle (recon and the warehouse's included) must hold.
 
 use std::process::Command;
 
@@ -9,7 +9,7 @@ fn the_pipeline_survives_five_faults_of_each_kind_with_every_oracle_green() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007;
     let data = std::env::temp_dir().join(format!("tally-chaos-test-{seed}"));
     let out = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["chaos", "--seed", &seed.to_string(), "--events", "20000", "--kills", "30", "--max-interval-secs", "3"])
+        .args(["chaos", "--seed", &seed.to_string(), "--events", "20000", "--kills", "35", "--max-interval-secs", "3"])
         .arg("--data")
         .arg(&data)
         .env("TALLY_LOG", "error")
@@ -21,6 +21,7 @@ fn the_pipeline_survives_five_faults_of_each_kind_with_every_oracle_green() {
         "kill -9 ingest ×5",
         "kill -9 ledger sink ×5",
         "kill -9 archive sink ×5",
+        "kill -9 warehouse sink ×5",
         "broker restart ×5",
         "PostgreSQL restart ×5",
         "Redis stopped ×5",
@@ -34,6 +35,9 @@ fn the_pipeline_survives_five_faults_of_each_kind_with_every_oracle_green() {
         "every journal balanced; ledger verify    ok",
         "each delivery answered as expected       ok",
         "completeness recon                       ok",
+        "warehouse: every fact once               ok",
+        "warehouse: daily mart = truth            ok",
+        "ledger ↔ warehouse agreement             ok",
     ] {
         assert!(stdout.contains(oracle), "missing `{oracle}` in:\n{stdout}");
     }

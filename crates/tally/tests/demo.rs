@@ -1,4 +1,4 @@
-//! `tally demo` end to end on a small workload: ingest and the ledger sink on the real stack, the oracles green.
+//! `tally demo` end to end on a small workload: ingest and the three sinks on the real stack, the oracles green.
 
 use std::process::Command;
 
@@ -18,9 +18,11 @@ fn the_demo_pipeline_books_a_generated_workload_with_every_oracle_green() {
     // Twice with the same seed: the second run must book and check its own payments (each run tags its ids), not
     // pass on the first run's rows with every delivery a duplicate at the edge.
     for run in 0..2 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let out = Command::new(env!("CARGO_BIN_EXE_tally"))
             .args(["demo", "--seed", &seed.to_string(), "--events", "1500", "--concurrency", "16"])
             .env("TALLY__INGEST__LISTEN", "127.0.0.1:0")
+            .env("TALLY__WAREHOUSE__LISTEN", format!("127.0.0.1:{port}"))
             .env("TALLY_LOG", "warn")
             .current_dir(&dir)
             .output()
@@ -38,6 +40,10 @@ fn the_demo_pipeline_books_a_generated_workload_with_every_oracle_green() {
             "every journal balanced; ledger verify    ok",
             "each delivery answered as expected       ok",
             "quiescence (sinks at every topic's end)  ok",
+            "warehouse: every fact once               ok",
+            "warehouse: enrichment                    ok",
+            "warehouse: daily mart = truth            ok",
+            "ledger ↔ warehouse agreement             ok",
         ] {
             assert!(stdout.contains(oracle), "missing `{oracle}` in:\n{stdout}");
         }

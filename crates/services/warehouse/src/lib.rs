@@ -7,10 +7,13 @@
 //! - [`models`]: the curated tables and marts (`models/*.sql`), built incrementally in the same transaction.
 //! - [`sink`]: `tally sink warehouse`, on the sink framework, with `/metrics`, `/healthz` and `/query`.
 //! - [`query`]: read-only SQL with a time limit, served by the sink or on the file.
+//! - [`proof`]: what the warehouse must agree with — the ledger's entries, the simulator's daily truth.
 
+pub mod bench;
 mod config;
 pub mod land;
 pub mod models;
+pub mod proof;
 pub mod query;
 pub mod reference;
 pub mod sink;

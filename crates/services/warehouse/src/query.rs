@@ -192,6 +192,30 @@ pub fn render(answer: &Answer, format: &str) -> String {
     }
 }
 
+/// Asks a running sink (`[warehouse] listen`) to run a query. `Ok(None)`: no sink listens there.
+pub async fn ask_sink(listen: &str, sql: &str, max_rows: usize, timeout: Duration) -> Result<Option<Answer>, String> {
+    let body = serde_json::json!({ "sql": sql, "max_rows": max_rows }).to_string();
+    let sent = reqwest::Client::new()
+        .post(format!("http://{listen}/query"))
+        .header("content-type", "application/json")
+        .body(body)
+        .timeout(timeout + Duration::from_secs(5))
+        .send()
+        .await;
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => return Ok(None),
+        Err(e) => return Err(format!("asking the warehouse sink at {listen}: {e}")),
+    };
+    let status = response.status();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        return Err(v["error"].as_str().unwrap_or(&text).to_owned());
+    }
+    serde_json::from_str(&text).map(Some).map_err(|e| format!("the sink's answer: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

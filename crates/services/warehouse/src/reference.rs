@@ -179,7 +179,7 @@ pub async fn load_merchants(pool: &Pool, source_name: &str, bytes: &[u8]) -> Res
 }
 
 /// The CSV inside an ECB zip (`eurofxref-hist.zip`), or the bytes themselves when they are not a zip.
-fn ecb_csv(source_name: &str, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
+pub fn ecb_csv(source_name: &str, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
     if !bytes.starts_with(b"PK\x03\x04") {
         return Ok(bytes.to_vec());
     }

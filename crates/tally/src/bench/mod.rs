@@ -4,6 +4,7 @@
 mod ingest;
 mod ledger;
 mod recon;
+mod warehouse;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ pub enum BenchCommand {
     /// Completeness recon: seconds for a full pass over an archive and ledger of 10M events, beside an
     /// offset-by-offset pass.
     Recon(recon::ReconArgs),
+    /// Warehouse sink: events/s from memory beside DuckDB's appender, and source→warehouse latency at a steady rate.
+    Warehouse(warehouse::WarehouseArgs),
 }
 
 pub fn run(cmd: BenchCommand, config: Config) -> Result<ExitCode> {
@@ -28,5 +31,6 @@ pub fn run(cmd: BenchCommand, config: Config) -> Result<ExitCode> {
         BenchCommand::Ingest(args) => ingest::run(args, config),
         BenchCommand::Ledger(args) => ledger::run(args, config),
         BenchCommand::Recon(args) => recon::run(args, config),
+        BenchCommand::Warehouse(args) => warehouse::run(args, config),
     }
 }
