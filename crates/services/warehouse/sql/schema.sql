@@ -112,10 +112,16 @@ CREATE TABLE IF NOT EXISTS wh_reference (
     reenriched_rows    BIGINT    NOT NULL
 );
 
--- Staging tables (emptied by each use; one writer per file): a batch before it lands, and a re-enrichment before
--- it updates the rows it resolves.
-CREATE TABLE IF NOT EXISTS wh_stage_events AS SELECT * FROM fct_payment_events LIMIT 0;
-CREATE TABLE IF NOT EXISTS wh_stage_enrich AS
+-- Staging tables: TEMP (this connection's, never written to the file or its WAL), emptied by each use. A batch is
+-- appended to wh_stage_events before it lands; a re-enrichment fills wh_stage_enrich before it updates the rows it
+-- resolves. (Files from before they were TEMP had them in main: dropped.)
+DROP TABLE IF EXISTS main.wh_stage_events;
+DROP TABLE IF EXISTS main.wh_stage_enrich;
+DROP TABLE IF EXISTS main.wh_stage_mart;
+DROP TABLE IF EXISTS main.wh_affected_days;
+DROP TABLE IF EXISTS main.wh_affected_payments;
+CREATE TEMP TABLE IF NOT EXISTS wh_stage_events AS SELECT * FROM fct_payment_events LIMIT 0;
+CREATE TEMP TABLE IF NOT EXISTS wh_stage_enrich AS
 SELECT fact_key, merchant_valid_from, merchant_unknown, reporting_currency, reporting_amount_minor, reporting_fee_minor,
        fx_rate_date, fx_from_rate, fx_to_rate, fx_source, fx_unavailable, merchants_version, fx_version, enriched_at
   FROM fct_payment_events LIMIT 0;

@@ -32,9 +32,11 @@ pub fn sink_from_memory(
     records: Vec<LogRecord>,
     reference: Reference,
     batching: Batching,
+    checkpoint_threshold: &str,
 ) -> Result<SinkRun, SinkError> {
     let total = records.len() as u64;
-    let mut w = Warehouse::open(path, "bench", reference.clone(), Tokenizer::new(b"bench"), 86_400)?;
+    let mut w =
+        Warehouse::open(path, "bench", reference.clone(), Tokenizer::new(b"bench"), 86_400, checkpoint_threshold)?;
     w.set_reference(reference)?;
     let w = std::sync::Mutex::new(w);
     let mut source =
@@ -73,7 +75,8 @@ pub fn appender_baseline(path: &Path, records: &[LogRecord], reference: &Referen
         }
     }
     // The same columns, from the sink's own schema, without its key.
-    let schema = Warehouse::open(&path.with_extension("schema.duckdb"), "bench", reference.clone(), tokens, 86_400)?;
+    let schema =
+        Warehouse::open(&path.with_extension("schema.duckdb"), "bench", reference.clone(), tokens, 86_400, "16MB")?;
     drop(schema);
     let mut conn = tally_duckdb::open(path).map_err(|tally_duckdb::DuckError::Duck(e)| e)?;
     conn.execute_batch(&format!(

@@ -19,6 +19,9 @@ pub struct WarehouseConfig {
     /// A mart day closes once the event-time watermark (the latest `occurred_at` landed) passes its end plus this;
     /// a fact that changes a closed day restates it.
     pub allowed_lateness_secs: i64,
+    /// DuckDB checkpoints its WAL into the file when the WAL passes this size (DuckDB's notation: `256MB`, `1GB`).
+    /// Larger: fewer, cheaper-per-row checkpoints; a longer WAL replay after a crash.
+    pub checkpoint_threshold: String,
     /// How often the sink asks PostgreSQL for new reference versions (and re-enriches flagged rows).
     pub reference_poll_ms: u64,
     /// The key of the tokens that replace customer, card and device identifiers (HMAC-SHA256). Stable: the same
@@ -45,6 +48,7 @@ impl Default for WarehouseConfig {
             reporting_currency: "EUR".into(),
             fx_max_age_days: 7,
             allowed_lateness_secs: 86_400,
+            checkpoint_threshold: "1GB".into(),
             reference_poll_ms: 2_000,
             token_key: Secret::new(DEMO_TOKEN_KEY.into()),
             listen: "127.0.0.1:8091".into(),

@@ -32,8 +32,8 @@ enum Bind {
 /// Creates what the models need (idempotent) and prepares the governance statements.
 pub fn open(conn: &Connection) -> Result<Models, duckdb::Error> {
     conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS wh_affected_days (merchant_id VARCHAR, day DATE, currency VARCHAR);
-         CREATE TABLE IF NOT EXISTS wh_affected_payments (payment_id VARCHAR);
+        "CREATE TEMP TABLE IF NOT EXISTS wh_affected_days (merchant_id VARCHAR, day DATE, currency VARCHAR);
+         CREATE TEMP TABLE IF NOT EXISTS wh_affected_payments (payment_id VARCHAR);
          CREATE TABLE IF NOT EXISTS wh_watermark (watermark TIMESTAMP);
          INSERT INTO wh_watermark SELECT NULL WHERE NOT EXISTS (SELECT 1 FROM wh_watermark);
          CREATE TABLE IF NOT EXISTS restatements (
@@ -51,7 +51,7 @@ pub fn open(conn: &Connection) -> Result<Models, duckdb::Error> {
     )?;
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS fct_payments AS {FCT_PAYMENTS} LIMIT 0;
-         CREATE TABLE IF NOT EXISTS wh_stage_mart AS {MART_MERCHANT_DAILY} LIMIT 0;
+         CREATE TEMP TABLE IF NOT EXISTS wh_stage_mart AS {MART_MERCHANT_DAILY} LIMIT 0;
          CREATE TABLE IF NOT EXISTS mart_merchant_daily AS
              SELECT m.*, 1::BIGINT AS version, NULL::TIMESTAMP AS computed_at, NULL::TIMESTAMP AS restated_at,
                     NULL::TIMESTAMP AS complete_to, false AS closed

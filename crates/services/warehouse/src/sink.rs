@@ -117,8 +117,9 @@ pub async fn run(
     let (path, group) = (config.path.clone(), config.group_id.clone());
     let tokens = Tokenizer::new(config.token_key.expose().as_bytes());
     let lateness = config.allowed_lateness_secs;
+    let checkpoint = config.checkpoint_threshold.clone();
     let warehouse = tokio::task::spawn_blocking(move || -> Result<Warehouse, StoreError> {
-        let mut w = Warehouse::open(&path, &group, reference.clone(), tokens, lateness)?;
+        let mut w = Warehouse::open(&path, &group, reference.clone(), tokens, lateness, &checkpoint)?;
         w.set_reference(reference)?;
         Ok(w)
     })

@@ -134,6 +134,7 @@ pub fn run(args: WarehouseArgs, mut config: Config) -> Result<ExitCode> {
         records.clone(),
         reference.clone(),
         batching,
+        &config.warehouse.checkpoint_threshold,
     )?;
     let timed = sink.records - sink.first_commit;
     let sink_rate = timed as f64 / sink.after_first.as_secs_f64();
