@@ -99,13 +99,22 @@ pub async fn recon(config: &Config, full_compare: bool) -> Result<Report> {
 
 pub fn run_recon(cmd: ReconCommand, config: &Config) -> Result<ExitCode> {
     let ReconCommand::Completeness { json, full } = cmd;
-    let report = runtime()?.block_on(recon(config, full))?;
+    let rt = runtime()?;
+    let report = rt.block_on(recon(config, full))?;
+    let warehouse = rt.block_on(async {
+        let pool = tally_postgres::pool(&config.postgres)?;
+        crate::warehouse::recon(config, &pool).await
+    })?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "archive_and_ledger": report, "warehouse": warehouse }))?
+        );
     } else {
         print!("{}", report.render());
+        print!("{}", warehouse.render(config));
     }
-    Ok(if report.clean { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.clean && warehouse.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// Waits until the ledger sink has consumed its topics and the archive sink every topic to the log's current end

@@ -67,6 +67,9 @@ impl Env {
             ("TALLY__ARCHIVE__FLUSH_MAX_AGE_MS", self.archive.flush_max_age_ms.to_string()),
             ("TALLY__ARCHIVE__SESSION_TIMEOUT_MS", self.archive.session_timeout_ms.to_string()),
             ("TALLY__ARCHIVE__MAX_POLL_INTERVAL_MS", self.archive.max_poll_interval_ms.to_string()),
+            // No warehouse in these tests: recon must say so, not ask a sink someone runs on the default port.
+            ("TALLY__WAREHOUSE__LISTEN", "127.0.0.1:1".to_owned()),
+            ("TALLY__WAREHOUSE__PATH", "/nonexistent/tally-warehouse.duckdb".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

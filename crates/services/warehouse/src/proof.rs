@@ -120,4 +120,69 @@ mod tests {
         assert_eq!(d[0].2, Some([5, 2, 0, 0]));
         assert_eq!(differences(&a, &a, 10).0, 0);
     }
+
+    #[test]
+    fn accounting_finds_twice_missing_and_beyond() {
+        let row = |next: i64, n: i64, d: i64, lo: Option<i64>, hi: Option<i64>| {
+            vec![json!("t"), json!(0), json!(next), json!(n), json!(d), json!(lo), json!(hi)]
+        };
+        assert!(accounting_findings(&[row(10, 10, 10, Some(0), Some(9))]).is_empty());
+        assert!(accounting_findings(&[row(0, 0, 0, None, None)]).is_empty(), "nothing consumed, nothing owed");
+        let f = accounting_findings(&[row(10, 11, 10, Some(0), Some(9))]);
+        assert!(f[0].contains("1 offsets accounted for more than once"), "{f:?}");
+        let f = accounting_findings(&[row(10, 8, 8, Some(0), Some(9))]);
+        assert!(f[0].contains("2 of the 10"), "{f:?}");
+        let f = accounting_findings(&[row(10, 11, 11, Some(0), Some(10))]);
+        assert!(f.iter().any(|x| x.contains("beyond")), "{f:?}");
+    }
+}
+
+/// Per partition the sink owns: its stored next offset, and over every offset it accounted for (a row, a duplicate
+/// or a reject) how many there are, how many distinct, the least and the greatest.
+pub fn accounting_sql(group_id: &str) -> String {
+    format!(
+        "WITH accounted AS (
+             SELECT topic, kafka_partition, kafka_offset FROM fct_payment_events
+             UNION ALL SELECT topic, kafka_partition, kafka_offset FROM wh_duplicates
+             UNION ALL SELECT topic, kafka_partition, kafka_offset FROM wh_rejects),
+         per AS (
+             SELECT topic, kafka_partition, count(*) AS n, count(DISTINCT kafka_offset) AS d,
+                    min(kafka_offset) AS lo, max(kafka_offset) AS hi
+               FROM accounted GROUP BY ALL)
+         SELECT o.topic, o.kafka_partition, o.next_offset, coalesce(p.n, 0), coalesce(p.d, 0), p.lo, p.hi
+           FROM wh_offsets o LEFT JOIN per p ON p.topic = o.topic AND p.kafka_partition = o.kafka_partition
+          WHERE o.group_id = '{}'
+          ORDER BY 1, 2",
+        group_id.replace('\'', "''")
+    )
+}
+
+/// What the accounting rows say is wrong, per partition: offsets accounted twice, offsets below the stored position
+/// not accounted for, offsets accounted beyond it. Empty: every consumed offset is accounted for exactly once.
+pub fn accounting_findings(rows: &[Vec<serde_json::Value>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in rows {
+        let (topic, partition) = (r[0].as_str().unwrap_or("?"), r[1].as_i64().unwrap_or(-1));
+        let next = r[2].as_i64().unwrap_or(0);
+        let (n, d) = (r[3].as_i64().unwrap_or(0), r[4].as_i64().unwrap_or(0));
+        let (lo, hi) = (r[5].as_i64(), r[6].as_i64());
+        if n != d {
+            out.push(format!("{topic}[{partition}]: {} offsets accounted for more than once", n - d));
+        }
+        if d < next && lo.is_none_or(|lo| lo == 0) {
+            out.push(format!("{topic}[{partition}]: {} of the {next} consumed offsets not accounted for", next - d));
+        } else if lo.is_some_and(|lo| lo > 0) {
+            // A partition whose log starts later (retention) accounts from its low watermark: only gaps inside count.
+            let span = hi.unwrap_or(-1) - lo.unwrap_or(0) + 1;
+            if d < span {
+                out.push(format!("{topic}[{partition}]: {} offsets missing inside {lo:?}..={hi:?}", span - d));
+            }
+        }
+        if hi.is_some_and(|hi| hi >= next) {
+            out.push(format!(
+                "{topic}[{partition}]: offsets accounted up to {hi:?}, beyond the stored position {next}"
+            ));
+        }
+    }
+    out
 }
