@@ -102,41 +102,6 @@ pub fn differences<K: Ord + Clone>(
     (diffs.len(), diffs.into_iter().take(limit).collect())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn keyed_rows_and_their_differences() {
-        let a = keyed::<2>(&[vec![json!("m1"), json!("EUR"), json!(5), json!(1), json!(0), json!(0)]]);
-        let b = keyed::<2>(&[
-            vec![json!("m1"), json!("EUR"), json!(5), json!(2), json!(0), json!(0)],
-            vec![json!("m2"), json!("USD"), json!(0), json!(0), json!(0), json!(0)],
-        ]);
-        let (n, d) = differences(&a, &b, 10);
-        assert_eq!(n, 1, "all-zero rows are no rows");
-        assert_eq!(d[0].1, Some([5, 1, 0, 0]));
-        assert_eq!(d[0].2, Some([5, 2, 0, 0]));
-        assert_eq!(differences(&a, &a, 10).0, 0);
-    }
-
-    #[test]
-    fn accounting_finds_twice_missing_and_beyond() {
-        let row = |next: i64, n: i64, d: i64, lo: Option<i64>, hi: Option<i64>| {
-            vec![json!("t"), json!(0), json!(next), json!(n), json!(d), json!(lo), json!(hi)]
-        };
-        assert!(accounting_findings(&[row(10, 10, 10, Some(0), Some(9))]).is_empty());
-        assert!(accounting_findings(&[row(0, 0, 0, None, None)]).is_empty(), "nothing consumed, nothing owed");
-        let f = accounting_findings(&[row(10, 11, 10, Some(0), Some(9))]);
-        assert!(f[0].contains("1 offsets accounted for more than once"), "{f:?}");
-        let f = accounting_findings(&[row(10, 8, 8, Some(0), Some(9))]);
-        assert!(f[0].contains("2 of the 10"), "{f:?}");
-        let f = accounting_findings(&[row(10, 11, 11, Some(0), Some(10))]);
-        assert!(f.iter().any(|x| x.contains("beyond")), "{f:?}");
-    }
-}
-
 /// Per partition the sink owns: its stored next offset, and over every offset it accounted for (a row, a duplicate
 /// or a reject) how many there are, how many distinct, the least and the greatest.
 pub fn accounting_sql(group_id: &str) -> String {
@@ -185,4 +150,39 @@ pub fn accounting_findings(rows: &[Vec<serde_json::Value>]) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keyed_rows_and_their_differences() {
+        let a = keyed::<2>(&[vec![json!("m1"), json!("EUR"), json!(5), json!(1), json!(0), json!(0)]]);
+        let b = keyed::<2>(&[
+            vec![json!("m1"), json!("EUR"), json!(5), json!(2), json!(0), json!(0)],
+            vec![json!("m2"), json!("USD"), json!(0), json!(0), json!(0), json!(0)],
+        ]);
+        let (n, d) = differences(&a, &b, 10);
+        assert_eq!(n, 1, "all-zero rows are no rows");
+        assert_eq!(d[0].1, Some([5, 1, 0, 0]));
+        assert_eq!(d[0].2, Some([5, 2, 0, 0]));
+        assert_eq!(differences(&a, &a, 10).0, 0);
+    }
+
+    #[test]
+    fn accounting_finds_twice_missing_and_beyond() {
+        let row = |next: i64, n: i64, d: i64, lo: Option<i64>, hi: Option<i64>| {
+            vec![json!("t"), json!(0), json!(next), json!(n), json!(d), json!(lo), json!(hi)]
+        };
+        assert!(accounting_findings(&[row(10, 10, 10, Some(0), Some(9))]).is_empty());
+        assert!(accounting_findings(&[row(0, 0, 0, None, None)]).is_empty(), "nothing consumed, nothing owed");
+        let f = accounting_findings(&[row(10, 11, 10, Some(0), Some(9))]);
+        assert!(f[0].contains("1 offsets accounted for more than once"), "{f:?}");
+        let f = accounting_findings(&[row(10, 8, 8, Some(0), Some(9))]);
+        assert!(f[0].contains("2 of the 10"), "{f:?}");
+        let f = accounting_findings(&[row(10, 11, 11, Some(0), Some(10))]);
+        assert!(f.iter().any(|x| x.contains("beyond")), "{f:?}");
+    }
 }
