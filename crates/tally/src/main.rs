@@ -4,6 +4,7 @@ mod archive;
 mod bench;
 mod chaos;
 mod config;
+mod cost;
 mod demo;
 mod ingest;
 mod reference;
@@ -70,6 +71,8 @@ enum Command {
     /// Benchmarks, each beside its baseline measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The monthly cost at today's volume and at scale, from measured coefficients and a cited price table.
+    Cost(cost::CostArgs),
 }
 
 #[derive(Subcommand)]
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Webhook(cmd) => webhook::run(cmd),
+        Command::Cost(args) => cost::run(args),
         command => config::load(cli.config.as_deref()).and_then(|config| match command {
             Command::Ingest => ingest::run(config),
             Command::Sink(SinkCommand::Ledger) => ingest::run_ledger_sink(config),
@@ -116,7 +120,7 @@ fn main() -> ExitCode {
             Command::Topics(cmd) => stack::run_topics(cmd, &config),
             Command::Stack(cmd) => stack::run_stack(cmd, &config),
             Command::Bench(cmd) => bench::run(cmd, config),
-            Command::Webhook(_) => unreachable!("handled above"),
+            Command::Webhook(_) | Command::Cost(_) => unreachable!("handled above"),
         }),
     };
     match result {
