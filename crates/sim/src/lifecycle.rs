@@ -127,6 +127,9 @@ pub struct Truth {
     /// What moved per merchant × UTC day × currency (the day of each movement's first statement), sorted: what
     /// the warehouse's daily mart must show.
     pub daily: Vec<Daily>,
+    /// The customers' personal data the deliveries carry (e-mails, names, phones, streets; sorted, once each):
+    /// none of it may appear in the warehouse.
+    pub pii: Vec<String>,
 }
 
 /// What moved for one merchant on one UTC day in one currency, in minor units, by the simulator's own rules: a
@@ -307,6 +310,7 @@ pub fn generate(config: &SimConfig) -> Workload {
     let mut primary: Vec<(render::Rendered, Vec<PaymentEvent>)> = Vec::new();
     let mut moved: Vec<Moved> = Vec::new();
     let mut unbooked_payments = Vec::new();
+    let mut pii: Vec<String> = Vec::new();
     for p in 0..config.payments {
         let merchant = &merchants[rng.random_range(0..merchants.len())];
         let currency = Currency::from_code(&merchant.settlement_currency).expect("dimension currencies are ISO");
@@ -368,6 +372,10 @@ pub fn generate(config: &SimConfig) -> Workload {
                 .collect(),
         };
         let rendered = render::lifecycle(psp, &merchant.id, currency, at, &lifecycle, &ids);
+        if !lifecycle.live {
+            let who = render::Person::of(&ids.payment);
+            pii.extend([who.email, who.name, who.phone, who.street]);
+        }
         let payment_id = rendered.first().and_then(|(_, f)| f.first()).map(|f| f.payment_id.clone());
         let payment_id = payment_id.expect("every lifecycle states a fact");
         if lifecycle.live {
@@ -497,8 +505,11 @@ pub fn generate(config: &SimConfig) -> Workload {
         }
     }
     let daily = daily(&facts, &unbooked_payments);
+    pii.sort();
+    pii.dedup();
     let truth = Truth {
         daily,
+        pii,
         seed: config.seed,
         payments: config.payments,
         deliveries: deliveries.len(),

@@ -111,6 +111,16 @@ fn stripe(
     charge["payment_intent"] = json!(format!("pi_{}", ids.payment));
     charge["balance_transaction"] = json!(format!("txn_{}", ids.payment));
     charge["refunds"]["url"] = json!(format!("/v1/charges/{ch}/refunds"));
+    // The customer's details as Stripe carries them (billing_details, in the fixture's shape): personal data that
+    // must never reach the warehouse.
+    let who = Person::of(&ids.payment);
+    charge["billing_details"]["email"] = json!(who.email);
+    charge["billing_details"]["name"] = json!(who.name);
+    charge["billing_details"]["phone"] = json!(who.phone);
+    charge["billing_details"]["address"]["line1"] = json!(who.street);
+    charge["billing_details"]["address"]["city"] = json!("London");
+    charge["billing_details"]["address"]["postal_code"] = json!("NW1 6XE");
+    charge["billing_details"]["address"]["country"] = json!("GB");
     let mut out = Vec::new();
     let mut step = 0;
     let mut emit = |event_type: &str, object: Value, kinds: &[Stated<'_>]| {
@@ -295,6 +305,7 @@ pub(crate) fn merge_adyen(first: &str, second: &str) -> String {
 fn adyen(merchant: &str, currency: Currency, at: i64, lc: &Lifecycle, ids: &Ids) -> Vec<(Rendered, Vec<PaymentEvent>)> {
     use EventKind::*;
     let payment = ids.payment.to_uppercase()[..16].to_owned();
+    let shopper = Person::of(&ids.payment).email;
     let mut out = Vec::new();
     let mut step = 0;
     // Each delivery with the facts it states: a reversal states what it reverses, a later dispute stage the stages
@@ -313,12 +324,17 @@ fn adyen(merchant: &str, currency: Currency, at: i64, lc: &Lifecycle, ids: &Ids)
         if let Some(status) = status {
             item["additionalData"]["disputeStatus"] = json!(status);
         }
+        // Merchants often use the shopper's e-mail as Adyen's shopperReference: personal data, which Tally maps to
+        // the fact's customer token and the warehouse must tokenize.
+        item["additionalData"]["shopperReference"] = json!(shopper);
         let source = format!("{psp_ref}:{code}:{success}");
         let facts = kinds
             .iter()
             .map(|kind| {
                 let key = (original.unwrap_or(psp_ref), psp_ref, original);
-                fact(Psp::Adyen, *kind, key, merchant, money(minor, currency), ts(when), source.clone())
+                let mut f = fact(Psp::Adyen, *kind, key, merchant, money(minor, currency), ts(when), source.clone());
+                f.attributes.customer_token = Some(shopper.clone());
+                f
             })
             .collect();
         out.push((Rendered { psp: Psp::Adyen, live: lc.live, body: adyen_body(item, lc.live) }, facts));
@@ -410,4 +426,29 @@ pub(crate) fn unknown_type(body: &str) -> String {
 pub fn stripe_header(body: &str, forged: bool, now: i64) -> String {
     let secret = if forged { "whsec_not_stripes" } else { crate::STRIPE_SECRET };
     tally_psp::stripe::sign(body.as_bytes(), &Secret::new(secret.to_owned()), now)
+}
+
+/// A simulated customer: personal data, derived from the payment id (no draw from the seeded generator, so the
+/// workload's other choices do not move).
+pub(crate) struct Person {
+    pub email: String,
+    pub name: String,
+    pub phone: String,
+    pub street: String,
+}
+
+impl Person {
+    pub(crate) fn of(payment: &str) -> Person {
+        const FIRST: [&str; 8] = ["Olivia", "Noah", "Amelia", "Leo", "Isla", "Oscar", "Ava", "Arthur"];
+        const LAST: [&str; 8] = ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Davies", "Evans"];
+        let h = payment.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let (first, last) = (FIRST[(h % 8) as usize], LAST[((h >> 8) % 8) as usize]);
+        let tail = &payment[payment.len().saturating_sub(6)..];
+        Person {
+            email: format!("{}.{}.{tail}@example.com", first.to_lowercase(), last.to_lowercase()),
+            name: format!("{first} {last}"),
+            phone: format!("+44 20 7946 {:04}", h % 10_000),
+            street: format!("{} Baker Street", 1 + h % 200),
+        }
+    }
 }

@@ -106,10 +106,10 @@ pub fn run_recon(cmd: ReconCommand, config: &Config) -> Result<ExitCode> {
         crate::warehouse::recon(config, &pool).await
     })?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "archive_and_ledger": report, "warehouse": warehouse }))?
-        );
+        // The archive and ledger figures at the top level (as before the warehouse), the warehouse's beside them.
+        let mut value = serde_json::to_value(&report)?;
+        value["warehouse"] = serde_json::to_value(&warehouse)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", report.render());
         print!("{}", warehouse.render(config));

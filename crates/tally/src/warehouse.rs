@@ -179,6 +179,54 @@ pub async fn oracles(
             format!("{wrong} of {} differ (ledger, warehouse), e.g. {first:?}", ledger.len())
         },
     ));
+    // No personal data in any table: every text column scanned for the simulator's customers' e-mails, names,
+    // phones and streets (every name, an even sample of the rest).
+    let names: Vec<&String> =
+        truth.pii.iter().filter(|v| v.contains(' ') && !v.chars().any(|c| c.is_ascii_digit())).collect();
+    let step = (truth.pii.len() / 300).max(1);
+    let mut needles: Vec<&String> = truth.pii.iter().step_by(step).chain(names).collect();
+    needles.sort();
+    needles.dedup();
+    let pattern = needles
+        .iter()
+        .map(|v| {
+            v.chars()
+                .map(|c| if ".+*?()[]{}|^$\\".contains(c) { format!("\\{c}") } else { c.to_string() })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+        .replace('\'', "''");
+    let columns = ask_running(
+        config,
+        "SELECT c.table_name, c.column_name FROM information_schema.columns c
+           JOIN information_schema.tables t ON t.table_name = c.table_name AND t.table_schema = c.table_schema
+          WHERE c.data_type = 'VARCHAR' AND t.table_type = 'BASE TABLE' AND c.table_schema = 'main'",
+    )
+    .await?;
+    let mut found = Vec::new();
+    for c in &columns.rows {
+        let (t, col) = (c[0].as_str().unwrap_or_default(), c[1].as_str().unwrap_or_default());
+        let sql = format!("SELECT count(*) FROM \"{t}\" WHERE regexp_matches(\"{col}\", '{pattern}')");
+        let hits = ask_running(config, &sql).await?.rows[0][0].as_i64().unwrap_or(-1);
+        if hits != 0 {
+            found.push(format!("{t}.{col}: {hits}"));
+        }
+    }
+    report.rows.push((
+        "warehouse: no PII".into(),
+        Some(found.is_empty() && !needles.is_empty() && columns.rows.len() > 20),
+        if found.is_empty() {
+            format!(
+                "{} text columns scanned for {} of the {} customers' values",
+                columns.rows.len(),
+                needles.len(),
+                truth.pii.len()
+            )
+        } else {
+            format!("found in {}", found.join(", "))
+        },
+    ));
     let lines = ask_running(
         config,
         &format!(

@@ -38,6 +38,7 @@ fn the_pipeline_survives_five_faults_of_each_kind_with_every_oracle_green() {
         "warehouse: every fact once               ok",
         "warehouse: daily mart = truth            ok",
         "ledger ↔ warehouse agreement             ok",
+        "warehouse: no PII                        ok",
     ] {
         assert!(stdout.contains(oracle), "missing `{oracle}` in:\n{stdout}");
     }
