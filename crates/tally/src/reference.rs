@@ -21,8 +21,9 @@ pub enum ReferenceCommand {
 
 #[derive(Subcommand)]
 pub enum LoadWhat {
-    /// The merchant dimension (SCD2 CSV: merchant_id, valid_from, valid_to, legal_name, country, mcc,
-    /// settlement_currency, risk_tier, stripe_percent, stripe_fixed_minor, adyen_percent, adyen_fixed_minor).
+    /// The merchant dimension (SCD2, CSV or Parquet, columns by name: merchant_id, valid_from, valid_to, legal_name,
+    /// country, mcc, settlement_currency, risk_tier, stripe_percent, stripe_fixed_minor, adyen_percent,
+    /// adyen_fixed_minor).
     Merchants {
         file: PathBuf,
         #[arg(long)]
@@ -57,7 +58,12 @@ pub fn run(cmd: ReferenceCommand, config: &Config) -> Result<ExitCode> {
                 report(&loaded, json)?;
                 Ok(ExitCode::SUCCESS)
             }
-            Err(e @ (LoadError::Refused { .. } | LoadError::History { .. } | LoadError::Zip(..))) => {
+            Err(
+                e @ (LoadError::Refused { .. }
+                | LoadError::History { .. }
+                | LoadError::Zip(..)
+                | LoadError::Parquet(..)),
+            ) => {
                 refused(&e, json)?;
                 Ok(ExitCode::from(1))
             }

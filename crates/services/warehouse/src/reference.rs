@@ -19,6 +19,8 @@ pub enum LoadError {
     History { source_name: String, reasons: Vec<String> },
     #[error("{0}: not a zip holding one CSV: {1}")]
     Zip(String, String),
+    #[error("{0}: not a readable Parquet file: {1}")]
+    Parquet(String, String),
     #[error("postgres: {0}")]
     Db(#[from] tokio_postgres::Error),
     #[error("postgres pool: {0}")]
@@ -90,8 +92,11 @@ fn merchant_version(r: &tokio_postgres::Row) -> Result<MerchantVersion, LoadErro
 
 /// Loads a merchant dimension file (CSV, `tally_reference::merchants`).
 pub async fn load_merchants(pool: &Pool, source_name: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
-    let file = MerchantDimension::parse(bytes)
+    let csv = merchants_csv(source_name, bytes)?;
+    let mut file = MerchantDimension::parse(&csv)
         .map_err(|refused| LoadError::Refused { source_name: source_name.to_owned(), refused })?;
+    // The version is the hash of the file as given (the Parquet file's, when one was given).
+    file.content_hash = tally_reference::content_hash(bytes);
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tx.execute(LOCK, &[&"merchants"]).await?;
@@ -176,6 +181,33 @@ pub async fn load_merchants(pool: &Pool, source_name: &str, bytes: &[u8]) -> Res
         changes: changes.len() as i64,
         already_loaded: false,
     })
+}
+
+/// A merchant file as the CSV the parser reads: the bytes themselves, or a Parquet file's rows rendered as CSV by
+/// DuckDB (columns by name, dates as `YYYY-MM-DD`, NULL as empty), so that both formats meet the same strict parser;
+/// an error's line is then the row number + 1.
+pub fn merchants_csv(source_name: &str, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
+    if !bytes.starts_with(b"PAR1") {
+        return Ok(bytes.to_vec());
+    }
+    let bad = |e: String| LoadError::Parquet(source_name.to_owned(), e);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("tally-merchants-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
+    let (parquet, csv) = (dir.join("in.parquet"), dir.join("out.csv"));
+    let result = (|| {
+        std::fs::write(&parquet, bytes).map_err(|e| bad(e.to_string()))?;
+        let conn = tally_duckdb::duckdb::Connection::open_in_memory().map_err(|e| bad(e.to_string()))?;
+        conn.execute_batch(&format!(
+            "COPY (SELECT * FROM read_parquet('{}')) TO '{}' (HEADER, DELIMITER ',')",
+            parquet.display(),
+            csv.display()
+        ))
+        .map_err(|e| bad(e.to_string()))?;
+        std::fs::read(&csv).map_err(|e| bad(e.to_string()))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 /// The CSV inside an ECB zip (`eurofxref-hist.zip`), or the bytes themselves when they are not a zip.

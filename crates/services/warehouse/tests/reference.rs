@@ -90,3 +90,51 @@ async fn the_ecb_files_load_as_published_and_again_change_nothing() {
     broken.truncate(1000);
     assert!(matches!(load_fx(&pool, "broken.zip", &broken).await, Err(LoadError::Zip(..) | LoadError::Refused { .. })));
 }
+
+/// The same dimension as Parquet (written by DuckDB from the CSV, its columns in another order, the percentages as
+/// decimals): the same versions, named by the Parquet file's own hash; a Parquet file missing a column is refused
+/// with the column's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parquet_dimension_loads_like_its_csv_and_is_refused_like_it() {
+    let rows = csv(&[
+        "acct_p,2025-01-01,2026-06-01,\"Pea, Ltd\",DE,5411,EUR,low,2.9,30,1.75,10",
+        "acct_p,2026-06-01,,\"Pea, Ltd\",DE,5411,EUR,high,2.9,30,1.75,10",
+        "acct_q,2025-03-01,,Queue SA,FR,5812,EUR,medium,1.4,25,1.2,11",
+    ]);
+    let dir = std::env::temp_dir().join(format!("tally-ref-parquet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (csv_path, parquet_path, partial_path) =
+        (dir.join("m.csv"), dir.join("m.parquet"), dir.join("partial.parquet"));
+    std::fs::write(&csv_path, &rows).unwrap();
+    let conn = tally_duckdb::duckdb::Connection::open_in_memory().unwrap();
+    conn.execute_batch(&format!(
+        "COPY (SELECT adyen_fixed_minor, merchant_id, valid_from, valid_to, legal_name, country, CAST(mcc AS VARCHAR) AS mcc,
+                      settlement_currency, risk_tier, CAST(stripe_percent AS DECIMAL(6, 3)) AS stripe_percent,
+                      stripe_fixed_minor, CAST(adyen_percent AS DECIMAL(6, 3)) AS adyen_percent
+                 FROM read_csv('{csv}', header = true, types = {{'mcc': 'VARCHAR', 'valid_to': 'DATE'}}))
+           TO '{parquet}' (FORMAT PARQUET);
+         COPY (SELECT merchant_id, valid_from FROM read_csv('{csv}', header = true)) TO '{partial}' (FORMAT PARQUET);",
+        csv = csv_path.display(),
+        parquet = parquet_path.display(),
+        partial = partial_path.display()
+    ))
+    .unwrap();
+    let (_, from_csv) = tally_testkit::database("tally_refpq_").await;
+    let (_, from_parquet) = tally_testkit::database("tally_refpq_").await;
+    let a = load_merchants(&from_csv, "m.csv", &rows).await.unwrap();
+    let parquet = std::fs::read(&parquet_path).unwrap();
+    let b = load_merchants(&from_parquet, "m.parquet", &parquet).await.unwrap();
+    assert_eq!((a.rows, a.changes), (b.rows, b.changes));
+    assert_eq!(b.content_hash, tally_reference::content_hash(&parquet), "the version is the Parquet file's hash");
+    let dim =
+        |pool: deadpool_postgres::Pool| async move { merchant_dimension(&pool.get().await.unwrap()).await.unwrap() };
+    assert_eq!(dim(from_csv).await, dim(from_parquet.clone()).await);
+    match load_merchants(&from_parquet, "partial.parquet", &std::fs::read(&partial_path).unwrap()).await {
+        Err(LoadError::Refused { refused, .. }) => {
+            let columns: Vec<_> = refused.errors.iter().filter_map(|e| e.column.as_deref()).collect();
+            assert!(columns.contains(&"legal_name") && columns.contains(&"valid_to"), "{:?}", refused.errors)
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
