@@ -93,6 +93,7 @@ fn recon_covers_the_warehouse(dir: &std::path::Path, stdout: &str) {
     let w = &clean["warehouse"];
     assert_eq!(w["checked"], serde_json::json!(true), "{w}");
     assert!(w["offsets_accounted"].as_i64().unwrap() > 1000 && w["agreement_keys"].as_u64().unwrap() > 100, "{w}");
+    assert!(w["ranges_compared"].as_u64().unwrap() > 0, "{w}");
     let conn = tally_duckdb::open(&dir.join(&path)).unwrap();
     let deleted = conn
         .execute(
@@ -108,5 +109,7 @@ fn recon_covers_the_warehouse(dir: &std::path::Path, stdout: &str) {
     let findings: Vec<String> = serde_json::from_value(dirty["warehouse"]["findings"].clone()).unwrap();
     assert!(findings.iter().any(|f| f.contains("1 of the") && f.contains("not accounted for")), "{findings:?}");
     assert!(findings.iter().any(|f| f.starts_with("ledger ")), "{findings:?}");
+    // … and the archive range that holds its offset no longer matches the warehouse's accounting.
+    assert!(findings.iter().any(|f| f.contains("the archive holds") && f.contains("facts")), "{findings:?}");
     assert_eq!(dirty["discrepancies"].as_array().unwrap().len(), 0, "the archive and ledger are untouched");
 }

@@ -152,10 +152,41 @@ pub fn accounting_findings(rows: &[Vec<serde_json::Value>]) -> Vec<String> {
     out
 }
 
+/// The archive's per-range checksum (`tally_archive::checksum`: records, facts, Σ first 8 bytes of the fact key XOR
+/// the offset) computed over what the warehouse accounted for in each range: rows and duplicates are facts, rejects
+/// records. Equal figures mean the warehouse holds, offset for offset, the facts the archive holds.
+pub fn range_sums_sql(ranges: &[(String, i32, i64, i64)]) -> String {
+    let values = ranges
+        .iter()
+        .map(|(t, p, lo, hi)| format!("('{}', {p}, {lo}, {hi})", t.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "WITH ranges(topic, kafka_partition, lo, hi) AS (VALUES {values}),
+         accounted AS (
+             SELECT topic, kafka_partition, kafka_offset, fact_key FROM fct_payment_events
+             UNION ALL SELECT topic, kafka_partition, kafka_offset, fact_key FROM wh_duplicates
+             UNION ALL SELECT topic, kafka_partition, kafka_offset, NULL FROM wh_rejects),
+         prefixed AS (
+             SELECT *, CAST(('0x' || substr(replace(fact_key, '-', ''), 1, 16)) AS UBIGINT) AS u FROM accounted),
+         valued AS (
+             SELECT *, xor(CAST(CASE WHEN u >= 9223372036854775808 THEN u::HUGEINT - 18446744073709551616
+                                     ELSE u::HUGEINT END AS BIGINT), kafka_offset) AS v
+               FROM prefixed)
+         SELECT r.topic, r.kafka_partition, r.lo, r.hi, count(a.kafka_offset), count(a.fact_key),
+                CAST(coalesce(sum(CAST(a.v AS HUGEINT)), 0) AS VARCHAR)
+           FROM ranges r LEFT JOIN valued a
+             ON a.topic = r.topic AND a.kafka_partition = r.kafka_partition AND a.kafka_offset >= r.lo
+            AND a.kafka_offset < r.hi
+          GROUP BY ALL ORDER BY 1, 2, 3"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use tally_duckdb::duckdb;
 
     #[test]
     fn keyed_rows_and_their_differences() {
@@ -169,6 +200,37 @@ mod tests {
         assert_eq!(d[0].1, Some([5, 1, 0, 0]));
         assert_eq!(d[0].2, Some([5, 2, 0, 0]));
         assert_eq!(differences(&a, &a, 10).0, 0);
+    }
+
+    #[test]
+    fn the_range_checksum_in_sql_is_the_archives() {
+        // The archive's value for a key and an offset: the key's first 8 bytes (big-endian, signed) XOR the offset.
+        let keys = ["ffeeddcc-bbaa-9988-7766-554433221100", "00112233-4455-6677-8899-aabbccddeeff"];
+        let expected: i128 = keys
+            .iter()
+            .zip([5i64, 7])
+            .map(|(k, o)| {
+                let hex = k.replace('-', "");
+                let prefix = u64::from_str_radix(&hex[..16], 16).unwrap() as i64;
+                i128::from(prefix ^ o)
+            })
+            .sum();
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE fct_payment_events (topic VARCHAR, kafka_partition INTEGER, kafka_offset BIGINT, fact_key VARCHAR);
+             CREATE TABLE wh_duplicates AS SELECT * FROM fct_payment_events;
+             CREATE TABLE wh_rejects (topic VARCHAR, kafka_partition INTEGER, kafka_offset BIGINT);
+             INSERT INTO fct_payment_events VALUES ('t', 0, 5, '{}');
+             INSERT INTO wh_duplicates VALUES ('t', 0, 7, '{}');
+             INSERT INTO wh_rejects VALUES ('t', 0, 6), ('t', 0, 9);",
+            keys[0], keys[1]
+        ))
+        .unwrap();
+        let sql = range_sums_sql(&[("t".into(), 0, 5, 8), ("t".into(), 0, 8, 10), ("t".into(), 1, 0, 3)]);
+        let a = crate::query::run(&conn, &sql, std::time::Duration::from_secs(5), 10).unwrap();
+        assert_eq!(a.rows[0][4..], [json!(3), json!(2), json!(expected.to_string())]);
+        assert_eq!(a.rows[1][4..], [json!(1), json!(0), json!("0")]);
+        assert_eq!(a.rows[2][4..], [json!(0), json!(0), json!("0")], "a range with nothing: zeros, not missing");
     }
 
     #[test]
