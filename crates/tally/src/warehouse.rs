@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use tally_warehouse::query::{self, Answer};
 use tally_warehouse::reference::Loaded;
@@ -34,17 +34,42 @@ pub fn run(cmd: WarehouseCommand, config: &Config) -> Result<ExitCode> {
 
 /// Asks the running sink, or the file when no sink holds it.
 pub fn ask(config: &Config, sql: &str, max_rows: usize) -> Result<Answer> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(ask_any(config, sql, max_rows))?.with_context(|| {
+        format!("no warehouse at {} (run `tally sink warehouse` first)", config.warehouse.path.display())
+    })
+}
+
+/// The running sink's answer, or the file's (read-only) when no sink listens; None when there is neither.
+async fn ask_any(config: &Config, sql: &str, max_rows: usize) -> Result<Option<Answer>> {
     let w = &config.warehouse;
     let timeout = Duration::from_millis(w.query_timeout_ms);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    if let Some(answer) = rt.block_on(query::ask_sink(&w.listen, sql, max_rows, timeout)).map_err(anyhow::Error::msg)? {
-        return Ok(answer);
+    if let Some(answer) = query::ask_sink(&w.listen, sql, max_rows, timeout).await.map_err(anyhow::Error::msg)? {
+        return Ok(Some(answer));
     }
     if !w.path.exists() {
-        bail!("no warehouse at {} (run `tally sink warehouse` first)", w.path.display());
+        return Ok(None);
     }
-    let conn = query::open_read_only(&w.path).with_context(|| format!("opening {} read-only", w.path.display()))?;
-    Ok(query::run(&conn, sql, timeout, max_rows)?)
+    let (path, sql) = (w.path.clone(), sql.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let conn = query::open_read_only(&path).with_context(|| format!("opening {} read-only", path.display()))?;
+        Ok(Some(query::run(&conn, &sql, timeout, max_rows)?))
+    })
+    .await?
+}
+
+/// Per merchant × currency, the ledger's totals (from its journal entries) against the warehouse's (`rows` of
+/// `proof::warehouse_totals_sql`): how many keys the ledger has, how many differ, the first few that do.
+async fn ledger_agreement(
+    config: &Config,
+    pool: &deadpool_postgres::Pool,
+    rows: &[Vec<serde_json::Value>],
+    limit: usize,
+) -> Result<(usize, usize, Vec<tally_warehouse::proof::Difference<[String; 2]>>)> {
+    use tally_warehouse::proof;
+    let ledger = proof::ledger_totals(&pool.get().await?, &config.kafka.topic_prefix).await?;
+    let (wrong, first) = proof::differences(&ledger, &proof::keyed::<2>(rows), limit);
+    Ok((ledger.len(), wrong, first))
 }
 
 async fn ask_running(config: &Config, sql: &str) -> Result<Answer> {
@@ -164,19 +189,15 @@ pub async fn oracles(
         },
     ));
     // Ledger ↔ warehouse, per merchant × currency.
-    let ledger = proof::ledger_totals(&pool.get().await?, &config.kafka.topic_prefix).await?;
-    let ledger: std::collections::BTreeMap<[String; 2], [i64; 4]> =
-        ledger.into_iter().map(|((m, c), v)| ([m, c], v)).collect();
-    let warehouse =
-        proof::keyed::<2>(&ask_running(config, &proof::warehouse_totals_sql(&config.kafka.topic_prefix)).await?.rows);
-    let (wrong, first) = proof::differences(&ledger, &warehouse, 3);
+    let totals = ask_running(config, &proof::warehouse_totals_sql(&config.kafka.topic_prefix)).await?;
+    let (keys, wrong, first) = ledger_agreement(config, pool, &totals.rows, 3).await?;
     report.rows.push((
         "ledger ↔ warehouse agreement".into(),
-        Some(wrong == 0 && !ledger.is_empty()),
+        Some(wrong == 0 && keys > 0),
         if wrong == 0 {
-            format!("{} merchant × currency totals (captured, refunded, charged back, lost)", ledger.len())
+            format!("{keys} merchant × currency totals (captured, refunded, charged back, lost)")
         } else {
-            format!("{wrong} of {} differ (ledger, warehouse), e.g. {first:?}", ledger.len())
+            format!("{wrong} of {keys} differ (ledger, warehouse), e.g. {first:?}")
         },
     ));
     // No personal data in any table: every text column scanned for the simulator's customers' e-mails, names,
@@ -331,34 +352,15 @@ impl WarehouseRecon {
 /// entries per merchant × currency (for the configured topic prefix).
 pub async fn recon(config: &Config, pool: &deadpool_postgres::Pool) -> Result<WarehouseRecon> {
     use tally_warehouse::proof;
-    let w = &config.warehouse;
-    let timeout = Duration::from_millis(w.query_timeout_ms);
-    let accounting_sql = proof::accounting_sql(&w.group_id);
-    let totals_sql = proof::warehouse_totals_sql(&config.kafka.topic_prefix);
-    let (accounting, totals) = match query::ask_sink(&w.listen, &accounting_sql, 1_000_000, timeout).await {
-        Ok(Some(a)) => (a, ask_running(config, &totals_sql).await?),
-        Ok(None) if w.path.exists() => {
-            let path = w.path.clone();
-            tokio::task::spawn_blocking(move || -> Result<(Answer, Answer)> {
-                let conn = query::open_read_only(&path)?;
-                Ok((
-                    query::run(&conn, &accounting_sql, timeout, 1_000_000)?,
-                    query::run(&conn, &totals_sql, timeout, 1_000_000)?,
-                ))
-            })
-            .await??
-        }
-        Ok(None) => {
-            return Ok(WarehouseRecon {
-                checked: false,
-                partitions: 0,
-                offsets_accounted: 0,
-                ranges_compared: 0,
-                agreement_keys: 0,
-                findings: vec![],
-            })
-        }
-        Err(e) => anyhow::bail!(e),
+    let Some(accounting) = ask_any(config, &proof::accounting_sql(&config.warehouse.group_id), 1_000_000).await? else {
+        return Ok(WarehouseRecon {
+            checked: false,
+            partitions: 0,
+            offsets_accounted: 0,
+            ranges_compared: 0,
+            agreement_keys: 0,
+            findings: vec![],
+        });
     };
     let mut findings = proof::accounting_findings(&accounting.rows);
     let offsets_accounted = accounting.rows.iter().map(|r| r[4].as_i64().unwrap_or(0)).sum();
@@ -388,17 +390,9 @@ pub async fn recon(config: &Config, pool: &deadpool_postgres::Pool) -> Result<Wa
         .collect();
     for chunk in ranges.chunks(1000) {
         let keys: Vec<(String, i32, i64, i64)> = chunk.iter().map(|r| (r.0.clone(), r.1, r.2, r.3)).collect();
-        let sql = proof::range_sums_sql(&keys);
-        let answer = match query::ask_sink(&w.listen, &sql, 1_000_000, timeout).await {
-            Ok(Some(a)) => a,
-            _ => {
-                let path = w.path.clone();
-                tokio::task::spawn_blocking(move || -> Result<Answer> {
-                    Ok(query::run(&query::open_read_only(&path)?, &sql, timeout, 1_000_000)?)
-                })
-                .await??
-            }
-        };
+        let answer = ask_any(config, &proof::range_sums_sql(&keys), 1_000_000)
+            .await?
+            .context("the warehouse stopped answering during recon")?;
         for (r, got) in chunk.iter().zip(&answer.rows) {
             let (records, facts, sum) = (got[4].as_i64(), got[5].as_i64(), got[6].as_str().unwrap_or_default());
             if (records, facts, sum) != (Some(r.4), Some(r.5), r.6.as_str()) {
@@ -410,11 +404,10 @@ pub async fn recon(config: &Config, pool: &deadpool_postgres::Pool) -> Result<Wa
         }
     }
     let ranges_compared = ranges.len();
-    let ledger = proof::ledger_totals(&pool.get().await?, &config.kafka.topic_prefix).await?;
-    let ledger: std::collections::BTreeMap<[String; 2], [i64; 4]> =
-        ledger.into_iter().map(|((m, c), v)| ([m, c], v)).collect();
-    let warehouse = proof::keyed::<2>(&totals.rows);
-    let (wrong, first) = proof::differences(&ledger, &warehouse, 5);
+    let totals = ask_any(config, &proof::warehouse_totals_sql(&config.kafka.topic_prefix), 1_000_000)
+        .await?
+        .context("the warehouse stopped answering during recon")?;
+    let (agreement_keys, wrong, first) = ledger_agreement(config, pool, &totals.rows, 5).await?;
     for (key, l, wh) in first {
         findings.push(format!("ledger {l:?} ≠ warehouse {wh:?} for {} {}", key[0], key[1]));
     }
@@ -426,7 +419,7 @@ pub async fn recon(config: &Config, pool: &deadpool_postgres::Pool) -> Result<Wa
         partitions: accounting.rows.len(),
         offsets_accounted,
         ranges_compared,
-        agreement_keys: ledger.len(),
+        agreement_keys,
         findings,
     })
 }

@@ -56,8 +56,16 @@ pub fn utc_day(t: Timestamp) -> Date {
     time::OffsetDateTime::from_unix_timestamp(secs).map_or(Date::MIN, |d| d.date())
 }
 
+/// DuckDB's DATE counts days from this.
+const EPOCH: Date = time::macros::date!(1970 - 01 - 01);
+
 pub(crate) fn date_value(d: Date) -> Value {
-    Value::Date32(d.to_julian_day() - time::macros::date!(1970 - 01 - 01).to_julian_day())
+    Value::Date32(d.to_julian_day() - EPOCH.to_julian_day())
+}
+
+/// The day a DuckDB DATE (days since 1970-01-01) names.
+pub(crate) fn date_of_days(days: i32) -> Date {
+    EPOCH + time::Duration::days(i64::from(days))
 }
 
 pub(crate) fn ts_value(micros: i64) -> Value {

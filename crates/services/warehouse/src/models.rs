@@ -165,31 +165,36 @@ impl Models {
     }
 }
 
-/// Names the keys the staged facts (`wh_stage_events`, or the re-enrichment candidates in `wh_stage_enrich`) affect:
-/// theirs, and those of the landed rows of the same facts (a staged row may displace one from another day).
-pub fn affected_from(conn: &Connection, staged: &str) -> Result<(), duckdb::Error> {
-    let cols = if staged == "wh_stage_events" {
-        "x.merchant_id, x.event_date, x.currency, x.payment_id"
-    } else {
-        "e.merchant_id, e.event_date, e.currency, e.payment_id"
+/// What staged the facts whose keys a refresh recomputes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staged {
+    /// A batch (`wh_stage_events`): its rows' keys, and those of the landed rows of the same facts (a staged row
+    /// may displace one from another day).
+    Batch,
+    /// A re-enrichment (`wh_stage_enrich`, fact keys only): the landed rows' keys.
+    Reenrichment,
+}
+
+/// Names the keys (`wh_affected_days`, `wh_affected_payments`) the staged facts affect.
+pub fn affected_from(conn: &Connection, staged: Staged) -> Result<(), duckdb::Error> {
+    let (table, own_keys) = match staged {
+        Staged::Batch => {
+            ("wh_stage_events", "SELECT merchant_id, event_date, currency, payment_id FROM wh_stage_events UNION ")
+        }
+        Staged::Reenrichment => ("wh_stage_enrich", ""),
     };
     conn.execute_batch(&format!(
         "CREATE OR REPLACE TEMP TABLE wh_touched AS
-             SELECT {cols} FROM {staged} x LEFT JOIN fct_payment_events e ON e.fact_key = x.fact_key
-              WHERE {present}
-             UNION
-             SELECT e.merchant_id, e.event_date, e.currency, e.payment_id
-               FROM {staged} x JOIN fct_payment_events e ON e.fact_key = x.fact_key;
+             {own_keys}SELECT e.merchant_id, e.event_date, e.currency, e.payment_id
+               FROM {table} x JOIN fct_payment_events e ON e.fact_key = x.fact_key;
          DELETE FROM wh_affected_days;
          INSERT INTO wh_affected_days SELECT DISTINCT merchant_id, event_date, currency FROM wh_touched;
          DELETE FROM wh_affected_payments;
-         INSERT INTO wh_affected_payments SELECT DISTINCT payment_id FROM wh_touched;",
-        present = if staged == "wh_stage_events" { "true" } else { "e.fact_key IS NOT NULL" },
+         INSERT INTO wh_affected_payments SELECT DISTINCT payment_id FROM wh_touched;"
     ))
 }
 
-/// Every key: a full rebuild of the models from the facts (used after a re-enrichment of everything, and by
-/// tests to show the incremental result equals the full one).
+/// Every key: a full rebuild of the models from the facts (the tests show the incremental result equals it).
 pub fn affect_everything(conn: &Connection) -> Result<(), duckdb::Error> {
     conn.execute_batch(
         "DELETE FROM wh_affected_days;

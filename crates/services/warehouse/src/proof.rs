@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 /// Totals per (merchant, currency): captured (net of reversals), refunded (net of failures), charged back
 /// (withdrawn net of returned), lost to disputes.
-pub type Totals = BTreeMap<(String, String), [i64; 4]>;
+pub type Totals = BTreeMap<[String; 2], [i64; 4]>;
 
 /// The ledger's totals for the facts that came through topics starting with `topic_prefix`: credits to the
 /// merchant's payable by captures, debits to it by refunds, the merchant's dispute reserve, and the losses.
@@ -36,7 +36,7 @@ pub async fn ledger_totals(
     for r in rows {
         let v = [r.get(2), r.get(3), r.get(4), r.get(5)];
         if v.iter().any(|x: &i64| *x != 0) {
-            out.insert((r.get(0), r.get(1)), v);
+            out.insert([r.get(0), r.get(1)], v);
         }
     }
     Ok(out)

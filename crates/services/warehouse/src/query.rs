@@ -124,10 +124,7 @@ fn json(v: Value) -> serde_json::Value {
         Value::Double(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
         Value::Decimal(d) => J::String(d.to_string()),
         Value::Text(s) => J::String(s),
-        Value::Date32(d) => {
-            let day = time::macros::date!(1970 - 01 - 01) + time::Duration::days(i64::from(d));
-            J::String(day.to_string())
-        }
+        Value::Date32(d) => J::String(crate::land::date_of_days(d).to_string()),
         Value::Timestamp(unit, t) => {
             let micros = match unit {
                 TimeUnit::Second => t.saturating_mul(1_000_000),

@@ -15,7 +15,7 @@ use tally_reference::enrich::Reference;
 use tally_reference::merchants::MerchantVersion;
 use tally_sink::{Claim, LogRecord, Part};
 
-use crate::land::{date_value, enrichment_values, event_row, ts_value, Tokenizer};
+use crate::land::{date_of_days, date_value, enrichment_values, event_row, ts_value, Tokenizer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -173,7 +173,7 @@ impl Warehouse {
         let ts = ts_value(now);
         // The keys the batch touches, before any row moves (a displaced row's day is recomputed too).
         let t_staged = started.elapsed();
-        crate::models::affected_from(&tx, "wh_stage_events")?;
+        crate::models::affected_from(&tx, crate::models::Staged::Batch)?;
         // Rows the batch displaces (it has an earlier delivery of their fact) become duplicates, and so do the
         // staged rows that lose to a landed one.
         let displaced = tx.execute(
@@ -267,11 +267,11 @@ impl Warehouse {
                 stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
             rows.collect::<Result<_, _>>()?
         };
-        let now = ts_value(now_micros());
-        let epoch = time::macros::date!(1970 - 01 - 01);
+        let now_us = now_micros();
+        let now = ts_value(now_us);
         let mut updates = Vec::new();
         for (key, merchant, days, code, amount, fee) in &flagged {
-            let day = epoch + time::Duration::days(i64::from(*days));
+            let day = date_of_days(*days);
             let currency = tally_money::Currency::from_code(code)?;
             let money = tally_money::Money::new(tally_money::Amount::from_minor(*amount), currency);
             let e = reference.enrich(merchant, day, money, fee.map(tally_money::Amount::from_minor))?;
@@ -322,8 +322,8 @@ impl Warehouse {
             app.flush()?;
         }
         // The rows enriched again change their days' reporting twins (a closed day is restated) and their payments.
-        crate::models::affected_from(&tx, "wh_stage_enrich")?;
-        self.models.refresh(&tx, now_micros(), self.allowed_lateness_secs)?;
+        crate::models::affected_from(&tx, crate::models::Staged::Reenrichment)?;
+        self.models.refresh(&tx, now_us, self.allowed_lateness_secs)?;
         tx.execute(
             "INSERT INTO wh_reference VALUES (?, ?, ?, ?)",
             params![reference.merchants_version, reference.fx_version, now, reenriched as i64],
