@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../../migrations/0007_archive_money_sum.sql"),
     },
     Migration { version: 8, name: "reference", sql: include_str!("../../../../migrations/0008_reference.sql") },
+    Migration {
+        version: 9,
+        name: "ledger_statement_checks",
+        sql: include_str!("../../../../migrations/0009_ledger_statement_checks.sql"),
+    },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

@@ -142,6 +142,7 @@ impl LedgerStore {
         claims: &[(PartitionClaim, i64)],
         records: &[Decoded],
     ) -> Result<BatchOutcome, StoreError> {
+        let started = std::time::Instant::now();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let mut outcome = BatchOutcome::default();
@@ -187,8 +188,9 @@ impl LedgerStore {
         let partitions: Vec<i32> = facts.iter().map(|(o, _)| o.partition).collect();
         let offsets: Vec<i64> = facts.iter().map(|(o, _)| o.offset).collect();
         let schema_ids: Vec<i32> = facts.iter().map(|(_, x)| x.schema_id as i32).collect();
-        let bodies: Vec<serde_json::Value> =
-            facts.iter().map(|(_, x)| serde_json::to_value(&x.event).unwrap_or_default()).collect();
+        // Serialized straight to the wire's jsonb, without an intermediate `serde_json::Value` per event.
+        let bodies: Vec<tokio_postgres::types::Json<&PaymentEvent>> =
+            facts.iter().map(|(_, x)| tokio_postgres::types::Json(&x.event)).collect();
         let inserted: BTreeSet<Uuid> = tx
             .query(
                 "INSERT INTO event_log (fact_key, kind, payment_id, psp, psp_reference, original_reference, merchant_id,
@@ -218,6 +220,7 @@ impl LedgerStore {
             facts.iter().filter(|(_, x)| inserted.contains(&x.fact_key.0)).copied().collect();
         dupes.extend(facts.iter().filter(|(_, x)| !inserted.contains(&x.fact_key.0)).copied());
         outcome.booked = new.len();
+        let t_events = started.elapsed();
 
         // 2. Duplicates: the same content is counted and skipped; different content is an exception, never merged.
         if !dupes.is_empty() {
@@ -264,6 +267,7 @@ impl LedgerStore {
             .await?;
         }
 
+        let t_dupes = started.elapsed();
         // 3. Journals and entries of the new facts; balances and merchant views as commutative increments.
         let mut journals = Vec::new();
         for (origin, x) in &new {
@@ -323,7 +327,9 @@ impl LedgerStore {
             )
             .await?;
         }
+        let t_postings = started.elapsed();
         self.merchant_views(&tx, &new).await?;
+        let t_views = started.elapsed();
 
         // 4. Payments and orphans, under per-payment locks taken in one order, so that two sinks booking facts of
         // one payment (from different topics) see each other's committed facts when they recompute.
@@ -379,15 +385,14 @@ impl LedgerStore {
                 outcome.orphans = orphans.len();
                 tx.execute(
                     "INSERT INTO dq_exceptions (kind, fact_key, payment_id, detail)
-                     SELECT 'orphan', u.k, u.p, u.d FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS u(k, p, d)
+                     SELECT 'orphan', u.k, u.p, jsonb_build_object('needs', u.n, 'kind', u.kind)
+                       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS u(k, p, n, kind)
                      ON CONFLICT (fact_key) WHERE kind = 'orphan' DO NOTHING",
                     &[
                         &orphans.iter().map(|(x, _)| x.fact_key.0).collect::<Vec<_>>(),
                         &orphans.iter().map(|(x, _)| x.event.payment_id.clone()).collect::<Vec<_>>(),
-                        &orphans
-                            .iter()
-                            .map(|(x, needs)| json!({"needs": needs.as_str(), "kind": x.event.kind.as_str()}))
-                            .collect::<Vec<_>>(),
+                        &orphans.iter().map(|(_, needs)| needs.as_str()).collect::<Vec<_>>(),
+                        &orphans.iter().map(|(x, _)| x.event.kind.as_str()).collect::<Vec<_>>(),
                     ],
                 )
                 .await?;
@@ -404,6 +409,7 @@ impl LedgerStore {
             .await?;
         }
 
+        let t_payments = started.elapsed();
         // 5. Rejects: recorded here, their copy is on the DLQ.
         if !rejects.is_empty() {
             outcome.rejects = rejects.len();
@@ -443,7 +449,14 @@ impl LedgerStore {
                 });
             }
         }
+        let t_offsets = started.elapsed();
         tx.commit().await?;
+        tracing::debug!(
+            records = records.len(), events = ?t_events, duplicates = ?(t_dupes - t_events),
+            postings = ?(t_postings - t_dupes), views = ?(t_views - t_postings), payments = ?(t_payments - t_views),
+            offsets = ?(t_offsets - t_payments), commit = ?(started.elapsed() - t_offsets),
+            "batch phases"
+        );
         Ok(outcome)
     }
 

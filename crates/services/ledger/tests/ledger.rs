@@ -174,6 +174,42 @@ async fn ledger_rows_are_append_only_and_journals_must_balance() {
         .await
         .unwrap_err();
     assert!(format!("{err:?}").contains("does not balance"), "{err:?}");
+    // Checked at COMMIT, not per statement: a journal whose legs arrive in two statements of one transaction is
+    // booked, and one whose second statement leaves it unbalanced is refused whole.
+    let journal = "INSERT INTO journals (fact_key, payment_id, kind) SELECT fact_key, payment_id, kind FROM event_log
+                    WHERE kind = 'authorized' AND fact_key NOT IN (SELECT fact_key FROM journals) LIMIT 1";
+    let leg = |amount: i64| {
+        format!(
+            "INSERT INTO entries (journal_id, account, currency, amount_minor, fact_key, topic, kafka_partition,
+                kafka_offset, processor_version)
+             SELECT journal_id, 'cash:test', 'EUR', {amount}, fact_key, 't', 0, 0, 'test' FROM journals
+              WHERE kind = 'authorized' AND journal_id NOT IN (SELECT journal_id FROM entries WHERE amount_minor = {amount})
+              ORDER BY journal_id DESC LIMIT 1"
+        )
+    };
+    let before = env.count("SELECT count(*) FROM entries").await;
+    client.batch_execute(&format!("BEGIN; {journal}; {}; {}; COMMIT;", leg(7), leg(-7))).await.unwrap();
+    assert_eq!(env.count("SELECT count(*) FROM entries").await, before + 2);
+    let err = client.batch_execute(&format!("BEGIN; {journal}; {}; {}; COMMIT;", leg(7), leg(-6))).await.unwrap_err();
+    assert!(format!("{err:?}").contains("does not balance"), "{err:?}");
+    client.batch_execute("ROLLBACK").await.ok();
+    assert_eq!(env.count("SELECT count(*) FROM entries").await, before + 2);
+    // What the foreign keys checked: an entry needs its journal, a journal needs its fact in the event log.
+    let err = client
+        .batch_execute(
+            "INSERT INTO entries (journal_id, account, currency, amount_minor, fact_key, topic, kafka_partition,
+                kafka_offset, processor_version)
+             VALUES (987654321, 'cash:test', 'EUR', 5, gen_random_uuid(), 't', 0, 0, 'test'),
+                    (987654321, 'cash:test', 'EUR', -5, gen_random_uuid(), 't', 0, 0, 'test')",
+        )
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("journal 987654321 does not exist"), "{err:?}");
+    let err = client
+        .batch_execute("INSERT INTO journals (fact_key, payment_id, kind) VALUES (gen_random_uuid(), 'p', 'captured')")
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("is not in the event log"), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
