@@ -67,6 +67,25 @@ pub fn parse_major(input: &str, currency: Currency, sep: DecimalSeparator) -> Re
     Ok(Amount::from_minor(minor))
 }
 
+/// Parses a decimal in major units written by a PSP whose exponent for `currency` may differ from ISO 4217 (Adyen
+/// writes IDR with 0 decimals, ISO has 2): a fraction finer than either exponent is [`MoneyError::ExcessPrecision`]
+/// (finer than the PSP's is not an amount that PSP moves; finer than ISO's is not one Tally can hold). The result
+/// is in ISO minor units, as every amount Tally stores.
+pub fn parse_major_in(
+    input: &str,
+    currency: Currency,
+    sep: DecimalSeparator,
+    scheme: crate::ExponentScheme,
+) -> Result<Amount, MoneyError> {
+    let psp = currency.exponent_in(scheme);
+    if let Some((_, frac)) = input.split_once(sep.as_char()) {
+        if frac.bytes().skip(usize::from(psp)).any(|b| b != b'0') && frac.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(MoneyError::ExcessPrecision { input: input.to_owned(), currency, exponent: psp });
+        }
+    }
+    parse_major(input, currency, sep)
+}
+
 /// Re-expresses `value` given with exponent `from` in exponent `to`, exactly or not at all.
 ///
 /// Used for PSPs whose wire exponent differs from ISO 4217 (Adyen sends CLP with exponent 2: `100000` on the wire
@@ -119,6 +138,20 @@ mod tests {
             assert_eq!(parse(input, code), Ok(expected), "{input} {code}");
         }
         assert_eq!(parse_major("12,34", cur("EUR"), DecimalSeparator::Comma).unwrap().minor(), 1234);
+    }
+
+    #[test]
+    fn a_psp_exponent_finer_or_coarser_than_iso_refuses_what_either_cannot_hold() {
+        use crate::ExponentScheme::{Adyen, Iso4217};
+        let p = |s: &str, code: &str, scheme| parse_major_in(s, cur(code), DecimalSeparator::Dot, scheme).map(Amount::minor);
+        // IDR: ISO 2, Adyen 0 — Adyen never moves a fraction of a rupiah.
+        assert_eq!(p("15000.50", "IDR", Iso4217), Ok(1_500_050));
+        assert!(matches!(p("15000.50", "IDR", Adyen), Err(MoneyError::ExcessPrecision { exponent: 0, .. })));
+        assert_eq!(p("15000.00", "IDR", Adyen), Ok(1_500_000));
+        // CLP: ISO 0, Adyen 2 — Adyen's "5000.00" is 5000 pesos; a centavo Tally cannot hold.
+        assert_eq!(p("5000.00", "CLP", Adyen), Ok(5000));
+        assert!(matches!(p("5000.50", "CLP", Adyen), Err(MoneyError::ExcessPrecision { exponent: 0, .. })));
+        assert!(matches!(p("1.2.3", "EUR", Adyen), Err(MoneyError::MalformedDecimal { .. })));
     }
 
     #[test]

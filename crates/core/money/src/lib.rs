@@ -12,7 +12,7 @@ mod iso4217_table;
 
 pub use amount::{Amount, Money};
 pub use currency::{Currency, ExponentScheme};
-pub use decimal::{parse_major, rescale, DecimalSeparator};
+pub use decimal::{parse_major, parse_major_in, rescale, DecimalSeparator};
 
 /// Everything that can go wrong with money.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

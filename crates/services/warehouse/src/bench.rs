@@ -65,8 +65,9 @@ pub fn sink_from_memory(
 }
 
 /// Appends the rows the sink would land (enriched beforehand, not timed) with DuckDB's appender into a keyless
-/// table of the same columns in a new file at `path`; returns the time the appending and its commit took.
-pub fn appender_baseline(path: &Path, records: &[LogRecord], reference: &Reference) -> Result<Duration, StoreError> {
+/// table of the same columns in a new file at `path`, and into the sink's own keyed table in a file beside it;
+/// returns the time each appending and its commit took.
+pub fn appender_baseline(path: &Path, records: &[LogRecord], reference: &Reference) -> Result<Baselines, StoreError> {
     let tokens = Tokenizer::new(b"bench");
     let mut rows: Vec<Vec<Value>> = Vec::with_capacity(records.len());
     for r in records {
@@ -74,24 +75,38 @@ pub fn appender_baseline(path: &Path, records: &[LogRecord], reference: &Referen
             rows.push(event_row(r, &fact, reference, &tokens, 0)?);
         }
     }
-    // The same columns, from the sink's own schema, without its key.
-    let schema =
-        Warehouse::open(&path.with_extension("schema.duckdb"), "bench", reference.clone(), tokens, 86_400, "16MB")?;
-    drop(schema);
+    let append = |conn: &mut duckdb::Connection, table: &str| -> Result<Duration, StoreError> {
+        let started = Instant::now();
+        let tx = conn.transaction()?;
+        {
+            let mut app = tx.appender(table)?;
+            for row in &rows {
+                app.append_row(duckdb::appender_params_from_iter(row))?;
+            }
+            app.flush()?;
+        }
+        tx.commit()?;
+        Ok(started.elapsed())
+    };
+    // (2) The sink's own fact table, with its key: the floor the exactly-once key alone puts under any writer.
+    let schema_path = path.with_extension("schema.duckdb");
+    let schema = Warehouse::open(&schema_path, "bench", reference.clone(), tokens, 86_400, "1GB")?;
+    let mut conn = schema.reader()?;
+    let keyed = append(&mut conn, "fct_payment_events")?;
+    drop((conn, schema));
+    // (1) The same columns, from the sink's own schema, without its key.
     let mut conn = tally_duckdb::open(path).map_err(|tally_duckdb::DuckError::Duck(e)| e)?;
     conn.execute_batch(&format!(
         "ATTACH '{}' AS s (READ_ONLY); CREATE TABLE baseline AS SELECT * FROM s.fct_payment_events LIMIT 0; DETACH s;",
-        path.with_extension("schema.duckdb").display()
+        schema_path.display()
     ))?;
-    let started = Instant::now();
-    let tx = conn.transaction()?;
-    {
-        let mut app = tx.appender("baseline")?;
-        for row in &rows {
-            app.append_row(duckdb::appender_params_from_iter(row))?;
-        }
-        app.flush()?;
-    }
-    tx.commit()?;
-    Ok(started.elapsed())
+    let bare = append(&mut conn, "baseline")?;
+    Ok(Baselines { bare, keyed })
+}
+
+/// The appender's time for the same rows: into a keyless table of the same columns, and into the sink's own keyed
+/// fact table; both in one transaction, without offsets, duplicate checks or models.
+pub struct Baselines {
+    pub bare: Duration,
+    pub keyed: Duration,
 }

@@ -115,30 +115,28 @@ impl Warehouse {
         let mut held: HashMap<tally_domain::FactKey, (usize, i64, &LogRecord)> = HashMap::new();
         let mut latest = None;
         let (mut rows, mut dups, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
-        for part in parts {
-            for record in &part.records {
-                let fact =
-                    match tally_contracts::decode_lifecycle_record(record.key.as_deref(), record.value.as_deref()) {
-                        Err(reason) => {
-                            rejects.push((record, reason));
-                            continue;
-                        }
-                        Ok(fact) => fact,
-                    };
-                let occurred = fact.event.occurred_at.unix_micros();
-                latest = Some(latest.map_or(occurred, |l: i64| l.max(occurred)));
-                let key = fact.fact_key;
-                match held.get_mut(&key) {
-                    Some((_, at, _)) if occurred >= *at => dups.push((key.0.to_string(), record)),
-                    Some((i, at, kept)) => {
-                        dups.push((key.0.to_string(), *kept));
-                        rows[*i] = event_row(record, &fact, &self.reference, &self.tokens, now)?;
-                        (*at, *kept) = (occurred, record);
-                    }
-                    None => {
-                        held.insert(key, (rows.len(), occurred, record));
-                        rows.push(event_row(record, &fact, &self.reference, &self.tokens, now)?);
-                    }
+        let records: Vec<&LogRecord> = parts.iter().flat_map(|p| p.records.iter()).collect();
+        let workers = std::thread::available_parallelism().map_or(1, usize::from).min(8);
+        let prepared = prepare(&records, &self.reference, &self.tokens, now, workers)?;
+        for (record, prepared) in records.into_iter().zip(prepared) {
+            let (key, occurred, row) = match prepared {
+                Prepared::Reject(reason) => {
+                    rejects.push((record, reason));
+                    continue;
+                }
+                Prepared::Row { key, occurred, row } => (key, occurred, row),
+            };
+            latest = Some(latest.map_or(occurred, |l: i64| l.max(occurred)));
+            match held.get_mut(&key) {
+                Some((_, at, _)) if occurred >= *at => dups.push((key.0.to_string(), record)),
+                Some((i, at, kept)) => {
+                    dups.push((key.0.to_string(), *kept));
+                    rows[*i] = row;
+                    (*at, *kept) = (occurred, record);
+                }
+                None => {
+                    held.insert(key, (rows.len(), occurred, record));
+                    rows.push(row);
                 }
             }
         }
@@ -176,35 +174,54 @@ impl Warehouse {
         crate::models::affected_from(&tx, crate::models::Staged::Batch)?;
         // Rows the batch displaces (it has an earlier delivery of their fact) become duplicates, and so do the
         // staged rows that lose to a landed one.
-        let displaced = tx.execute(
-            "INSERT INTO wh_duplicates
-             SELECT f.fact_key, f.topic, f.kafka_partition, f.kafka_offset, $1
-               FROM fct_payment_events f JOIN wh_stage_events s ON f.fact_key = s.fact_key
-              WHERE s.occurred_at < f.occurred_at",
-            params![ts],
-        )? as u64;
-        let lost = tx.execute(
-            "INSERT INTO wh_duplicates
-             SELECT s.fact_key, s.topic, s.kafka_partition, s.kafka_offset, s.landed_at
-               FROM wh_stage_events s JOIN fct_payment_events f ON f.fact_key = s.fact_key
-              WHERE s.occurred_at >= f.occurred_at",
+        // Most batches carry no fact already landed: one probe of the key decides whether the earliest-delivery
+        // rule has anything to do (the profile: four joins against the growing fact table, ~35 ms a batch).
+        let overlap: i64 = tx.query_row(
+            "SELECT count(*) FROM wh_stage_events s SEMI JOIN fct_payment_events f ON f.fact_key = s.fact_key",
             [],
-        )? as u64;
-        tx.execute(
-            "DELETE FROM fct_payment_events WHERE fact_key IN (
-                SELECT s.fact_key FROM wh_stage_events s JOIN fct_payment_events f ON f.fact_key = s.fact_key
-                 WHERE s.occurred_at < f.occurred_at)",
-            [],
+            |r| r.get(0),
         )?;
+        let (mut displaced, mut lost) = (0, 0);
+        if overlap > 0 {
+            displaced = tx.execute(
+                "INSERT INTO wh_duplicates
+                 SELECT f.fact_key, f.topic, f.kafka_partition, f.kafka_offset, $1
+                   FROM fct_payment_events f JOIN wh_stage_events s ON f.fact_key = s.fact_key
+                  WHERE s.occurred_at < f.occurred_at",
+                params![ts],
+            )? as u64;
+            lost = tx.execute(
+                "INSERT INTO wh_duplicates
+                 SELECT s.fact_key, s.topic, s.kafka_partition, s.kafka_offset, s.landed_at
+                   FROM wh_stage_events s JOIN fct_payment_events f ON f.fact_key = s.fact_key
+                  WHERE s.occurred_at >= f.occurred_at",
+                [],
+            )? as u64;
+            tx.execute(
+                "DELETE FROM fct_payment_events WHERE fact_key IN (
+                    SELECT s.fact_key FROM wh_stage_events s JOIN fct_payment_events f ON f.fact_key = s.fact_key
+                     WHERE s.occurred_at < f.occurred_at)",
+                [],
+            )?;
+        }
         let (unknown, unavailable): (i64, i64) = tx.query_row(
-            "SELECT count(*) FILTER (WHERE merchant_unknown), count(*) FILTER (WHERE fx_unavailable)
-               FROM wh_stage_events s ANTI JOIN fct_payment_events f ON f.fact_key = s.fact_key",
+            if overlap > 0 {
+                "SELECT count(*) FILTER (WHERE merchant_unknown), count(*) FILTER (WHERE fx_unavailable)
+                   FROM wh_stage_events s ANTI JOIN fct_payment_events f ON f.fact_key = s.fact_key"
+            } else {
+                "SELECT count(*) FILTER (WHERE merchant_unknown), count(*) FILTER (WHERE fx_unavailable)
+                   FROM wh_stage_events"
+            },
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let inserted = tx.execute(
-            "INSERT INTO fct_payment_events
-             SELECT s.* FROM wh_stage_events s ANTI JOIN fct_payment_events f ON f.fact_key = s.fact_key",
+            if overlap > 0 {
+                "INSERT INTO fct_payment_events
+                 SELECT s.* FROM wh_stage_events s ANTI JOIN fct_payment_events f ON f.fact_key = s.fact_key"
+            } else {
+                "INSERT INTO fct_payment_events SELECT * FROM wh_stage_events"
+            },
             [],
         )? as u64;
         landed.rows = inserted - displaced;
@@ -381,6 +398,50 @@ fn dim_row(v: &MerchantVersion) -> [Value; 12] {
     ]
 }
 
+/// A record made ready to land: its row, or why it cannot be one.
+#[derive(Debug, PartialEq)]
+enum Prepared {
+    Reject(String),
+    Row { key: tally_domain::FactKey, occurred: i64, row: Vec<Value> },
+}
+
+/// Decodes, enriches and tokenizes every record of a batch. Each record is independent, so large batches are split
+/// over the machine's cores (the profile: ~130 ms of a 20,000-record batch on one core, before the transaction);
+/// which delivery represents a fact is decided afterwards, in log order.
+fn prepare(
+    records: &[&LogRecord],
+    reference: &Reference,
+    tokens: &Tokenizer,
+    now: i64,
+    workers: usize,
+) -> Result<Vec<Prepared>, StoreError> {
+    let one = |record: &&LogRecord| -> Result<Prepared, StoreError> {
+        Ok(match tally_contracts::decode_lifecycle_record(record.key.as_deref(), record.value.as_deref()) {
+            Err(reason) => Prepared::Reject(reason),
+            Ok(fact) => Prepared::Row {
+                key: fact.fact_key,
+                occurred: fact.event.occurred_at.unix_micros(),
+                row: event_row(record, &fact, reference, tokens, now)?,
+            },
+        })
+    };
+    if workers < 2 || records.len() < 2_000 {
+        return records.iter().map(one).collect();
+    }
+    let one = &one;
+    std::thread::scope(|scope| {
+        let chunks: Vec<_> = records
+            .chunks(records.len().div_ceil(workers))
+            .map(|chunk| scope.spawn(move || chunk.iter().map(one).collect::<Result<Vec<_>, _>>()))
+            .collect();
+        let mut out = Vec::with_capacity(records.len());
+        for chunk in chunks {
+            out.extend(chunk.join().expect("a row worker panicked")?);
+        }
+        Ok(out)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,6 +479,22 @@ mod tests {
             value: Some(tally_contracts::encode_payment_event(&event, None).unwrap()),
             headers: vec![],
         }
+    }
+
+    #[test]
+    fn records_prepared_on_several_cores_are_the_ones_prepared_on_one_in_log_order() {
+        let reference = Reference::empty(Currency::from_code("EUR").unwrap(), 7);
+        let tokens = Tokenizer::new(b"k");
+        let mut records: Vec<LogRecord> =
+            (0..5_001).map(|i| record_at(i, &format!("ch_{i}"), 1_780_000_000 + i, 100 + i)).collect();
+        records[2_600].value = Some(b"not an event".to_vec());
+        let refs: Vec<&LogRecord> = records.iter().collect();
+        let one = prepare(&refs, &reference, &tokens, 7, 1).unwrap();
+        let three = prepare(&refs, &reference, &tokens, 7, 3).unwrap();
+        assert_eq!(one.len(), 5_001);
+        assert!(matches!(one[2_600], Prepared::Reject(_)), "{:?}", one[2_600]);
+        assert!(matches!(&one[5_000], Prepared::Row { occurred, .. } if *occurred == (1_780_005_000) * 1_000_000));
+        assert_eq!(one, three);
     }
 
     fn open(dir: &std::path::Path) -> Warehouse {
