@@ -9,6 +9,7 @@
 mod dimension;
 mod lifecycle;
 mod render;
+mod reports;
 
 pub use dimension::{merchants, merchants_csv, Merchant};
 pub use lifecycle::{
@@ -16,3 +17,4 @@ pub use lifecycle::{
     STRIPE_SECRET,
 };
 pub use render::stripe_header;
+pub use reports::{for_workload as reports_for_workload, reports, Injected, ReportConfig, Reports};

@@ -39,6 +39,9 @@ pub enum ReconCommand {
         #[arg(long)]
         full: bool,
     },
+    /// Match every imported settlement report line (`tally reports import`) against the ledger's facts: totals per
+    /// PSP × currency and breaks by type, each naming the report line and the fact's offset. Exit 1 with breaks.
+    Psp(crate::reports::PspReconArgs),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -98,7 +101,10 @@ pub async fn recon(config: &Config, full_compare: bool) -> Result<Report> {
 }
 
 pub fn run_recon(cmd: ReconCommand, config: &Config) -> Result<ExitCode> {
-    let ReconCommand::Completeness { json, full } = cmd;
+    let (json, full) = match cmd {
+        ReconCommand::Completeness { json, full } => (json, full),
+        ReconCommand::Psp(args) => return crate::reports::run_recon_psp(args, config),
+    };
     let rt = runtime()?;
     let report = rt.block_on(recon(config, full))?;
     let warehouse = rt.block_on(async {

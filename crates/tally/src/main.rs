@@ -8,6 +8,7 @@ mod cost;
 mod demo;
 mod ingest;
 mod reference;
+mod reports;
 mod sim;
 mod stack;
 mod warehouse;
@@ -50,6 +51,9 @@ enum Command {
     /// The warehouse (DuckDB): read-only SQL over its tables and marts.
     #[command(subcommand)]
     Warehouse(warehouse::WarehouseCommand),
+    /// PSP settlement reports: import them (each file once), then `tally recon psp`.
+    #[command(subcommand)]
+    Reports(reports::ReportsCommand),
     /// Reference data (merchant dimension, FX rates), versioned.
     #[command(subcommand)]
     Reference(reference::ReferenceCommand),
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
             Command::Recon(cmd) => archive::run_recon(cmd, &config),
             Command::Ledger(LedgerCommand::Verify) => stack::ledger_verify(&config),
             Command::Reference(cmd) => reference::run(cmd, &config),
+            Command::Reports(cmd) => reports::run(cmd, &config),
             Command::Migrate => stack::migrate(&config),
             Command::Sim(cmd) => sim::run(cmd, config),
             Command::Demo(args) => demo::run(args, config),

@@ -139,6 +139,17 @@ pub fn generate(args: &GenerateArgs) -> Result<tally_sim::Truth> {
     }
     std::fs::write(args.out.join("deliveries.jsonl"), lines)?;
     std::fs::write(args.out.join("truth.json"), serde_json::to_vec_pretty(&w.truth)?)?;
+    // The PSPs' settlement reports for the workload, discrepancies injected into `reports/truth.json`.
+    let reports = tally_sim::reports_for_workload(&w, args.seed, &tally_sim::ReportConfig::default());
+    let dir = args.out.join("reports");
+    for (path, bytes) in &reports.files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, bytes)?;
+    }
+    std::fs::write(dir.join("truth.json"), serde_json::to_vec_pretty(&reports.injected)?)?;
     Ok(w.truth)
 }
 

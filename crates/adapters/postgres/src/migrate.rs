@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ledger_statement_checks",
         sql: include_str!("../../../../migrations/0009_ledger_statement_checks.sql"),
     },
+    Migration {
+        version: 10,
+        name: "settlement_reports",
+        sql: include_str!("../../../../migrations/0010_settlement_reports.sql"),
+    },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

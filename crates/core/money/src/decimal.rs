@@ -143,7 +143,9 @@ mod tests {
     #[test]
     fn a_psp_exponent_finer_or_coarser_than_iso_refuses_what_either_cannot_hold() {
         use crate::ExponentScheme::{Adyen, Iso4217};
-        let p = |s: &str, code: &str, scheme| parse_major_in(s, cur(code), DecimalSeparator::Dot, scheme).map(Amount::minor);
+        let p = |s: &str, code: &str, scheme| {
+            parse_major_in(s, cur(code), DecimalSeparator::Dot, scheme).map(Amount::minor)
+        };
         // IDR: ISO 2, Adyen 0 — Adyen never moves a fraction of a rupiah.
         assert_eq!(p("15000.50", "IDR", Iso4217), Ok(1_500_050));
         assert!(matches!(p("15000.50", "IDR", Adyen), Err(MoneyError::ExcessPrecision { exponent: 0, .. })));

@@ -5,6 +5,7 @@
 
 pub mod adyen;
 mod error;
+pub mod report;
 pub mod stripe;
 
 pub use error::{NormalizeError, SignatureError};

@@ -1,6 +1,7 @@
 //! Adyen: HMAC verification of standard notifications and normalisation of their items.
 
 mod normalize;
+pub mod report;
 mod verify;
 pub mod wire;
 

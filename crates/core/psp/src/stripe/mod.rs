@@ -1,6 +1,7 @@
 //! Stripe: `Stripe-Signature` verification and Event normalisation.
 
 mod normalize;
+pub mod report;
 mod verify;
 pub mod wire;
 

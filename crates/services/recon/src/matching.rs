@@ -1,0 +1,444 @@
+//! Matching settlement report lines to ledger facts (ADR 0015 §2–§3). Pure: the same lines and facts, in any order
+//! and however batched, give the same breaks and totals (inputs are put in a canonical order first; property test).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+use tally_domain::{EventKind, Psp, Timestamp};
+use tally_money::{Amount, Money};
+use tally_psp::report::{LineKind, SettlementLine};
+
+/// A report line with the file it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Line {
+    pub file_sha256: String,
+    pub file: String,
+    pub line: SettlementLine,
+}
+
+/// Where a ledger fact came from: its Kafka coordinates.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct FactLineage {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The parts of a booked fact that matching reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fact {
+    pub fact_key: String,
+    pub kind: EventKind,
+    pub psp: Psp,
+    pub payment_id: String,
+    pub psp_reference: String,
+    pub merchant_id: String,
+    pub money: Money,
+    pub occurred_at: Timestamp,
+    pub lineage: FactLineage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakKind {
+    MissingInLedger,
+    MissingAtPsp,
+    AmountMismatch,
+    CurrencyMismatch,
+    FeeMismatch,
+    DuplicateLine,
+    CategoryMismatch,
+    MissingBatch,
+}
+
+impl BreakKind {
+    pub const ALL: [BreakKind; 8] = [
+        BreakKind::MissingInLedger,
+        BreakKind::MissingAtPsp,
+        BreakKind::AmountMismatch,
+        BreakKind::CurrencyMismatch,
+        BreakKind::FeeMismatch,
+        BreakKind::DuplicateLine,
+        BreakKind::CategoryMismatch,
+        BreakKind::MissingBatch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakKind::MissingInLedger => "missing_in_ledger",
+            BreakKind::MissingAtPsp => "missing_at_psp",
+            BreakKind::AmountMismatch => "amount_mismatch",
+            BreakKind::CurrencyMismatch => "currency_mismatch",
+            BreakKind::FeeMismatch => "fee_mismatch",
+            BreakKind::DuplicateLine => "duplicate_line",
+            BreakKind::CategoryMismatch => "category_mismatch",
+            BreakKind::MissingBatch => "missing_batch",
+        }
+    }
+}
+
+/// A report line's place: the file's SHA-256 and name, and the line.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct LineRef {
+    pub file_sha256: String,
+    pub file: String,
+    pub line: u64,
+}
+
+/// One break, naming both sides where both exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Break {
+    pub kind: BreakKind,
+    pub psp: Psp,
+    /// The payment concerned (`{psp}:{reference}`), where one is named.
+    pub payment_id: Option<String>,
+    pub line: Option<LineRef>,
+    pub fact_key: Option<String>,
+    pub fact: Option<FactLineage>,
+    /// The money the break is about (the line's, else the fact's).
+    pub amount: Option<Money>,
+    pub detail: String,
+}
+
+/// A PSP's contracted price for a merchant: parts per million of the gross plus a fixed fee in minor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    pub ppm: u32,
+    pub fixed_minor: i64,
+}
+
+impl Price {
+    /// The fee for `gross`: the percentage rounded once, half away from zero, plus the fixed part.
+    pub fn fee(self, gross: Amount) -> Option<Amount> {
+        let product = i128::from(gross.minor().unsigned_abs()) * i128::from(self.ppm);
+        let rounded = (product + 500_000) / 1_000_000;
+        let total = rounded.checked_add(i128::from(self.fixed_minor))?;
+        i64::try_from(total).ok().map(Amount::from_minor)
+    }
+}
+
+/// A fee as the PSP charges it: in the units it moves. Where the PSP's exponent for the currency is below ISO's
+/// (Adyen: IDR and CVE without decimals; Stripe: MGA), the fee is rounded half away from zero to a whole unit.
+pub fn in_wire_units(fee: Amount, psp: Psp, currency: tally_money::Currency) -> Amount {
+    let scheme = match psp {
+        Psp::Stripe => tally_money::ExponentScheme::Stripe,
+        Psp::Adyen => tally_money::ExponentScheme::Adyen,
+    };
+    let (iso, wire) = (currency.exponent(), currency.exponent_in(scheme));
+    if wire >= iso {
+        return fee;
+    }
+    let unit = 10i64.pow(u32::from(iso - wire));
+    let m = fee.minor();
+    let rounded = (m.abs() + unit / 2) / unit * unit;
+    Amount::from_minor(if m < 0 { -rounded } else { rounded })
+}
+
+/// What matching needs besides lines and facts.
+pub struct Rules<'a> {
+    /// Business days (Monday–Friday) from a fact to its settlement, per PSP.
+    pub sla_days: &'a dyn Fn(Psp) -> u32,
+    /// The merchant's price with a PSP on a day (`None`: no plan known, no fee check).
+    pub price: &'a dyn Fn(&str, Psp, Timestamp) -> Option<Price>,
+}
+
+/// Per PSP and currency.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Σ captured facts in scope.
+    pub booked_minor: i64,
+    /// Σ gross of the settled lines.
+    pub settled_minor: i64,
+    /// Σ fees of every line.
+    pub fees_minor: i64,
+    pub lines: u64,
+    pub matched: u64,
+    pub broken: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub breaks: Vec<Break>,
+    pub totals: BTreeMap<(String, String), Totals>,
+    /// Lines of kinds matching does not pair with a fact (fees, payouts, unmapped categories), per kind.
+    pub unpaired: BTreeMap<String, u64>,
+}
+
+impl Outcome {
+    pub fn count(&self, kind: BreakKind) -> usize {
+        self.breaks.iter().filter(|b| b.kind == kind).count()
+    }
+}
+
+/// The fact kinds a line kind settles.
+fn settles(kind: &LineKind) -> &'static [EventKind] {
+    match kind {
+        LineKind::Settled => &[EventKind::Captured],
+        LineKind::Refunded => &[EventKind::Refunded],
+        LineKind::Chargeback => &[EventKind::ChargebackOpened, EventKind::SecondChargeback],
+        LineKind::ChargebackReversed => &[EventKind::ChargebackWon, EventKind::PrearbitrationWon],
+        _ => &[],
+    }
+}
+
+/// The fact kinds matching reads from the ledger.
+pub const MATCHED_KINDS: &[EventKind] = &[
+    EventKind::Captured,
+    EventKind::Refunded,
+    EventKind::ChargebackOpened,
+    EventKind::SecondChargeback,
+    EventKind::ChargebackWon,
+    EventKind::PrearbitrationWon,
+];
+
+/// The fact kinds that must be settled within the SLA.
+const EXPECTED: &[EventKind] = &[EventKind::Captured, EventKind::Refunded];
+
+/// A line's identity: the same identity twice is a duplicated line (Stripe: the balance transaction; Adyen: type,
+/// references, batch and creation time).
+fn identity(l: &SettlementLine) -> String {
+    match &l.line_id {
+        Some(id) => format!("{}|{id}", l.psp.as_str()),
+        // Two stages of one dispute may share type, references and batch: their times tell them apart.
+        None => format!(
+            "{}|{}|{}|{}|{}|{}|{}",
+            l.psp.as_str(),
+            l.account,
+            l.category,
+            l.payment_reference.as_deref().unwrap_or(""),
+            l.modification_reference.as_deref().unwrap_or(""),
+            l.batch.as_deref().unwrap_or(""),
+            l.booked_at.unix_micros()
+        ),
+    }
+}
+
+/// `t` plus `days` business days (Monday–Friday).
+pub fn add_business_days(t: Timestamp, days: u32) -> Timestamp {
+    const DAY: i64 = 86_400_000_000;
+    let mut micros = t.unix_micros();
+    let mut left = days;
+    while left > 0 {
+        micros += DAY;
+        // 1970-01-01 was a Thursday: weekday index 0 = Monday.
+        let weekday = (micros.div_euclid(DAY) + 3).rem_euclid(7);
+        if weekday < 5 {
+            left -= 1;
+        }
+    }
+    Timestamp::from_unix_micros(micros).unwrap_or(t)
+}
+
+pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
+    // Canonical order, so that input order cannot change which line is "the duplicate" or which fact a line takes.
+    let mut lines: Vec<&Line> = lines.iter().collect();
+    lines.sort_by(|a, b| {
+        (a.line.booked_at, &a.file_sha256, a.line.line).cmp(&(b.line.booked_at, &b.file_sha256, b.line.line))
+    });
+    let mut facts: Vec<&Fact> = facts.iter().collect();
+    facts.sort_by(|a, b| (a.occurred_at, &a.fact_key).cmp(&(b.occurred_at, &b.fact_key)));
+    facts.dedup_by(|a, b| a.fact_key == b.fact_key);
+
+    let mut out = Outcome::default();
+    let mut by_payment: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, f) in facts.iter().enumerate() {
+        by_payment.entry(f.payment_id.as_str()).or_default().push(i);
+    }
+    let mut taken: Vec<Option<&Line>> = vec![None; facts.len()];
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let psps: BTreeSet<Psp> = lines.iter().map(|l| l.line.psp).collect();
+    let mut as_of: BTreeMap<Psp, Timestamp> = BTreeMap::new();
+
+    let line_ref = |l: &Line| LineRef { file_sha256: l.file_sha256.clone(), file: l.file.clone(), line: l.line.line };
+    for l in &lines {
+        let s = &l.line;
+        let when = s.settled_at.unwrap_or(s.booked_at);
+        let entry = as_of.entry(s.psp).or_insert(when);
+        *entry = (*entry).max(when);
+        let currency = s.gross.map_or(s.net.currency, |g| g.currency);
+        let totals = out.totals.entry((s.psp.as_str().to_owned(), currency.code().to_owned())).or_default();
+        totals.lines += 1;
+        totals.fees_minor = totals.fees_minor.saturating_add(s.fee.minor());
+        if s.kind == LineKind::Settled {
+            totals.settled_minor = totals.settled_minor.saturating_add(s.gross.map_or(0, |g| g.amount.minor()));
+        }
+        let payment_id = s.payment_reference.as_ref().map(|r| format!("{}:{r}", s.psp.as_str()));
+        let brk = |kind, detail: String, fact: Option<&Fact>| Break {
+            kind,
+            psp: s.psp,
+            payment_id: payment_id.clone().or_else(|| fact.map(|f| f.payment_id.clone())),
+            line: Some(line_ref(l)),
+            fact_key: fact.map(|f| f.fact_key.clone()),
+            fact: fact.map(|f| f.lineage.clone()),
+            amount: s.gross.or(Some(s.net)),
+            detail,
+        };
+        if !seen.insert(identity(s)) {
+            out.breaks.push(brk(BreakKind::DuplicateLine, format!("the same {} line again", s.category), None));
+            continue;
+        }
+        let kinds = settles(&s.kind);
+        if kinds.is_empty() {
+            *out.unpaired.entry(s.kind.as_str().to_owned()).or_insert(0) += 1;
+            continue;
+        }
+        let candidates: &[usize] = payment_id.as_deref().and_then(|p| by_payment.get(p)).map_or(&[], Vec::as_slice);
+        let modification = s.modification_reference.as_deref();
+        let of_kind: Vec<usize> = candidates.iter().copied().filter(|&i| kinds.contains(&facts[i].kind)).collect();
+        let named = |r: Option<&str>, i: usize| r.is_some_and(|r| facts[i].psp_reference == r);
+        // The first fact no line has taken yet, else the first (a second line for it is then a duplicate): the
+        // stages of one dispute share a reference.
+        let pick = |found: Vec<usize>| found.iter().copied().find(|&i| taken[i].is_none()).or(found.first().copied());
+        // 1. The modification the line names, as a fact of the kind it settles.
+        let mut chosen = pick(of_kind.iter().copied().filter(|&i| named(modification, i)).collect());
+        if chosen.is_none() {
+            // 2. The modification names a fact of another kind: the PSP and the ledger disagree on what it was.
+            if let Some(i) = candidates.iter().copied().find(|&i| named(modification, i)) {
+                out.breaks.push(brk(
+                    BreakKind::CategoryMismatch,
+                    format!("a {} line naming a {} fact", s.category, facts[i].kind.as_str()),
+                    Some(facts[i]),
+                ));
+                continue;
+            }
+            // 3. The payment's own reference (Adyen's immediate capture); 4. the one fact of the kind it has.
+            chosen = pick(of_kind.iter().copied().filter(|&i| named(s.payment_reference.as_deref(), i)).collect()).or(
+                match of_kind.as_slice() {
+                    [only] => Some(*only),
+                    _ => None,
+                },
+            );
+        }
+        let Some(i) = chosen else {
+            out.breaks.push(brk(
+                BreakKind::MissingInLedger,
+                format!("a {} line for which the ledger has no {} fact", s.category, kinds[0].as_str()),
+                None,
+            ));
+            continue;
+        };
+        let fact = facts[i];
+        if taken[i].is_some() {
+            out.breaks.push(brk(
+                BreakKind::DuplicateLine,
+                format!("a second {} line for a fact already settled", s.category),
+                Some(fact),
+            ));
+            continue;
+        }
+        taken[i] = Some(l);
+        let gross = s.gross.unwrap_or(s.net);
+        if gross.currency != fact.money.currency {
+            out.breaks.push(brk(
+                BreakKind::CurrencyMismatch,
+                format!("line in {}, fact in {}", gross.currency.code(), fact.money.currency.code()),
+                Some(fact),
+            ));
+            continue;
+        }
+        let settled = gross.amount.minor().unsigned_abs();
+        if settled != fact.money.amount.minor().unsigned_abs() {
+            out.breaks.push(brk(
+                BreakKind::AmountMismatch,
+                format!("line {} against fact {} {}", settled, fact.money.amount.minor(), gross.currency.code()),
+                Some(fact),
+            ));
+            continue;
+        }
+        if s.kind == LineKind::Settled {
+            let expected = (rules.price)(&fact.merchant_id, fact.psp, fact.occurred_at)
+                .and_then(|p| p.fee(gross.amount))
+                .map(|fee| in_wire_units(fee, fact.psp, gross.currency));
+            if let Some(expected) = expected {
+                if expected != s.fee {
+                    out.breaks.push(brk(
+                        BreakKind::FeeMismatch,
+                        format!(
+                            "fee {} where {}'s plan makes it {}",
+                            s.fee.minor(),
+                            fact.merchant_id,
+                            expected.minor()
+                        ),
+                        Some(fact),
+                    ));
+                    continue;
+                }
+            }
+        }
+        let due = add_business_days(fact.occurred_at, (rules.sla_days)(fact.psp));
+        let settled = s.settled_at.unwrap_or(s.booked_at);
+        if EXPECTED.contains(&fact.kind) && settled > due {
+            out.breaks.push(brk(
+                BreakKind::MissingAtPsp,
+                format!("settled late: due {due}, settled {settled}"),
+                Some(fact),
+            ));
+            continue;
+        }
+        out.totals.entry((s.psp.as_str().to_owned(), currency.code().to_owned())).or_default().matched += 1;
+    }
+
+    // Expectations: facts due by their SLA before the newest line of their PSP, with no line.
+    for (i, f) in facts.iter().enumerate() {
+        if !psps.contains(&f.psp) || !EXPECTED.contains(&f.kind) {
+            continue;
+        }
+        if f.kind == EventKind::Captured {
+            let t = out.totals.entry((f.psp.as_str().to_owned(), f.money.currency.code().to_owned())).or_default();
+            t.booked_minor = t.booked_minor.saturating_add(f.money.amount.minor());
+        }
+        let due = add_business_days(f.occurred_at, (rules.sla_days)(f.psp));
+        if taken[i].is_none() && as_of.get(&f.psp).is_some_and(|&newest| due < newest) {
+            out.breaks.push(Break {
+                kind: BreakKind::MissingAtPsp,
+                psp: f.psp,
+                payment_id: Some(f.payment_id.clone()),
+                line: None,
+                fact_key: Some(f.fact_key.clone()),
+                fact: Some(f.lineage.clone()),
+                amount: Some(f.money),
+                detail: format!("{} due by {due}, not in any report", f.kind.as_str()),
+            });
+        }
+    }
+
+    // Adyen batches: per merchant account, every number between the first and the last.
+    let mut batches: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.line.psp == Psp::Adyen) {
+        if let Some(n) = l.line.batch.as_deref().and_then(|b| b.parse::<u64>().ok()) {
+            batches.entry(l.line.account.as_str()).or_default().insert(n);
+        }
+    }
+    for (account, numbers) in batches {
+        let (Some(&lo), Some(&hi)) = (numbers.first(), numbers.last()) else { continue };
+        for n in (lo..hi).filter(|n| !numbers.contains(n)) {
+            out.breaks.push(Break {
+                kind: BreakKind::MissingBatch,
+                psp: Psp::Adyen,
+                payment_id: None,
+                line: None,
+                fact_key: None,
+                fact: None,
+                amount: None,
+                detail: format!("{account}: batch {n} missing between {lo} and {hi}"),
+            });
+        }
+    }
+
+    for b in &out.breaks {
+        let currency = b.amount.map_or_else(|| "-".to_owned(), |m| m.currency.code().to_owned());
+        out.totals.entry((b.psp.as_str().to_owned(), currency)).or_default().broken += 1;
+    }
+    out.totals.retain(|(_, c), t| c != "-" || t.broken > 0);
+    out.breaks.sort_by(|a, b| {
+        (a.kind, a.psp, &a.payment_id, &a.line, &a.fact_key, &a.detail).cmp(&(
+            b.kind,
+            b.psp,
+            &b.payment_id,
+            &b.line,
+            &b.fact_key,
+            &b.detail,
+        ))
+    });
+    out
+}

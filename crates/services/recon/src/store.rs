@@ -1,0 +1,246 @@
+//! PostgreSQL: report files imported once (by SHA-256) with their lines, in one transaction; the ledger's facts and
+//! the merchants' pricing plans read for matching.
+
+use std::collections::BTreeMap;
+
+use deadpool_postgres::Pool;
+use tally_domain::{EventKind, Psp, Timestamp};
+use tally_money::{Amount, Currency, Money};
+use tally_psp::report::{LineKind, Report, SettlementLine};
+
+use crate::matching::{Fact, FactLineage, Line, Price};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("postgres pool: {0}")]
+    Pool(String),
+    #[error("stored row unreadable: {0}")]
+    Row(String),
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Pool(e.to_string())
+    }
+}
+
+/// What importing one file did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum Imported {
+    /// New: the file and every line stored.
+    Stored { sha256: String, lines: usize },
+    /// The same bytes were imported before (under this or another name): nothing changed.
+    AlreadyImported { sha256: String, as_name: String, at: String },
+}
+
+/// Stores a parsed report and its lines in one transaction, or nothing when the same bytes are stored already.
+pub async fn import(pool: &Pool, report: &Report) -> Result<Imported, StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    // Serialise importers of the same file (two operators, a retried job): the second sees the first's row.
+    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 15))", &[&report.sha256]).await?;
+    if let Some(row) = tx
+        .query_opt(
+            "SELECT name, to_char(imported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM report_files
+              WHERE sha256 = $1",
+            &[&report.sha256],
+        )
+        .await?
+    {
+        return Ok(Imported::AlreadyImported { sha256: report.sha256.clone(), as_name: row.get(0), at: row.get(1) });
+    }
+    let account = report.lines.first().map(|l| l.account.clone());
+    let unmapped = serde_json::to_value(&report.unmapped).map_err(|e| StoreError::Row(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO report_files (sha256, psp, name, account, lines, unknown_columns, unmapped)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &report.sha256,
+            &report.psp.as_str(),
+            &report.file,
+            &account,
+            &(report.lines.len() as i32),
+            &report.unknown_columns,
+            &unmapped,
+        ],
+    )
+    .await?;
+    let l = &report.lines;
+    let col = |f: &dyn Fn(&SettlementLine) -> Option<String>| l.iter().map(f).collect::<Vec<Option<String>>>();
+    tx.execute(
+        "INSERT INTO report_lines (file_sha256, line, psp, kind, category, account, line_id, payment_reference,
+            modification_reference, merchant_reference, gross_minor, gross_currency, fee_minor, net_minor,
+            net_currency, booked_at, settled_at, batch)
+         SELECT $1, u.line, u.psp, u.kind, u.category, u.account, u.line_id, u.pay, u.modif, u.mref, u.gross, u.gcur,
+            u.fee, u.net, u.ncur, 'epoch'::timestamptz + u.at * interval '1 microsecond',
+            'epoch'::timestamptz + u.settled * interval '1 microsecond', u.batch
+           FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                $10::text[], $11::bigint[], $12::text[], $13::bigint[], $14::bigint[], $15::text[], $16::bigint[],
+                $17::text[], $18::bigint[])
+             AS u(line, psp, kind, category, account, line_id, pay, modif, mref, gross, gcur, fee, net, ncur, at, batch,
+                  settled)",
+        &[
+            &report.sha256,
+            &l.iter().map(|x| x.line as i32).collect::<Vec<_>>(),
+            &l.iter().map(|x| x.psp.as_str()).collect::<Vec<_>>(),
+            &l.iter().map(|x| x.kind.as_str()).collect::<Vec<_>>(),
+            &l.iter().map(|x| x.category.clone()).collect::<Vec<_>>(),
+            &l.iter().map(|x| x.account.clone()).collect::<Vec<_>>(),
+            &col(&|x| x.line_id.clone()),
+            &col(&|x| x.payment_reference.clone()),
+            &col(&|x| x.modification_reference.clone()),
+            &col(&|x| x.merchant_reference.clone()),
+            &l.iter().map(|x| x.gross.map(|g| g.amount.minor())).collect::<Vec<_>>(),
+            &col(&|x| x.gross.map(|g| g.currency.code().to_owned())),
+            &l.iter().map(|x| x.fee.minor()).collect::<Vec<_>>(),
+            &l.iter().map(|x| x.net.amount.minor()).collect::<Vec<_>>(),
+            &l.iter().map(|x| x.net.currency.code()).collect::<Vec<_>>(),
+            &l.iter().map(|x| x.booked_at.unix_micros()).collect::<Vec<_>>(),
+            &col(&|x| x.batch.clone()),
+            &l.iter().map(|x| x.settled_at.map(|t| t.unix_micros())).collect::<Vec<_>>(),
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Imported::Stored { sha256: report.sha256.clone(), lines: report.lines.len() })
+}
+
+fn psp(s: &str) -> Result<Psp, StoreError> {
+    s.parse::<Psp>().map_err(StoreError::Row)
+}
+
+fn currency(s: &str) -> Result<Currency, StoreError> {
+    Currency::from_code(s).map_err(|e| StoreError::Row(e.to_string()))
+}
+
+fn at(micros: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_unix_micros(micros).map_err(|e| StoreError::Row(e.to_string()))
+}
+
+fn line_kind(s: &str) -> Result<LineKind, StoreError> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|e| StoreError::Row(format!("{s}: {e}")))
+}
+
+/// Every stored report line with its file.
+pub async fn lines(pool: &Pool) -> Result<Vec<Line>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT l.file_sha256, f.name, l.line, l.psp, l.kind, l.category, l.account, l.line_id, l.payment_reference,
+                    l.modification_reference, l.merchant_reference, l.gross_minor, l.gross_currency, l.fee_minor,
+                    l.net_minor, l.net_currency, (extract(epoch FROM l.booked_at) * 1000000)::bigint, l.batch,
+                    (extract(epoch FROM l.settled_at) * 1000000)::bigint
+               FROM report_lines l JOIN report_files f ON f.sha256 = l.file_sha256
+              ORDER BY l.file_sha256, l.line",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let gross = match (r.get::<_, Option<i64>>(11), r.get::<_, Option<String>>(12)) {
+                (Some(a), Some(c)) => Some(Money::new(Amount::from_minor(a), currency(&c)?)),
+                _ => None,
+            };
+            Ok(Line {
+                file_sha256: r.get(0),
+                file: r.get(1),
+                line: SettlementLine {
+                    psp: psp(r.get(3))?,
+                    line: r.get::<_, i32>(2) as u64,
+                    kind: line_kind(r.get(4))?,
+                    category: r.get(5),
+                    account: r.get(6),
+                    line_id: r.get(7),
+                    payment_reference: r.get(8),
+                    modification_reference: r.get(9),
+                    merchant_reference: r.get(10),
+                    gross,
+                    fee: Amount::from_minor(r.get(13)),
+                    net: Money::new(Amount::from_minor(r.get(14)), currency(r.get(15))?),
+                    booked_at: at(r.get(16))?,
+                    settled_at: r.get::<_, Option<i64>>(18).map(at).transpose()?,
+                    batch: r.get(17),
+                },
+            })
+        })
+        .collect()
+}
+
+/// The ledger's facts of the kinds matching reads, for the PSPs given.
+pub async fn facts(pool: &Pool, psps: &[Psp]) -> Result<Vec<Fact>, StoreError> {
+    let client = pool.get().await?;
+    let kinds: Vec<&str> = crate::matching::MATCHED_KINDS.iter().map(|k| k.as_str()).collect();
+    let psps: Vec<&str> = psps.iter().map(|p| p.as_str()).collect();
+    let rows = client
+        .query(
+            "SELECT fact_key::text, kind, psp, payment_id, psp_reference, merchant_id, amount_minor, currency,
+                    (extract(epoch FROM occurred_at) * 1000000)::bigint, topic, kafka_partition, kafka_offset
+               FROM event_log WHERE kind = ANY($1) AND psp = ANY($2)",
+            &[&kinds, &psps],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let kind: String = r.get(1);
+            Ok(Fact {
+                fact_key: r.get(0),
+                kind: EventKind::ALL
+                    .into_iter()
+                    .find(|k| k.as_str() == kind)
+                    .ok_or_else(|| StoreError::Row(format!("kind {kind}")))?,
+                psp: psp(r.get(2))?,
+                payment_id: r.get(3),
+                psp_reference: r.get(4),
+                merchant_id: r.get(5),
+                money: Money::new(Amount::from_minor(r.get(6)), currency(r.get(7))?),
+                occurred_at: at(r.get(8))?,
+                lineage: FactLineage { topic: r.get(9), partition: r.get(10), offset: r.get(11) },
+            })
+        })
+        .collect()
+}
+
+/// The merchants' pricing plans as loaded (`dim_merchant`), for as-of lookups.
+#[derive(Debug, Clone, Default)]
+pub struct Plans {
+    /// merchant → (valid_from µs, valid_to µs or MAX, stripe, adyen), sorted by valid_from.
+    versions: BTreeMap<String, Vec<(i64, i64, Price, Price)>>,
+}
+
+impl Plans {
+    pub fn price(&self, merchant: &str, psp: Psp, at: Timestamp) -> Option<Price> {
+        let t = at.unix_micros();
+        let (_, _, stripe, adyen) = self.versions.get(merchant)?.iter().find(|(from, to, ..)| *from <= t && t < *to)?;
+        Some(match psp {
+            Psp::Stripe => *stripe,
+            Psp::Adyen => *adyen,
+        })
+    }
+}
+
+pub async fn plans(pool: &Pool) -> Result<Plans, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT merchant_id, (extract(epoch FROM valid_from::timestamp) * 1000000)::bigint,
+                    (extract(epoch FROM valid_to::timestamp) * 1000000)::bigint,
+                    stripe_ppm, stripe_fixed_minor, adyen_ppm, adyen_fixed_minor
+               FROM dim_merchant ORDER BY merchant_id, valid_from",
+            &[],
+        )
+        .await?;
+    let mut plans = Plans::default();
+    for r in &rows {
+        let price = |ppm: i32, fixed: i64| Price { ppm: ppm.max(0) as u32, fixed_minor: fixed };
+        plans.versions.entry(r.get(0)).or_default().push((
+            r.get(1),
+            r.get::<_, Option<i64>>(2).unwrap_or(i64::MAX),
+            price(r.get(3), r.get(4)),
+            price(r.get(5), r.get(6)),
+        ));
+    }
+    Ok(plans)
+}

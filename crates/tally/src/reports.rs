@@ -1,0 +1,265 @@
+//! `tally reports import` (settlement report files into PostgreSQL, once each) and `tally recon psp` (the nightly
+//! match of those lines against the ledger). The parsing is `tally_psp::report`, the storing and matching
+//! `tally_recon`; this module reads files and arguments and prints.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use tally_domain::Psp;
+use tally_money::DecimalSeparator;
+use tally_psp::report::Report;
+use tally_recon::store::Imported;
+use tally_recon::{BreakKind, Rules};
+
+use crate::config::Config;
+
+#[derive(Subcommand)]
+pub enum ReportsCommand {
+    /// Import settlement report files (Stripe itemized balance / payout reconciliation CSV, Adyen Settlement details
+    /// CSV). Each file is parsed whole — any error refuses it, naming file, line and column — and stored once: the
+    /// same bytes again change nothing. Exit 1 when any file is refused.
+    Import(ImportArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PspArg {
+    Stripe,
+    Adyen,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Separator {
+    Dot,
+    Comma,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Report files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The PSP that wrote them (default: told by each file's header).
+    #[arg(long, value_enum)]
+    psp: Option<PspArg>,
+    /// Stripe: the account the report was run for (`acct_…` for a connected account). Not in the file.
+    #[arg(long, default_value = tally_psp::stripe::PLATFORM_MERCHANT)]
+    account: String,
+    /// Stripe: the report run's `decimal_separator`.
+    #[arg(long, value_enum, default_value = "dot")]
+    decimal_separator: Separator,
+    /// What each file did, as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct PspReconArgs {
+    /// Business days from a capture or refund to its settlement line, Stripe.
+    #[arg(long, default_value_t = 2)]
+    stripe_sla_days: u32,
+    /// Business days from a capture or refund to its settlement line, Adyen.
+    #[arg(long, default_value_t = 3)]
+    adyen_sla_days: u32,
+    /// Totals and breaks as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Breaks listed per type (the table shows the first N of each).
+    #[arg(long, default_value_t = 5)]
+    show: usize,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+/// Which PSP wrote a file, from its header.
+fn sniff(bytes: &[u8]) -> Option<Psp> {
+    let first = bytes.split(|&b| b == b'\n').next()?;
+    let header = String::from_utf8_lossy(first);
+    if header.contains("balance_transaction_id") {
+        Some(Psp::Stripe)
+    } else if header.contains("Psp Reference") {
+        Some(Psp::Adyen)
+    } else {
+        None
+    }
+}
+
+/// Adyen names its files `settlement_detail_report_batch_N.csv`.
+fn batch_of(path: &Path) -> Option<u64> {
+    let name = path.file_stem()?.to_str()?;
+    let digits = name.rsplit_once("batch_")?.1;
+    digits.parse().ok()
+}
+
+pub fn parse_file(
+    path: &Path,
+    psp: Option<Psp>,
+    args: &ImportArgs,
+) -> Result<Result<Report, tally_psp::report::Refused>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let name = path.display().to_string();
+    let psp = psp
+        .or_else(|| sniff(&bytes))
+        .with_context(|| format!("{name}: neither a Stripe nor an Adyen report header (say which with --psp)"))?;
+    Ok(match psp {
+        Psp::Stripe => {
+            let decimal_separator = match args.decimal_separator {
+                Separator::Dot => DecimalSeparator::Dot,
+                Separator::Comma => DecimalSeparator::Comma,
+            };
+            let options = tally_psp::stripe::report::Options { account: args.account.clone(), decimal_separator };
+            tally_psp::stripe::report::parse(&name, &bytes, &options)
+        }
+        Psp::Adyen => tally_psp::adyen::report::parse(&name, &bytes, batch_of(path)),
+    })
+}
+
+pub fn run(cmd: ReportsCommand, config: &Config) -> Result<ExitCode> {
+    let ReportsCommand::Import(args) = cmd;
+    let psp = args.psp.map(|p| match p {
+        PspArg::Stripe => Psp::Stripe,
+        PspArg::Adyen => Psp::Adyen,
+    });
+    runtime()?.block_on(async {
+        let pool = tally_postgres::pool(&config.postgres)?;
+        tally_postgres::migrate(&pool).await?;
+        let mut refused = 0;
+        let mut results = Vec::new();
+        for path in &args.files {
+            match parse_file(path, psp, &args)? {
+                Err(r) => {
+                    refused += 1;
+                    if !args.json {
+                        eprintln!("refused  {}: {} error(s), nothing imported", r.file, r.total);
+                        for e in &r.errors {
+                            eprintln!("  {e}");
+                        }
+                        if r.total > r.errors.len() {
+                            eprintln!("  … and {} more", r.total - r.errors.len());
+                        }
+                    }
+                    results.push(
+                        serde_json::json!({"file": r.file, "outcome": "refused", "errors": r.errors, "total": r.total}),
+                    );
+                }
+                Ok(report) => {
+                    let outcome = tally_recon::store::import(&pool, &report).await?;
+                    if !args.json {
+                        match &outcome {
+                            Imported::Stored { lines, .. } => println!(
+                                "imported {}: {} {} line(s), sha256 {}{}{}",
+                                report.file,
+                                lines,
+                                report.psp.as_str(),
+                                &report.sha256[..16],
+                                if report.unknown_columns.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!("; unknown columns ignored: {}", report.unknown_columns.join(", "))
+                                },
+                                if report.unmapped.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!("; unmapped categories kept: {:?}", report.unmapped)
+                                }
+                            ),
+                            Imported::AlreadyImported { as_name, at, .. } => {
+                                println!("unchanged {}: the same bytes were imported as {as_name} at {at}", report.file)
+                            }
+                        }
+                    }
+                    let mut value = serde_json::to_value(&outcome)?;
+                    value["file"] = serde_json::json!(report.file);
+                    value["unknown_columns"] = serde_json::json!(report.unknown_columns);
+                    value["unmapped"] = serde_json::json!(report.unmapped);
+                    results.push(value);
+                }
+            }
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&results)?);
+        }
+        Ok(if refused > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    })
+}
+
+/// The nightly PSP reconciliation: every stored line against the ledger's facts.
+pub async fn reconcile(pool: &deadpool_postgres::Pool, args: &PspReconArgs) -> Result<tally_recon::Outcome> {
+    let lines = tally_recon::store::lines(pool).await?;
+    let mut psps: Vec<Psp> = lines.iter().map(|l| l.line.psp).collect();
+    psps.sort_by_key(|p| p.as_str());
+    psps.dedup();
+    let facts = tally_recon::store::facts(pool, &psps).await?;
+    let plans = tally_recon::store::plans(pool).await?;
+    let (stripe, adyen) = (args.stripe_sla_days, args.adyen_sla_days);
+    let sla = move |p: Psp| match p {
+        Psp::Stripe => stripe,
+        Psp::Adyen => adyen,
+    };
+    let price = |m: &str, p: Psp, t| plans.price(m, p, t);
+    Ok(tally_recon::reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &price }))
+}
+
+pub fn run_recon_psp(args: PspReconArgs, config: &Config) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let pool = tally_postgres::pool(&config.postgres)?;
+        tally_postgres::migrate(&pool).await?;
+        let outcome = reconcile(&pool, &args).await?;
+        if args.json {
+            let totals: Vec<_> = outcome
+                .totals
+                .iter()
+                .map(|((psp, currency), t)| serde_json::json!({"psp": psp, "currency": currency, "totals": t}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "clean": outcome.breaks.is_empty(),
+                    "totals": totals,
+                    "breaks_by_type": BreakKind::ALL.iter().map(|k| (k.as_str(), outcome.count(*k))).collect::<std::collections::BTreeMap<_, _>>(),
+                    "unpaired_lines": outcome.unpaired,
+                    "breaks": outcome.breaks,
+                }))?
+            );
+        } else {
+            print!("{}", render(&outcome, args.show));
+        }
+        Ok(if outcome.breaks.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    })
+}
+
+pub fn render(outcome: &tally_recon::Outcome, show: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "PSP reconciliation (settlement reports against the ledger)");
+    let _ = writeln!(
+        out,
+        "  {:<7} {:<4} {:>16} {:>16} {:>12} {:>8} {:>8} {:>7}",
+        "psp", "cur", "booked", "settled", "fees", "lines", "matched", "broken"
+    );
+    for ((psp, currency), t) in &outcome.totals {
+        let _ = writeln!(
+            out,
+            "  {psp:<7} {currency:<4} {:>16} {:>16} {:>12} {:>8} {:>8} {:>7}",
+            t.booked_minor, t.settled_minor, t.fees_minor, t.lines, t.matched, t.broken
+        );
+    }
+    if !outcome.unpaired.is_empty() {
+        let _ = writeln!(out, "  lines not paired with a fact by design: {:?}", outcome.unpaired);
+    }
+    let _ = writeln!(out, "  breaks by type (amounts in minor units):");
+    for kind in BreakKind::ALL {
+        let n = outcome.count(kind);
+        let _ = writeln!(out, "    {:<18} {n}", kind.as_str());
+        for b in outcome.breaks.iter().filter(|b| b.kind == kind).take(show) {
+            let line = b.line.as_ref().map_or(String::new(), |l| format!(" {}:{}", l.file, l.line));
+            let fact = b.fact.as_ref().map_or(String::new(), |f| format!(" {}[{}]@{}", f.topic, f.partition, f.offset));
+            let _ = writeln!(out, "      {}{line}{fact}: {}", b.payment_id.as_deref().unwrap_or("-"), b.detail);
+        }
+    }
+    let _ = writeln!(out, "{}", if outcome.breaks.is_empty() { "clean" } else { "BREAKS FOUND" });
+    out
+}
