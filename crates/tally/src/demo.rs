@@ -5,7 +5,7 @@
 // Timing statistics, never money: the workspace-wide float ban does not apply here.
 #![allow(clippy::float_arithmetic)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -110,8 +110,18 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
             println!("    the sinks did not catch up within 120 s; the recon oracle will show how far behind they are");
         }
 
+        println!("    … and importing the PSPs' settlement reports for the workload (reports/)");
+        let files = crate::reports::import_simulated(&pool, &dir.join("reports")).await?;
+        let psp_recon = crate::reports::reconcile_scoped(
+            &pool,
+            &crate::reports::PspReconArgs::default(),
+            Some((&files, &payments)),
+        )
+        .await?;
+
         println!("5/5 running the oracles\n");
         let mut report = check(&pool, &dir, &config).await?;
+        report.rows.push(psp_recon_oracle(&dir, &psp_recon, files.len())?);
         // A stalled sink leaves ranges unread, which recon does not count against the ledger: quiescence is part of
         // the proof (issue 13, item 3).
         report.rows.push((
@@ -144,6 +154,7 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         let ms = |s: f64| s * 1000.0;
         println!("{}", report.render());
         println!("mart_merchant_daily (this run's five largest merchant days, by net in the reporting currency)\n{mart_lines}");
+        print!("{}", crate::reports::render(&psp_recon, 2));
         println!("summary");
         println!("  deliveries            {sent} sent in {:.1} s ({} PSP-style retries)", send_time.as_secs_f64(), retries);
         println!("  facts booked          {} ({:.0} events/s from first delivery to last booking)", truth.facts.len(), truth.facts.len() as f64 / booked_time.as_secs_f64());
@@ -176,9 +187,42 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
             config.kafka.topic_prefix,
             dir.display()
         );
-        println!("  workload: {}/ (deliveries.jsonl, truth.json, merchants.csv, sent.jsonl)", dir.display());
+        println!("  settlement: tally recon psp (every imported report; this run's are under {}/reports/)", dir.display());
+        println!("  workload: {}/ (deliveries.jsonl, truth.json, merchants.csv, sent.jsonl, reports/)", dir.display());
         Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
+}
+
+/// The PSP reconciliation found exactly the discrepancies the simulator put into its reports: the same break types
+/// for the same payments (a missing batch by its account and number), as many times.
+fn psp_recon_oracle(
+    dir: &Path,
+    outcome: &tally_recon::Outcome,
+    files: usize,
+) -> Result<(String, Option<bool>, String)> {
+    let truth: Vec<tally_sim::Injected> =
+        serde_json::from_slice(&std::fs::read(dir.join("reports/truth.json")).context("reading reports/truth.json")?)?;
+    let name = |kind: &str, psp: &str, payment: Option<&String>, detail: &str| {
+        let what = if kind == "missing_batch" { detail.to_owned() } else { payment.cloned().unwrap_or_default() };
+        (kind.to_owned(), psp.to_owned(), what)
+    };
+    let mut expected: Vec<_> = truth.iter().map(|i| name(&i.kind, &i.psp, i.payment_id.as_ref(), &i.detail)).collect();
+    let mut found: Vec<_> = outcome
+        .breaks
+        .iter()
+        .map(|b| name(b.kind.as_str(), b.psp.as_str(), b.payment_id.as_ref(), &b.detail))
+        .collect();
+    expected.sort();
+    found.sort();
+    let missed = expected.iter().filter(|e| !found.contains(e)).count();
+    let extra = found.iter().filter(|f| !expected.contains(f)).count();
+    let ok = found == expected;
+    let detail = if ok {
+        format!("{} breaks in {files} report files, each one injected", found.len())
+    } else {
+        format!("{} found, {} injected: {missed} missed, {extra} not injected", found.len(), expected.len())
+    };
+    Ok(("PSP recon = injected discrepancies".into(), Some(ok), detail))
 }
 
 /// `n` in base 36, lowercase, six digits (the run tag of a demo run).

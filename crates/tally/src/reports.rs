@@ -60,7 +60,7 @@ pub struct PspReconArgs {
     #[arg(long, default_value_t = 2)]
     stripe_sla_days: u32,
     /// Business days from a capture or refund to its settlement line, Adyen.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     adyen_sla_days: u32,
     /// Totals and breaks as JSON.
     #[arg(long)]
@@ -68,6 +68,12 @@ pub struct PspReconArgs {
     /// Breaks listed per type (the table shows the first N of each).
     #[arg(long, default_value_t = 5)]
     show: usize,
+}
+
+impl Default for PspReconArgs {
+    fn default() -> Self {
+        PspReconArgs { stripe_sla_days: 2, adyen_sla_days: 2, json: false, show: 3 }
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -186,13 +192,54 @@ pub fn run(cmd: ReportsCommand, config: &Config) -> Result<ExitCode> {
     })
 }
 
+/// Imports every report the simulator wrote under `dir` (`stripe/*.csv` of the platform account, `adyen/*.csv`);
+/// returns the files' SHA-256s. A refused file is an error here: the simulator writes the real formats.
+pub async fn import_simulated(pool: &deadpool_postgres::Pool, dir: &Path) -> Result<Vec<String>> {
+    let mut shas = Vec::new();
+    for (psp, sub) in [(Psp::Stripe, "stripe"), (Psp::Adyen, "adyen")] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else { continue };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for path in paths {
+            let args = ImportArgs {
+                files: vec![],
+                psp: None,
+                account: tally_psp::stripe::PLATFORM_MERCHANT.into(),
+                decimal_separator: Separator::Dot,
+                json: false,
+            };
+            let report = parse_file(&path, Some(psp), &args)?.map_err(|r| anyhow::anyhow!("{r}"))?;
+            tally_recon::store::import(pool, &report).await?;
+            shas.push(report.sha256);
+        }
+    }
+    Ok(shas)
+}
+
 /// The nightly PSP reconciliation: every stored line against the ledger's facts.
 pub async fn reconcile(pool: &deadpool_postgres::Pool, args: &PspReconArgs) -> Result<tally_recon::Outcome> {
-    let lines = tally_recon::store::lines(pool).await?;
+    reconcile_scoped(pool, args, None).await
+}
+
+/// Only the lines of the files named by SHA-256 and the facts of the payments named (the demo's own run, on a
+/// database that holds earlier runs too); `None`: everything.
+pub async fn reconcile_scoped(
+    pool: &deadpool_postgres::Pool,
+    args: &PspReconArgs,
+    scope: Option<(&[String], &[String])>,
+) -> Result<tally_recon::Outcome> {
+    let mut lines = tally_recon::store::lines(pool).await?;
+    if let Some((files, _)) = scope {
+        lines.retain(|l| files.contains(&l.file_sha256));
+    }
     let mut psps: Vec<Psp> = lines.iter().map(|l| l.line.psp).collect();
     psps.sort_by_key(|p| p.as_str());
     psps.dedup();
-    let facts = tally_recon::store::facts(pool, &psps).await?;
+    let mut facts = tally_recon::store::facts(pool, &psps).await?;
+    if let Some((_, payments)) = scope {
+        let payments: std::collections::HashSet<&String> = payments.iter().collect();
+        facts.retain(|f| payments.contains(&f.payment_id));
+    }
     let plans = tally_recon::store::plans(pool).await?;
     let (stripe, adyen) = (args.stripe_sla_days, args.adyen_sla_days);
     let sla = move |p: Psp| match p {

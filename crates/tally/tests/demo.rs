@@ -45,6 +45,7 @@ fn the_demo_pipeline_books_a_generated_workload_with_every_oracle_green() {
             "warehouse: daily mart = truth            ok",
             "ledger ↔ warehouse agreement             ok",
             "warehouse: no PII                        ok",
+            "PSP recon = injected discrepancies       ok",
         ] {
             assert!(stdout.contains(oracle), "missing `{oracle}` in:\n{stdout}");
         }
