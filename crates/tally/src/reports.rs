@@ -56,6 +56,10 @@ pub struct ImportArgs {
 
 #[derive(Args)]
 pub struct PspReconArgs {
+    /// The nightly run for one UTC day (`YYYY-MM-DD`): the facts of that day with every line that settles them, and
+    /// the lines booked that day for payments the ledger does not know (batch gaps are always judged whole).
+    #[arg(long, value_parser = parse_day)]
+    date: Option<time::Date>,
     /// Business days from a capture or refund to its settlement line, Stripe.
     #[arg(long, default_value_t = 2)]
     stripe_sla_days: u32,
@@ -72,8 +76,13 @@ pub struct PspReconArgs {
 
 impl Default for PspReconArgs {
     fn default() -> Self {
-        PspReconArgs { stripe_sla_days: 2, adyen_sla_days: 2, json: false, show: 3 }
+        PspReconArgs { date: None, stripe_sla_days: 2, adyen_sla_days: 2, json: false, show: 3 }
     }
+}
+
+fn parse_day(s: &str) -> Result<time::Date, String> {
+    time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+        .map_err(|e| format!("{s:?} is not a date as YYYY-MM-DD: {e}"))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -247,7 +256,15 @@ pub async fn reconcile_scoped(
         Psp::Adyen => adyen,
     };
     let price = |m: &str, p: Psp, t| plans.price(m, p, t);
-    Ok(tally_recon::reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &price }))
+    let rules = Rules { sla_days: &sla, price: &price };
+    let Some(day) = args.date else { return Ok(tally_recon::reconcile(&lines, &facts, &rules)) };
+    let start = tally_domain::Timestamp::from_unix_secs(day.midnight().assume_utc().unix_timestamp())?;
+    let (day_lines, day_facts) = tally_recon::matching::scope_to_day(&lines, &facts, start);
+    let mut outcome = tally_recon::reconcile(&day_lines, &day_facts, &rules);
+    outcome.breaks.retain(|b| b.kind != BreakKind::MissingBatch);
+    outcome.breaks.extend(tally_recon::matching::missing_batches(&lines));
+    outcome.recount();
+    Ok(outcome)
 }
 
 pub fn run_recon_psp(args: PspReconArgs, config: &Config) -> Result<ExitCode> {

@@ -168,6 +168,28 @@ impl Outcome {
     pub fn count(&self, kind: BreakKind) -> usize {
         self.breaks.iter().filter(|b| b.kind == kind).count()
     }
+
+    /// Sorts the breaks and counts them into the totals again (after breaks were added or removed).
+    pub fn recount(&mut self) {
+        for t in self.totals.values_mut() {
+            t.broken = 0;
+        }
+        for b in &self.breaks {
+            let currency = b.amount.map_or_else(|| "-".to_owned(), |m| m.currency.code().to_owned());
+            self.totals.entry((b.psp.as_str().to_owned(), currency)).or_default().broken += 1;
+        }
+        self.totals.retain(|(_, c), t| c != "-" || t.broken > 0);
+        self.breaks.sort_by(|a, b| {
+            (a.kind, a.psp, &a.payment_id, &a.line, &a.fact_key, &a.detail).cmp(&(
+                b.kind,
+                b.psp,
+                &b.payment_id,
+                &b.line,
+                &b.fact_key,
+                &b.detail,
+            ))
+        });
+    }
 }
 
 /// The fact kinds a line kind settles.
@@ -402,17 +424,25 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
         }
     }
 
-    // Adyen batches: per merchant account, every number between the first and the last.
+    out.breaks.extend(missing_batches(lines.iter().copied()));
+
+    out.recount();
+    out
+}
+
+/// Adyen batches: per merchant account, every number between the first and the last must be there.
+pub fn missing_batches<'a>(lines: impl IntoIterator<Item = &'a Line>) -> Vec<Break> {
     let mut batches: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
-    for l in lines.iter().filter(|l| l.line.psp == Psp::Adyen) {
+    for l in lines.into_iter().filter(|l| l.line.psp == Psp::Adyen) {
         if let Some(n) = l.line.batch.as_deref().and_then(|b| b.parse::<u64>().ok()) {
             batches.entry(l.line.account.as_str()).or_default().insert(n);
         }
     }
+    let mut out = Vec::new();
     for (account, numbers) in batches {
         let (Some(&lo), Some(&hi)) = (numbers.first(), numbers.last()) else { continue };
         for n in (lo..hi).filter(|n| !numbers.contains(n)) {
-            out.breaks.push(Break {
+            out.push(Break {
                 kind: BreakKind::MissingBatch,
                 psp: Psp::Adyen,
                 payment_id: None,
@@ -424,21 +454,26 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
             });
         }
     }
-
-    for b in &out.breaks {
-        let currency = b.amount.map_or_else(|| "-".to_owned(), |m| m.currency.code().to_owned());
-        out.totals.entry((b.psp.as_str().to_owned(), currency)).or_default().broken += 1;
-    }
-    out.totals.retain(|(_, c), t| c != "-" || t.broken > 0);
-    out.breaks.sort_by(|a, b| {
-        (a.kind, a.psp, &a.payment_id, &a.line, &a.fact_key, &a.detail).cmp(&(
-            b.kind,
-            b.psp,
-            &b.payment_id,
-            &b.line,
-            &b.fact_key,
-            &b.detail,
-        ))
-    });
     out
+}
+
+/// The nightly run's inputs for the UTC day starting at `start`: the facts that occurred that day with every line
+/// that settles one of their payments, and the lines booked that day for payments the ledger does not know at all
+/// (or that name none). Batch gaps are judged on every line ([`missing_batches`]), not on a day's.
+pub fn scope_to_day(lines: &[Line], facts: &[Fact], start: Timestamp) -> (Vec<Line>, Vec<Fact>) {
+    let lo = start.unix_micros();
+    let in_day = |t: Timestamp| (lo..lo + 86_400_000_000).contains(&t.unix_micros());
+    let known: BTreeSet<&str> = facts.iter().map(|f| f.payment_id.as_str()).collect();
+    let day_facts: Vec<Fact> = facts.iter().filter(|f| in_day(f.occurred_at)).cloned().collect();
+    let of_day: BTreeSet<&str> = day_facts.iter().map(|f| f.payment_id.as_str()).collect();
+    let day_lines = lines
+        .iter()
+        .filter(|l| match l.line.payment_reference.as_ref().map(|r| format!("{}:{r}", l.line.psp.as_str())) {
+            Some(p) if of_day.contains(p.as_str()) => true,
+            Some(p) => in_day(l.line.booked_at) && !known.contains(p.as_str()),
+            None => in_day(l.line.booked_at),
+        })
+        .cloned()
+        .collect();
+    (day_lines, day_facts)
 }

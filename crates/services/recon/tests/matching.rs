@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use tally_domain::{EventKind, Psp, Timestamp};
 use tally_money::{Amount, Currency, Money};
 use tally_psp::report::{LineKind, SettlementLine};
-use tally_recon::matching::{add_business_days, FactLineage};
+use tally_recon::matching::{add_business_days, scope_to_day, FactLineage};
 use tally_recon::{reconcile, BreakKind, Fact, Line, Outcome, Price, Rules};
 
 fn eur(minor: i64) -> Money {
@@ -166,6 +166,30 @@ fn a_clean_month_is_clean() {
     assert!(run(&lines, &facts).breaks.is_empty());
     let later = vec![lines[0].clone(), line(LineKind::Fee, s, 3, "txn_f", "-", "-", -100, 0, day(9, 0))];
     assert_eq!(run(&later, &facts).count(BreakKind::MissingAtPsp), 1);
+}
+
+#[test]
+fn a_nightly_run_for_one_day_judges_that_days_facts_with_their_later_lines() {
+    let s = Psp::Stripe;
+    let facts = vec![
+        fact(EventKind::Captured, s, "ch_1", "ch_1", 10_000, day(1, 10), 1), // settled on the 3rd, correctly
+        fact(EventKind::Captured, s, "ch_2", "ch_2", 5_000, day(1, 11), 2),  // settled for too much
+        fact(EventKind::Captured, s, "ch_3", "ch_3", 7_000, day(2, 10), 3),  // another day: out of scope
+    ];
+    let lines = vec![
+        line(LineKind::Settled, s, 2, "txn_1", "ch_1", "ch_1", 10_000, 165, day(3, 0)),
+        line(LineKind::Settled, s, 3, "txn_2", "ch_2", "ch_2", 5_001, 95, day(3, 0)),
+        line(LineKind::Settled, s, 4, "txn_3", "ch_3", "ch_3", 6_000, 109, day(4, 0)),
+        line(LineKind::Settled, s, 5, "txn_9", "ch_9", "ch_9", 900, 38, day(1, 0)), // unknown, booked on the 1st
+        line(LineKind::Settled, s, 6, "txn_8", "ch_8", "ch_8", 900, 38, day(2, 0)), // unknown, booked on the 2nd
+    ];
+    assert_eq!(run(&lines, &facts).breaks.len(), 4, "everything: ch_2, ch_3, ch_8, ch_9");
+    let (l, f) = scope_to_day(&lines, &facts, day(1, 0));
+    let breaks: Vec<_> = run(&l, &f).breaks.into_iter().map(|b| (b.kind, b.payment_id.unwrap())).collect();
+    assert_eq!(
+        breaks,
+        [(BreakKind::MissingInLedger, "stripe:ch_9".into()), (BreakKind::AmountMismatch, "stripe:ch_2".into())]
+    );
 }
 
 #[test]
