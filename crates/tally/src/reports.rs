@@ -282,6 +282,8 @@ pub fn run_recon_psp(args: PspReconArgs, config: &Config) -> Result<ExitCode> {
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
                     "clean": outcome.breaks.is_empty(),
+                    "lines": outcome.lines,
+                    "facts": outcome.facts,
                     "totals": totals,
                     "breaks_by_type": BreakKind::ALL.iter().map(|k| (k.as_str(), outcome.count(*k))).collect::<std::collections::BTreeMap<_, _>>(),
                     "unpaired_lines": outcome.unpaired,
@@ -298,7 +300,14 @@ pub fn run_recon_psp(args: PspReconArgs, config: &Config) -> Result<ExitCode> {
 pub fn render(outcome: &tally_recon::Outcome, show: usize) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "PSP reconciliation (settlement reports against the ledger)");
+    let _ = writeln!(
+        out,
+        "PSP reconciliation (settlement reports against the ledger): {} report lines, {} ledger facts",
+        outcome.lines, outcome.facts
+    );
+    if outcome.lines == 0 {
+        let _ = writeln!(out, "  no report line in scope: nothing was compared (import the PSPs' files first)");
+    }
     let _ = writeln!(
         out,
         "  {:<7} {:<4} {:>16} {:>16} {:>12} {:>8} {:>8} {:>7}",

@@ -162,6 +162,9 @@ pub struct Outcome {
     pub totals: BTreeMap<(String, String), Totals>,
     /// Lines of kinds matching does not pair with a fact (fees, payouts, unmapped categories), per kind.
     pub unpaired: BTreeMap<String, u64>,
+    /// What was compared: report lines and ledger facts in scope.
+    pub lines: usize,
+    pub facts: usize,
 }
 
 impl Outcome {
@@ -261,7 +264,7 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
     facts.sort_by(|a, b| (a.occurred_at, &a.fact_key).cmp(&(b.occurred_at, &b.fact_key)));
     facts.dedup_by(|a, b| a.fact_key == b.fact_key);
 
-    let mut out = Outcome::default();
+    let mut out = Outcome { lines: lines.len(), facts: facts.len(), ..Outcome::default() };
     let mut by_payment: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, f) in facts.iter().enumerate() {
         by_payment.entry(f.payment_id.as_str()).or_default().push(i);
