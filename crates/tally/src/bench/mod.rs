@@ -4,6 +4,7 @@
 mod ingest;
 mod ledger;
 mod recon;
+mod recon_psp;
 mod warehouse;
 
 use std::process::ExitCode;
@@ -22,6 +23,9 @@ pub enum BenchCommand {
     /// Completeness recon: seconds for a full pass over an archive and ledger of 10M events, beside an
     /// offset-by-offset pass.
     Recon(recon::ReconArgs),
+    /// PSP reconciliation: seconds to match N settlement report lines against the ledger, beside the same join
+    /// as one SQL query.
+    ReconPsp(recon_psp::ReconPspArgs),
     /// Warehouse sink: events/s from memory beside DuckDB's appender, and source→warehouse latency at a steady rate.
     Warehouse(warehouse::WarehouseArgs),
 }
@@ -31,6 +35,7 @@ pub fn run(cmd: BenchCommand, config: Config) -> Result<ExitCode> {
         BenchCommand::Ingest(args) => ingest::run(args, config),
         BenchCommand::Ledger(args) => ledger::run(args, config),
         BenchCommand::Recon(args) => recon::run(args, config),
+        BenchCommand::ReconPsp(args) => recon_psp::run(args, config),
         BenchCommand::Warehouse(args) => warehouse::run(args, config),
     }
 }
