@@ -42,6 +42,9 @@ pub enum ReconCommand {
     /// Match every imported settlement report line (`tally reports import`) against the ledger's facts: totals per
     /// PSP × currency and breaks by type, each naming the report line and the fact's offset. Exit 1 with breaks.
     Psp(crate::reports::PspReconArgs),
+    /// PSP reconciliation breaks as recorded: list, show, resolve (attributable, append-only).
+    #[command(subcommand)]
+    Breaks(crate::reports::BreaksCommand),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -104,6 +107,7 @@ pub fn run_recon(cmd: ReconCommand, config: &Config) -> Result<ExitCode> {
     let (json, full) = match cmd {
         ReconCommand::Completeness { json, full } => (json, full),
         ReconCommand::Psp(args) => return crate::reports::run_recon_psp(args, config),
+        ReconCommand::Breaks(cmd) => return crate::reports::run_breaks(cmd, config),
     };
     let rt = runtime()?;
     let report = rt.block_on(recon(config, full))?;

@@ -272,28 +272,49 @@ pub fn run_recon_psp(args: PspReconArgs, config: &Config) -> Result<ExitCode> {
         let pool = tally_postgres::pool(&config.postgres)?;
         tally_postgres::migrate(&pool).await?;
         let outcome = reconcile(&pool, &args).await?;
+        // Every break is recorded (first sighting kept); a full run also clears, as `auto`, the open breaks of its
+        // PSPs it no longer finds (a late settlement arrived). A run for one day sees too little to clear anything.
+        let psps: Vec<Psp> = outcome.totals.keys().filter_map(|(p, _)| p.parse().ok()).collect();
+        let clears = args.date.is_none().then_some((psps.as_slice(), "tally recon psp"));
+        let open = tally_recon::store::record_breaks(&pool, &outcome.breaks, clears).await?;
         if args.json {
             let totals: Vec<_> = outcome
                 .totals
                 .iter()
                 .map(|((psp, currency), t)| serde_json::json!({"psp": psp, "currency": currency, "totals": t}))
                 .collect();
+            let breaks: Vec<serde_json::Value> = outcome
+                .breaks
+                .iter()
+                .map(|b| {
+                    let mut v = serde_json::to_value(b).unwrap_or_default();
+                    v["id"] = serde_json::json!(b.id());
+                    v["open"] = serde_json::json!(open.contains(&b.id()));
+                    v
+                })
+                .collect();
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
-                    "clean": outcome.breaks.is_empty(),
+                    "clean": open.is_empty(),
+                    "open": open.len(),
                     "lines": outcome.lines,
                     "facts": outcome.facts,
                     "totals": totals,
                     "breaks_by_type": BreakKind::ALL.iter().map(|k| (k.as_str(), outcome.count(*k))).collect::<std::collections::BTreeMap<_, _>>(),
                     "unpaired_lines": outcome.unpaired,
-                    "breaks": outcome.breaks,
+                    "breaks": breaks,
                 }))?
             );
         } else {
             print!("{}", render(&outcome, args.show));
+            println!(
+                "{} open, {} resolved before (`tally recon breaks list`, `… resolve ID --as accepted --reason … --ticket …`)",
+                open.len(),
+                outcome.breaks.len() - open.len()
+            );
         }
-        Ok(if outcome.breaks.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        Ok(if open.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
 }
 
@@ -335,4 +356,127 @@ pub fn render(outcome: &tally_recon::Outcome, show: usize) -> String {
     }
     let _ = writeln!(out, "{}", if outcome.breaks.is_empty() { "clean" } else { "BREAKS FOUND" });
     out
+}
+
+#[derive(Subcommand)]
+pub enum BreaksCommand {
+    /// The recorded breaks, newest first (open ones unless --all).
+    List {
+        #[arg(long)]
+        all: bool,
+        /// Only this type (missing_in_ledger, amount_mismatch, …).
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One break: both sides' lineage and its resolution.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolves a break, once, attributably (an append-only record: actor, reason, ticket).
+    Resolve {
+        id: String,
+        #[arg(long = "as", value_enum)]
+        resolution: ResolutionArg,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        ticket: String,
+        /// Who resolves it (default: $TALLY_OPERATOR; required).
+        #[arg(long, env = "TALLY_OPERATOR")]
+        actor: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum ResolutionArg {
+    FixedByBooking,
+    Accepted,
+    Auto,
+}
+
+pub fn run_breaks(cmd: BreaksCommand, config: &Config) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let pool = tally_postgres::pool(&config.postgres)?;
+        tally_postgres::migrate(&pool).await?;
+        match cmd {
+            BreaksCommand::List { all, kind, json } => {
+                let list = tally_recon::store::list_breaks(&pool, !all, kind.as_deref(), None).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    println!("{:<16}  {:<18} {:<6} {:<40} {:<20} status", "id", "type", "psp", "payment", "first seen");
+                    for b in &list {
+                        println!(
+                            "{:<16}  {:<18} {:<6} {:<40} {:<20} {}",
+                            b.break_id,
+                            b.kind,
+                            b.psp,
+                            b.payment_id.as_deref().unwrap_or("-"),
+                            b.first_seen,
+                            b.resolution.as_deref().unwrap_or("open")
+                        );
+                    }
+                    println!("{} break(s)", list.len());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            BreaksCommand::Show { id, json } => {
+                let Some(b) = tally_recon::store::list_breaks(&pool, false, None, Some(&id)).await?.into_iter().next()
+                else {
+                    eprintln!("no break {id}");
+                    return Ok(ExitCode::from(2));
+                };
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&b)?);
+                } else {
+                    println!("break {}: {} ({})", b.break_id, b.kind, b.psp);
+                    println!("  payment      {}", b.payment_id.as_deref().unwrap_or("-"));
+                    let line = b.file.as_ref().map(|f| format!("{f}:{}", b.line.unwrap_or(0)));
+                    println!("  report line  {}", line.as_deref().unwrap_or("-"));
+                    println!("  ledger fact  {}", b.fact.as_deref().unwrap_or("-"));
+                    let amount = b.amount_minor.map(|a| format!("{a} {}", b.currency.as_deref().unwrap_or("")));
+                    println!("  amount       {} (minor units)", amount.as_deref().unwrap_or("-"));
+                    println!("  detail       {}", b.detail);
+                    println!("  first seen   {}", b.first_seen);
+                    match &b.resolution {
+                        None => println!("  status       open"),
+                        Some(r) => println!(
+                            "  status       {r} by {} ({}; ticket {})",
+                            b.resolved_by.as_deref().unwrap_or("?"),
+                            b.reason.as_deref().unwrap_or(""),
+                            b.ticket.as_deref().unwrap_or("")
+                        ),
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            BreaksCommand::Resolve { id, resolution, reason, ticket, actor } => {
+                let Some(actor) = actor.filter(|a| !a.trim().is_empty()) else {
+                    eprintln!("who resolves it? --actor NAME or TALLY_OPERATOR (a resolution is attributable)");
+                    return Ok(ExitCode::from(2));
+                };
+                let resolution = match resolution {
+                    ResolutionArg::FixedByBooking => tally_recon::store::Resolution::FixedByBooking,
+                    ResolutionArg::Accepted => tally_recon::store::Resolution::Accepted,
+                    ResolutionArg::Auto => tally_recon::store::Resolution::Auto,
+                };
+                match tally_recon::store::resolve(&pool, &id, resolution, &reason, &ticket, &actor).await {
+                    Ok(()) => {
+                        println!("break {id} resolved {} by {actor} (ticket {ticket})", resolution.as_str());
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(e @ tally_recon::store::ResolveError::Store(_)) => Err(e.into()),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        Ok(ExitCode::from(2))
+                    }
+                }
+            }
+        }
+    })
 }

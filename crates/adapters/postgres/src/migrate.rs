@@ -43,6 +43,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "settlement_reports",
         sql: include_str!("../../../../migrations/0010_settlement_reports.sql"),
     },
+    Migration { version: 11, name: "recon_breaks", sql: include_str!("../../../../migrations/0011_recon_breaks.sql") },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

@@ -100,6 +100,24 @@ pub struct Break {
     pub detail: String,
 }
 
+impl Break {
+    /// A stable id: the same break found by a later run has the same id (type, PSP, payment, the line's file and
+    /// number, the fact, and for breaks with neither side, the detail). 16 hex digits of a SHA-256.
+    pub fn id(&self) -> String {
+        use sha2::Digest;
+        let line = self.line.as_ref().map_or(String::new(), |l| format!("{}:{}", l.file_sha256, l.line));
+        let anchor = if self.line.is_none() && self.fact_key.is_none() { self.detail.as_str() } else { "" };
+        let text = format!(
+            "{}|{}|{}|{line}|{}|{anchor}",
+            self.kind.as_str(),
+            self.psp.as_str(),
+            self.payment_id.as_deref().unwrap_or(""),
+            self.fact_key.as_deref().unwrap_or("")
+        );
+        hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
+    }
+}
+
 /// A PSP's contracted price for a merchant: parts per million of the gross plus a fixed fee in minor units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Price {

@@ -244,3 +244,206 @@ pub async fn plans(pool: &Pool) -> Result<Plans, StoreError> {
     }
     Ok(plans)
 }
+
+/// How a break was resolved (ADR 0015): `accepted` (the difference stands, e.g. a PSP concession), `auto` (it
+/// cleared by itself: a run no longer finds it), `fixed_by_booking` (a correction journal, maker-checker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    Accepted,
+    Auto,
+    FixedByBooking,
+}
+
+impl Resolution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Accepted => "accepted",
+            Resolution::Auto => "auto",
+            Resolution::FixedByBooking => "fixed_by_booking",
+        }
+    }
+}
+
+/// A stored break with its resolution, if any.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredBreak {
+    pub break_id: String,
+    pub kind: String,
+    pub psp: String,
+    pub payment_id: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<i32>,
+    pub fact: Option<String>,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub detail: String,
+    pub first_seen: String,
+    pub resolution: Option<String>,
+    pub resolved_by: Option<String>,
+    pub reason: Option<String>,
+    pub ticket: Option<String>,
+}
+
+/// Records the breaks a run found (those seen before keep their first sighting) and returns the ids that are
+/// still open (no resolution). With `clears`, open breaks of the PSPs concerned that this run no longer finds are
+/// resolved `auto` by `actor` (a full run only: a scoped run does not see everything).
+pub async fn record_breaks(
+    pool: &Pool,
+    breaks: &[crate::Break],
+    clears: Option<(&[Psp], &str)>,
+) -> Result<Vec<String>, StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let ids: Vec<String> = breaks.iter().map(crate::Break::id).collect();
+    let col = |f: &dyn Fn(&crate::Break) -> Option<String>| breaks.iter().map(f).collect::<Vec<Option<String>>>();
+    tx.execute(
+        "INSERT INTO recon_breaks (break_id, kind, psp, payment_id, file_sha256, file_name, line, fact_key, topic,
+            kafka_partition, kafka_offset, amount_minor, currency, detail)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
+            $8::text[], $9::text[], $10::int[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
+         ON CONFLICT (break_id) DO NOTHING",
+        &[
+            &ids,
+            &breaks.iter().map(|b| b.kind.as_str()).collect::<Vec<_>>(),
+            &breaks.iter().map(|b| b.psp.as_str()).collect::<Vec<_>>(),
+            &col(&|b| b.payment_id.clone()),
+            &col(&|b| b.line.as_ref().map(|l| l.file_sha256.clone())),
+            &col(&|b| b.line.as_ref().map(|l| l.file.clone())),
+            &breaks.iter().map(|b| b.line.as_ref().map(|l| l.line as i32)).collect::<Vec<_>>(),
+            &col(&|b| b.fact_key.clone()),
+            &col(&|b| b.fact.as_ref().map(|f| f.topic.clone())),
+            &breaks.iter().map(|b| b.fact.as_ref().map(|f| f.partition)).collect::<Vec<_>>(),
+            &breaks.iter().map(|b| b.fact.as_ref().map(|f| f.offset)).collect::<Vec<_>>(),
+            &breaks.iter().map(|b| b.amount.map(|m| m.amount.minor())).collect::<Vec<_>>(),
+            &col(&|b| b.amount.map(|m| m.currency.code().to_owned())),
+            &breaks.iter().map(|b| b.detail.clone()).collect::<Vec<_>>(),
+        ],
+    )
+    .await?;
+    if let Some((psps, actor)) = clears {
+        let psps: Vec<&str> = psps.iter().map(|p| p.as_str()).collect();
+        tx.execute(
+            "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
+             SELECT b.break_id, 'auto', 'no longer found by a full run', '-', $3
+               FROM recon_breaks b
+              WHERE b.psp = ANY($2) AND b.break_id <> ALL($1)
+                AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)",
+            &[&ids, &psps, &actor],
+        )
+        .await?;
+    }
+    let open: Vec<String> = tx
+        .query(
+            "SELECT b FROM unnest($1::text[]) b WHERE NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b)",
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.commit().await?;
+    Ok(open)
+}
+
+/// Stored breaks, newest first: all, or only the open ones; of one type, or of every type.
+pub async fn list_breaks(
+    pool: &Pool,
+    open_only: bool,
+    kind: Option<&str>,
+    id: Option<&str>,
+) -> Result<Vec<StoredBreak>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT b.break_id, b.kind, b.psp, b.payment_id, b.file_name, b.line,
+                    CASE WHEN b.topic IS NULL THEN NULL ELSE b.topic || '[' || b.kafka_partition || ']@' || b.kafka_offset END,
+                    b.amount_minor, b.currency, b.detail,
+                    to_char(b.first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    r.resolution, r.actor, r.reason, r.ticket
+               FROM recon_breaks b LEFT JOIN recon_resolutions r ON r.break_id = b.break_id
+              WHERE ($1::bool IS FALSE OR r.break_id IS NULL) AND ($2::text IS NULL OR b.kind = $2)
+                AND ($3::text IS NULL OR b.break_id = $3)
+              ORDER BY b.first_seen DESC, b.break_id",
+            &[&open_only, &kind, &id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| StoredBreak {
+            break_id: r.get(0),
+            kind: r.get(1),
+            psp: r.get(2),
+            payment_id: r.get(3),
+            file: r.get(4),
+            line: r.get(5),
+            fact: r.get(6),
+            amount_minor: r.get(7),
+            currency: r.get(8),
+            detail: r.get(9),
+            first_seen: r.get(10),
+            resolution: r.get(11),
+            resolved_by: r.get(12),
+            reason: r.get(13),
+            ticket: r.get(14),
+        })
+        .collect())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no break {0}")]
+    NoSuchBreak(String),
+    #[error("break {id} was resolved already ({resolution} by {actor})")]
+    AlreadyResolved { id: String, resolution: String, actor: String },
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<tokio_postgres::Error> for ResolveError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ResolveError::Store(StoreError::Db(e))
+    }
+}
+
+/// Resolves one break, once, attributably. A resolution that books money needs the proposed journal's hash and an
+/// approver other than the actor (maker-checker); the correction journal itself is booked by the replay issue's
+/// correction flow, which this does not do yet: such a resolution is refused here until it exists.
+pub async fn resolve(
+    pool: &Pool,
+    id: &str,
+    resolution: Resolution,
+    reason: &str,
+    ticket: &str,
+    actor: &str,
+) -> Result<(), ResolveError> {
+    if reason.trim().is_empty() || ticket.trim().is_empty() || actor.trim().is_empty() {
+        return Err(ResolveError::Refused("a resolution needs a reason, a ticket and an actor".into()));
+    }
+    if resolution == Resolution::FixedByBooking {
+        return Err(ResolveError::Refused(
+            "fixed_by_booking books a correction journal with a second operator's approval; Tally cannot book \
+             correction journals yet (issue 15/16): resolve as accepted with the ticket that tracks the booking"
+                .into(),
+        ));
+    }
+    let mut client = pool.get().await.map_err(StoreError::from)?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 16))", &[&id]).await?;
+    if tx.query_opt("SELECT 1 FROM recon_breaks WHERE break_id = $1", &[&id]).await?.is_none() {
+        return Err(ResolveError::NoSuchBreak(id.to_owned()));
+    }
+    if let Some(r) = tx.query_opt("SELECT resolution, actor FROM recon_resolutions WHERE break_id = $1", &[&id]).await?
+    {
+        return Err(ResolveError::AlreadyResolved { id: id.to_owned(), resolution: r.get(0), actor: r.get(1) });
+    }
+    tx.execute(
+        "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor) VALUES ($1, $2, $3, $4, $5)",
+        &[&id, &resolution.as_str(), &reason, &ticket, &actor],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -82,3 +82,82 @@ async fn a_report_is_stored_once_read_back_as_parsed_and_matched_against_the_led
     let totals = &outcome.totals[&("stripe".to_owned(), "EUR".to_owned())];
     assert_eq!((totals.lines, totals.matched, totals.booked_minor, totals.settled_minor), (3, 1, 14_900, 15_900));
 }
+
+#[tokio::test]
+async fn breaks_are_recorded_once_and_resolved_once_attributably() {
+    use tally_recon::store::{Resolution, ResolveError};
+    let (_, pool) = tally_testkit::database("recon_breaks").await;
+    let options = tally_psp::stripe::report::Options::default();
+    let report = tally_psp::stripe::report::parse("june.csv", STRIPE.as_bytes(), &options).unwrap();
+    store::import(&pool, &report).await.unwrap();
+    fact(&pool, "ch_1", 10_000, 1).await;
+    let lines = store::lines(&pool).await.unwrap();
+    let facts = store::facts(&pool, &[Psp::Stripe]).await.unwrap();
+    let no_plan = |_: &str, _: Psp, _| None;
+    let sla = |_: Psp| 2;
+    let outcome = reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &no_plan });
+    // ch_2 and ch_9: no captured fact.
+    assert_eq!(outcome.count(BreakKind::MissingInLedger), 2);
+    let ids: Vec<String> = outcome.breaks.iter().map(|b| b.id()).collect();
+    let open = store::record_breaks(&pool, &outcome.breaks, None).await.unwrap();
+    assert_eq!(open, ids);
+    // Found again: the same ids, the first sighting kept.
+    let seen = store::list_breaks(&pool, true, None, None).await.unwrap();
+    assert_eq!(store::record_breaks(&pool, &outcome.breaks, None).await.unwrap(), ids);
+    let again = store::list_breaks(&pool, true, None, None).await.unwrap();
+    assert_eq!(
+        again.iter().map(|b| (&b.break_id, &b.first_seen)).collect::<Vec<_>>(),
+        seen.iter().map(|b| (&b.break_id, &b.first_seen)).collect::<Vec<_>>()
+    );
+
+    // Sorted by payment: ch_2 first, ch_9 second.
+    let (ch2, ch9) = (&ids[0], &ids[1]);
+    assert_eq!(outcome.breaks[0].payment_id.as_deref(), Some("stripe:ch_2"));
+    // Resolutions: attributable, once; one that books money is not something this build can do.
+    let err = store::resolve(&pool, ch9, Resolution::Accepted, "", "T-1", "ana").await.unwrap_err();
+    assert!(matches!(err, ResolveError::Refused(_)), "{err}");
+    let err = store::resolve(&pool, ch9, Resolution::FixedByBooking, "wrong", "T-1", "ana").await.unwrap_err();
+    assert!(err.to_string().contains("second operator"), "{err}");
+    assert!(matches!(
+        store::resolve(&pool, "0000", Resolution::Accepted, "r", "T", "ana").await,
+        Err(ResolveError::NoSuchBreak(_))
+    ));
+    store::resolve(&pool, ch9, Resolution::Accepted, "PSP concession", "T-1", "ana").await.unwrap();
+    let err = store::resolve(&pool, ch9, Resolution::Accepted, "again", "T-2", "bob").await.unwrap_err();
+    assert!(matches!(err, ResolveError::AlreadyResolved { .. }), "{err}");
+    let open = store::list_breaks(&pool, true, None, None).await.unwrap();
+    assert_eq!(open.iter().map(|b| &b.break_id).collect::<Vec<_>>(), [ch2]);
+    let shown = store::list_breaks(&pool, false, None, Some(ch9)).await.unwrap();
+    assert_eq!((shown[0].resolution.as_deref(), shown[0].resolved_by.as_deref()), (Some("accepted"), Some("ana")));
+    assert_eq!((shown[0].reason.as_deref(), shown[0].ticket.as_deref()), (Some("PSP concession"), Some("T-1")));
+    // The database holds the maker-checker rule too (approver ≠ maker), and refuses changing a resolution.
+    let client = pool.get().await.unwrap();
+    let err = client
+        .execute(
+            "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor, journal_sha256, approved_by)
+             VALUES ($1, 'fixed_by_booking', 'r', 'T', 'ana', 'abc', 'ana')",
+            &[ch2],
+        )
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("check"), "{err:?}");
+    assert!(client.batch_execute("UPDATE recon_resolutions SET actor = 'eve'").await.is_err());
+
+    // A full run that no longer finds the open one (ch_2's capture arrived) clears it as `auto`; the accepted one
+    // is still found, and stays as it was resolved.
+    fact(&pool, "ch_2", 5_000, 2).await;
+    let facts = store::facts(&pool, &[Psp::Stripe]).await.unwrap();
+    let outcome = reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &no_plan });
+    assert_eq!(outcome.breaks.iter().map(|b| b.id()).collect::<Vec<_>>(), std::slice::from_ref(ch9));
+    let open = store::record_breaks(&pool, &outcome.breaks, Some((&[Psp::Stripe], "tally recon psp"))).await.unwrap();
+    assert!(open.is_empty(), "{open:?}");
+    let cleared = store::list_breaks(&pool, false, None, Some(ch2)).await.unwrap();
+    assert_eq!(
+        (cleared[0].resolution.as_deref(), cleared[0].resolved_by.as_deref()),
+        (Some("auto"), Some("tally recon psp"))
+    );
+    assert_eq!(
+        store::list_breaks(&pool, false, None, Some(ch9)).await.unwrap()[0].resolution.as_deref(),
+        Some("accepted")
+    );
+}
