@@ -125,10 +125,12 @@ fn ppm(percent: &str) -> i64 {
     int.parse::<i64>().unwrap_or(0) * 10_000 + frac[..4].parse::<i64>().unwrap_or(0)
 }
 
-/// The contracted fee on `gross` minor units: the percentage rounded half away from zero, plus the fixed part.
-fn plan_fee(gross: i64, percent: &str, fixed: i64) -> i64 {
-    let p = i128::from(gross.abs()) * i128::from(ppm(percent));
-    ((p + 500_000) / 1_000_000) as i64 + fixed
+/// The contracted fee on `gross` minor units: percentage plus fixed part, rounded once, half away from zero, to the
+/// PSP's smallest unit (`unit` minor units).
+fn plan_fee(gross: i64, percent: &str, fixed: i64, unit: i64) -> i64 {
+    let exact = i128::from(gross.abs()) * i128::from(ppm(percent)) + i128::from(fixed) * 1_000_000;
+    let step = i128::from(unit) * 1_000_000;
+    ((exact + step / 2) / step * i128::from(unit)) as i64
 }
 
 /// Another currency with the same number of decimals.
@@ -206,13 +208,12 @@ pub fn reports(
         let (category, gross, fee, due_at) = match (f.kind, psp) {
             (EventKind::Captured, _) => {
                 let m = plans.get(f.merchant_id.as_str()).expect("every merchant is in the dimension");
-                let fee = match psp {
-                    Psp::Stripe => plan_fee(amount, &m.stripe_percent, m.stripe_fixed_minor),
-                    Psp::Adyen => plan_fee(amount, &m.adyen_percent, m.adyen_fixed_minor),
-                };
                 // A PSP charges in the units it moves (Adyen has no fraction of a rupiah).
                 let unit = render::wire_unit(psp, f.money.currency);
-                let fee = (fee + unit / 2) / unit * unit;
+                let fee = match psp {
+                    Psp::Stripe => plan_fee(amount, &m.stripe_percent, m.stripe_fixed_minor, unit),
+                    Psp::Adyen => plan_fee(amount, &m.adyen_percent, m.adyen_fixed_minor, unit),
+                };
                 (
                     if psp == Psp::Stripe { "charge" } else { "Settled" },
                     amount,
@@ -340,7 +341,7 @@ pub fn reports(
                 kind: "missing_batch".into(),
                 psp: "adyen".into(),
                 payment_id: None,
-                detail: format!("{account}: batch {n} missing between 1 and {}", set.len()),
+                detail: format!("{account}: batch {n} missing"),
             });
         }
     }

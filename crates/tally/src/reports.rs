@@ -256,10 +256,12 @@ pub async fn reconcile_scoped(
         Psp::Adyen => adyen,
     };
     let price = |m: &str, p: Psp, t| plans.price(m, p, t);
-    let rules = Rules { sla_days: &sla, price: &price };
-    let Some(day) = args.date else { return Ok(tally_recon::reconcile(&lines, &facts, &rules)) };
+    let Some(day) = args.date else {
+        return Ok(tally_recon::reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &price, scope: None }));
+    };
     let start = tally_domain::Timestamp::from_unix_secs(day.midnight().assume_utc().unix_timestamp())?;
-    let (day_lines, day_facts) = tally_recon::matching::scope_to_day(&lines, &facts, start);
+    let (day_lines, day_facts, scope) = tally_recon::matching::scope_to_day(&lines, &facts, start);
+    let rules = Rules { sla_days: &sla, price: &price, scope: Some(&scope) };
     let mut outcome = tally_recon::reconcile(&day_lines, &day_facts, &rules);
     outcome.breaks.retain(|b| b.kind != BreakKind::MissingBatch);
     outcome.breaks.extend(tally_recon::matching::missing_batches(&lines));
@@ -391,12 +393,12 @@ pub enum BreaksCommand {
     },
 }
 
+/// `auto` is not an operator's choice: `tally recon psp` records it when a break is no longer found.
 #[derive(Clone, Copy, ValueEnum)]
 #[value(rename_all = "snake_case")]
 pub enum ResolutionArg {
     FixedByBooking,
     Accepted,
-    Auto,
 }
 
 pub fn run_breaks(cmd: BreaksCommand, config: &Config) -> Result<ExitCode> {
@@ -463,7 +465,6 @@ pub fn run_breaks(cmd: BreaksCommand, config: &Config) -> Result<ExitCode> {
                 let resolution = match resolution {
                     ResolutionArg::FixedByBooking => tally_recon::store::Resolution::FixedByBooking,
                     ResolutionArg::Accepted => tally_recon::store::Resolution::Accepted,
-                    ResolutionArg::Auto => tally_recon::store::Resolution::Auto,
                 };
                 match tally_recon::store::resolve(&pool, &id, resolution, &reason, &ticket, &actor).await {
                     Ok(()) => {

@@ -126,30 +126,34 @@ pub struct Price {
 }
 
 impl Price {
-    /// The fee for `gross`: the percentage rounded once, half away from zero, plus the fixed part.
-    pub fn fee(self, gross: Amount) -> Option<Amount> {
-        let product = i128::from(gross.minor().unsigned_abs()) * i128::from(self.ppm);
-        let rounded = (product + 500_000) / 1_000_000;
-        let total = rounded.checked_add(i128::from(self.fixed_minor))?;
-        i64::try_from(total).ok().map(Amount::from_minor)
+    /// The fee on `gross` as the PSP charges it: percentage plus fixed part, rounded **once**, half away from zero,
+    /// to the PSP's smallest unit in the currency (`unit` minor units: 100 where the PSP moves whole IDR, 1 mostly).
+    pub fn fee(self, gross: Amount, unit: i64) -> Option<Amount> {
+        let exact = i128::from(gross.minor().unsigned_abs()) * i128::from(self.ppm)
+            + i128::from(self.fixed_minor).checked_mul(1_000_000)?;
+        let step = i128::from(unit.max(1)) * 1_000_000;
+        let rounded = (exact + step / 2) / step * i128::from(unit.max(1));
+        i64::try_from(rounded).ok().map(Amount::from_minor)
     }
 }
 
-/// A fee as the PSP charges it: in the units it moves. Where the PSP's exponent for the currency is below ISO's
-/// (Adyen: IDR and CVE without decimals; Stripe: MGA), the fee is rounded half away from zero to a whole unit.
-pub fn in_wire_units(fee: Amount, psp: Psp, currency: tally_money::Currency) -> Amount {
+/// The smallest amount (in ISO minor units) a PSP moves in a currency: 10^(ISO exponent − the PSP's) where the PSP's
+/// is smaller (Adyen: IDR and CVE without decimals; Stripe: MGA), else 1.
+pub fn wire_unit(psp: Psp, currency: tally_money::Currency) -> i64 {
     let scheme = match psp {
         Psp::Stripe => tally_money::ExponentScheme::Stripe,
         Psp::Adyen => tally_money::ExponentScheme::Adyen,
     };
-    let (iso, wire) = (currency.exponent(), currency.exponent_in(scheme));
-    if wire >= iso {
-        return fee;
-    }
-    let unit = 10i64.pow(u32::from(iso - wire));
-    let m = fee.minor();
-    let rounded = (m.abs() + unit / 2) / unit * unit;
-    Amount::from_minor(if m < 0 { -rounded } else { rounded })
+    10i64.pow(u32::from(currency.exponent().saturating_sub(currency.exponent_in(scheme))))
+}
+
+/// A nightly run's scope ([`scope_to_day`]): whose settlements are judged, and how far the imported reports reach.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Fact keys whose settlement is expected by this run (the day's facts).
+    pub judged: BTreeSet<String>,
+    /// The newest settlement time of every imported line, per PSP (not only the day's).
+    pub coverage: BTreeMap<Psp, Timestamp>,
 }
 
 /// What matching needs besides lines and facts.
@@ -158,6 +162,8 @@ pub struct Rules<'a> {
     pub sla_days: &'a dyn Fn(Psp) -> u32,
     /// The merchant's price with a PSP on a day (`None`: no plan known, no fee check).
     pub price: &'a dyn Fn(&str, Psp, Timestamp) -> Option<Price>,
+    /// A nightly run for one day; `None`: everything given is judged.
+    pub scope: Option<&'a Scope>,
 }
 
 /// Per PSP and currency.
@@ -183,6 +189,8 @@ pub struct Outcome {
     /// What was compared: report lines and ledger facts in scope.
     pub lines: usize,
     pub facts: usize,
+    /// Lines matched by the fallback (the payment's one fact of the kind, no reference naming it).
+    pub fallbacks: u64,
 }
 
 impl Outcome {
@@ -220,19 +228,35 @@ fn settles(kind: &LineKind) -> &'static [EventKind] {
         LineKind::Refunded => &[EventKind::Refunded],
         LineKind::Chargeback => &[EventKind::ChargebackOpened, EventKind::SecondChargeback],
         LineKind::ChargebackReversed => &[EventKind::ChargebackWon, EventKind::PrearbitrationWon],
+        LineKind::RefundReversed => &[EventKind::RefundFailed],
         _ => &[],
+    }
+}
+
+/// The sign a line of this kind has on the PSP balance: +1 credits (settlements, returned disputes, failed refunds
+/// coming back), −1 debits (refunds, disputes).
+fn sign(kind: &LineKind) -> i64 {
+    match kind {
+        LineKind::Refunded | LineKind::Chargeback => -1,
+        _ => 1,
     }
 }
 
 /// The fact kinds matching reads from the ledger.
 pub const MATCHED_KINDS: &[EventKind] = &[
     EventKind::Captured,
+    EventKind::CaptureReversed,
     EventKind::Refunded,
+    EventKind::RefundFailed,
     EventKind::ChargebackOpened,
     EventKind::SecondChargeback,
     EventKind::ChargebackWon,
     EventKind::PrearbitrationWon,
 ];
+
+/// The ledger's reference of a capture made again after a failed one (`{reference}#recaptured`, ADR 0004): the PSP
+/// names it by the original reference.
+const RECAPTURED: &str = "#recaptured";
 
 /// The fact kinds that must be settled within the SLA.
 const EXPECTED: &[EventKind] = &[EventKind::Captured, EventKind::Refunded];
@@ -284,16 +308,61 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
 
     let mut out = Outcome { lines: lines.len(), facts: facts.len(), ..Outcome::default() };
     let mut by_payment: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_reference: HashMap<(Psp, &str), Vec<usize>> = HashMap::new();
     for (i, f) in facts.iter().enumerate() {
         by_payment.entry(f.payment_id.as_str()).or_default().push(i);
+        let reference = f.psp_reference.strip_suffix(RECAPTURED).unwrap_or(&f.psp_reference);
+        by_reference.entry((f.psp, reference)).or_default().push(i);
     }
-    let mut taken: Vec<Option<&Line>> = vec![None; facts.len()];
-    let mut seen: BTreeSet<String> = BTreeSet::new();
+    // A capture that failed, or a refund that failed, is not expected to settle (its reversal is in the ledger).
+    let reversed: BTreeSet<(Psp, EventKind, &str)> = facts
+        .iter()
+        .filter_map(|f| match f.kind {
+            EventKind::CaptureReversed => Some((f.psp, EventKind::Captured, f.psp_reference.as_str())),
+            EventKind::RefundFailed => Some((f.psp, EventKind::Refunded, f.psp_reference.as_str())),
+            _ => None,
+        })
+        .collect();
+    let is_reversed = |f: &Fact| reversed.contains(&(f.psp, f.kind, f.psp_reference.as_str()));
+    let named = |r: Option<&str>, f: &Fact| {
+        r.is_some_and(|r| f.psp_reference == r || f.psp_reference.strip_suffix(RECAPTURED) == Some(r))
+    };
     let psps: BTreeSet<Psp> = lines.iter().map(|l| l.line.psp).collect();
     let mut as_of: BTreeMap<Psp, Timestamp> = BTreeMap::new();
+    // Stripe writes a partial capture as a charge line for the whole authorization and a `partial_capture_reversal`
+    // line for what was not captured: the charge settles their sum.
+    let mut released: HashMap<String, i64> = HashMap::new();
+    for l in lines.iter().filter(|l| l.line.kind == LineKind::CaptureReversed) {
+        if let (Some(p), Some(g)) = (&l.line.payment_reference, l.line.gross) {
+            *released.entry(format!("{}:{p}", l.line.psp.as_str())).or_default() += g.amount.minor();
+        }
+    }
 
+    // Each line's payment: as it names it, or through the fact its modification reference names.
+    let payment_of = |s: &SettlementLine| -> Option<String> {
+        s.payment_reference.as_ref().map(|r| format!("{}:{r}", s.psp.as_str())).or_else(|| {
+            let r = s.modification_reference.as_deref()?;
+            by_reference.get(&(s.psp, r)).and_then(|v| v.first()).map(|&i| facts[i].payment_id.clone())
+        })
+    };
     let line_ref = |l: &Line| LineRef { file_sha256: l.file_sha256.clone(), file: l.file.clone(), line: l.line.line };
-    for l in &lines {
+    let brk = |l: &Line, payment: &Option<String>, kind, detail: String, fact: Option<&Fact>| Break {
+        kind,
+        psp: l.line.psp,
+        payment_id: payment.clone().or_else(|| fact.map(|f| f.payment_id.clone())),
+        line: Some(line_ref(l)),
+        fact_key: fact.map(|f| f.fact_key.clone()),
+        fact: fact.map(|f| f.lineage.clone()),
+        amount: l.line.gross.or(Some(l.line.net)),
+        detail,
+    };
+
+    // 1. Duplicates by identity, totals, and exact matches by reference, in line order.
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut taken: Vec<Option<usize>> = vec![None; facts.len()];
+    let mut pending: Vec<(usize, Option<String>)> = Vec::new();
+    let mut matched: Vec<(usize, usize, Option<String>)> = Vec::new();
+    for (li, l) in lines.iter().enumerate() {
         let s = &l.line;
         let when = s.settled_at.unwrap_or(s.booked_at);
         let entry = as_of.entry(s.psp).or_insert(when);
@@ -305,19 +374,15 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
         if s.kind == LineKind::Settled {
             totals.settled_minor = totals.settled_minor.saturating_add(s.gross.map_or(0, |g| g.amount.minor()));
         }
-        let payment_id = s.payment_reference.as_ref().map(|r| format!("{}:{r}", s.psp.as_str()));
-        let brk = |kind, detail: String, fact: Option<&Fact>| Break {
-            kind,
-            psp: s.psp,
-            payment_id: payment_id.clone().or_else(|| fact.map(|f| f.payment_id.clone())),
-            line: Some(line_ref(l)),
-            fact_key: fact.map(|f| f.fact_key.clone()),
-            fact: fact.map(|f| f.lineage.clone()),
-            amount: s.gross.or(Some(s.net)),
-            detail,
-        };
+        let payment = payment_of(s);
         if !seen.insert(identity(s)) {
-            out.breaks.push(brk(BreakKind::DuplicateLine, format!("the same {} line again", s.category), None));
+            out.breaks.push(brk(
+                l,
+                &payment,
+                BreakKind::DuplicateLine,
+                format!("the same {} line again", s.category),
+                None,
+            ));
             continue;
         }
         let kinds = settles(&s.kind);
@@ -325,85 +390,101 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
             *out.unpaired.entry(s.kind.as_str().to_owned()).or_insert(0) += 1;
             continue;
         }
-        let candidates: &[usize] = payment_id.as_deref().and_then(|p| by_payment.get(p)).map_or(&[], Vec::as_slice);
+        let candidates: &[usize] = payment.as_deref().and_then(|p| by_payment.get(p)).map_or(&[], Vec::as_slice);
         let modification = s.modification_reference.as_deref();
         let of_kind: Vec<usize> = candidates.iter().copied().filter(|&i| kinds.contains(&facts[i].kind)).collect();
-        let named = |r: Option<&str>, i: usize| r.is_some_and(|r| facts[i].psp_reference == r);
-        // The first fact no line has taken yet, else the first (a second line for it is then a duplicate): the
-        // stages of one dispute share a reference.
-        let pick = |found: Vec<usize>| found.iter().copied().find(|&i| taken[i].is_none()).or(found.first().copied());
-        // 1. The modification the line names, as a fact of the kind it settles.
-        let mut chosen = pick(of_kind.iter().copied().filter(|&i| named(modification, i)).collect());
+        // Among the facts a reference names: one still expected and untaken, else untaken, else the first (a
+        // second line for it is then a duplicate). The stages of one dispute share a reference.
+        let pick = |found: Vec<usize>, taken: &[Option<usize>]| {
+            found
+                .iter()
+                .copied()
+                .find(|&i| taken[i].is_none() && !is_reversed(facts[i]))
+                .or_else(|| found.iter().copied().find(|&i| taken[i].is_none()))
+                .or(found.first().copied())
+        };
+        let mut chosen = pick(of_kind.iter().copied().filter(|&i| named(modification, facts[i])).collect(), &taken);
         if chosen.is_none() {
-            // 2. The modification names a fact of another kind: the PSP and the ledger disagree on what it was.
-            if let Some(i) = candidates.iter().copied().find(|&i| named(modification, i)) {
-                out.breaks.push(brk(
-                    BreakKind::CategoryMismatch,
-                    format!("a {} line naming a {} fact", s.category, facts[i].kind.as_str()),
-                    Some(facts[i]),
-                ));
+            // The modification names a fact of another kind: the PSP and the ledger disagree on what it was.
+            if let Some(i) = candidates.iter().copied().find(|&i| named(modification, facts[i])) {
+                let detail = format!("a {} line naming a {} fact", s.category, facts[i].kind.as_str());
+                out.breaks.push(brk(l, &payment, BreakKind::CategoryMismatch, detail, Some(facts[i])));
                 continue;
             }
-            // 3. The payment's own reference (Adyen's immediate capture); 4. the one fact of the kind it has.
-            chosen = pick(of_kind.iter().copied().filter(|&i| named(s.payment_reference.as_deref(), i)).collect()).or(
-                match of_kind.as_slice() {
-                    [only] => Some(*only),
-                    _ => None,
-                },
+            // The payment's own reference (Adyen's immediate capture, Stripe's charge).
+            chosen = pick(
+                of_kind.iter().copied().filter(|&i| named(s.payment_reference.as_deref(), facts[i])).collect(),
+                &taken,
             );
         }
-        let Some(i) = chosen else {
-            out.breaks.push(brk(
-                BreakKind::MissingInLedger,
-                format!("a {} line for which the ledger has no {} fact", s.category, kinds[0].as_str()),
-                None,
-            ));
-            continue;
-        };
-        let fact = facts[i];
-        if taken[i].is_some() {
-            out.breaks.push(brk(
-                BreakKind::DuplicateLine,
-                format!("a second {} line for a fact already settled", s.category),
-                Some(fact),
-            ));
-            continue;
+        match chosen {
+            Some(i) if taken[i].is_some() => {
+                let detail = format!("a second {} line for a fact already settled", s.category);
+                out.breaks.push(brk(l, &payment, BreakKind::DuplicateLine, detail, Some(facts[i])));
+            }
+            Some(i) => {
+                taken[i] = Some(li);
+                matched.push((li, i, payment));
+            }
+            None => pending.push((li, payment)),
         }
-        taken[i] = Some(l);
-        let gross = s.gross.unwrap_or(s.net);
+    }
+    // 2. The fallback, after every exact match: the payment's one fact of the kind that no line named.
+    for (li, payment) in pending {
+        let l = lines[li];
+        let kinds = settles(&l.line.kind);
+        let of_kind: Vec<usize> = payment
+            .as_deref()
+            .and_then(|p| by_payment.get(p))
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .copied()
+            .filter(|&i| kinds.contains(&facts[i].kind))
+            .collect();
+        match of_kind.as_slice() {
+            [only] if taken[*only].is_none() => {
+                taken[*only] = Some(li);
+                out.fallbacks += 1;
+                matched.push((li, *only, payment));
+            }
+            _ => {
+                let detail =
+                    format!("a {} line for which the ledger has no {} fact", l.line.category, kinds[0].as_str());
+                out.breaks.push(brk(l, &payment, BreakKind::MissingInLedger, detail, None));
+            }
+        }
+    }
+    // 3. What each matched pair says.
+    matched.sort_by_key(|(li, ..)| *li);
+    for (li, i, payment) in matched {
+        let (l, fact) = (lines[li], facts[i]);
+        let s = &l.line;
+        let mut gross = s.gross.unwrap_or(s.net);
+        if s.kind == LineKind::Settled && s.psp == Psp::Stripe {
+            if let Some(r) = payment.as_ref().and_then(|p| released.remove(p)) {
+                gross.amount = Amount::from_minor(gross.amount.minor().saturating_add(r));
+            }
+        }
+        let say = |kind, detail: String| brk(l, &payment, kind, detail, Some(fact));
         if gross.currency != fact.money.currency {
-            out.breaks.push(brk(
-                BreakKind::CurrencyMismatch,
-                format!("line in {}, fact in {}", gross.currency.code(), fact.money.currency.code()),
-                Some(fact),
-            ));
+            let detail = format!("line in {}, fact in {}", gross.currency.code(), fact.money.currency.code());
+            out.breaks.push(say(BreakKind::CurrencyMismatch, detail));
             continue;
         }
-        let settled = gross.amount.minor().unsigned_abs();
-        if settled != fact.money.amount.minor().unsigned_abs() {
-            out.breaks.push(brk(
-                BreakKind::AmountMismatch,
-                format!("line {} against fact {} {}", settled, fact.money.amount.minor(), gross.currency.code()),
-                Some(fact),
-            ));
+        let expected = fact.money.amount.minor().saturating_mul(sign(&s.kind));
+        if gross.amount.minor() != expected {
+            let detail = format!("line {} against fact {expected} {}", gross.amount.minor(), gross.currency.code());
+            out.breaks.push(say(BreakKind::AmountMismatch, detail));
             continue;
         }
-        if s.kind == LineKind::Settled {
-            let expected = (rules.price)(&fact.merchant_id, fact.psp, fact.occurred_at)
-                .and_then(|p| p.fee(gross.amount))
-                .map(|fee| in_wire_units(fee, fact.psp, gross.currency));
-            if let Some(expected) = expected {
-                if expected != s.fee {
-                    out.breaks.push(brk(
-                        BreakKind::FeeMismatch,
-                        format!(
-                            "fee {} where {}'s plan makes it {}",
-                            s.fee.minor(),
-                            fact.merchant_id,
-                            expected.minor()
-                        ),
-                        Some(fact),
-                    ));
+        // The fee is in the net currency: checked against the plan only where gross and net share it.
+        if s.kind == LineKind::Settled && s.net.currency == gross.currency {
+            let plan = (rules.price)(&fact.merchant_id, fact.psp, fact.occurred_at);
+            if let Some(fee) = plan.and_then(|p| p.fee(gross.amount, wire_unit(fact.psp, gross.currency))) {
+                if fee != s.fee {
+                    let detail =
+                        format!("fee {} where {}'s plan makes it {}", s.fee.minor(), fact.merchant_id, fee.minor());
+                    out.breaks.push(say(BreakKind::FeeMismatch, detail));
                     continue;
                 }
             }
@@ -411,19 +492,20 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
         let due = add_business_days(fact.occurred_at, (rules.sla_days)(fact.psp));
         let settled = s.settled_at.unwrap_or(s.booked_at);
         if EXPECTED.contains(&fact.kind) && settled > due {
-            out.breaks.push(brk(
-                BreakKind::MissingAtPsp,
-                format!("settled late: due {due}, settled {settled}"),
-                Some(fact),
-            ));
+            out.breaks.push(say(BreakKind::MissingAtPsp, format!("settled late: due {due}, settled {settled}")));
             continue;
         }
+        let currency = s.gross.map_or(s.net.currency, |g| g.currency);
         out.totals.entry((s.psp.as_str().to_owned(), currency.code().to_owned())).or_default().matched += 1;
     }
 
-    // Expectations: facts due by their SLA before the newest line of their PSP, with no line.
+    // Expectations: facts due by their SLA before the reports' coverage of their PSP, with no line.
+    let coverage = rules.scope.map_or(&as_of, |s| &s.coverage);
     for (i, f) in facts.iter().enumerate() {
         if !psps.contains(&f.psp) || !EXPECTED.contains(&f.kind) {
+            continue;
+        }
+        if rules.scope.is_some_and(|s| !s.judged.contains(&f.fact_key)) {
             continue;
         }
         if f.kind == EventKind::Captured {
@@ -431,7 +513,7 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
             t.booked_minor = t.booked_minor.saturating_add(f.money.amount.minor());
         }
         let due = add_business_days(f.occurred_at, (rules.sla_days)(f.psp));
-        if taken[i].is_none() && as_of.get(&f.psp).is_some_and(|&newest| due < newest) {
+        if taken[i].is_none() && !is_reversed(f) && coverage.get(&f.psp).is_some_and(|&newest| due < newest) {
             out.breaks.push(Break {
                 kind: BreakKind::MissingAtPsp,
                 psp: f.psp,
@@ -446,7 +528,6 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
     }
 
     out.breaks.extend(missing_batches(lines.iter().copied()));
-
     out.recount();
     out
 }
@@ -471,30 +552,47 @@ pub fn missing_batches<'a>(lines: impl IntoIterator<Item = &'a Line>) -> Vec<Bre
                 fact_key: None,
                 fact: None,
                 amount: None,
-                detail: format!("{account}: batch {n} missing between {lo} and {hi}"),
+                // No `hi` in the text: the id of a break is stable when later batches arrive.
+                detail: format!("{account}: batch {n} missing"),
             });
         }
     }
     out
 }
 
-/// The nightly run's inputs for the UTC day starting at `start`: the facts that occurred that day with every line
-/// that settles one of their payments, and the lines booked that day for payments the ledger does not know at all
-/// (or that name none). Batch gaps are judged on every line ([`missing_batches`]), not on a day's.
-pub fn scope_to_day(lines: &[Line], facts: &[Fact], start: Timestamp) -> (Vec<Line>, Vec<Fact>) {
+/// The nightly run's inputs for the UTC day starting at `start`: every line booked or settled that day and every
+/// line of a payment with a fact that day; every fact of the payments those lines and facts concern (so that a line
+/// finds its fact whatever day it happened); judged — expected to settle — are only the day's facts, against the
+/// coverage of all the lines given. Batch gaps are judged on every line ([`missing_batches`]).
+pub fn scope_to_day(lines: &[Line], facts: &[Fact], start: Timestamp) -> (Vec<Line>, Vec<Fact>, Scope) {
     let lo = start.unix_micros();
     let in_day = |t: Timestamp| (lo..lo + 86_400_000_000).contains(&t.unix_micros());
-    let known: BTreeSet<&str> = facts.iter().map(|f| f.payment_id.as_str()).collect();
-    let day_facts: Vec<Fact> = facts.iter().filter(|f| in_day(f.occurred_at)).cloned().collect();
-    let of_day: BTreeSet<&str> = day_facts.iter().map(|f| f.payment_id.as_str()).collect();
-    let day_lines = lines
+    let mut coverage: BTreeMap<Psp, Timestamp> = BTreeMap::new();
+    for l in lines {
+        let when = l.line.settled_at.unwrap_or(l.line.booked_at);
+        let e = coverage.entry(l.line.psp).or_insert(when);
+        *e = (*e).max(when);
+    }
+    let judged: BTreeSet<String> = facts.iter().filter(|f| in_day(f.occurred_at)).map(|f| f.fact_key.clone()).collect();
+    let of_day: BTreeSet<&str> =
+        facts.iter().filter(|f| judged.contains(&f.fact_key)).map(|f| f.payment_id.as_str()).collect();
+    let payment = |l: &Line| l.line.payment_reference.as_ref().map(|r| format!("{}:{r}", l.line.psp.as_str()));
+    let by_reference: BTreeMap<(Psp, &str), &str> =
+        facts.iter().map(|f| ((f.psp, f.psp_reference.as_str()), f.payment_id.as_str())).collect();
+    let day_lines: Vec<Line> = lines
         .iter()
-        .filter(|l| match l.line.payment_reference.as_ref().map(|r| format!("{}:{r}", l.line.psp.as_str())) {
-            Some(p) if of_day.contains(p.as_str()) => true,
-            Some(p) => in_day(l.line.booked_at) && !known.contains(p.as_str()),
-            None => in_day(l.line.booked_at),
+        .filter(|l| {
+            in_day(l.line.booked_at)
+                || l.line.settled_at.is_some_and(in_day)
+                || payment(l).is_some_and(|p| of_day.contains(p.as_str()))
         })
         .cloned()
         .collect();
-    (day_lines, day_facts)
+    let mut payments: BTreeSet<String> = of_day.iter().map(|p| (*p).to_owned()).collect();
+    for l in &day_lines {
+        let named = l.line.modification_reference.as_deref().and_then(|r| by_reference.get(&(l.line.psp, r)));
+        payments.extend(payment(l).or_else(|| named.map(|p| (*p).to_owned())));
+    }
+    let day_facts = facts.iter().filter(|f| payments.contains(&f.payment_id)).cloned().collect();
+    (day_lines, day_facts, Scope { judged, coverage })
 }

@@ -422,6 +422,11 @@ pub async fn resolve(
     if reason.trim().is_empty() || ticket.trim().is_empty() || actor.trim().is_empty() {
         return Err(ResolveError::Refused("a resolution needs a reason, a ticket and an actor".into()));
     }
+    if resolution == Resolution::Auto {
+        return Err(ResolveError::Refused(
+            "auto is recorded by a full `tally recon psp` run when it no longer finds a break, not by hand".into(),
+        ));
+    }
     if resolution == Resolution::FixedByBooking {
         return Err(ResolveError::Refused(
             "fixed_by_booking books a correction journal with a second operator's approval; Tally cannot book \

@@ -76,7 +76,7 @@ fn price(_: &str, psp: Psp, _: Timestamp) -> Option<Price> {
 
 fn run(lines: &[Line], facts: &[Fact]) -> Outcome {
     let sla = |_: Psp| 2;
-    reconcile(lines, facts, &Rules { sla_days: &sla, price: &price })
+    reconcile(lines, facts, &Rules { sla_days: &sla, price: &price, scope: None })
 }
 
 /// A scenario with one break of each type planted, and clean matches around them.
@@ -184,12 +184,105 @@ fn a_nightly_run_for_one_day_judges_that_days_facts_with_their_later_lines() {
         line(LineKind::Settled, s, 6, "txn_8", "ch_8", "ch_8", 900, 38, day(2, 0)), // unknown, booked on the 2nd
     ];
     assert_eq!(run(&lines, &facts).breaks.len(), 4, "everything: ch_2, ch_3, ch_8, ch_9");
-    let (l, f) = scope_to_day(&lines, &facts, day(1, 0));
-    let breaks: Vec<_> = run(&l, &f).breaks.into_iter().map(|b| (b.kind, b.payment_id.unwrap())).collect();
+    let (l, f, scope) = scope_to_day(&lines, &facts, day(1, 0));
+    let sla = |_: Psp| 2;
+    let rules = Rules { sla_days: &sla, price: &price, scope: Some(&scope) };
+    let breaks: Vec<_> =
+        reconcile(&l, &f, &rules).breaks.into_iter().map(|b| (b.kind, b.payment_id.unwrap())).collect();
     assert_eq!(
         breaks,
         [(BreakKind::MissingInLedger, "stripe:ch_9".into()), (BreakKind::AmountMismatch, "stripe:ch_2".into())]
     );
+}
+
+/// A run for one day with the scope's rules.
+fn run_day(lines: &[Line], facts: &[Fact], d: u32) -> Vec<(BreakKind, String)> {
+    let (l, f, scope) = scope_to_day(lines, facts, day(d, 0));
+    let sla = |_: Psp| 2;
+    let rules = Rules { sla_days: &sla, price: &price, scope: Some(&scope) };
+    reconcile(&l, &f, &rules).breaks.into_iter().map(|b| (b.kind, b.payment_id.unwrap_or_default())).collect()
+}
+
+#[test]
+fn a_day_run_finds_a_payments_later_lines_and_a_missing_settlement_whatever_the_day() {
+    let s = Psp::Stripe;
+    // Captured on the 1st (settled on the 3rd), refunded on the 10th (settled on the 12th); ch_2 captured on the
+    // 1st and never settled; on the 10th the PSP also settles a refund of ch_3 that the ledger never booked.
+    let facts = vec![
+        fact(EventKind::Captured, s, "ch_1", "ch_1", 10_000, day(1, 10), 1),
+        fact(EventKind::Refunded, s, "ch_1", "re_1", 2_500, day(10, 10), 2),
+        fact(EventKind::Captured, s, "ch_2", "ch_2", 4_000, day(1, 10), 3),
+        fact(EventKind::Captured, s, "ch_3", "ch_3", 1_000, day(1, 11), 4),
+    ];
+    let lines = vec![
+        line(LineKind::Settled, s, 2, "txn_1", "ch_1", "ch_1", 10_000, 165, day(3, 0)),
+        line(LineKind::Settled, s, 3, "txn_3", "ch_3", "ch_3", 1_000, 39, day(3, 0)),
+        line(LineKind::Refunded, s, 4, "txn_2", "ch_1", "re_1", -2_500, 0, day(12, 0)),
+        line(LineKind::Refunded, s, 5, "txn_4", "ch_3", "re_x", -500, 0, day(10, 0)),
+    ];
+    // Run again later, the 1st's payments bring every line they have since: ch_3's unbooked refund too (the same
+    // break, by id, as the 10th's run records).
+    assert_eq!(
+        run_day(&lines, &facts, 1),
+        [(BreakKind::MissingInLedger, "stripe:ch_3".to_owned()), (BreakKind::MissingAtPsp, "stripe:ch_2".to_owned())]
+    );
+    assert_eq!(run_day(&lines, &facts, 10), [(BreakKind::MissingInLedger, "stripe:ch_3".to_owned())]);
+    assert!(run_day(&lines, &facts, 12).is_empty(), "the refund's line matches its fact of the 10th");
+}
+
+#[test]
+fn what_reviews_found_the_first_matcher_getting_wrong() {
+    use EventKind::*;
+    let (s, a) = (Psp::Stripe, Psp::Adyen);
+    let usd = |m: i64| Money::new(Amount::from_minor(m), Currency::from_code("USD").unwrap());
+    let facts = vec![
+        // One booked refund; the PSP settles it and one Tally never booked (earlier, for less).
+        fact(Captured, s, "ch_1", "ch_1", 10_000, day(1, 10), 1),
+        fact(Refunded, s, "ch_1", "re_1", 2_500, day(1, 12), 2),
+        // A refund line with the wrong sign.
+        fact(Captured, s, "ch_2", "ch_2", 5_000, day(1, 10), 3),
+        fact(Refunded, s, "ch_2", "re_2", 5_000, day(1, 12), 4),
+        // A failed Adyen capture and its recapture: one settlement, for the recapture.
+        fact(Captured, a, "P1", "C1", 2_000, day(1, 9), 5),
+        fact(CaptureReversed, a, "P1", "C1", 2_000, day(1, 9), 6),
+        fact(Captured, a, "P1", "C1#recaptured", 2_000, day(1, 9), 7),
+        // A refund that failed before it settled: nothing expected.
+        fact(Captured, s, "ch_4", "ch_4", 3_000, day(1, 10), 8),
+        fact(Refunded, s, "ch_4", "re_4", 3_000, day(1, 11), 9),
+        fact(RefundFailed, s, "ch_4", "re_4", 3_000, day(1, 12), 10),
+        // Stripe partial capture: the charge line is the authorization, the reversal line the rest.
+        fact(Captured, s, "ch_5", "ch_5", 6_000, day(1, 10), 11),
+    ];
+    let mut no_charge_id = line(LineKind::Refunded, s, 6, "txn_r2", "-", "re_2", 5_000, 0, day(3, 0));
+    no_charge_id.line.payment_reference = None;
+    let mut usd_gross = line(LineKind::Settled, s, 7, "txn_c4", "ch_4", "ch_4", 3_000, 0, day(3, 0));
+    usd_gross.line.gross = Some(usd(3_000));
+    usd_gross.line.net = eur(2_000);
+    usd_gross.line.fee = Amount::from_minor(700);
+    let mut facts = facts;
+    facts[7].money = usd(3_000);
+    let lines = vec![
+        line(LineKind::Refunded, s, 2, "txn_x", "ch_1", "re_x", -1_000, 0, day(2, 0)),
+        line(LineKind::Refunded, s, 3, "txn_r1", "ch_1", "re_1", -2_500, 0, day(3, 0)),
+        line(LineKind::Settled, s, 4, "txn_c1", "ch_1", "ch_1", 10_000, 165, day(3, 0)),
+        line(LineKind::Settled, s, 5, "txn_c2", "ch_2", "ch_2", 5_000, 95, day(3, 0)),
+        no_charge_id, // +50.00 for a refund: the wrong sign, found through its re_ reference alone
+        usd_gross,    // gross in USD, fees in EUR: no fee check across currencies
+        line(LineKind::Settled, a, 8, "1", "P1", "C1", 2_000, 10, day(3, 9)),
+        line(LineKind::Settled, s, 9, "txn_c5", "ch_5", "ch_5", 10_000, 109, day(3, 0)),
+        line(LineKind::CaptureReversed, s, 10, "txn_p5", "ch_5", "ch_5", -4_000, 0, day(3, 0)),
+    ];
+    let outcome = run(&lines, &facts);
+    let found: Vec<(BreakKind, Option<&str>)> =
+        outcome.breaks.iter().map(|b| (b.kind, b.payment_id.as_deref())).collect();
+    assert_eq!(
+        found,
+        [(BreakKind::MissingInLedger, Some("stripe:ch_1")), (BreakKind::AmountMismatch, Some("stripe:ch_2"))],
+        "{:#?}",
+        outcome.breaks
+    );
+    assert!(outcome.breaks[0].line.as_ref().is_some_and(|l| l.line == 2), "the unbooked refund, not re_1's line");
+    assert_eq!(outcome.fallbacks, 0, "every match here is by reference");
 }
 
 #[test]
@@ -203,11 +296,18 @@ fn business_days_skip_weekends() {
 #[test]
 fn the_plans_fee_rounds_once_half_away_from_zero() {
     let p = Price { ppm: 14_000, fixed_minor: 25 };
-    assert_eq!(p.fee(Amount::from_minor(10_000)).unwrap().minor(), 165);
+    assert_eq!(p.fee(Amount::from_minor(10_000), 1).unwrap().minor(), 165);
     // 1.4% of 1.25 = 0.0175 → 2 cents.
-    assert_eq!(p.fee(Amount::from_minor(125)).unwrap().minor(), 27);
-    assert_eq!(Price { ppm: 25_000, fixed_minor: 0 }.fee(Amount::from_minor(-10)).unwrap().minor(), 0);
-    assert_eq!(Price { ppm: 50_000, fixed_minor: 0 }.fee(Amount::from_minor(10)).unwrap().minor(), 1);
+    assert_eq!(p.fee(Amount::from_minor(125), 1).unwrap().minor(), 27);
+    assert_eq!(Price { ppm: 25_000, fixed_minor: 0 }.fee(Amount::from_minor(-10), 1).unwrap().minor(), 0);
+    assert_eq!(Price { ppm: 50_000, fixed_minor: 0 }.fee(Amount::from_minor(10), 1).unwrap().minor(), 1);
+    // Once, to the PSP's unit: 1.4495% of 1,000 IDR is 14.495 IDR → 14 IDR (1,400 minor units at Adyen's whole
+    // rupiah), not 14.50 rounded again to 15.
+    let idr = Price { ppm: 14_495, fixed_minor: 0 };
+    assert_eq!(idr.fee(Amount::from_minor(100_000), 100).unwrap().minor(), 1_400);
+    let unit = tally_recon::matching::wire_unit(Psp::Adyen, Currency::from_code("IDR").unwrap());
+    assert_eq!(unit, 100);
+    assert_eq!(tally_recon::matching::wire_unit(Psp::Stripe, Currency::from_code("IDR").unwrap()), 1);
 }
 
 proptest! {

@@ -79,7 +79,7 @@ fn one_seed(seed: u64, payments: usize) -> (Vec<Named>, Vec<Named>) {
         .collect();
     let price = |m: &str, psp: Psp, _| plans.get(m).map(|(s, a)| if psp == Psp::Stripe { *s } else { *a });
     let sla = |_: Psp| 2;
-    let outcome = reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &price });
+    let outcome = reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &price, scope: None });
     let found: Vec<Named> = outcome
         .breaks
         .iter()
