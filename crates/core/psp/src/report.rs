@@ -303,3 +303,67 @@ pub(crate) fn check_net(gross: Option<Money>, fee: Amount, net: Money) -> Result
 pub(crate) fn currency(value: &str) -> Result<Currency, String> {
     Currency::from_code(value).map_err(|e| e.to_string())
 }
+
+/// A format's columns: which names it knows, which it requires, which hold identifiers never scanned for cards.
+pub(crate) struct Columns<'a> {
+    pub known: &'a dyn Fn(&str) -> bool,
+    pub required: &'a [&'a str],
+    pub not_scanned: &'a [&'a str],
+}
+
+/// The part both parsers share: rows with their line numbers, the header by name, field counts, the card-number
+/// scan of every column not in `not_scanned`, then `parse_row` per line; a row counts only when it added no error.
+/// Any error refuses the file.
+pub(crate) fn parse_with(
+    file: &str,
+    bytes: &[u8],
+    psp: Psp,
+    columns: Columns<'_>,
+    parse_row: &dyn Fn(&Header, &csv::StringRecord, u64, &mut Errors) -> Option<SettlementLine>,
+) -> Result<Report, Refused> {
+    let mut errors = Errors::new(file);
+    let rows = rows(bytes, &mut errors);
+    let Some((_, header_row)) = rows.first() else {
+        errors.push(1, None, "empty file: no header row");
+        return Err(errors.refused());
+    };
+    let header = Header::read(header_row, columns.known, columns.required, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors.refused());
+    }
+    let (mut lines, mut unmapped) = (Vec::new(), BTreeMap::new());
+    for (line, row) in &rows[1..] {
+        let line = *line;
+        if row.len() != header.width {
+            errors.push(line, None, format!("{} fields where the header has {}", row.len(), header.width));
+            continue;
+        }
+        for (i, value) in row.iter().enumerate() {
+            let column = header_row.get(i).unwrap_or_default();
+            if !columns.not_scanned.contains(&column) {
+                scan_pan(&mut errors, line, column, value);
+            }
+        }
+        let before = errors.total();
+        match parse_row(&header, row, line, &mut errors) {
+            Some(parsed) if errors.total() == before => {
+                if parsed.kind == LineKind::Unmapped {
+                    *unmapped.entry(parsed.category.clone()).or_insert(0) += 1;
+                }
+                lines.push(parsed);
+            }
+            _ => {}
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.refused());
+    }
+    Ok(Report {
+        psp,
+        file: file.to_owned(),
+        sha256: sha256_hex(bytes),
+        lines,
+        unknown_columns: header.unknown,
+        unmapped,
+    })
+}

@@ -12,8 +12,6 @@
 //! `Creation Date` is `YYYY-MM-DD HH:MM:SS` in the row's `TimeZone` (`CET`, `PDT`, …), converted to UTC here; an
 //! abbreviation that names two zones (IST, CST) is refused rather than guessed.
 
-use std::collections::BTreeMap;
-
 use tally_domain::Psp;
 use tally_money::{parse_major_in, Amount, Currency, DecimalSeparator, ExponentScheme, Money};
 
@@ -183,51 +181,10 @@ fn offset(zone: &str) -> Option<i32> {
 /// the file's name, as Adyen names them `settlement_detail_report_batch_N`), fills rows whose `Batch Number` is
 /// empty and must agree with rows that have one.
 pub fn parse(file: &str, bytes: &[u8], batch: Option<u64>) -> Result<Report, Refused> {
-    let mut errors = Errors::new(file);
-    let rows = report::rows(bytes, &mut errors);
-    let Some((_, header_row)) = rows.first() else {
-        errors.push(1, None, "empty file: no header row");
-        return Err(errors.refused());
-    };
-    let header = Header::read(header_row, |n| DOCUMENTED.contains(&n), REQUIRED, &mut errors);
-    if !errors.is_empty() {
-        return Err(errors.refused());
-    }
-    let (mut lines, mut unmapped) = (Vec::new(), BTreeMap::new());
-    for (line, row) in &rows[1..] {
-        let line = *line;
-        if row.len() != header.width {
-            errors.push(line, None, format!("{} fields where the header has {}", row.len(), header.width));
-            continue;
-        }
-        for (i, value) in row.iter().enumerate() {
-            let column = header_row.get(i).unwrap_or_default();
-            if !NOT_SCANNED.contains(&column) {
-                report::scan_pan(&mut errors, line, column, value);
-            }
-        }
-        let before = errors.total();
-        match parse_row(&header, row, line, batch, &mut errors) {
-            Some(parsed) if errors.total() == before => {
-                if parsed.kind == LineKind::Unmapped {
-                    *unmapped.entry(parsed.category.clone()).or_insert(0) += 1;
-                }
-                lines.push(parsed);
-            }
-            _ => {}
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors.refused());
-    }
-    Ok(Report {
-        psp: Psp::Adyen,
-        file: file.to_owned(),
-        sha256: report::sha256_hex(bytes),
-        lines,
-        unknown_columns: header.unknown,
-        unmapped,
-    })
+    let known = |n: &str| DOCUMENTED.contains(&n);
+    let row = |h: &Header, r: &csv::StringRecord, line, e: &mut Errors| parse_row(h, r, line, batch, e);
+    let columns = report::Columns { known: &known, required: REQUIRED, not_scanned: NOT_SCANNED };
+    report::parse_with(file, bytes, Psp::Adyen, columns, &row)
 }
 
 fn parse_row(

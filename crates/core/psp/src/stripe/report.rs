@@ -10,8 +10,6 @@
 //! A report is of one Stripe account's balance (the platform's, or a connected account's when run with the
 //! `connected_account` parameter); which one is not in the file, so the importer says it ([`Options::account`]).
 
-use std::collections::BTreeMap;
-
 use tally_domain::Psp;
 use tally_money::{parse_major_in, Amount, DecimalSeparator, ExponentScheme, Money};
 
@@ -95,117 +93,91 @@ const NOT_SCANNED: &[&str] = &["gross", "fee", "net", "customer_facing_amount", 
 
 /// Parses one itemized report file. `file` names it in errors.
 pub fn parse(file: &str, bytes: &[u8], options: &Options) -> Result<Report, Refused> {
-    let mut errors = Errors::new(file);
-    let rows = report::rows(bytes, &mut errors);
-    let Some((_, header_row)) = rows.first() else {
-        errors.push(1, None, "empty file: no header row");
-        return Err(errors.refused());
+    let row = |h: &Header, r: &csv::StringRecord, line, e: &mut Errors| parse_row(h, r, line, options, e);
+    let columns = report::Columns { known: &documented, required: REQUIRED, not_scanned: NOT_SCANNED };
+    report::parse_with(file, bytes, Psp::Stripe, columns, &row)
+}
+
+fn parse_row(
+    header: &Header,
+    row: &csv::StringRecord,
+    line: u64,
+    options: &Options,
+    errors: &mut Errors,
+) -> Option<SettlementLine> {
+    let before = errors.total();
+    let need = |errors: &mut Errors, column: &str| -> String {
+        header.get(row, column).map(str::to_owned).unwrap_or_else(|| {
+            errors.push(line, Some(column), "empty: this column is required on every line");
+            String::new()
+        })
     };
-    let header = Header::read(header_row, documented, REQUIRED, &mut errors);
-    if !errors.is_empty() {
-        return Err(errors.refused());
+    let id = need(errors, "balance_transaction_id");
+    let category = need(errors, "reporting_category");
+    let created = need(errors, "created_utc");
+    let currency = need(errors, "currency");
+    let amounts = [need(errors, "gross"), need(errors, "fee"), need(errors, "net")];
+    if errors.total() > before {
+        return None;
     }
-    let (mut lines, mut unmapped) = (Vec::new(), BTreeMap::new());
-    for (line, row) in &rows[1..] {
-        let line = *line;
-        if row.len() != header.width {
-            errors.push(line, None, format!("{} fields where the header has {}", row.len(), header.width));
-            continue;
+    let currency = match report::currency(&currency) {
+        Ok(c) => c,
+        Err(e) => {
+            errors.push(line, Some("currency"), e);
+            return None;
         }
-        for (i, value) in row.iter().enumerate() {
-            let column = header_row.get(i).unwrap_or_default();
-            if !NOT_SCANNED.contains(&column) {
-                report::scan_pan(&mut errors, line, column, value);
-            }
+    };
+    let booked_at = match report::local_datetime(&created, 0) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(line, Some("created_utc"), e);
+            return None;
         }
-        let before = errors.total();
-        let need = |errors: &mut Errors, column: &str| -> String {
-            header.get(row, column).map(str::to_owned).unwrap_or_else(|| {
-                errors.push(line, Some(column), "empty: this column is required on every line");
-                String::new()
-            })
-        };
-        let id = need(&mut errors, "balance_transaction_id");
-        let category = need(&mut errors, "reporting_category");
-        let created = need(&mut errors, "created_utc");
-        let currency = need(&mut errors, "currency");
-        let amounts = [need(&mut errors, "gross"), need(&mut errors, "fee"), need(&mut errors, "net")];
-        if errors.total() > before {
-            continue;
+    };
+    let settled_at = match header.get(row, "available_on_utc").map(|v| report::local_datetime(v, 0)) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            errors.push(line, Some("available_on_utc"), e);
+            return None;
         }
-        let currency = match report::currency(&currency) {
-            Ok(c) => c,
-            Err(e) => {
-                errors.push(line, Some("currency"), e);
-                continue;
-            }
-        };
-        let booked_at = match report::local_datetime(&created, 0) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(line, Some("created_utc"), e);
-                continue;
-            }
-        };
-        let settled_at = match header.get(row, "available_on_utc").map(|v| report::local_datetime(v, 0)) {
-            None => None,
-            Some(Ok(t)) => Some(t),
-            Some(Err(e)) => {
-                errors.push(line, Some("available_on_utc"), e);
-                continue;
-            }
-        };
-        let mut money = [Amount::ZERO; 3];
-        for ((column, value), slot) in ["gross", "fee", "net"].iter().zip(&amounts).zip(&mut money) {
-            match parse_major_in(value, currency, options.decimal_separator, ExponentScheme::Stripe) {
-                Ok(a) => *slot = a,
-                Err(e) => errors.push(line, Some(column), e.to_string()),
-            }
+    };
+    let mut money = [Amount::ZERO; 3];
+    for ((column, value), slot) in ["gross", "fee", "net"].iter().zip(&amounts).zip(&mut money) {
+        match parse_major_in(value, currency, options.decimal_separator, ExponentScheme::Stripe) {
+            Ok(a) => *slot = a,
+            Err(e) => errors.push(line, Some(column), e.to_string()),
         }
-        if errors.total() > before {
-            continue;
-        }
-        let [gross, fee, net] = money;
-        let (gross, net) = (Money::new(gross, currency), Money::new(net, currency));
-        if let Err(e) = report::check_net(Some(gross), fee, net) {
-            errors.push(line, Some("net"), e);
-            continue;
-        }
-        let kind = kind(&category);
-        if kind == LineKind::Unmapped {
-            *unmapped.entry(category.clone()).or_insert(0) += 1;
-        }
-        let source = header.get(row, "source_id").map(str::to_owned);
-        // The payment: the charge the line is about; a charge line's source is the charge itself.
-        let charge = header.get(row, "charge_id").map(str::to_owned);
-        let payment_reference = charge.or_else(|| (kind == LineKind::Settled).then(|| source.clone()).flatten());
-        lines.push(SettlementLine {
-            psp: Psp::Stripe,
-            line,
-            kind,
-            category,
-            account: options.account.clone(),
-            line_id: Some(id),
-            payment_reference,
-            modification_reference: source,
-            merchant_reference: None,
-            gross: Some(gross),
-            fee,
-            net,
-            booked_at,
-            settled_at,
-            batch: header.get(row, "automatic_payout_id").map(str::to_owned),
-        });
     }
-    if !errors.is_empty() {
-        return Err(errors.refused());
+    if errors.total() > before {
+        return None;
     }
-    Ok(Report {
+    let [gross, fee, net] = money;
+    let (gross, net) = (Money::new(gross, currency), Money::new(net, currency));
+    if let Err(e) = report::check_net(Some(gross), fee, net) {
+        errors.push(line, Some("net"), e);
+        return None;
+    }
+    let kind = kind(&category);
+    let source = header.get(row, "source_id").map(str::to_owned);
+    // The payment: the charge the line is about; a charge line's source is the charge itself.
+    let charge = header.get(row, "charge_id").map(str::to_owned);
+    let payment_reference = charge.or_else(|| (kind == LineKind::Settled).then(|| source.clone()).flatten());
+    Some(SettlementLine {
         psp: Psp::Stripe,
-        file: file.to_owned(),
-        sha256: report::sha256_hex(bytes),
-        lines,
-        unknown_columns: header.unknown,
-        unmapped,
+        line,
+        kind,
+        category,
+        account: options.account.clone(),
+        line_id: Some(id),
+        payment_reference,
+        modification_reference: source,
+        merchant_reference: None,
+        gross: Some(gross),
+        fee,
+        net,
+        booked_at,
+        settled_at,
+        batch: header.get(row, "automatic_payout_id").map(str::to_owned),
     })
 }
