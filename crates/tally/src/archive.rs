@@ -47,7 +47,7 @@ pub enum ReconCommand {
     Breaks(crate::reports::BreaksCommand),
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 

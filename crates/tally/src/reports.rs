@@ -85,10 +85,6 @@ fn parse_day(s: &str) -> Result<time::Date, String> {
         .map_err(|e| format!("{s:?} is not a date as YYYY-MM-DD: {e}"))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
-}
-
 /// Which PSP wrote a file, from its header.
 fn sniff(bytes: &[u8]) -> Option<Psp> {
     let first = bytes.split(|&b| b == b'\n').next()?;
@@ -109,10 +105,11 @@ fn batch_of(path: &Path) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Reads and parses one report file; `stripe` says how a Stripe report was run (the file does not).
 pub fn parse_file(
     path: &Path,
     psp: Option<Psp>,
-    args: &ImportArgs,
+    stripe: &tally_psp::stripe::report::Options,
 ) -> Result<Result<Report, tally_psp::report::Refused>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path.display().to_string();
@@ -120,31 +117,29 @@ pub fn parse_file(
         .or_else(|| sniff(&bytes))
         .with_context(|| format!("{name}: neither a Stripe nor an Adyen report header (say which with --psp)"))?;
     Ok(match psp {
-        Psp::Stripe => {
-            let decimal_separator = match args.decimal_separator {
-                Separator::Dot => DecimalSeparator::Dot,
-                Separator::Comma => DecimalSeparator::Comma,
-            };
-            let options = tally_psp::stripe::report::Options { account: args.account.clone(), decimal_separator };
-            tally_psp::stripe::report::parse(&name, &bytes, &options)
-        }
+        Psp::Stripe => tally_psp::stripe::report::parse(&name, &bytes, stripe),
         Psp::Adyen => tally_psp::adyen::report::parse(&name, &bytes, batch_of(path)),
     })
 }
 
 pub fn run(cmd: ReportsCommand, config: &Config) -> Result<ExitCode> {
     let ReportsCommand::Import(args) = cmd;
+    let decimal_separator = match args.decimal_separator {
+        Separator::Dot => DecimalSeparator::Dot,
+        Separator::Comma => DecimalSeparator::Comma,
+    };
+    let stripe = tally_psp::stripe::report::Options { account: args.account.clone(), decimal_separator };
     let psp = args.psp.map(|p| match p {
         PspArg::Stripe => Psp::Stripe,
         PspArg::Adyen => Psp::Adyen,
     });
-    runtime()?.block_on(async {
+    crate::archive::runtime()?.block_on(async {
         let pool = tally_postgres::pool(&config.postgres)?;
         tally_postgres::migrate(&pool).await?;
         let mut refused = 0;
         let mut results = Vec::new();
         for path in &args.files {
-            match parse_file(path, psp, &args)? {
+            match parse_file(path, psp, &stripe)? {
                 Err(r) => {
                     refused += 1;
                     if !args.json {
@@ -210,14 +205,7 @@ pub async fn import_simulated(pool: &deadpool_postgres::Pool, dir: &Path) -> Res
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         for path in paths {
-            let args = ImportArgs {
-                files: vec![],
-                psp: None,
-                account: tally_psp::stripe::PLATFORM_MERCHANT.into(),
-                decimal_separator: Separator::Dot,
-                json: false,
-            };
-            let report = parse_file(&path, Some(psp), &args)?.map_err(|r| anyhow::anyhow!("{r}"))?;
+            let report = parse_file(&path, Some(psp), &Default::default())?.map_err(|r| anyhow::anyhow!("{r}"))?;
             tally_recon::store::import(pool, &report).await?;
             shas.push(report.sha256);
         }
@@ -262,15 +250,11 @@ pub async fn reconcile_scoped(
     let start = tally_domain::Timestamp::from_unix_secs(day.midnight().assume_utc().unix_timestamp())?;
     let (day_lines, day_facts, scope) = tally_recon::matching::scope_to_day(&lines, &facts, start);
     let rules = Rules { sla_days: &sla, price: &price, scope: Some(&scope) };
-    let mut outcome = tally_recon::reconcile(&day_lines, &day_facts, &rules);
-    outcome.breaks.retain(|b| b.kind != BreakKind::MissingBatch);
-    outcome.breaks.extend(tally_recon::matching::missing_batches(&lines));
-    outcome.recount();
-    Ok(outcome)
+    Ok(tally_recon::reconcile(&day_lines, &day_facts, &rules))
 }
 
 pub fn run_recon_psp(args: PspReconArgs, config: &Config) -> Result<ExitCode> {
-    runtime()?.block_on(async {
+    crate::archive::runtime()?.block_on(async {
         let pool = tally_postgres::pool(&config.postgres)?;
         tally_postgres::migrate(&pool).await?;
         let outcome = reconcile(&pool, &args).await?;
@@ -278,7 +262,8 @@ pub fn run_recon_psp(args: PspReconArgs, config: &Config) -> Result<ExitCode> {
         // PSPs it no longer finds (a late settlement arrived). A run for one day sees too little to clear anything.
         let psps: Vec<Psp> = outcome.totals.keys().filter_map(|(p, _)| p.parse().ok()).collect();
         let clears = args.date.is_none().then_some((psps.as_slice(), "tally recon psp"));
-        let open = tally_recon::store::record_breaks(&pool, &outcome.breaks, clears).await?;
+        let open: std::collections::HashSet<String> =
+            tally_recon::store::record_breaks(&pool, &outcome.breaks, clears).await?.into_iter().collect();
         if args.json {
             let totals: Vec<_> = outcome
                 .totals
@@ -289,9 +274,9 @@ pub fn run_recon_psp(args: PspReconArgs, config: &Config) -> Result<ExitCode> {
                 .breaks
                 .iter()
                 .map(|b| {
-                    let mut v = serde_json::to_value(b).unwrap_or_default();
-                    v["id"] = serde_json::json!(b.id());
-                    v["open"] = serde_json::json!(open.contains(&b.id()));
+                    let (mut v, id) = (serde_json::to_value(b).unwrap_or_default(), b.id());
+                    v["open"] = serde_json::json!(open.contains(&id));
+                    v["id"] = serde_json::json!(id);
                     v
                 })
                 .collect();
@@ -402,7 +387,7 @@ pub enum ResolutionArg {
 }
 
 pub fn run_breaks(cmd: BreaksCommand, config: &Config) -> Result<ExitCode> {
-    runtime()?.block_on(async {
+    crate::archive::runtime()?.block_on(async {
         let pool = tally_postgres::pool(&config.postgres)?;
         tally_postgres::migrate(&pool).await?;
         match cmd {

@@ -154,6 +154,8 @@ pub struct Scope {
     pub judged: BTreeSet<String>,
     /// The newest settlement time of every imported line, per PSP (not only the day's).
     pub coverage: BTreeMap<Psp, Timestamp>,
+    /// Batch gaps, judged on every imported line (a day's lines would show gaps that are not there).
+    pub batches: Vec<Break>,
 }
 
 /// What matching needs besides lines and facts.
@@ -327,7 +329,6 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
     let named = |r: Option<&str>, f: &Fact| {
         r.is_some_and(|r| f.psp_reference == r || f.psp_reference.strip_suffix(RECAPTURED) == Some(r))
     };
-    let psps: BTreeSet<Psp> = lines.iter().map(|l| l.line.psp).collect();
     let mut as_of: BTreeMap<Psp, Timestamp> = BTreeMap::new();
     // Stripe writes a partial capture as a charge line for the whole authorization and a `partial_capture_reversal`
     // line for what was not captured: the charge settles their sum.
@@ -502,7 +503,8 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
     // Expectations: facts due by their SLA before the reports' coverage of their PSP, with no line.
     let coverage = rules.scope.map_or(&as_of, |s| &s.coverage);
     for (i, f) in facts.iter().enumerate() {
-        if !psps.contains(&f.psp) || !EXPECTED.contains(&f.kind) {
+        // Only PSPs whose reports are in: `as_of` has a time for each PSP with a line.
+        if !as_of.contains_key(&f.psp) || !EXPECTED.contains(&f.kind) {
             continue;
         }
         if rules.scope.is_some_and(|s| !s.judged.contains(&f.fact_key)) {
@@ -527,7 +529,10 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
         }
     }
 
-    out.breaks.extend(missing_batches(lines.iter().copied()));
+    match rules.scope {
+        Some(scope) => out.breaks.extend(scope.batches.iter().cloned()),
+        None => out.breaks.extend(missing_batches(lines.iter().copied())),
+    }
     out.recount();
     out
 }
@@ -563,7 +568,7 @@ pub fn missing_batches<'a>(lines: impl IntoIterator<Item = &'a Line>) -> Vec<Bre
 /// The nightly run's inputs for the UTC day starting at `start`: every line booked or settled that day and every
 /// line of a payment with a fact that day; every fact of the payments those lines and facts concern (so that a line
 /// finds its fact whatever day it happened); judged — expected to settle — are only the day's facts, against the
-/// coverage of all the lines given. Batch gaps are judged on every line ([`missing_batches`]).
+/// coverage of all the lines given. Batch gaps are judged on every line given ([`missing_batches`]).
 pub fn scope_to_day(lines: &[Line], facts: &[Fact], start: Timestamp) -> (Vec<Line>, Vec<Fact>, Scope) {
     let lo = start.unix_micros();
     let in_day = |t: Timestamp| (lo..lo + 86_400_000_000).contains(&t.unix_micros());
@@ -594,5 +599,5 @@ pub fn scope_to_day(lines: &[Line], facts: &[Fact], start: Timestamp) -> (Vec<Li
         payments.extend(payment(l).or_else(|| named.map(|p| (*p).to_owned())));
     }
     let day_facts = facts.iter().filter(|f| payments.contains(&f.payment_id)).cloned().collect();
-    (day_lines, day_facts, Scope { judged, coverage })
+    (day_lines, day_facts, Scope { judged, coverage, batches: missing_batches(lines) })
 }
