@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tally_domain::edge::{ClaimState, Produced};
-use tally_domain::ContentDigest;
+use tally_domain::{ContentDigest, Timestamp};
 use uuid::Uuid;
 
 use crate::PgError;
@@ -18,6 +18,10 @@ pub struct PgDedup {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn micros(p: &Produced) -> Option<i64> {
+    p.occurred_at.map(Timestamp::unix_micros)
 }
 
 impl PgDedup {
@@ -43,13 +47,17 @@ impl PgDedup {
             return Ok(ClaimState::Claimed);
         }
         let row = client
-            .query_opt("SELECT state, content_digest, delivery_id FROM edge_claims WHERE fact_key = $1", &[&key])
+            .query_opt(
+                "SELECT state, content_digest, delivery_id, occurred_at_micros FROM edge_claims WHERE fact_key = $1",
+                &[&key],
+            )
             .await?;
         Ok(match row {
             Some(r) if r.get::<_, String>(0) == "done" => {
+                let occurred_at = r.get::<_, Option<i64>>(3).and_then(|at| Timestamp::from_unix_micros(at).ok());
                 let produced = match (r.get::<_, Option<Uuid>>(1), r.get::<_, Option<Uuid>>(2)) {
                     (Some(content), Some(delivery_id)) => {
-                        Some(Produced { content: ContentDigest(content), delivery_id })
+                        Some(Produced { content: ContentDigest(content), delivery_id, occurred_at })
                     }
                     _ => None,
                 };
@@ -68,9 +76,26 @@ impl PgDedup {
         let n = client
             .execute(
                 "UPDATE edge_claims SET state = 'done', expires_at = now() + $3::bigint * interval '1 millisecond',
-                        content_digest = $4, delivery_id = $5
+                        content_digest = $4, delivery_id = $5, occurred_at_micros = $6
                  WHERE fact_key = $1 AND token = $2",
-                &[&key, &token, &millis(ttl), &produced.content.0, &produced.delivery_id],
+                &[&key, &token, &millis(ttl), &produced.content.0, &produced.delivery_id, &micros(produced)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Moves a done claim to a delivery that stated the same content earlier (`Produced::restated_earlier_by`),
+    /// after that delivery was produced. False when the claim is no longer the one `was` read (expired, or moved to
+    /// a still earlier statement meanwhile): nothing to do, the earlier one stands.
+    pub async fn restate(&self, key: Uuid, was: &Produced, now: &Produced, ttl: Duration) -> Result<bool, PgError> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE edge_claims SET delivery_id = $4, occurred_at_micros = $5,
+                        expires_at = now() + $6::bigint * interval '1 millisecond'
+                 WHERE fact_key = $1 AND state = 'done' AND content_digest = $2 AND delivery_id = $3
+                   AND occurred_at_micros > $5",
+                &[&key, &was.content.0, &was.delivery_id, &now.delivery_id, &micros(now), &millis(ttl)],
             )
             .await?;
         Ok(n == 1)

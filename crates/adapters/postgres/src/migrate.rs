@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../../migrations/0010_settlement_reports.sql"),
     },
     Migration { version: 11, name: "recon_breaks", sql: include_str!("../../../../migrations/0011_recon_breaks.sql") },
+    Migration {
+        version: 12,
+        name: "edge_claim_time",
+        sql: include_str!("../../../../migrations/0012_edge_claim_time.sql"),
+    },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

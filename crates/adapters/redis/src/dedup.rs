@@ -20,6 +20,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0"#;
 
+/// Moves a done claim to an earlier statement of the same content: only while the value still ends with what the
+/// caller read (`Produced::done_suffix`), whatever its token.
+const RESTATE: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 5) == 'done:' and #v > #ARGV[1] and string.sub(v, -#ARGV[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0"#;
+
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -31,6 +41,7 @@ pub struct RedisDedup {
     config: RedisConfig,
     state: Arc<Mutex<Conn>>,
     confirm: Arc<Script>,
+    restate: Arc<Script>,
     release: Arc<Script>,
 }
 
@@ -50,6 +61,7 @@ impl RedisDedup {
             config,
             state: Arc::new(Mutex::new(Conn::Down { retry_at: Instant::now() })),
             confirm: Arc::new(Script::new(CONFIRM)),
+            restate: Arc::new(Script::new(RESTATE)),
             release: Arc::new(Script::new(RELEASE)),
         }
     }
@@ -154,6 +166,30 @@ impl RedisDedup {
             .key(key(fact_key))
             .arg(format!("processing:{token}"))
             .arg(produced.done_value(token))
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await;
+        match r {
+            Ok(n) => Ok(n == 1),
+            Err(e) => self.failed(e).await,
+        }
+    }
+
+    /// See `RESTATE`: false when the claim is no longer the one `was` read.
+    pub async fn restate(
+        &self,
+        fact_key: &str,
+        token: &str,
+        was: &Produced,
+        now: &Produced,
+        ttl: Duration,
+    ) -> Result<bool, RedisError> {
+        let mut c = self.conn().await?;
+        let r: Result<i32, _> = self
+            .restate
+            .key(key(fact_key))
+            .arg(was.done_suffix())
+            .arg(now.done_value(token))
             .arg(ttl.as_millis() as u64)
             .invoke_async(&mut c)
             .await;

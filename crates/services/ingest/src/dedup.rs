@@ -35,7 +35,14 @@ pub enum Claim {
     Owned(OwnedClaim),
     Processing,
     /// Produced already, with this content by this delivery (None: confirmed before the edge kept it).
-    Done(Option<Produced>),
+    Done(Done),
+}
+
+/// A fact key found done: what was produced, and where the claim lives (for [`EdgeDedup::restate`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Done {
+    pub produced: Option<Produced>,
+    store: Store,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +70,7 @@ impl EdgeDedup {
         let to_claim = |state: ClaimState, store| match state {
             ClaimState::Claimed => Claim::Owned(OwnedClaim { key, token, store, produced }),
             ClaimState::Processing => Claim::Processing,
-            ClaimState::Done(p) => Claim::Done(p),
+            ClaimState::Done(produced) => Claim::Done(Done { produced, store }),
         };
         let redis_err = match self.redis.claim(&key.to_string(), &token.to_string(), lease).await {
             Ok(state) => return Ok(to_claim(state, Store::Redis)),
@@ -95,6 +102,25 @@ impl EdgeDedup {
                 false
             }
         }
+    }
+
+    /// Moves a done claim to `now`, a delivery that stated the same content earlier than `done` and has been
+    /// produced. True when the claim moved; false when it had changed meanwhile (then a still earlier statement, or
+    /// none, holds it) or the store failed — either way the fact is in the log, and the sinks keep its earliest.
+    pub async fn restate(&self, key: FactKey, done: &Done, now: Produced, ttl: Duration) -> bool {
+        let Some(was) = done.produced else { return false };
+        let result = match done.store {
+            Store::Redis => self
+                .redis
+                .restate(&key.to_string(), &crate::random_uuid().to_string(), &was, &now, ttl)
+                .await
+                .map_err(|e| e.to_string()),
+            Store::Postgres => self.pg.restate(key.0, &was, &now, ttl).await.map_err(|e| e.to_string()),
+        };
+        result.unwrap_or_else(|e| {
+            tracing::warn!(fact_key = %key, error = %e, "edge claim restate failed; the earlier statement is produced");
+            false
+        })
     }
 
     pub async fn release(&self, claim: &OwnedClaim) {

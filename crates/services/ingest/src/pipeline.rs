@@ -15,7 +15,7 @@ use tally_kafka::{topic_for, Header, RAW_TOPIC};
 use tally_psp::{adyen, stripe, NormalizeError, Outcome, SignatureError};
 use uuid::Uuid;
 
-use crate::dedup::{Claim, OwnedClaim};
+use crate::dedup::{Claim, Done, OwnedClaim};
 use crate::{Ingest, Metrics, RejectCode};
 
 /// Headers worth keeping with the raw bytes (lineage and forensics). Never a credential of ours.
@@ -108,11 +108,19 @@ pub(crate) fn now() -> Timestamp {
 struct Encoded {
     key: FactKey,
     content: ContentDigest,
+    occurred_at: Timestamp,
     topic: String,
     payment_id: String,
     value: Vec<u8>,
     /// Its position among the delivery's events.
     event: usize,
+}
+
+impl Encoded {
+    /// What a claim on this fact keeps once this delivery produced it.
+    fn produced(&self, delivery_id: Uuid) -> Produced {
+        Produced { content: self.content, delivery_id, occurred_at: Some(self.occurred_at) }
+    }
 }
 
 /// A fact whose key was produced already (by an earlier delivery, or earlier in this one) with other content.
@@ -277,13 +285,19 @@ impl Ingest {
         let (encoded, mut conflicts) = self.encode(&events, delivery_id)?;
         raw.fact_keys = encoded.iter().map(|e| e.key.to_string()).collect();
         let (owned, done) = self.claim_all(&encoded, delivery_id).await?;
+        // A fact produced already, stated now with the same content and an earlier event time: produced again (its
+        // claim then moves here), since the sinks date a fact by its earliest statement (I4) and a restatement
+        // that overtook it must not date it. Any other done fact is a duplicate.
+        let (restated, done): (Vec<_>, Vec<_>) = done.into_iter().partition(|(i, d)| {
+            d.produced.is_some_and(|p| p.restated_earlier_by(encoded[*i].content, encoded[*i].occurred_at))
+        });
         let duplicates = done.len();
         Metrics::add(&self.metrics.facts_duplicate_at_edge, duplicates as u64);
         // A fact produced already with other content: still a duplicate (the ledger keeps its first booking), but
         // recorded with both deliveries before the 2xx, never passed as the same fact.
-        for (i, produced) in &done {
+        for (i, d) in &done {
             let e = &encoded[*i];
-            if let Some(p) = produced.filter(|p| p.content != e.content) {
+            if let Some(p) = d.produced.filter(|p| p.content != e.content) {
                 conflicts.push(Conflict {
                     key: e.key,
                     event: e.event,
@@ -293,13 +307,15 @@ impl Ingest {
                 });
             }
         }
-        if owned.is_empty() {
+        if owned.is_empty() && restated.is_empty() {
             self.record_conflicts(psp, delivery_id, &events, &conflicts, &owned).await?;
             Metrics::add(&self.metrics.deliveries_duplicate, 1);
             return Ok(Reply::Accepted { delivery_id, facts: 0, duplicates, conflicts: conflicts.len() });
         }
         raw.verdict = Verdict::Accepted;
-        if let Err(e) = self.produce_all(&encoded, &owned, raw).await {
+        let produce: Vec<FactKey> =
+            owned.iter().map(|c| c.key).chain(restated.iter().map(|(i, _)| encoded[*i].key)).collect();
+        if let Err(e) = self.produce_all(&encoded, &produce, raw).await {
             for claim in &owned {
                 self.dedup.release(claim).await;
             }
@@ -314,9 +330,15 @@ impl Ingest {
         });
         let confirmed = join_all(owned.iter().map(|c| self.dedup.confirm(c, ttl))).await;
         Metrics::add(&self.metrics.confirm_failures, confirmed.iter().filter(|ok| !**ok).count() as u64);
-        Metrics::add(&self.metrics.facts_produced, owned.len() as u64);
+        join_all(restated.iter().map(|(i, d)| {
+            let e = &encoded[*i];
+            self.dedup.restate(e.key, d, e.produced(delivery_id), ttl)
+        }))
+        .await;
+        Metrics::add(&self.metrics.facts_restated_earlier_at_edge, restated.len() as u64);
+        Metrics::add(&self.metrics.facts_produced, produce.len() as u64);
         Metrics::add(&self.metrics.deliveries_accepted, 1);
-        Ok(Reply::Accepted { delivery_id, facts: owned.len(), duplicates, conflicts })
+        Ok(Reply::Accepted { delivery_id, facts: produce.len(), duplicates, conflicts })
     }
 
     /// One `content_conflict` row per conflicting fact in `edge_exceptions`: what was produced (delivery and content
@@ -394,14 +416,23 @@ impl Ingest {
         for (index, event) in events.iter().enumerate() {
             let key = event.fact_key();
             let content = event.content_digest();
-            // One delivery may state a fact twice (a refund listed twice): produce it once.
-            if let Some(first) = out.iter().find(|e| e.key == key) {
-                if first.content != content {
+            // One delivery may state a fact twice (a refund listed twice): produce it once, at its earliest
+            // statement (I4: the sinks date a fact by it).
+            if let Some(first) = out.iter_mut().find(|e| e.key == key) {
+                if first.content == content && event.occurred_at < first.occurred_at {
+                    first.value = encode_payment_event(event, Some(&id))
+                        .map_err(|e| Rejection::new(RejectCode::Internal, format!("encoding {key}: {e}")))?;
+                    (first.occurred_at, first.event) = (event.occurred_at, index);
+                } else if first.content != content {
                     conflicts.push(Conflict {
                         key,
                         event: index,
                         content,
-                        produced: Produced { content: first.content, delivery_id },
+                        produced: Produced {
+                            content: first.content,
+                            delivery_id,
+                            occurred_at: Some(first.occurred_at),
+                        },
                         produced_event: Some(first.event),
                     });
                 }
@@ -412,6 +443,7 @@ impl Ingest {
             out.push(Encoded {
                 key,
                 content,
+                occurred_at: event.occurred_at,
                 topic: self.kafka.topic(topic_for(event.kind)),
                 payment_id: event.payment_id.clone(),
                 value,
@@ -428,17 +460,14 @@ impl Ingest {
         &self,
         encoded: &[Encoded],
         delivery_id: Uuid,
-    ) -> Result<(Vec<OwnedClaim>, Vec<(usize, Option<Produced>)>), Rejection> {
+    ) -> Result<(Vec<OwnedClaim>, Vec<(usize, Done)>), Rejection> {
         let lease = Duration::from_millis(self.config.claim_lease_ms);
-        let claims = join_all(
-            encoded.iter().map(|e| self.dedup.claim(e.key, Produced { content: e.content, delivery_id }, lease)),
-        )
-        .await;
+        let claims = join_all(encoded.iter().map(|e| self.dedup.claim(e.key, e.produced(delivery_id), lease))).await;
         let (mut owned, mut done, mut busy, mut failure) = (Vec::new(), Vec::new(), false, None);
         for (i, claim) in claims.into_iter().enumerate() {
             match claim {
                 Ok(Claim::Owned(c)) => owned.push(c),
-                Ok(Claim::Done(produced)) => done.push((i, produced)),
+                Ok(Claim::Done(d)) => done.push((i, d)),
                 Ok(Claim::Processing) => busy = true,
                 Err(e) => failure = Some(e),
             }
@@ -456,11 +485,11 @@ impl Ingest {
     }
 
     /// Produces the owned facts and the raw delivery concurrently; succeeds only if every record is durable.
-    async fn produce_all(&self, encoded: &[Encoded], owned: &[OwnedClaim], raw: &RawDelivery) -> Result<(), String> {
+    async fn produce_all(&self, encoded: &[Encoded], produce: &[FactKey], raw: &RawDelivery) -> Result<(), String> {
         let raw_value = encode_raw_delivery(raw).map_err(|e| e.to_string())?;
         let raw_topic = self.kafka.topic(RAW_TOPIC);
         let delivery = raw.delivery_id.as_bytes();
-        let facts = encoded.iter().filter(|e| owned.iter().any(|c| c.key == e.key)).map(|e| {
+        let facts = encoded.iter().filter(|e| produce.contains(&e.key)).map(|e| {
             let key = e.key.to_string();
             async move {
                 let headers =

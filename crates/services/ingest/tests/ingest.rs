@@ -408,3 +408,62 @@ async fn a_redelivery_with_other_content_is_recorded_as_a_conflict_with_both_del
     assert_eq!(detail["incoming"]["event"]["money"]["amount"], 200, "{detail}");
     h.stop().await;
 }
+
+/// I4 at the edge: a same-content delivery that states a fact *earlier* than what was produced (the PSP's original,
+/// overtaken by a duplicate of a later restatement) is produced too, and the claim moves to it; anything not earlier
+/// than the claim's time stays a duplicate. Through Redis and through the PostgreSQL fallback alike, and within one
+/// delivery (the fact is produced once, at its earliest statement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_content_delivery_stating_a_fact_earlier_is_produced_and_later_ones_are_duplicates() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let at = |item: serde_json::Value, date: &str| {
+        let mut item = item;
+        item["eventDate"] = date.into();
+        item
+    };
+    for redis_url in [env("TALLY__REDIS__URL"), "redis://127.0.0.1:9/".to_owned()] {
+        let h = Harness::start(Options { redis_url: redis_url.clone(), ..Options::default() }).await;
+        let psp = unique("E");
+        let capture = |date: &str| at(adyen_item("CAPTURE", &format!("{psp}C"), Some(&psp), 1000), date);
+        let mut produced = Vec::new();
+        for date in [
+            "2025-11-02T00:00:20+00:00",
+            "2025-11-01T23:59:20+00:00",
+            "2025-11-02T00:00:20+00:00",
+            "2025-11-01T23:59:50+00:00",
+            "2025-11-01T23:59:20+00:00",
+            "2025-11-01T23:58:00+00:00",
+        ] {
+            let before = h.ingest.metrics.facts_produced.load(Relaxed);
+            assert_eq!(h.adyen(&adyen_notification(&[capture(date)])).await.0, 200, "{redis_url}");
+            produced.push(h.ingest.metrics.facts_produced.load(Relaxed) - before);
+        }
+        assert_eq!(produced, [1, 1, 0, 0, 0, 1], "{redis_url}");
+        assert_eq!(h.ingest.metrics.facts_restated_earlier_at_edge.load(Relaxed), 2, "{redis_url}");
+        let times: Vec<String> = h
+            .records("payments.capture.v1")
+            .iter()
+            .map(|r| decode_payment_event(&r.value).unwrap().event.occurred_at.to_string())
+            .collect();
+        assert_eq!(
+            times,
+            ["2025-11-02T00:00:20Z", "2025-11-01T23:59:20Z", "2025-11-01T23:58:00Z"],
+            "{redis_url}: one record per earlier statement, in order"
+        );
+        assert_eq!(h.ingest.metrics.facts_content_conflict_at_edge.load(Relaxed), 0);
+        h.stop().await;
+    }
+
+    // One delivery stating the fact twice, the later statement first: one record, at the earlier time.
+    let h = Harness::start(Options::default()).await;
+    let psp = unique("F");
+    let capture = |date: &str| at(adyen_item("CAPTURE", &format!("{psp}C"), Some(&psp), 500), date);
+    let (status, _) = h
+        .adyen(&adyen_notification(&[capture("2025-11-02T00:00:20+00:00"), capture("2025-11-01T23:59:20+00:00")]))
+        .await;
+    assert_eq!(status, 200);
+    let records = h.records("payments.capture.v1");
+    assert_eq!(records.len(), 1);
+    assert_eq!(decode_payment_event(&records[0].value).unwrap().event.occurred_at.to_string(), "2025-11-01T23:59:20Z");
+    h.stop().await;
+}
