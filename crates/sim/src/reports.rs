@@ -73,6 +73,30 @@ pub struct Reports {
     pub files: Vec<(String, Vec<u8>)>,
     /// Every break the reports must produce, sorted.
     pub injected: Vec<Injected>,
+    /// What booking every line sent must do to the books, per (account, currency), non-zero, sorted: the PSP
+    /// balance (`cash:{psp}`) by each line's net, the receivable by its gross, the PSP's fee as `psp_fees` — except
+    /// a Stripe dispute's fee, which the webhook already stated, so the line settles its whole net against the
+    /// receivable. A line written twice counts once. Stated from the lines the simulator planned, in its own terms.
+    pub booked: Vec<(String, String, i64)>,
+}
+
+/// See [`Reports::booked`].
+fn booked(sent: &[Planned]) -> Vec<(String, String, i64)> {
+    let mut seen = BTreeSet::new();
+    let mut out: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for l in sent.iter().filter(|l| seen.insert((l.psp, l.id.clone()))) {
+        let (psp, currency) = (l.psp.as_str(), l.currency.code().to_owned());
+        let net = l.gross - l.fee;
+        let mut add = |account: String, amount: i64| *out.entry((account, currency.clone())).or_insert(0) += amount;
+        add(format!("cash:{psp}"), net);
+        if l.psp == Psp::Stripe && l.category == "dispute" {
+            add(format!("psp_receivable:{psp}"), -net);
+        } else {
+            add(format!("psp_receivable:{psp}"), -l.gross);
+            add("psp_fees".to_owned(), l.fee);
+        }
+    }
+    out.into_iter().filter(|(_, a)| *a != 0).map(|((account, currency), a)| (account, currency, a)).collect()
 }
 
 const DAY: i64 = 86_400;
@@ -371,7 +395,7 @@ pub fn reports(
         }
     }
     injected.sort();
-    Reports { files: render(&sent, &batch_of), injected }
+    Reports { files: render(&sent, &batch_of), injected, booked: booked(&sent) }
 }
 
 const STRIPE_HEADER: &str =

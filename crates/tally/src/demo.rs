@@ -102,6 +102,26 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let booked_time = sending.elapsed();
+        println!("    … and importing the PSPs' settlement reports for the workload (reports/), booking their lines");
+        let (files, settlement_facts) =
+            crate::reports::import_simulated(&pool, &config.kafka, &dir.join("reports")).await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let n: i64 = pool
+                .get()
+                .await?
+                .query_one(
+                    "SELECT count(*) FROM event_log WHERE source = 'settlement_report'
+                        AND split_part(source_event_id, ':', 1) = ANY($1)",
+                    &[&files],
+                )
+                .await?
+                .get(0);
+            if n >= settlement_facts as i64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         println!("    … and for both sinks to reach the end of every topic");
         let caught_up = crate::archive::wait_for_sinks(&config, &pool, Duration::from_secs(120)).await?;
         let warehouse_caught_up = crate::warehouse::wait_for_sink(&config, Duration::from_secs(120)).await?;
@@ -110,8 +130,6 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
             println!("    the sinks did not catch up within 120 s; the recon oracle will show how far behind they are");
         }
 
-        println!("    … and importing the PSPs' settlement reports for the workload (reports/)");
-        let files = crate::reports::import_simulated(&pool, &dir.join("reports")).await?;
         let psp_recon = crate::reports::reconcile_scoped(
             &pool,
             &crate::reports::PspReconArgs::default(),
@@ -122,6 +140,7 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         println!("5/5 running the oracles\n");
         let mut report = check(&pool, &dir, &config).await?;
         report.rows.push(psp_recon_oracle(&dir, &psp_recon, files.len())?);
+        report.rows.push(settlement_oracle(&pool, &dir, &files, settlement_facts).await?);
         // A stalled sink leaves ranges unread, which recon does not count against the ledger: quiescence is part of
         // the proof (issue 13, item 3).
         report.rows.push((
@@ -191,6 +210,53 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         println!("  workload: {}/ (deliveries.jsonl, truth.json, merchants.csv, sent.jsonl, reports/)", dir.display());
         Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
+}
+
+/// Booking the reports did to the books exactly what the simulator's lines say (`reports/booked.json`, stated in
+/// its own terms): per account × currency, the PSP balance by the nets, the receivable by the grosses, the fees —
+/// every line once, whatever was written twice.
+async fn settlement_oracle(
+    pool: &deadpool_postgres::Pool,
+    dir: &Path,
+    files: &[String],
+    produced: usize,
+) -> Result<(String, Option<bool>, String)> {
+    let mut expected: Vec<(String, String, i64)> =
+        serde_json::from_slice(&std::fs::read(dir.join("reports/booked.json")).context("reports/booked.json")?)?;
+    expected.sort();
+    let client = pool.get().await?;
+    let facts: i64 = client
+        .query_one(
+            "SELECT count(*) FROM event_log WHERE source = 'settlement_report'
+                AND split_part(source_event_id, ':', 1) = ANY($1)",
+            &[&files],
+        )
+        .await?
+        .get(0);
+    let mut actual: Vec<(String, String, i64)> = client
+        .query(
+            "SELECT e.account, e.currency, sum(e.amount_minor)::bigint
+               FROM entries e JOIN event_log l ON l.fact_key = e.fact_key
+              WHERE l.source = 'settlement_report' AND split_part(l.source_event_id, ':', 1) = ANY($1)
+              GROUP BY 1, 2 HAVING sum(e.amount_minor) <> 0 ORDER BY 1, 2",
+            &[&files],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    actual.sort();
+    let differ = expected.iter().filter(|e| !actual.contains(e)).count()
+        + actual.iter().filter(|a| !expected.contains(a)).count();
+    let ok = differ == 0 && facts == produced as i64 && !expected.is_empty();
+    Ok((
+        "settlement booked = the reports' lines".into(),
+        Some(ok),
+        format!(
+            "{facts}/{produced} line facts booked; {} account × currency balances, {differ} differ",
+            expected.len()
+        ),
+    ))
 }
 
 /// The PSP reconciliation found exactly the discrepancies the simulator put into its reports: the same break types

@@ -95,6 +95,13 @@ enum LedgerCommand {
     Verify,
 }
 
+/// The wall clock as a [`tally_domain::Timestamp`] (the pure core never reads it; the binary does, for `received_at`).
+pub(crate) fn now() -> tally_domain::Timestamp {
+    let micros =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+    tally_domain::Timestamp::from_unix_micros(micros).expect("the clock is within years 1-9999")
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

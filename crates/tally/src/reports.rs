@@ -136,6 +136,7 @@ pub fn run(cmd: ReportsCommand, config: &Config) -> Result<ExitCode> {
     crate::archive::runtime()?.block_on(async {
         let pool = tally_postgres::pool(&config.postgres)?;
         tally_postgres::migrate(&pool).await?;
+        let producer = tally_kafka::Producer::new(&config.kafka)?;
         let mut refused = 0;
         let mut results = Vec::new();
         for path in &args.files {
@@ -156,14 +157,22 @@ pub fn run(cmd: ReportsCommand, config: &Config) -> Result<ExitCode> {
                     );
                 }
                 Ok(report) => {
+                    let booking = book(&pool, &producer, &config.kafka, &report).await?;
+                    if !args.json {
+                        for n in &booking.not_booked {
+                            eprintln!("not booked {}:{}: {}", report.file, n.line, n.reason);
+                        }
+                    }
                     let outcome = tally_recon::store::import(&pool, &report).await?;
                     if !args.json {
                         match &outcome {
                             Imported::Stored { lines, .. } => println!(
-                                "imported {}: {} {} line(s), sha256 {}{}{}",
+                                "imported {}: {} {} line(s), {} fact(s) booked, {} not booked, sha256 {}{}{}",
                                 report.file,
                                 lines,
                                 report.psp.as_str(),
+                                booking.facts,
+                                booking.not_booked.len(),
                                 &report.sha256[..16],
                                 if report.unknown_columns.is_empty() {
                                     String::new()
@@ -185,6 +194,7 @@ pub fn run(cmd: ReportsCommand, config: &Config) -> Result<ExitCode> {
                     value["file"] = serde_json::json!(report.file);
                     value["unknown_columns"] = serde_json::json!(report.unknown_columns);
                     value["unmapped"] = serde_json::json!(report.unmapped);
+                    value["booking"] = serde_json::to_value(&booking)?;
                     results.push(value);
                 }
             }
@@ -196,21 +206,44 @@ pub fn run(cmd: ReportsCommand, config: &Config) -> Result<ExitCode> {
     })
 }
 
+/// Books a parsed report's lines (produced and durable) unless the same bytes were imported already, in which
+/// case nothing is produced: the file's facts were, before it was recorded.
+pub async fn book(
+    pool: &deadpool_postgres::Pool,
+    producer: &tally_kafka::Producer,
+    kafka: &tally_kafka::KafkaConfig,
+    report: &Report,
+) -> Result<tally_recon::booking::Booking> {
+    if tally_recon::store::is_imported(pool, &report.sha256).await? {
+        return Ok(Default::default());
+    }
+    Ok(tally_recon::booking::produce(producer, kafka, report, crate::now()).await?)
+}
+
 /// Imports every report the simulator wrote under `dir` (`stripe/*.csv` of the platform account, `adyen/*.csv`);
-/// returns the files' SHA-256s. A refused file is an error here: the simulator writes the real formats.
-pub async fn import_simulated(pool: &deadpool_postgres::Pool, dir: &Path) -> Result<Vec<String>> {
-    let mut shas = Vec::new();
+/// books their lines; returns the files' SHA-256s and how many facts were produced. A refused file is an error
+/// here: the simulator writes the real formats.
+pub async fn import_simulated(
+    pool: &deadpool_postgres::Pool,
+    kafka: &tally_kafka::KafkaConfig,
+    dir: &Path,
+) -> Result<(Vec<String>, usize)> {
+    let producer = tally_kafka::Producer::new(kafka)?;
+    let (mut shas, mut facts) = (Vec::new(), 0);
     for (psp, sub) in [(Psp::Stripe, "stripe"), (Psp::Adyen, "adyen")] {
         let Ok(entries) = std::fs::read_dir(dir.join(sub)) else { continue };
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         for path in paths {
             let report = parse_file(&path, Some(psp), &Default::default())?.map_err(|r| anyhow::anyhow!("{r}"))?;
+            let booking = book(pool, &producer, kafka, &report).await?;
+            anyhow::ensure!(booking.not_booked.is_empty(), "{}: {:?}", report.file, booking.not_booked);
+            facts += booking.facts;
             tally_recon::store::import(pool, &report).await?;
             shas.push(report.sha256);
         }
     }
-    Ok(shas)
+    Ok((shas, facts))
 }
 
 /// The nightly PSP reconciliation: every stored line against the ledger's facts.

@@ -140,7 +140,7 @@ pub async fn oracles(
                     (SELECT count(*) FROM wh_rejects WHERE starts_with(topic, '{prefix}')),
                     (SELECT count(*) FROM restatements WHERE merchant_id IN (
                         SELECT DISTINCT merchant_id FROM fct_payment_events WHERE starts_with(topic, '{prefix}')))
-               FROM fct_payment_events WHERE starts_with(topic, '{prefix}')"
+               FROM fct_payment_events WHERE starts_with(topic, '{prefix}') AND source <> 'settlement_report'"
         ),
     )
     .await?;

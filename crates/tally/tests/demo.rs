@@ -46,6 +46,7 @@ fn the_demo_pipeline_books_a_generated_workload_with_every_oracle_green() {
             "ledger ↔ warehouse agreement             ok",
             "warehouse: no PII                        ok",
             "PSP recon = injected discrepancies       ok",
+            "settlement booked = the reports' lines   ok",
         ] {
             assert!(stdout.contains(oracle), "missing `{oracle}` in:\n{stdout}");
         }

@@ -46,21 +46,21 @@ fn every_fixture_event_round_trips() {
     for event in events {
         let bytes = encode_payment_event(&event, Some("d-1")).unwrap();
         assert_eq!(bytes[0], 0, "Confluent magic byte");
-        assert_eq!(u32::from_be_bytes(bytes[1..5].try_into().unwrap()), 3, "schema id of PaymentEvent v2");
+        assert_eq!(u32::from_be_bytes(bytes[1..5].try_into().unwrap()), 4, "schema id of PaymentEvent v3");
         let decoded = decode_payment_event(&bytes).unwrap();
         assert_eq!(decoded.event, event);
         assert_eq!(decoded.delivery_id.as_deref(), Some("d-1"));
-        assert_eq!(decoded.schema_id, 3);
+        assert_eq!(decoded.schema_id, 4);
     }
 }
 
 /// Records written with v1 (in the archive and the broker's log) still decode, each with the schema named by its
 /// frame; a v2-only kind cannot be passed off as v1.
 #[test]
-fn v1_records_still_decode_and_v2_kinds_are_not_v1() {
+fn older_records_still_decode_and_newer_kinds_are_not_older() {
     let mut event = fixture_events().into_iter().find(|e| e.kind == tally_domain::EventKind::Captured).unwrap();
     let v2 = encode_payment_event(&event, Some("d-1")).unwrap();
-    // v2 appended enum symbols only, so a v1 body is byte-identical for a v1 kind: re-frame it with id 1.
+    // v2 and v3 appended enum symbols only, so a v1 body is byte-identical for a v1 kind: re-frame it with id 1.
     let mut v1 = v2.clone();
     v1[1..5].copy_from_slice(&1u32.to_be_bytes());
     let decoded = decode_payment_event(&v1).unwrap();
@@ -70,6 +70,18 @@ fn v1_records_still_decode_and_v2_kinds_are_not_v1() {
     assert_eq!(decode_payment_event(&not_v1).unwrap().event.kind, tally_domain::EventKind::CaptureReversed);
     not_v1[1..5].copy_from_slice(&1u32.to_be_bytes());
     assert!(decode_payment_event(&not_v1).is_err(), "v1 has no capture_reversed");
+    // Each version only appended symbols: a v2 kind in a v3 body re-framed as v2 reads the same; a settlement kind
+    // (v3) cannot be passed off as v2.
+    let mut v2_framed = v2.clone();
+    v2_framed[1..5].copy_from_slice(&3u32.to_be_bytes());
+    assert_eq!(decode_payment_event(&v2_framed).unwrap().schema_id, 3);
+    event.kind = tally_domain::EventKind::SettledCredit;
+    let mut not_v2 = encode_payment_event(&event, None).unwrap();
+    assert_eq!(decode_payment_event(&not_v2).unwrap().event.kind, tally_domain::EventKind::SettledCredit);
+    not_v2[1..5].copy_from_slice(&3u32.to_be_bytes());
+    assert!(decode_payment_event(&not_v2).is_err(), "v2 has no settled_credit");
+    let v2_kinds = &tally_domain::EventKind::ALL[..tally_domain::EventKind::V2_KINDS];
+    assert_eq!(v2_kinds.last(), Some(&tally_domain::EventKind::PrearbitrationLost));
     let v1 = &tally_domain::EventKind::ALL[..tally_domain::EventKind::V1_KINDS];
     assert_eq!(
         (v1.first(), v1.last()),

@@ -61,7 +61,11 @@ pub fn topic_for(kind: EventKind) -> &'static str {
         | EventKind::SecondChargeback
         | EventKind::PrearbitrationWon
         | EventKind::PrearbitrationLost => "payments.chargeback.v1",
-        EventKind::Payout | EventKind::Fee => "payments.settlement-report.v1",
+        EventKind::Payout
+        | EventKind::Fee
+        | EventKind::SettledCredit
+        | EventKind::SettledDebit
+        | EventKind::SettledPayout => "payments.settlement-report.v1",
     }
 }
 

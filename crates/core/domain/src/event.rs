@@ -84,10 +84,20 @@ pub enum EventKind {
     PrearbitrationWon,
     /// The merchant lost the pre-arbitration: the second withdrawal is a loss.
     PrearbitrationLost,
+    // Added in schema v3: settlement report lines (`source = settlement_report`, ADR 0015 §4). They move the PSP
+    // balance and settle the receivable; they never change a payment's status.
+    /// A report line that credited the PSP balance: a capture settled, a failed refund or a dispute's funds
+    /// returned. `money` = the line's gross, `fee` = what the PSP kept of it (gross − net).
+    SettledCredit,
+    /// A report line that debited the PSP balance: a refund, a capture reversal, a chargeback, or a fee of its own.
+    /// `money` = the gross taken (0 for a fee line), `fee` = the fee on top; the balance lost `money + fee`.
+    SettledDebit,
+    /// A report line that paid the PSP balance out to the bank account; `money` = the amount paid out.
+    SettledPayout,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::Authorized,
         EventKind::AuthorizationFailed,
         EventKind::Captured,
@@ -105,10 +115,15 @@ impl EventKind {
         EventKind::SecondChargeback,
         EventKind::PrearbitrationWon,
         EventKind::PrearbitrationLost,
+        EventKind::SettledCredit,
+        EventKind::SettledDebit,
+        EventKind::SettledPayout,
     ];
 
     /// How many kinds schema v1 could carry: the first ones of [`EventKind::ALL`] (v2 only appended symbols).
     pub const V1_KINDS: usize = 12;
+    /// How many kinds schema v2 could carry (v3 appended the settlement kinds).
+    pub const V2_KINDS: usize = 17;
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -129,6 +144,9 @@ impl EventKind {
             EventKind::SecondChargeback => "second_chargeback",
             EventKind::PrearbitrationWon => "prearbitration_won",
             EventKind::PrearbitrationLost => "prearbitration_lost",
+            EventKind::SettledCredit => "settled_credit",
+            EventKind::SettledDebit => "settled_debit",
+            EventKind::SettledPayout => "settled_payout",
         }
     }
 }

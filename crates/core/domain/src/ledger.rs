@@ -16,7 +16,8 @@ use crate::{distinct_facts, EventKind, FactKey, PaymentEvent};
 pub enum AccountKind {
     /// Asset: money the PSP holds for us, per PSP.
     PspReceivable,
-    /// Asset: the bank account a PSP settles into, per PSP.
+    /// Asset: money at a PSP that it has settled (its balance, `cash:{psp}`), and our bank account that PSPs pay
+    /// out to (`cash:bank`).
     Cash,
     /// Liability: what we owe the merchant, per merchant.
     MerchantPayable,
@@ -89,7 +90,7 @@ pub struct Journal {
 pub enum PostingError {
     #[error("{kind} amount must be positive, got {amount}")]
     NonPositiveAmount { kind: EventKind, amount: Amount },
-    #[error("settlement fee {fee} must be between 0 and the gross amount {gross}")]
+    #[error("settlement fee {fee} must be between 0 and the gross amount {gross} (a report line: at least 0)")]
     FeeOutOfRange { fee: Amount, gross: Amount },
     #[error(transparent)]
     Money(#[from] MoneyError),
@@ -160,7 +161,9 @@ pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
     if !moves_money(kind) {
         return Ok(None);
     }
-    if gross.minor() <= 0 {
+    // A fee line of a settlement report debits the balance by its fee alone: its gross is zero.
+    let zero_gross_allowed = kind == EventKind::SettledDebit && event.fee.is_some_and(|f| f.minor() > 0);
+    if gross.minor() < 0 || (gross.is_zero() && !zero_gross_allowed) {
         return Err(PostingError::NonPositiveAmount { kind, amount: gross });
     }
     let debit = |account: Account, amount: Amount| Entry { account, money: Money::new(amount, currency) };
@@ -176,9 +179,11 @@ pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
 
     let entries = match kind {
         EventKind::Captured => two_legged(receivable(), payable())?,
-        EventKind::Settled => {
+        EventKind::Settled | EventKind::SettledCredit => {
             let fee = event.fee.unwrap_or(Amount::ZERO);
-            if fee.is_negative() || fee > gross {
+            // A report line may carry a fixed fee above a small gross (Stripe's 30 cents on a 13-cent charge): the
+            // balance then loses the difference, and the cash leg is a credit.
+            if fee.is_negative() || (fee > gross && kind == EventKind::Settled) {
                 return Err(PostingError::FeeOutOfRange { fee, gross });
             }
             // A leg of zero is no leg: a settlement whose fee ate the whole gross moves nothing to cash.
@@ -193,6 +198,23 @@ pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
             entries.push(credit(receivable(), gross)?);
             entries
         }
+        // The balance paid what the receivable owed us back out (a refund, a reversal, a chargeback) plus a fee.
+        EventKind::SettledDebit => {
+            let fee = event.fee.unwrap_or(Amount::ZERO);
+            if fee.is_negative() {
+                return Err(PostingError::FeeOutOfRange { fee, gross });
+            }
+            let mut entries = Vec::with_capacity(3);
+            if !gross.is_zero() {
+                entries.push(debit(receivable(), gross));
+            }
+            if !fee.is_zero() {
+                entries.push(debit(Account::global(PspFees), fee));
+            }
+            entries.push(credit(Account::scoped(Cash, psp), gross.checked_add(fee)?)?);
+            entries
+        }
+        EventKind::SettledPayout => two_legged(Account::scoped(Cash, "bank"), Account::scoped(Cash, psp))?,
         EventKind::CaptureReversed => two_legged(payable(), receivable())?,
         EventKind::Refunded => two_legged(payable(), receivable())?,
         EventKind::RefundFailed => two_legged(receivable(), payable())?,
@@ -242,7 +264,13 @@ pub fn predecessor(kind: EventKind) -> Option<EventKind> {
         EventKind::ChargebackWon | EventKind::ChargebackLost => Some(EventKind::ChargebackOpened),
         EventKind::SecondChargeback => Some(EventKind::ChargebackWon),
         EventKind::PrearbitrationWon | EventKind::PrearbitrationLost => Some(EventKind::SecondChargeback),
-        EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::Payout | EventKind::Fee => None,
+        EventKind::Authorized
+        | EventKind::AuthorizationFailed
+        | EventKind::Payout
+        | EventKind::Fee
+        | EventKind::SettledCredit
+        | EventKind::SettledDebit
+        | EventKind::SettledPayout => None,
     }
 }
 
@@ -257,7 +285,8 @@ pub fn view_effect(kind: EventKind) -> ViewEffect {
         RefundFailed => (0, -1, 0),
         ChargebackOpened | SecondChargeback => (0, 0, 1),
         ChargebackWon | ChargebackLost | PrearbitrationWon | PrearbitrationLost => (0, 0, -1),
-        Authorized | AuthorizationFailed | CaptureFailed | Canceled | Settled | Payout | Fee => (0, 0, 0),
+        Authorized | AuthorizationFailed | CaptureFailed | Canceled | Settled | Payout | Fee | SettledCredit
+        | SettledDebit | SettledPayout => (0, 0, 0),
     };
     ViewEffect { captured, refunded, disputed }
 }
@@ -287,7 +316,13 @@ mod tests {
             assert!(
                 matches!(
                     k,
-                    EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::Payout | EventKind::Fee
+                    EventKind::Authorized
+                        | EventKind::AuthorizationFailed
+                        | EventKind::Payout
+                        | EventKind::Fee
+                        | EventKind::SettledCredit
+                        | EventKind::SettledDebit
+                        | EventKind::SettledPayout
                 ),
                 "{kind}"
             );

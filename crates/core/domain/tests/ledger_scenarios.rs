@@ -33,6 +33,16 @@ const SCENARIOS: &[Scenario] = &[
     (SecondChargeback, 1000, None, &[("dispute_reserve:m1", 1000), ("psp_receivable:stripe", -1000)]),
     (PrearbitrationWon, 1000, None, &[("psp_receivable:stripe", 1000), ("dispute_reserve:m1", -1000)]),
     (PrearbitrationLost, 1000, None, &[("chargeback_losses", 1000), ("dispute_reserve:m1", -1000)]),
+    // Settlement report lines (ADR 0015 §4): the PSP balance moves by the net, the receivable by the gross.
+    (SettledCredit, 1000, Some(30), &[("cash:stripe", 970), ("psp_fees", 30), ("psp_receivable:stripe", -1000)]),
+    (SettledCredit, 1000, None, &[("cash:stripe", 1000), ("psp_receivable:stripe", -1000)]),
+    // A fixed fee above a small gross: the balance loses the difference.
+    (SettledCredit, 13, Some(30), &[("cash:stripe", -17), ("psp_fees", 30), ("psp_receivable:stripe", -13)]),
+    // A refund line, with a fee on top; a refund line without one; a fee line (gross 0).
+    (SettledDebit, 400, Some(15), &[("psp_receivable:stripe", 400), ("psp_fees", 15), ("cash:stripe", -415)]),
+    (SettledDebit, 400, None, &[("psp_receivable:stripe", 400), ("cash:stripe", -400)]),
+    (SettledDebit, 0, Some(250), &[("psp_fees", 250), ("cash:stripe", -250)]),
+    (SettledPayout, 9000, None, &[("cash:bank", 9000), ("cash:stripe", -9000)]),
 ];
 
 #[test]
@@ -66,6 +76,16 @@ fn nonsensical_amounts_are_refused_not_posted() {
     assert!(matches!(postings(&zero), Err(PostingError::NonPositiveAmount { .. })));
     let negative = event(Refunded, "ch_1", "re_1", "m1", -5, "EUR");
     assert!(matches!(postings(&negative), Err(PostingError::NonPositiveAmount { .. })));
+    // A settlement debit of nothing (no gross, no fee), or with a negative fee, is refused.
+    let empty = event(SettledDebit, "ch_1", "ln_1", "m1", 0, "EUR");
+    assert!(matches!(postings(&empty), Err(PostingError::NonPositiveAmount { .. })));
+    let mut rebate = event(SettledDebit, "ch_1", "ln_1", "m1", 0, "EUR");
+    rebate.fee = Some(Amount::from_minor(-5));
+    assert!(matches!(postings(&rebate), Err(PostingError::NonPositiveAmount { .. })));
+    rebate.money.amount = Amount::from_minor(10);
+    assert!(matches!(postings(&rebate), Err(PostingError::FeeOutOfRange { .. })));
+    let zero_payout = event(SettledPayout, "po_1", "po_1", "m1", 0, "EUR");
+    assert!(matches!(postings(&zero_payout), Err(PostingError::NonPositiveAmount { .. })));
     let mut fee_too_big = event(Settled, "ch_1", "ch_1", "m1", 100, "EUR");
     fee_too_big.fee = Some(Amount::from_minor(101));
     assert!(matches!(postings(&fee_too_big), Err(PostingError::FeeOutOfRange { .. })));

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use sha2::{Digest, Sha256};
-use tally_domain::{pan, Psp, Timestamp};
+use tally_domain::{pan, Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
 use tally_money::{Amount, Currency, Money};
 
 /// What a report line says happened, in Tally's words; the PSP's own word is kept in [`SettlementLine::category`].
@@ -86,6 +86,117 @@ pub struct SettlementLine {
     pub settled_at: Option<Timestamp>,
     /// The batch or payout the line belongs to (Adyen `Batch Number`; Stripe `automatic_payout_id`).
     pub batch: Option<String>,
+}
+
+impl SettlementLine {
+    /// The line's identity: the same identity twice is one line stated twice (a duplicated line at the PSP, or the
+    /// same line in a second file). Stripe: the balance transaction; Adyen: account, type, references, batch and
+    /// creation time (two stages of one dispute may share type, references and batch: their times tell them apart).
+    pub fn identity(&self) -> String {
+        match &self.line_id {
+            Some(id) => format!("{}|{id}", self.psp.as_str()),
+            None => format!(
+                "{}|{}|{}|{}|{}|{}|{}",
+                self.psp.as_str(),
+                self.account,
+                self.category,
+                self.payment_reference.as_deref().unwrap_or(""),
+                self.modification_reference.as_deref().unwrap_or(""),
+                self.batch.as_deref().unwrap_or(""),
+                self.booked_at.unix_micros()
+            ),
+        }
+    }
+
+    /// The fact this line books (ADR 0015 §4), `None` for a category Tally does not map (kept and counted, not
+    /// booked). One rule: the PSP balance (`cash:{psp}`) moves by the net, the receivable by the gross, the rest is
+    /// the PSP's fee — so the kinds are [`EventKind::SettledCredit`] (gross credited), [`EventKind::SettledDebit`]
+    /// (gross taken, or a fee line's fee) and [`EventKind::SettledPayout`]. Its identity is the line's, so a line
+    /// stated twice (in one file or two) is one fact; lineage is `source_event_id` = `{file SHA-256}:{line}`.
+    ///
+    /// Refused (the line stays stored and matched, the refusal is reported with file and line): a gross and a net
+    /// in two currencies (the FX leg is not booked yet), a sign the category cannot have, a debit line without a
+    /// gross, and anything the ledger would refuse. One exception to the rule: Stripe states a dispute's fee on the
+    /// dispute's balance transaction, and the webhook books that fee already (a `fee` fact against the
+    /// receivable), so a Stripe dispute line settles its whole net against the receivable.
+    pub fn fact(&self, file_sha256: &str, received_at: Timestamp) -> Result<Option<PaymentEvent>, NotBooked> {
+        let net = self.net.amount.minor();
+        let refuse = |reason: String| NotBooked { line: self.line, reason };
+        let gross = match self.gross {
+            Some(g) if g.currency != self.net.currency => {
+                return Err(refuse(format!(
+                    "gross in {} and net in {}: a settlement across currencies is not booked (no FX posting yet)",
+                    g.currency.code(),
+                    self.net.currency.code()
+                )))
+            }
+            Some(g) => Some(g.amount.minor()),
+            None => None,
+        };
+        let sign = |what: &str| refuse(format!("a {} line ({}) that {what}", self.kind.as_str(), self.category));
+        let (kind, amount, fee) = match self.kind {
+            LineKind::Unmapped => return Ok(None),
+            LineKind::Settled | LineKind::RefundReversed | LineKind::ChargebackReversed => {
+                let gross = gross.ok_or_else(|| sign("has no gross"))?;
+                if gross <= 0 {
+                    return Err(sign("does not credit the balance"));
+                }
+                (EventKind::SettledCredit, gross, gross - net)
+            }
+            LineKind::Fee => {
+                if net >= 0 {
+                    return Err(sign("does not debit the balance"));
+                }
+                (EventKind::SettledDebit, 0, -net)
+            }
+            LineKind::Refunded | LineKind::CaptureReversed | LineKind::Chargeback => {
+                let gross = gross.ok_or_else(|| sign("has no gross"))?;
+                if gross >= 0 || net >= 0 {
+                    return Err(sign("does not debit the balance"));
+                }
+                if self.psp == Psp::Stripe && self.kind == LineKind::Chargeback {
+                    (EventKind::SettledDebit, -net, 0)
+                } else {
+                    (EventKind::SettledDebit, -gross, gross - net)
+                }
+            }
+            LineKind::Payout => {
+                if net >= 0 {
+                    return Err(sign("does not debit the balance"));
+                }
+                (EventKind::SettledPayout, -net, 0)
+            }
+        };
+        let identity = self.identity();
+        let event = PaymentEvent {
+            kind,
+            payment_id: match &self.payment_reference {
+                Some(p) => format!("{}:{p}", self.psp.as_str()),
+                None => format!("{}:{}", self.psp.as_str(), self.account),
+            },
+            psp: self.psp,
+            psp_reference: identity,
+            original_reference: self.payment_reference.clone(),
+            merchant_id: self.account.clone(),
+            money: Money::new(Amount::from_minor(amount), self.net.currency),
+            fee: (kind != EventKind::SettledPayout).then_some(Amount::from_minor(fee)),
+            occurred_at: self.booked_at,
+            received_at,
+            source: Source::SettlementReport,
+            source_event_id: format!("{file_sha256}:{}", self.line),
+            attributes: Attributes { reason: Some(self.category.clone()), ..Attributes::default() },
+        };
+        tally_domain::ledger::check_bookable(&event).map_err(|e| refuse(format!("the ledger would refuse it: {e}")))?;
+        Ok(Some(event))
+    }
+}
+
+/// Why a stored report line is not booked: reported with its file and line on import, never silently dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[error("line {line}: not booked: {reason}")]
+pub struct NotBooked {
+    pub line: u64,
+    pub reason: String,
 }
 
 /// One reason a file is refused, where it is.

@@ -277,3 +277,91 @@ fn a_bad_stripe_file_is_refused_whole_naming_file_line_and_column() {
     }
     assert!(stripe::report::parse("e.csv", b"", &stripe_options()).is_err());
 }
+
+/// The ledger's effect of one booked line, by account: what ADR 0015 §4 says a line does to the books.
+fn effect(fact: &tally_domain::PaymentEvent) -> std::collections::BTreeMap<String, i64> {
+    let journal = tally_domain::ledger::postings(fact).unwrap().expect("a settlement line moves money");
+    assert!(journal.is_balanced());
+    let mut out = std::collections::BTreeMap::new();
+    for e in journal.entries {
+        *out.entry(e.account.to_string()).or_insert(0) += e.money.amount.minor();
+    }
+    out
+}
+
+#[test]
+fn report_lines_book_the_balance_by_net_the_receivable_by_gross_and_the_rest_as_fees() {
+    let body = format!(
+        "{STRIPE_HEADER}\n\
+         txn_1,2026-07-01 12:00:00,2026-07-03 00:00:00,usd,100.00,3.20,96.80,charge,ch_1,Order 1,ch_1,pi_1,po_9\n\
+         txn_2,2026-07-01 13:00:00,2026-07-03 00:00:00,usd,-25.00,0.00,-25.00,refund,re_1,,ch_1,pi_1,po_9\n\
+         txn_3,2026-07-01 14:00:00,2026-07-03 00:00:00,usd,-40.00,15.00,-55.00,dispute,dp_1,,ch_1,pi_1,po_9\n\
+         txn_4,2026-07-02 00:00:00,2026-07-02 00:00:00,usd,-1000.00,0.00,-1000.00,payout,po_9,,,,\n\
+         txn_5,2026-07-02 00:00:00,2026-07-02 00:00:00,usd,-1.00,0.00,-1.00,network_cost,nc_1,,,,\n\
+         txn_6,2026-07-02 00:00:00,2026-07-02 00:00:00,usd,-2.00,0.00,-2.00,fee,fee_1,,,,\n"
+    );
+    let report = stripe::report::parse("bal.csv", body.as_bytes(), &stripe_options()).unwrap();
+    let at = utc("2026-07-04T00:00:00Z");
+    let facts: Vec<_> = report.lines.iter().map(|l| l.fact(&report.sha256, at).unwrap()).collect();
+    let [Some(charge), Some(refund), Some(dispute), Some(payout), None, Some(fee)] = &facts[..] else {
+        panic!("{facts:#?}")
+    };
+    let map = |pairs: &[(&str, i64)]| pairs.iter().map(|(a, m)| (a.to_string(), *m)).collect();
+    assert_eq!(effect(charge), map(&[("cash:stripe", 9_680), ("psp_fees", 320), ("psp_receivable:stripe", -10_000)]));
+    assert_eq!(effect(refund), map(&[("cash:stripe", -2_500), ("psp_receivable:stripe", 2_500)]));
+    // The webhook booked the dispute fee already: the line settles its whole net against the receivable.
+    assert_eq!(effect(dispute), map(&[("cash:stripe", -5_500), ("psp_receivable:stripe", 5_500)]));
+    assert_eq!(effect(payout), map(&[("cash:bank", 100_000), ("cash:stripe", -100_000)]));
+    assert_eq!(effect(fee), map(&[("cash:stripe", -200), ("psp_fees", 200)]));
+    // Lineage and identity: the file and the line; the charge's payment, as the webhook names it.
+    assert_eq!(charge.source_event_id, format!("{}:2", report.sha256));
+    assert_eq!((charge.payment_id.as_str(), charge.merchant_id.as_str()), ("stripe:ch_1", "acct_1"));
+    assert_eq!(charge.source, tally_domain::Source::SettlementReport);
+    assert_eq!(payout.payment_id, "stripe:acct_1");
+    // The same line in another file (or twice in one) is the same fact; another line is another.
+    let again = report.lines[0].fact("other-file", at).unwrap().unwrap();
+    assert_eq!(again.fact_key(), charge.fact_key());
+    assert_ne!(refund.fact_key(), charge.fact_key());
+}
+
+#[test]
+fn a_line_the_books_cannot_take_is_refused_with_its_line_and_kept_unbooked() {
+    let mut settled = common_fields("Settled", "2026-07-01 09:00:00", "CEST");
+    settled.extend([
+        ("Psp Reference", "8816000000000001"),
+        ("Gross Currency", "USD"),
+        ("Gross Credit (GC)", "100.00"),
+        ("Exchange Rate", "0.9"),
+        ("Net Currency", "EUR"),
+        ("Net Credit (NC)", "88.00"),
+        ("Commission (NC)", "2.00"),
+    ]);
+    let mut rebate = common_fields("PaymentCost", "2026-07-02 10:00:00", "CEST");
+    rebate.extend([("Psp Reference", "8816000000000001"), ("Net Currency", "EUR"), ("Net Credit (NC)", "0.15")]);
+    let mut refund = common_fields("Refunded", "2026-07-02 10:00:00", "CEST");
+    refund.extend([
+        ("Psp Reference", "8816000000000003"),
+        ("Modification Reference", "8816000000000004"),
+        ("Gross Currency", "EUR"),
+        ("Gross Debit (GC)", "10.00"),
+        ("Net Currency", "EUR"),
+        ("Net Debit (NC)", "10.12"),
+        ("Commission (NC)", "0.12"),
+    ]);
+    let rows = [row_2026(&settled), row_2026(&rebate), row_2026(&refund)];
+    let report = adyen::report::parse("batch_1300.csv", &csv(&header_2026(), &rows), Some(1300)).unwrap();
+    let at = utc("2026-07-04T00:00:00Z");
+    let fx = report.lines[0].fact(&report.sha256, at).unwrap_err();
+    assert_eq!(fx.line, 2);
+    assert!(fx.reason.contains("gross in USD and net in EUR"), "{fx}");
+    let credit = report.lines[1].fact(&report.sha256, at).unwrap_err();
+    assert_eq!(credit.line, 3);
+    assert!(credit.reason.contains("does not debit the balance"), "{credit}");
+    // An Adyen refund with a commission on top: the receivable by the gross, the fee to psp_fees.
+    let booked = report.lines[2].fact(&report.sha256, at).unwrap().unwrap();
+    assert_eq!(booked.kind, tally_domain::EventKind::SettledDebit);
+    let effect = effect(&booked);
+    assert_eq!(effect["psp_receivable:adyen"], 1_000);
+    assert_eq!((effect["psp_fees"], effect["cash:adyen"]), (12, -1_012));
+    assert_eq!((booked.payment_id.as_str(), booked.merchant_id.as_str()), ("adyen:8816000000000003", "TallyShopEU"));
+}

@@ -117,7 +117,7 @@ pub async fn run(
         let crash = CrashHook::from_env();
         tally_sink::run(&mut source, batching, &shutdown, |parts| {
             for part in parts.iter_mut() {
-                flush(&manifest, &objects, &rt, part, &crash)?;
+                flush(&manifest, &objects, &rt, part, &crash, &shutdown)?;
             }
             Ok(())
         })
@@ -134,13 +134,24 @@ fn flush(
     rt: &tokio::runtime::Handle,
     part: &Part<Claim>,
     crash: &CrashHook,
+    shutdown: &CancellationToken,
 ) -> Result<(), SinkError> {
     let (claim, records) = (&part.claim, &part.records);
     let Some(last) = records.last() else { return Ok(()) };
     let anchor = position::record_digest(last.key.as_deref(), last.value.as_deref());
     let file = encode(records)?;
     let mut backoff = Duration::from_millis(200);
+    // Retried for as long as the sink runs; once it is told to stop, a few more tries, then the batch is left
+    // uncommitted (its offsets too: the next run reads it again) instead of holding the process for ever.
+    let mut tries_after_stop = 0;
+    let mut give_up = || {
+        tries_after_stop += usize::from(shutdown.is_cancelled());
+        tries_after_stop > 3
+    };
     while let Err(e) = rt.block_on(objects.put(&file.path, file.bytes.clone())) {
+        if give_up() {
+            return Err(e.into());
+        }
         tracing::warn!(path = %file.path, error = %e, "writing archive file failed; retrying");
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -153,7 +164,7 @@ fn flush(
     loop {
         match rt.block_on(manifest.commit(claim, &file, &anchor)) {
             Ok(()) => break,
-            Err(e) if e.is_transient() => {
+            Err(e) if e.is_transient() && !give_up() => {
                 tracing::warn!(path = %file.path, error = %e, "manifest commit failed; retrying");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));

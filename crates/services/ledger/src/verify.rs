@@ -141,33 +141,36 @@ pub async fn verify(pool: &Pool, group: &str) -> Result<VerifyReport, StoreError
         .await?
         .get(0);
     // Every posting rule debits exactly the fact's gross (two legs of the amount; a settlement's cash + fee), in the
-    // fact's currency; scoped accounts name the fact's own merchant or PSP.
+    // fact's currency; scoped accounts name the fact's own merchant or PSP. Settlement report lines (ADR 0015 §4):
+    // a debit line debits its gross and its fee (the balance pays both); a credit line whose fixed fee exceeds its
+    // gross debits only the fee (the balance loses the difference); a payout debits the bank account.
     r.amount_mismatches = client
         .query(
-            "SELECT l.fact_key::text, l.kind, l.amount_minor, l.currency,
-                    sum(e.amount_minor) FILTER (WHERE e.amount_minor > 0)::bigint AS debits,
-                    bool_and(e.currency = l.currency) AS same_currency,
-                    coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'psp_fees'), 0)::bigint AS fees,
-                    l.fee_minor,
-                    bool_and(CASE split_part(e.account, ':', 1)
-                        WHEN 'merchant_payable' THEN e.account = 'merchant_payable:' || l.merchant_id
-                        WHEN 'dispute_reserve' THEN e.account = 'dispute_reserve:' || l.merchant_id
-                        WHEN 'psp_receivable' THEN e.account = 'psp_receivable:' || l.psp
-                        WHEN 'cash' THEN e.account = 'cash:' || l.psp
-                        ELSE true END) AS scoped
-             FROM event_log l JOIN journals j ON j.fact_key = l.fact_key JOIN entries e ON e.journal_id = j.journal_id
-             GROUP BY l.fact_key, l.kind, l.amount_minor, l.currency, l.fee_minor, l.merchant_id, l.psp
-             HAVING sum(e.amount_minor) FILTER (WHERE e.amount_minor > 0) IS DISTINCT FROM l.amount_minor
-                 OR NOT bool_and(e.currency = l.currency)
-                 OR (coalesce(l.fee_minor, 0) > 0
-                     AND coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'psp_fees'), 0) <> l.fee_minor)
-                 OR NOT bool_and(CASE split_part(e.account, ':', 1)
-                        WHEN 'merchant_payable' THEN e.account = 'merchant_payable:' || l.merchant_id
-                        WHEN 'dispute_reserve' THEN e.account = 'dispute_reserve:' || l.merchant_id
-                        WHEN 'psp_receivable' THEN e.account = 'psp_receivable:' || l.psp
-                        WHEN 'cash' THEN e.account = 'cash:' || l.psp
-                        ELSE true END)
-             LIMIT 100",
+            "WITH moved AS (
+                SELECT l.fact_key::text AS fact_key, l.kind, l.amount_minor, l.currency, l.fee_minor,
+                       CASE l.kind
+                           WHEN 'settled_debit' THEN l.amount_minor + coalesce(l.fee_minor, 0)
+                           WHEN 'settled_credit' THEN greatest(l.amount_minor, coalesce(l.fee_minor, 0))
+                           ELSE l.amount_minor END AS expected_debits,
+                       sum(e.amount_minor) FILTER (WHERE e.amount_minor > 0)::bigint AS debits,
+                       bool_and(e.currency = l.currency) AS same_currency,
+                       coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'psp_fees'), 0)::bigint AS fees,
+                       bool_and(CASE split_part(e.account, ':', 1)
+                           WHEN 'merchant_payable' THEN e.account = 'merchant_payable:' || l.merchant_id
+                           WHEN 'dispute_reserve' THEN e.account = 'dispute_reserve:' || l.merchant_id
+                           WHEN 'psp_receivable' THEN e.account = 'psp_receivable:' || l.psp
+                           WHEN 'cash' THEN e.account = 'cash:' || l.psp
+                                OR (l.kind = 'settled_payout' AND e.account = 'cash:bank')
+                           ELSE true END) AS scoped
+                  FROM event_log l JOIN journals j ON j.fact_key = l.fact_key JOIN entries e ON e.journal_id = j.journal_id
+                 GROUP BY l.fact_key, l.kind, l.amount_minor, l.currency, l.fee_minor, l.merchant_id, l.psp)
+             SELECT fact_key, kind, amount_minor, currency, debits, same_currency, fees, fee_minor, scoped
+               FROM moved
+              WHERE debits IS DISTINCT FROM expected_debits
+                 OR NOT same_currency
+                 OR (coalesce(fee_minor, 0) > 0 AND fees <> fee_minor)
+                 OR NOT scoped
+              LIMIT 100",
             &[],
         )
         .await?

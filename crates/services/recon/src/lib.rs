@@ -1,6 +1,7 @@
 //! PSP reconciliation (DESIGN §12, ADR 0015): settlement report files imported once each (by SHA-256) and kept line
 //! by line, then matched against the ledger's facts. `matching` is pure; `store` is PostgreSQL.
 
+pub mod booking;
 pub mod matching;
 pub mod store;
 

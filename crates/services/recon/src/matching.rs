@@ -263,25 +263,6 @@ const RECAPTURED: &str = "#recaptured";
 /// The fact kinds that must be settled within the SLA.
 const EXPECTED: &[EventKind] = &[EventKind::Captured, EventKind::Refunded];
 
-/// A line's identity: the same identity twice is a duplicated line (Stripe: the balance transaction; Adyen: type,
-/// references, batch and creation time).
-fn identity(l: &SettlementLine) -> String {
-    match &l.line_id {
-        Some(id) => format!("{}|{id}", l.psp.as_str()),
-        // Two stages of one dispute may share type, references and batch: their times tell them apart.
-        None => format!(
-            "{}|{}|{}|{}|{}|{}|{}",
-            l.psp.as_str(),
-            l.account,
-            l.category,
-            l.payment_reference.as_deref().unwrap_or(""),
-            l.modification_reference.as_deref().unwrap_or(""),
-            l.batch.as_deref().unwrap_or(""),
-            l.booked_at.unix_micros()
-        ),
-    }
-}
-
 /// `t` plus `days` business days (Monday–Friday).
 pub fn add_business_days(t: Timestamp, days: u32) -> Timestamp {
     const DAY: i64 = 86_400_000_000;
@@ -376,7 +357,7 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
             totals.settled_minor = totals.settled_minor.saturating_add(s.gross.map_or(0, |g| g.amount.minor()));
         }
         let payment = payment_of(s);
-        if !seen.insert(identity(s)) {
+        if !seen.insert(s.identity()) {
             out.breaks.push(brk(
                 l,
                 &payment,

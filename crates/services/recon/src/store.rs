@@ -36,6 +36,12 @@ pub enum Imported {
     AlreadyImported { sha256: String, as_name: String, at: String },
 }
 
+/// Whether a file with this SHA-256 is stored (then importing it again changes nothing, and books nothing).
+pub async fn is_imported(pool: &Pool, sha256: &str) -> Result<bool, StoreError> {
+    let client = pool.get().await?;
+    Ok(client.query_opt("SELECT 1 FROM report_files WHERE sha256 = $1", &[&sha256]).await?.is_some())
+}
+
 /// Stores a parsed report and its lines in one transaction, or nothing when the same bytes are stored already.
 pub async fn import(pool: &Pool, report: &Report) -> Result<Imported, StoreError> {
     let mut client = pool.get().await?;

@@ -23,13 +23,22 @@ fn parse(path: &str, bytes: &[u8]) -> Report {
 type Named = (String, String, String);
 
 /// What one seed's reconciliation finds beside what its simulator injected, sorted.
-fn one_seed(seed: u64, payments: usize) -> (Vec<Named>, Vec<Named>) {
+/// What booking the reports did, per (account, currency), beside what the simulator says it must, and the lines
+/// that were not booked.
+type Booked = (Vec<(String, String, i64)>, Vec<(String, String, i64)>, Vec<String>);
+
+fn one_seed(seed: u64, payments: usize) -> (Vec<Named>, Vec<Named>, Booked) {
     // Few merchants, so that Adyen accounts have several daily batches (a missing one can be in the middle).
     let w = tally_sim::generate(&tally_sim::SimConfig { merchants: 40, ..tally_sim::SimConfig::new(seed, payments) });
     let reports = tally_sim::reports_for_workload(&w, seed, &tally_sim::ReportConfig::default());
     let mut lines = Vec::new();
+    let (mut line_facts, mut not_booked) = (Vec::new(), Vec::new());
+    let at = tally_domain::Timestamp::from_unix_secs(1_800_000_000).unwrap();
     for (path, bytes) in &reports.files {
         let report = parse(path, bytes);
+        let (facts, booking) = tally_recon::booking::facts(&report, at);
+        line_facts.extend(facts);
+        not_booked.extend(booking.not_booked.iter().map(|n| format!("{path}:{n}")));
         lines.extend(report.lines.into_iter().map(|line| Line {
             file_sha256: report.sha256.clone(),
             file: path.clone(),
@@ -105,7 +114,14 @@ fn one_seed(seed: u64, payments: usize) -> (Vec<Named>, Vec<Named>) {
     let mut injected = injected;
     found.sort();
     injected.sort();
-    (found, injected)
+    // The ledger's balances from the line facts (each fact key once, as the ledger books them).
+    let booked: Vec<(String, String, i64)> = tally_domain::ledger::balances(&line_facts)
+        .expect("every line fact posts")
+        .into_iter()
+        .filter(|(_, a)| !a.is_zero())
+        .map(|((account, currency), a)| (account.to_string(), currency.code().to_owned(), a.minor()))
+        .collect();
+    (found, injected, (booked, reports.booked.clone(), not_booked))
 }
 
 fn tally_kafka_topic(kind: EventKind) -> &'static str {
@@ -119,7 +135,7 @@ fn tally_kafka_topic(kind: EventKind) -> &'static str {
 #[test]
 fn the_breaks_found_are_exactly_the_breaks_the_simulator_injected_on_several_seeds() {
     for seed in [1, 7, 42] {
-        let (found, injected) = one_seed(seed, 12_000);
+        let (found, injected, (booked, expected, not_booked)) = one_seed(seed, 12_000);
         let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
         for (k, ..) in &injected {
             *by_kind.entry(k.as_str()).or_default() += 1;
@@ -144,5 +160,15 @@ fn the_breaks_found_are_exactly_the_breaks_the_simulator_injected_on_several_see
             "seed {seed}: missed {missed:#?}\nfalse {false_breaks:#?}"
         );
         assert_eq!(found, injected, "seed {seed}: the same breaks, as many times");
+        // Booking: every line the simulator wrote is bookable, and the books move exactly as its lines say.
+        assert_eq!(not_booked, Vec::<String>::new(), "seed {seed}");
+        assert!(expected.iter().any(|(a, ..)| a == "cash:adyen") && expected.iter().any(|(a, ..)| a == "psp_fees"));
+        let differ: Vec<_> = expected
+            .iter()
+            .filter(|e| !booked.contains(e))
+            .map(|e| ("expected", e))
+            .chain(booked.iter().filter(|b| !expected.contains(b)).map(|b| ("booked", b)))
+            .collect();
+        assert!(differ.is_empty(), "seed {seed}: {differ:#?}");
     }
 }

@@ -53,4 +53,7 @@ SELECT
 FROM fct_payment_events e
 LEFT JOIN dim_merchant d ON d.merchant_id = e.merchant_id AND d.valid_from = e.merchant_valid_from
 WHERE e.payment_id IN (SELECT payment_id FROM wh_affected_payments)
+  -- Settlement report lines (settled_credit, settled_debit, settled_payout) are what the PSP's balance did, not a
+  -- stage of the payment: they never change its amounts or status here.
+  AND e.source <> 'settlement_report'
 GROUP BY e.payment_id

@@ -16,7 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::ClientConfig;
 use tally_contracts::{decode_payment_event, encode_payment_event};
 use tally_domain::ledger::postings;
-use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
+use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source};
 use tally_kafka::{topic_for, Header, Producer, TOPICS};
 use tally_money::{Amount, Currency, Money};
 use tally_postgres::PostgresConfig;
@@ -44,11 +44,7 @@ pub struct LedgerArgs {
     source: String,
 }
 
-fn now() -> Timestamp {
-    let micros =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
-    Timestamp::from_unix_micros(micros).expect("the clock is within years 1-9999")
-}
+use crate::now;
 
 fn capture(run: &str, i: usize) -> PaymentEvent {
     let id = format!("ch_{run}_{i}");
