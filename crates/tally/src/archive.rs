@@ -45,6 +45,29 @@ pub enum ReconCommand {
     /// PSP reconciliation breaks as recorded: list, show, resolve (attributable, append-only).
     #[command(subcommand)]
     Breaks(crate::reports::BreaksCommand),
+    /// The PSP reconciliation, continuously: consumes the lifecycle topics and watches imported reports, matches
+    /// each payment again when evidence about it arrives, and records breaks within seconds (the nightly run's
+    /// rules and ids). Serves /metrics and /healthz; stops on SIGTERM.
+    Shadow(ShadowArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ShadowArgs {
+    /// Where /metrics and /healthz are served.
+    #[arg(long, default_value = "127.0.0.1:9466")]
+    listen: String,
+    /// The consumer group (and the name of its offsets in `sink_offsets`).
+    #[arg(long, default_value = "tally-recon-shadow")]
+    group_id: String,
+    /// Business days from a capture or refund to its settlement line, Stripe.
+    #[arg(long, default_value_t = 2)]
+    stripe_sla_days: u32,
+    /// Business days from a capture or refund to its settlement line, Adyen.
+    #[arg(long, default_value_t = 2)]
+    adyen_sla_days: u32,
+    /// A difference to let pass, `psp:amount_mismatch=N` or `psp:fee_mismatch=N` (as `recon psp`).
+    #[arg(long)]
+    tolerance: Vec<String>,
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -108,6 +131,20 @@ pub fn run_recon(cmd: ReconCommand, config: &Config) -> Result<ExitCode> {
         ReconCommand::Completeness { json, full } => (json, full),
         ReconCommand::Psp(args) => return crate::reports::run_recon_psp(args, config),
         ReconCommand::Breaks(cmd) => return crate::reports::run_breaks(cmd, config),
+        ReconCommand::Shadow(args) => {
+            let shadow = tally_recon::shadow::ShadowConfig {
+                group_id: args.group_id,
+                listen: args.listen,
+                stripe_sla_days: args.stripe_sla_days,
+                adyen_sla_days: args.adyen_sla_days,
+                tolerances: tally_recon::Tolerances::parse(&args.tolerance).map_err(anyhow::Error::msg)?,
+                ..Default::default()
+            };
+            let (kafka, postgres) = (config.kafka.clone(), config.postgres.clone());
+            return crate::ingest::serve(|shutdown| async move {
+                tally_recon::shadow::run(shadow, kafka, postgres, shutdown).await.map_err(Into::into)
+            });
+        }
     };
     let rt = runtime()?;
     let report = rt.block_on(recon(config, full))?;

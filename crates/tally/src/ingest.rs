@@ -34,7 +34,7 @@ pub fn run_warehouse_sink(config: Config) -> Result<ExitCode> {
 }
 
 /// Runs one service on a multi-threaded runtime with a shutdown token tied to SIGINT/SIGTERM.
-fn serve<F, Fut>(service: F) -> Result<ExitCode>
+pub(crate) fn serve<F, Fut>(service: F) -> Result<ExitCode>
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,

@@ -11,7 +11,7 @@ use tally_domain::Psp;
 use tally_money::DecimalSeparator;
 use tally_psp::report::Report;
 use tally_recon::store::Imported;
-use tally_recon::{BreakKind, Rules};
+use tally_recon::{BreakKind, Rules, Tolerances};
 
 use crate::config::Config;
 
@@ -72,11 +72,15 @@ pub struct PspReconArgs {
     /// Breaks listed per type (the table shows the first N of each).
     #[arg(long, default_value_t = 5)]
     show: usize,
+    /// A difference to let pass, `psp:amount_mismatch=N` or `psp:fee_mismatch=N` (minor units; repeatable). None by
+    /// default: every difference is a break.
+    #[arg(long)]
+    tolerance: Vec<String>,
 }
 
 impl Default for PspReconArgs {
     fn default() -> Self {
-        PspReconArgs { date: None, stripe_sla_days: 2, adyen_sla_days: 2, json: false, show: 3 }
+        PspReconArgs { date: None, stripe_sla_days: 2, adyen_sla_days: 2, json: false, show: 3, tolerance: Vec::new() }
     }
 }
 
@@ -277,12 +281,13 @@ pub async fn reconcile_scoped(
         Psp::Adyen => adyen,
     };
     let price = |m: &str, p: Psp, t| plans.price(m, p, t);
+    let tolerances = Tolerances::parse(&args.tolerance).map_err(anyhow::Error::msg)?;
     let Some(day) = args.date else {
-        return Ok(tally_recon::reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &price, scope: None }));
+        return Ok(tally_recon::reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &price, scope: None, tolerances: &tolerances }));
     };
     let start = tally_domain::Timestamp::from_unix_secs(day.midnight().assume_utc().unix_timestamp())?;
     let (day_lines, day_facts, scope) = tally_recon::matching::scope_to_day(&lines, &facts, start);
-    let rules = Rules { sla_days: &sla, price: &price, scope: Some(&scope) };
+    let rules = Rules { sla_days: &sla, price: &price, scope: Some(&scope), tolerances: &tolerances };
     Ok(tally_recon::reconcile(&day_lines, &day_facts, &rules))
 }
 
@@ -294,7 +299,7 @@ pub fn run_recon_psp(args: PspReconArgs, config: &Config) -> Result<ExitCode> {
         // Every break is recorded (first sighting kept); a full run also clears, as `auto`, the open breaks of its
         // PSPs it no longer finds (a late settlement arrived). A run for one day sees too little to clear anything.
         let psps: Vec<Psp> = outcome.totals.keys().filter_map(|(p, _)| p.parse().ok()).collect();
-        let clears = args.date.is_none().then_some((psps.as_slice(), "tally recon psp"));
+        let clears = args.date.is_none().then_some(tally_recon::store::Clears::Psps(&psps, "tally recon psp"));
         let open: std::collections::HashSet<String> =
             tally_recon::store::record_breaks(&pool, &outcome.breaks, clears).await?.into_iter().collect();
         if args.json {

@@ -3,6 +3,7 @@
 
 pub mod booking;
 pub mod matching;
+pub mod shadow;
 pub mod store;
 
-pub use matching::{reconcile, Break, BreakKind, Fact, Line, Outcome, Price, Rules};
+pub use matching::{reconcile, Break, BreakKind, Fact, Line, Outcome, Price, Rules, Tolerances, NO_TOLERANCE};

@@ -158,6 +158,44 @@ pub struct Scope {
     pub batches: Vec<Break>,
 }
 
+/// Differences matching lets pass, in minor units, per PSP and break type (ADR 0015 §2: none unless configured).
+/// Only money differences can be tolerated: `amount_mismatch` and `fee_mismatch`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tolerances(BTreeMap<(Psp, BreakKind), i64>);
+
+/// No tolerance at all (the default).
+pub static NO_TOLERANCE: Tolerances = Tolerances(BTreeMap::new());
+
+impl Tolerances {
+    pub const TOLERABLE: [BreakKind; 2] = [BreakKind::AmountMismatch, BreakKind::FeeMismatch];
+
+    /// Parses `psp:break_type=minor_units` (e.g. `adyen:fee_mismatch=1`).
+    pub fn parse(specs: &[String]) -> Result<Tolerances, String> {
+        let mut out = BTreeMap::new();
+        for spec in specs {
+            let bad = |why: &str| format!("tolerance {spec:?}: {why} (expected psp:amount_mismatch=N or psp:fee_mismatch=N)");
+            let (key, value) = spec.split_once('=').ok_or_else(|| bad("no ="))?;
+            let (psp, kind) = key.split_once(':').ok_or_else(|| bad("no psp:"))?;
+            let psp: Psp = psp.parse().map_err(|e: String| bad(&e))?;
+            let kind = Self::TOLERABLE
+                .into_iter()
+                .find(|k| k.as_str() == kind)
+                .ok_or_else(|| bad("only amount and fee differences can be tolerated"))?;
+            let minor: i64 = value.parse().map_err(|_| bad("not a whole number of minor units"))?;
+            if minor < 0 {
+                return Err(bad("negative"));
+            }
+            out.insert((psp, kind), minor);
+        }
+        Ok(Tolerances(out))
+    }
+
+    /// Whether a difference of `diff` minor units passes for this PSP and break type.
+    pub fn allows(&self, psp: Psp, kind: BreakKind, diff: i64) -> bool {
+        diff == 0 || self.0.get(&(psp, kind)).is_some_and(|t| diff.unsigned_abs() <= t.unsigned_abs())
+    }
+}
+
 /// What matching needs besides lines and facts.
 pub struct Rules<'a> {
     /// Business days (Monday–Friday) from a fact to its settlement, per PSP.
@@ -166,6 +204,8 @@ pub struct Rules<'a> {
     pub price: &'a dyn Fn(&str, Psp, Timestamp) -> Option<Price>,
     /// A nightly run for one day; `None`: everything given is judged.
     pub scope: Option<&'a Scope>,
+    /// Differences let pass ([`NO_TOLERANCE`] by default).
+    pub tolerances: &'a Tolerances,
 }
 
 /// Per PSP and currency.
@@ -179,6 +219,8 @@ pub struct Totals {
     pub fees_minor: i64,
     pub lines: u64,
     pub matched: u64,
+    /// Of the matched, those whose amount or fee differs within a configured tolerance.
+    pub within_tolerance: u64,
     pub broken: u64,
 }
 
@@ -193,6 +235,9 @@ pub struct Outcome {
     pub facts: usize,
     /// Lines matched by the fallback (the payment's one fact of the kind, no reference naming it).
     pub fallbacks: u64,
+    /// Expectations still open: judged facts whose settlement is expected and not in any report (fact key, PSP,
+    /// when it is due), whether or not the reports reach past the due time yet.
+    pub open: Vec<(String, Psp, Timestamp)>,
 }
 
 impl Outcome {
@@ -261,7 +306,7 @@ pub const MATCHED_KINDS: &[EventKind] = &[
 const RECAPTURED: &str = "#recaptured";
 
 /// The fact kinds that must be settled within the SLA.
-const EXPECTED: &[EventKind] = &[EventKind::Captured, EventKind::Refunded];
+pub const EXPECTED: &[EventKind] = &[EventKind::Captured, EventKind::Refunded];
 
 /// `t` plus `days` business days (Monday–Friday).
 pub fn add_business_days(t: Timestamp, days: u32) -> Timestamp {
@@ -454,7 +499,11 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
             continue;
         }
         let expected = fact.money.amount.minor().saturating_mul(sign(&s.kind));
-        if gross.amount.minor() != expected {
+        let mut tolerated = false;
+        let amount_diff = gross.amount.minor().saturating_sub(expected);
+        if amount_diff != 0 && rules.tolerances.allows(fact.psp, BreakKind::AmountMismatch, amount_diff) {
+            tolerated = true;
+        } else if amount_diff != 0 {
             let detail = format!("line {} against fact {expected} {}", gross.amount.minor(), gross.currency.code());
             out.breaks.push(say(BreakKind::AmountMismatch, detail));
             continue;
@@ -463,7 +512,10 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
         if s.kind == LineKind::Settled && s.net.currency == gross.currency {
             let plan = (rules.price)(&fact.merchant_id, fact.psp, fact.occurred_at);
             if let Some(fee) = plan.and_then(|p| p.fee(gross.amount, wire_unit(fact.psp, gross.currency))) {
-                if fee != s.fee {
+                let fee_diff = s.fee.minor().saturating_sub(fee.minor());
+                if fee_diff != 0 && rules.tolerances.allows(fact.psp, BreakKind::FeeMismatch, fee_diff) {
+                    tolerated = true;
+                } else if fee_diff != 0 {
                     let detail =
                         format!("fee {} where {}'s plan makes it {}", s.fee.minor(), fact.merchant_id, fee.minor());
                     out.breaks.push(say(BreakKind::FeeMismatch, detail));
@@ -478,14 +530,17 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
             continue;
         }
         let currency = s.gross.map_or(s.net.currency, |g| g.currency);
-        out.totals.entry((s.psp.as_str().to_owned(), currency.code().to_owned())).or_default().matched += 1;
+        let t = out.totals.entry((s.psp.as_str().to_owned(), currency.code().to_owned())).or_default();
+        t.matched += 1;
+        t.within_tolerance += u64::from(tolerated);
     }
 
     // Expectations: facts due by their SLA before the reports' coverage of their PSP, with no line.
     let coverage = rules.scope.map_or(&as_of, |s| &s.coverage);
     for (i, f) in facts.iter().enumerate() {
-        // Only PSPs whose reports are in: `as_of` has a time for each PSP with a line.
-        if !as_of.contains_key(&f.psp) || !EXPECTED.contains(&f.kind) {
+        // Only PSPs whose reports are in: the coverage has a time for each PSP with a line (in a scoped run, with a
+        // line anywhere: the scope's lines may hold none of the PSP's).
+        if !coverage.contains_key(&f.psp) || !EXPECTED.contains(&f.kind) {
             continue;
         }
         if rules.scope.is_some_and(|s| !s.judged.contains(&f.fact_key)) {
@@ -496,6 +551,9 @@ pub fn reconcile(lines: &[Line], facts: &[Fact], rules: &Rules<'_>) -> Outcome {
             t.booked_minor = t.booked_minor.saturating_add(f.money.amount.minor());
         }
         let due = add_business_days(f.occurred_at, (rules.sla_days)(f.psp));
+        if taken[i].is_none() && !is_reversed(f) {
+            out.open.push((f.fact_key.clone(), f.psp, due));
+        }
         if taken[i].is_none() && !is_reversed(f) && coverage.get(&f.psp).is_some_and(|&newest| due < newest) {
             out.breaks.push(Break {
                 kind: BreakKind::MissingAtPsp,
@@ -550,15 +608,21 @@ pub fn missing_batches<'a>(lines: impl IntoIterator<Item = &'a Line>) -> Vec<Bre
 /// line of a payment with a fact that day; every fact of the payments those lines and facts concern (so that a line
 /// finds its fact whatever day it happened); judged — expected to settle — are only the day's facts, against the
 /// coverage of all the lines given. Batch gaps are judged on every line given ([`missing_batches`]).
-pub fn scope_to_day(lines: &[Line], facts: &[Fact], start: Timestamp) -> (Vec<Line>, Vec<Fact>, Scope) {
-    let lo = start.unix_micros();
-    let in_day = |t: Timestamp| (lo..lo + 86_400_000_000).contains(&t.unix_micros());
+/// The newest settlement time of the lines, per PSP: how far the reports reach.
+pub fn coverage<'a>(lines: impl IntoIterator<Item = &'a Line>) -> BTreeMap<Psp, Timestamp> {
     let mut coverage: BTreeMap<Psp, Timestamp> = BTreeMap::new();
     for l in lines {
         let when = l.line.settled_at.unwrap_or(l.line.booked_at);
         let e = coverage.entry(l.line.psp).or_insert(when);
         *e = (*e).max(when);
     }
+    coverage
+}
+
+pub fn scope_to_day(lines: &[Line], facts: &[Fact], start: Timestamp) -> (Vec<Line>, Vec<Fact>, Scope) {
+    let lo = start.unix_micros();
+    let in_day = |t: Timestamp| (lo..lo + 86_400_000_000).contains(&t.unix_micros());
+    let coverage = coverage(lines);
     let judged: BTreeSet<String> = facts.iter().filter(|f| in_day(f.occurred_at)).map(|f| f.fact_key.clone()).collect();
     let of_day: BTreeSet<&str> =
         facts.iter().filter(|f| judged.contains(&f.fact_key)).map(|f| f.payment_id.as_str()).collect();

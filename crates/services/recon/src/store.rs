@@ -132,16 +132,45 @@ fn line_kind(s: &str) -> Result<LineKind, StoreError> {
 
 /// Every stored report line with its file.
 pub async fn lines(pool: &Pool) -> Result<Vec<Line>, StoreError> {
+    lines_where(pool, "true", &[]).await
+}
+
+/// The stored lines of these payments (`{psp}:{reference}`, as facts name them).
+pub async fn lines_of(pool: &Pool, payments: &[String]) -> Result<Vec<Line>, StoreError> {
+    // By (psp, reference), so that the index on report_lines serves it.
+    lines_where(
+        pool,
+        "(l.psp, l.payment_reference) IN
+            (SELECT split_part(p, ':', 1), substr(p, strpos(p, ':') + 1) FROM unnest($1::text[]) p)",
+        &[&payments],
+    )
+    .await
+}
+
+/// The stored lines of these files.
+pub async fn lines_in(pool: &Pool, files: &[String]) -> Result<Vec<Line>, StoreError> {
+    lines_where(pool, "l.file_sha256 = ANY($1)", &[&files]).await
+}
+
+async fn lines_where(
+    pool: &Pool,
+    filter: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<Line>, StoreError> {
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT l.file_sha256, f.name, l.line, l.psp, l.kind, l.category, l.account, l.line_id, l.payment_reference,
-                    l.modification_reference, l.merchant_reference, l.gross_minor, l.gross_currency, l.fee_minor,
-                    l.net_minor, l.net_currency, (extract(epoch FROM l.booked_at) * 1000000)::bigint, l.batch,
-                    (extract(epoch FROM l.settled_at) * 1000000)::bigint
-               FROM report_lines l JOIN report_files f ON f.sha256 = l.file_sha256
-              ORDER BY l.file_sha256, l.line",
-            &[],
+            &format!(
+                "SELECT l.file_sha256, f.name, l.line, l.psp, l.kind, l.category, l.account, l.line_id,
+                        l.payment_reference, l.modification_reference, l.merchant_reference, l.gross_minor,
+                        l.gross_currency, l.fee_minor, l.net_minor, l.net_currency,
+                        (extract(epoch FROM l.booked_at) * 1000000)::bigint, l.batch,
+                        (extract(epoch FROM l.settled_at) * 1000000)::bigint
+                   FROM report_lines l JOIN report_files f ON f.sha256 = l.file_sha256
+                  WHERE {filter}
+                  ORDER BY l.file_sha256, l.line"
+            ),
+            params,
         )
         .await?;
     rows.iter()
@@ -177,15 +206,44 @@ pub async fn lines(pool: &Pool) -> Result<Vec<Line>, StoreError> {
 
 /// The ledger's facts of the kinds matching reads, for the PSPs given.
 pub async fn facts(pool: &Pool, psps: &[Psp]) -> Result<Vec<Fact>, StoreError> {
-    let client = pool.get().await?;
     let kinds: Vec<&str> = crate::matching::MATCHED_KINDS.iter().map(|k| k.as_str()).collect();
     let psps: Vec<&str> = psps.iter().map(|p| p.as_str()).collect();
+    facts_where(pool, "event_log", "kind = ANY($1) AND psp = ANY($2)", &[&kinds, &psps]).await
+}
+
+/// The shadow's own facts (`shadow_facts`) of these payments.
+pub async fn shadow_facts(pool: &Pool, payments: &[String]) -> Result<Vec<Fact>, StoreError> {
+    facts_where(pool, "shadow_facts", "payment_id = ANY($1)", &[&payments]).await
+}
+
+/// The payments of a PSP with a fact whose settlement is expected (a capture or a refund), in the shadow's facts.
+pub async fn shadow_expecting(pool: &Pool, psp: Psp) -> Result<Vec<String>, StoreError> {
+    let kinds: Vec<&str> = crate::matching::EXPECTED.iter().map(|k| k.as_str()).collect();
+    let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT fact_key::text, kind, psp, payment_id, psp_reference, merchant_id, amount_minor, currency,
-                    (extract(epoch FROM occurred_at) * 1000000)::bigint, topic, kafka_partition, kafka_offset
-               FROM event_log WHERE kind = ANY($1) AND psp = ANY($2)",
-            &[&kinds, &psps],
+            "SELECT DISTINCT payment_id FROM shadow_facts WHERE psp = $1 AND kind = ANY($2)",
+            &[&psp.as_str(), &kinds],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+async fn facts_where(
+    pool: &Pool,
+    table: &str,
+    filter: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<Fact>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT fact_key::text, kind, psp, payment_id, psp_reference, merchant_id, amount_minor, currency,
+                        (extract(epoch FROM occurred_at) * 1000000)::bigint, topic, kafka_partition, kafka_offset
+                   FROM {table} WHERE {filter}"
+            ),
+            params,
         )
         .await?;
     rows.iter()
@@ -291,19 +349,44 @@ pub struct StoredBreak {
     pub ticket: Option<String>,
 }
 
+/// What a run saw whole, so that the open breaks in it it no longer finds are resolved `auto` (a late settlement
+/// arrived, a capture came after its line).
+#[derive(Debug, Clone, Copy)]
+pub enum Clears<'a> {
+    /// A full run of these PSPs, by this actor.
+    Psps(&'a [Psp], &'a str),
+    /// Every fact and line of these payments (the shadow's evaluation), by this actor; batch gaps are not cleared.
+    Payments(&'a [String], &'a str),
+    /// Every line's batch (the shadow, after a file arrived), by this actor: the batch gaps it no longer finds.
+    Batches(&'a str),
+}
+
 /// Records the breaks a run found (those seen before keep their first sighting) and returns the ids that are
-/// still open (no resolution). With `clears`, open breaks of the PSPs concerned that this run no longer finds are
-/// resolved `auto` by `actor` (a full run only: a scoped run does not see everything).
+/// still open (no resolution). With `clears`, open breaks in what the run saw whole that it no longer finds are
+/// resolved `auto` (a run for one day sees too little to clear anything).
 pub async fn record_breaks(
     pool: &Pool,
     breaks: &[crate::Break],
-    clears: Option<(&[Psp], &str)>,
+    clears: Option<Clears<'_>>,
 ) -> Result<Vec<String>, StoreError> {
+    Ok(record(pool, breaks, clears).await?.0)
+}
+
+/// [`record_breaks`], returning how many of the breaks were recorded for the first time.
+pub async fn record_new_breaks(pool: &Pool, breaks: &[crate::Break], clears: Clears<'_>) -> Result<usize, StoreError> {
+    Ok(record(pool, breaks, Some(clears)).await?.1)
+}
+
+async fn record(
+    pool: &Pool,
+    breaks: &[crate::Break],
+    clears: Option<Clears<'_>>,
+) -> Result<(Vec<String>, usize), StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let ids: Vec<String> = breaks.iter().map(crate::Break::id).collect();
     let col = |f: &dyn Fn(&crate::Break) -> Option<String>| breaks.iter().map(f).collect::<Vec<Option<String>>>();
-    tx.execute(
+    let inserted = tx.execute(
         "INSERT INTO recon_breaks (break_id, kind, psp, payment_id, file_sha256, file_name, line, fact_key, topic,
             kafka_partition, kafka_offset, amount_minor, currency, detail)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
@@ -327,17 +410,42 @@ pub async fn record_breaks(
         ],
     )
     .await?;
-    if let Some((psps, actor)) = clears {
-        let psps: Vec<&str> = psps.iter().map(|p| p.as_str()).collect();
-        tx.execute(
-            "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
-             SELECT b.break_id, 'auto', 'no longer found by a full run', '-', $3
-               FROM recon_breaks b
-              WHERE b.psp = ANY($2) AND b.break_id <> ALL($1)
-                AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)",
-            &[&ids, &psps, &actor],
-        )
-        .await?;
+    match clears {
+        None => {}
+        Some(Clears::Psps(psps, actor)) => {
+            let psps: Vec<&str> = psps.iter().map(|p| p.as_str()).collect();
+            tx.execute(
+                "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
+                 SELECT b.break_id, 'auto', 'no longer found by a full run', '-', $3
+                   FROM recon_breaks b
+                  WHERE b.psp = ANY($2) AND b.break_id <> ALL($1)
+                    AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)",
+                &[&ids, &psps, &actor],
+            )
+            .await?;
+        }
+        Some(Clears::Batches(actor)) => {
+            tx.execute(
+                "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
+                 SELECT b.break_id, 'auto', 'the batch arrived', '-', $2
+                   FROM recon_breaks b
+                  WHERE b.kind = 'missing_batch' AND b.break_id <> ALL($1)
+                    AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)",
+                &[&ids, &actor],
+            )
+            .await?;
+        }
+        Some(Clears::Payments(payments, actor)) => {
+            tx.execute(
+                "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
+                 SELECT b.break_id, 'auto', 'no longer found with every fact and line of its payment', '-', $3
+                   FROM recon_breaks b
+                  WHERE b.payment_id = ANY($2) AND b.break_id <> ALL($1)
+                    AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)",
+                &[&ids, &payments, &actor],
+            )
+            .await?;
+        }
     }
     let open: Vec<String> = tx
         .query(
@@ -349,7 +457,7 @@ pub async fn record_breaks(
         .map(|r| r.get(0))
         .collect();
     tx.commit().await?;
-    Ok(open)
+    Ok((open, inserted as usize))
 }
 
 /// Stored breaks, newest first: all, or only the open ones; of one type, or of every type.

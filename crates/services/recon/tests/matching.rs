@@ -76,7 +76,7 @@ fn price(_: &str, psp: Psp, _: Timestamp) -> Option<Price> {
 
 fn run(lines: &[Line], facts: &[Fact]) -> Outcome {
     let sla = |_: Psp| 2;
-    reconcile(lines, facts, &Rules { sla_days: &sla, price: &price, scope: None })
+    reconcile(lines, facts, &Rules { sla_days: &sla, price: &price, scope: None, tolerances: &tally_recon::NO_TOLERANCE })
 }
 
 /// A scenario with one break of each type planted, and clean matches around them.
@@ -186,7 +186,7 @@ fn a_nightly_run_for_one_day_judges_that_days_facts_with_their_later_lines() {
     assert_eq!(run(&lines, &facts).breaks.len(), 4, "everything: ch_2, ch_3, ch_8, ch_9");
     let (l, f, scope) = scope_to_day(&lines, &facts, day(1, 0));
     let sla = |_: Psp| 2;
-    let rules = Rules { sla_days: &sla, price: &price, scope: Some(&scope) };
+    let rules = Rules { sla_days: &sla, price: &price, scope: Some(&scope), tolerances: &tally_recon::NO_TOLERANCE };
     let breaks: Vec<_> =
         reconcile(&l, &f, &rules).breaks.into_iter().map(|b| (b.kind, b.payment_id.unwrap())).collect();
     assert_eq!(
@@ -199,7 +199,7 @@ fn a_nightly_run_for_one_day_judges_that_days_facts_with_their_later_lines() {
 fn run_day(lines: &[Line], facts: &[Fact], d: u32) -> Vec<(BreakKind, String)> {
     let (l, f, scope) = scope_to_day(lines, facts, day(d, 0));
     let sla = |_: Psp| 2;
-    let rules = Rules { sla_days: &sla, price: &price, scope: Some(&scope) };
+    let rules = Rules { sla_days: &sla, price: &price, scope: Some(&scope), tolerances: &tally_recon::NO_TOLERANCE };
     reconcile(&l, &f, &rules).breaks.into_iter().map(|b| (b.kind, b.payment_id.unwrap_or_default())).collect()
 }
 
@@ -325,5 +325,36 @@ proptest! {
         let dup = facts[next(facts.len())].clone();
         facts.push(dup);
         prop_assert_eq!(run(&lines, &facts), expected);
+    }
+}
+
+/// A tolerance is per PSP and break type, lets a difference up to it pass (counted), and nothing else.
+#[test]
+fn a_configured_tolerance_lets_only_its_psps_small_differences_pass() {
+    use tally_recon::Tolerances;
+    // A Stripe capture of 10.00 settled at 10.01 with the plan's fee (1.4% + 25 = 39 cents on 10.01 → 39), and an
+    // Adyen one of 20.00 settled exact with a fee one cent above the plan's 10.
+    let lines = vec![
+        line(LineKind::Settled, Psp::Stripe, 2, "txn_1", "ch_1", "ch_1", 1_001, 39, day(2, 10)),
+        line(LineKind::Settled, Psp::Adyen, 2, "1", "P1", "P1", 2_000, 11, day(2, 10)),
+    ];
+    let facts = vec![
+        fact(EventKind::Captured, Psp::Stripe, "ch_1", "ch_1", 1_000, day(1, 10), 1),
+        fact(EventKind::Captured, Psp::Adyen, "P1", "P1", 2_000, day(1, 10), 2),
+    ];
+    let sla = |_: Psp| 2;
+    let with = |specs: &[&str]| {
+        let t = Tolerances::parse(&specs.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let o = reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &price, scope: None, tolerances: &t });
+        let kinds: Vec<BreakKind> = o.breaks.iter().map(|b| b.kind).collect();
+        (kinds, o.totals.values().map(|t| t.within_tolerance).sum::<u64>())
+    };
+    assert_eq!(with(&[]), (vec![BreakKind::AmountMismatch, BreakKind::FeeMismatch], 0));
+    assert_eq!(with(&["stripe:amount_mismatch=1"]), (vec![BreakKind::FeeMismatch], 1));
+    assert_eq!(with(&["stripe:amount_mismatch=1", "adyen:fee_mismatch=1"]), (vec![], 2));
+    // Another PSP's or another type's tolerance does not apply.
+    assert_eq!(with(&["adyen:amount_mismatch=5", "stripe:fee_mismatch=5"]).0.len(), 2);
+    for bad in ["stripe:duplicate_line=1", "stripe:amount_mismatch=-1", "stripe:amount_mismatch", "paypal:fee_mismatch=1"] {
+        assert!(Tolerances::parse(&[bad.to_owned()]).is_err(), "{bad}");
     }
 }

@@ -5,6 +5,7 @@ mod ingest;
 mod ledger;
 mod recon;
 mod recon_psp;
+mod recon_shadow;
 mod warehouse;
 
 use std::process::ExitCode;
@@ -26,6 +27,9 @@ pub enum BenchCommand {
     /// PSP reconciliation: seconds to match N settlement report lines against the ledger, beside the same join
     /// as one SQL query.
     ReconPsp(recon_psp::ReconPspArgs),
+    /// PSP reconciliation, continuous: how long after its evidence `tally recon shadow` records a break, beside a
+    /// nightly run over the same state.
+    ReconShadow(recon_shadow::ReconShadowArgs),
     /// Warehouse sink: events/s from memory beside DuckDB's appender, and source→warehouse latency at a steady rate.
     Warehouse(warehouse::WarehouseArgs),
 }
@@ -36,6 +40,7 @@ pub fn run(cmd: BenchCommand, config: Config) -> Result<ExitCode> {
         BenchCommand::Ledger(args) => ledger::run(args, config),
         BenchCommand::Recon(args) => recon::run(args, config),
         BenchCommand::ReconPsp(args) => recon_psp::run(args, config),
+        BenchCommand::ReconShadow(args) => recon_shadow::run(args, config),
         BenchCommand::Warehouse(args) => warehouse::run(args, config),
     }
 }
