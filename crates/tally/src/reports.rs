@@ -283,7 +283,11 @@ pub async fn reconcile_scoped(
     let price = |m: &str, p: Psp, t| plans.price(m, p, t);
     let tolerances = Tolerances::parse(&args.tolerance).map_err(anyhow::Error::msg)?;
     let Some(day) = args.date else {
-        return Ok(tally_recon::reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &price, scope: None, tolerances: &tolerances }));
+        return Ok(tally_recon::reconcile(
+            &lines,
+            &facts,
+            &Rules { sla_days: &sla, price: &price, scope: None, tolerances: &tolerances },
+        ));
     };
     let start = tally_domain::Timestamp::from_unix_secs(day.midnight().assume_utc().unix_timestamp())?;
     let (day_lines, day_facts, scope) = tally_recon::matching::scope_to_day(&lines, &facts, start);

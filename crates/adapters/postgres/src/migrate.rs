@@ -49,11 +49,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "edge_claim_time",
         sql: include_str!("../../../../migrations/0012_edge_claim_time.sql"),
     },
-    Migration {
-        version: 13,
-        name: "recon_shadow",
-        sql: include_str!("../../../../migrations/0013_recon_shadow.sql"),
-    },
+    Migration { version: 13, name: "recon_shadow", sql: include_str!("../../../../migrations/0013_recon_shadow.sql") },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

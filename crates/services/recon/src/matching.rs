@@ -173,7 +173,8 @@ impl Tolerances {
     pub fn parse(specs: &[String]) -> Result<Tolerances, String> {
         let mut out = BTreeMap::new();
         for spec in specs {
-            let bad = |why: &str| format!("tolerance {spec:?}: {why} (expected psp:amount_mismatch=N or psp:fee_mismatch=N)");
+            let bad =
+                |why: &str| format!("tolerance {spec:?}: {why} (expected psp:amount_mismatch=N or psp:fee_mismatch=N)");
             let (key, value) = spec.split_once('=').ok_or_else(|| bad("no ="))?;
             let (psp, kind) = key.split_once(':').ok_or_else(|| bad("no psp:"))?;
             let psp: Psp = psp.parse().map_err(|e: String| bad(&e))?;

@@ -95,7 +95,9 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
         }
-        let secs = self.evaluation_seconds_total_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        // Seconds with six decimals, from integer microseconds (no float arithmetic on the way).
+        let micros = self.evaluation_seconds_total_micros.load(Ordering::Relaxed);
+        let secs = format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
         let _ = writeln!(
             out,
             "# HELP tally_recon_shadow_evaluation_seconds_total time spent matching\n\
@@ -258,7 +260,8 @@ async fn commit(pool: &Pool, group: &str, parts: &[Part<Claim>]) -> Result<(BTre
     }
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let col = |f: &dyn Fn(&tally_domain::PaymentEvent) -> String| rows.iter().map(|(x, ..)| f(&x.event)).collect::<Vec<_>>();
+    let col =
+        |f: &dyn Fn(&tally_domain::PaymentEvent) -> String| rows.iter().map(|(x, ..)| f(&x.event)).collect::<Vec<_>>();
     tx.execute(
         "INSERT INTO shadow_facts (fact_key, kind, psp, payment_id, psp_reference, merchant_id, amount_minor, currency,
             occurred_at, topic, kafka_partition, kafka_offset)
@@ -291,7 +294,15 @@ async fn commit(pool: &Pool, group: &str, parts: &[Part<Claim>]) -> Result<(BTre
             .execute(
                 "UPDATE sink_offsets SET next_offset = $5, last_record_sha256 = $7
                  WHERE group_id = $1 AND topic = $2 AND kafka_partition = $3 AND owner_epoch = $4 AND next_offset = $6",
-                &[&group, &part.claim.topic, &part.claim.partition, &part.claim.epoch, &part.end(), &part.claim.next_offset, &anchor],
+                &[
+                    &group,
+                    &part.claim.topic,
+                    &part.claim.partition,
+                    &part.claim.epoch,
+                    &part.end(),
+                    &part.claim.next_offset,
+                    &anchor,
+                ],
             )
             .await?;
         if n != 1 {
@@ -435,7 +446,11 @@ async fn evaluate(
             Psp::Adyen => adyen,
         };
         let price = |m: &str, p: Psp, t| -> Option<Price> { global.plans.price(m, p, t) };
-        let outcome = reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &price, scope: Some(&scope), tolerances: &config.tolerances });
+        let outcome = reconcile(
+            &lines,
+            &facts,
+            &Rules { sla_days: &sla, price: &price, scope: Some(&scope), tolerances: &config.tolerances },
+        );
         let new = store::record_new_breaks(pool, &outcome.breaks, Clears::Payments(chunk, ACTOR)).await?;
         metrics.breaks_raised.fetch_add(new as u64, Ordering::Relaxed);
         for f in &facts {

@@ -386,30 +386,31 @@ async fn record(
     let tx = client.transaction().await?;
     let ids: Vec<String> = breaks.iter().map(crate::Break::id).collect();
     let col = |f: &dyn Fn(&crate::Break) -> Option<String>| breaks.iter().map(f).collect::<Vec<Option<String>>>();
-    let inserted = tx.execute(
-        "INSERT INTO recon_breaks (break_id, kind, psp, payment_id, file_sha256, file_name, line, fact_key, topic,
+    let inserted = tx
+        .execute(
+            "INSERT INTO recon_breaks (break_id, kind, psp, payment_id, file_sha256, file_name, line, fact_key, topic,
             kafka_partition, kafka_offset, amount_minor, currency, detail)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
             $8::text[], $9::text[], $10::int[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
          ON CONFLICT (break_id) DO NOTHING",
-        &[
-            &ids,
-            &breaks.iter().map(|b| b.kind.as_str()).collect::<Vec<_>>(),
-            &breaks.iter().map(|b| b.psp.as_str()).collect::<Vec<_>>(),
-            &col(&|b| b.payment_id.clone()),
-            &col(&|b| b.line.as_ref().map(|l| l.file_sha256.clone())),
-            &col(&|b| b.line.as_ref().map(|l| l.file.clone())),
-            &breaks.iter().map(|b| b.line.as_ref().map(|l| l.line as i32)).collect::<Vec<_>>(),
-            &col(&|b| b.fact_key.clone()),
-            &col(&|b| b.fact.as_ref().map(|f| f.topic.clone())),
-            &breaks.iter().map(|b| b.fact.as_ref().map(|f| f.partition)).collect::<Vec<_>>(),
-            &breaks.iter().map(|b| b.fact.as_ref().map(|f| f.offset)).collect::<Vec<_>>(),
-            &breaks.iter().map(|b| b.amount.map(|m| m.amount.minor())).collect::<Vec<_>>(),
-            &col(&|b| b.amount.map(|m| m.currency.code().to_owned())),
-            &breaks.iter().map(|b| b.detail.clone()).collect::<Vec<_>>(),
-        ],
-    )
-    .await?;
+            &[
+                &ids,
+                &breaks.iter().map(|b| b.kind.as_str()).collect::<Vec<_>>(),
+                &breaks.iter().map(|b| b.psp.as_str()).collect::<Vec<_>>(),
+                &col(&|b| b.payment_id.clone()),
+                &col(&|b| b.line.as_ref().map(|l| l.file_sha256.clone())),
+                &col(&|b| b.line.as_ref().map(|l| l.file.clone())),
+                &breaks.iter().map(|b| b.line.as_ref().map(|l| l.line as i32)).collect::<Vec<_>>(),
+                &col(&|b| b.fact_key.clone()),
+                &col(&|b| b.fact.as_ref().map(|f| f.topic.clone())),
+                &breaks.iter().map(|b| b.fact.as_ref().map(|f| f.partition)).collect::<Vec<_>>(),
+                &breaks.iter().map(|b| b.fact.as_ref().map(|f| f.offset)).collect::<Vec<_>>(),
+                &breaks.iter().map(|b| b.amount.map(|m| m.amount.minor())).collect::<Vec<_>>(),
+                &col(&|b| b.amount.map(|m| m.currency.code().to_owned())),
+                &breaks.iter().map(|b| b.detail.clone()).collect::<Vec<_>>(),
+            ],
+        )
+        .await?;
     match clears {
         None => {}
         Some(Clears::Psps(psps, actor)) => {

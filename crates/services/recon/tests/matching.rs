@@ -76,7 +76,11 @@ fn price(_: &str, psp: Psp, _: Timestamp) -> Option<Price> {
 
 fn run(lines: &[Line], facts: &[Fact]) -> Outcome {
     let sla = |_: Psp| 2;
-    reconcile(lines, facts, &Rules { sla_days: &sla, price: &price, scope: None, tolerances: &tally_recon::NO_TOLERANCE })
+    reconcile(
+        lines,
+        facts,
+        &Rules { sla_days: &sla, price: &price, scope: None, tolerances: &tally_recon::NO_TOLERANCE },
+    )
 }
 
 /// A scenario with one break of each type planted, and clean matches around them.
@@ -354,7 +358,9 @@ fn a_configured_tolerance_lets_only_its_psps_small_differences_pass() {
     assert_eq!(with(&["stripe:amount_mismatch=1", "adyen:fee_mismatch=1"]), (vec![], 2));
     // Another PSP's or another type's tolerance does not apply.
     assert_eq!(with(&["adyen:amount_mismatch=5", "stripe:fee_mismatch=5"]).0.len(), 2);
-    for bad in ["stripe:duplicate_line=1", "stripe:amount_mismatch=-1", "stripe:amount_mismatch", "paypal:fee_mismatch=1"] {
+    for bad in
+        ["stripe:duplicate_line=1", "stripe:amount_mismatch=-1", "stripe:amount_mismatch", "paypal:fee_mismatch=1"]
+    {
         assert!(Tolerances::parse(&[bad.to_owned()]).is_err(), "{bad}");
     }
 }

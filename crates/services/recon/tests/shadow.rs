@@ -36,7 +36,10 @@ async fn produce(producer: &Producer, kafka: &KafkaConfig, e: &PaymentEvent) {
     let key = e.fact_key().to_string();
     let topic = kafka.topic(tally_kafka::topic_for(e.kind));
     let value = tally_contracts::encode_payment_event(e, None).unwrap();
-    producer.send(&topic, e.payment_id.as_bytes(), &value, &[Header { key: "fact_key", value: key.as_bytes() }]).await.unwrap();
+    producer
+        .send(&topic, e.payment_id.as_bytes(), &value, &[Header { key: "fact_key", value: key.as_bytes() }])
+        .await
+        .unwrap();
 }
 
 /// The recorded breaks of these payments still open, as (type, payment).
@@ -67,7 +70,8 @@ async fn until<F: std::future::Future<Output = bool>>(what: &str, mut f: impl Fn
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shadow_raises_breaks_from_evidence_clears_them_and_agrees_with_the_nightly_run() {
     let (pg, pool) = database("recon_shadow").await;
-    let kafka = KafkaConfig { brokers: env("TALLY__KAFKA__BROKERS"), topic_prefix: unique("s") + ".", ..Default::default() };
+    let kafka =
+        KafkaConfig { brokers: env("TALLY__KAFKA__BROKERS"), topic_prefix: unique("s") + ".", ..Default::default() };
     tally_kafka::ensure_topics(&kafka, tally_kafka::TOPICS).await.unwrap();
     let producer = Producer::new(&kafka).unwrap();
     let run = unique("r").replace(['-', '.'], "");
@@ -86,7 +90,8 @@ async fn the_shadow_raises_breaks_from_evidence_clears_them_and_agrees_with_the_
     let config = ShadowConfig { group_id: unique("shadow"), listen: "127.0.0.1:0".into(), ..Default::default() };
     let service = tokio::spawn(shadow::run(config, kafka.clone(), pg.clone(), shutdown.clone()));
     until("the three captures in shadow_facts", || async {
-        pool.get().await.unwrap().query_one("SELECT count(*) FROM shadow_facts", &[]).await.unwrap().get::<_, i64>(0) == 3
+        pool.get().await.unwrap().query_one("SELECT count(*) FROM shadow_facts", &[]).await.unwrap().get::<_, i64>(0)
+            == 3
     })
     .await;
 
@@ -102,15 +107,11 @@ txn_{run}4,2026-03-04 12:00:00,2026-03-06 00:00:00,eur,12.00,0.00,12.00,charge,{
     store::import(&pool, &parsed).await.unwrap();
     let imported = Instant::now();
     let payments: Vec<String> = [&a, &b, &c, &d, &ghost].iter().map(|x| format!("stripe:{x}")).collect();
-    let expected: BTreeSet<(String, String)> = [
-        ("amount_mismatch", &b),
-        ("missing_at_psp", &c),
-        ("missing_in_ledger", &d),
-        ("missing_in_ledger", &ghost),
-    ]
-    .iter()
-    .map(|(k, p)| ((*k).to_owned(), format!("stripe:{p}")))
-    .collect();
+    let expected: BTreeSet<(String, String)> =
+        [("amount_mismatch", &b), ("missing_at_psp", &c), ("missing_in_ledger", &d), ("missing_in_ledger", &ghost)]
+            .iter()
+            .map(|(k, p)| ((*k).to_owned(), format!("stripe:{p}")))
+            .collect();
     loop {
         let found = open_breaks(&pool, &payments).await;
         if found == expected {
@@ -139,7 +140,11 @@ txn_{run}4,2026-03-04 12:00:00,2026-03-06 00:00:00,eur,12.00,0.00,12.00,charge,{
     assert_eq!(facts.len(), 4);
     let sla = |_: Psp| 2;
     let price = |_: &str, _: Psp, _| None;
-    let nightly = reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &price, scope: None, tolerances: &tally_recon::NO_TOLERANCE });
+    let nightly = reconcile(
+        &lines,
+        &facts,
+        &Rules { sla_days: &sla, price: &price, scope: None, tolerances: &tally_recon::NO_TOLERANCE },
+    );
     let nightly_ids: BTreeSet<String> = nightly.breaks.iter().map(|b| b.id()).collect();
     let shadow_ids: BTreeSet<String> = pool
         .get()

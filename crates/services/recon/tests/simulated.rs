@@ -88,15 +88,22 @@ fn one_seed(seed: u64, payments: usize) -> (Vec<Named>, Vec<Named>, Booked) {
         .collect();
     let price = |m: &str, psp: Psp, _| plans.get(m).map(|(s, a)| if psp == Psp::Stripe { *s } else { *a });
     let sla = |_: Psp| 2;
-    let outcome = reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &price, scope: None, tolerances: &tally_recon::NO_TOLERANCE });
+    let outcome = reconcile(
+        &lines,
+        &facts,
+        &Rules { sla_days: &sla, price: &price, scope: None, tolerances: &tally_recon::NO_TOLERANCE },
+    );
     // The shadow's way (`tally recon shadow`): each payment matched with only its own lines and facts, under the
     // coverage and batch gaps of every line, in chunks of any size — the same breaks, by id, as the whole run.
-    let payment_of =
-        |l: &Line| l.line.payment_reference.as_ref().map(|r| format!("{}:{r}", l.line.psp.as_str())).unwrap_or_default();
-    let mut payments: Vec<String> = facts.iter().map(|f| f.payment_id.clone()).chain(lines.iter().map(payment_of)).collect();
+    let payment_of = |l: &Line| {
+        l.line.payment_reference.as_ref().map(|r| format!("{}:{r}", l.line.psp.as_str())).unwrap_or_default()
+    };
+    let mut payments: Vec<String> =
+        facts.iter().map(|f| f.payment_id.clone()).chain(lines.iter().map(payment_of)).collect();
     payments.sort();
     payments.dedup();
-    let (all_coverage, all_batches) = (tally_recon::matching::coverage(&lines), tally_recon::matching::missing_batches(&lines));
+    let (all_coverage, all_batches) =
+        (tally_recon::matching::coverage(&lines), tally_recon::matching::missing_batches(&lines));
     let chunk = 1 + (seed as usize * 7919) % 400;
     let mut shadow_ids = std::collections::BTreeSet::new();
     for part in payments.chunks(chunk) {
@@ -108,7 +115,11 @@ fn one_seed(seed: u64, payments: usize) -> (Vec<Named>, Vec<Named>, Booked) {
             coverage: all_coverage.clone(),
             batches: all_batches.clone(),
         };
-        let o = reconcile(&part_lines, &part_facts, &Rules { sla_days: &sla, price: &price, scope: Some(&scope), tolerances: &tally_recon::NO_TOLERANCE });
+        let o = reconcile(
+            &part_lines,
+            &part_facts,
+            &Rules { sla_days: &sla, price: &price, scope: Some(&scope), tolerances: &tally_recon::NO_TOLERANCE },
+        );
         shadow_ids.extend(o.breaks.iter().map(|b| b.id()));
     }
     let nightly_ids: std::collections::BTreeSet<String> = outcome.breaks.iter().map(|b| b.id()).collect();

@@ -68,7 +68,11 @@ async fn a_report_is_stored_once_read_back_as_parsed_and_matched_against_the_led
     let plans = store::plans(&pool).await.unwrap();
     let price = |m: &str, p: Psp, t| plans.price(m, p, t);
     let sla = |_: Psp| 2;
-    let outcome = reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &price, scope: None, tolerances: &tally_recon::NO_TOLERANCE });
+    let outcome = reconcile(
+        &lines,
+        &facts,
+        &Rules { sla_days: &sla, price: &price, scope: None, tolerances: &tally_recon::NO_TOLERANCE },
+    );
     let kinds: Vec<(BreakKind, Option<&str>)> =
         outcome.breaks.iter().map(|b| (b.kind, b.payment_id.as_deref())).collect();
     assert_eq!(
@@ -95,7 +99,11 @@ async fn breaks_are_recorded_once_and_resolved_once_attributably() {
     let facts = store::facts(&pool, &[Psp::Stripe]).await.unwrap();
     let no_plan = |_: &str, _: Psp, _| None;
     let sla = |_: Psp| 2;
-    let outcome = reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &no_plan, scope: None, tolerances: &tally_recon::NO_TOLERANCE });
+    let outcome = reconcile(
+        &lines,
+        &facts,
+        &Rules { sla_days: &sla, price: &no_plan, scope: None, tolerances: &tally_recon::NO_TOLERANCE },
+    );
     // ch_2 and ch_9: no captured fact.
     assert_eq!(outcome.count(BreakKind::MissingInLedger), 2);
     let ids: Vec<String> = outcome.breaks.iter().map(|b| b.id()).collect();
@@ -149,9 +157,16 @@ async fn breaks_are_recorded_once_and_resolved_once_attributably() {
     // is still found, and stays as it was resolved.
     fact(&pool, "ch_2", 5_000, 2).await;
     let facts = store::facts(&pool, &[Psp::Stripe]).await.unwrap();
-    let outcome = reconcile(&lines, &facts, &Rules { sla_days: &sla, price: &no_plan, scope: None, tolerances: &tally_recon::NO_TOLERANCE });
+    let outcome = reconcile(
+        &lines,
+        &facts,
+        &Rules { sla_days: &sla, price: &no_plan, scope: None, tolerances: &tally_recon::NO_TOLERANCE },
+    );
     assert_eq!(outcome.breaks.iter().map(|b| b.id()).collect::<Vec<_>>(), std::slice::from_ref(ch9));
-    let open = store::record_breaks(&pool, &outcome.breaks, Some(store::Clears::Psps(&[Psp::Stripe], "tally recon psp"))).await.unwrap();
+    let open =
+        store::record_breaks(&pool, &outcome.breaks, Some(store::Clears::Psps(&[Psp::Stripe], "tally recon psp")))
+            .await
+            .unwrap();
     assert!(open.is_empty(), "{open:?}");
     let cleared = store::list_breaks(&pool, false, None, Some(ch2)).await.unwrap();
     assert_eq!(
