@@ -168,6 +168,14 @@ fn other_currency(c: Currency) -> Currency {
     Currency::from_code(pick).expect("ISO codes")
 }
 
+/// The first six characters of a payment's reference (after Stripe's `ch_`): the run tag when the workload has
+/// one (`SimConfig::run_tag` prefixes every reference). Ids the reports make up start with it, so that two runs of
+/// one seed (the demo runs twice) never state the same line, as two PSP accounts never would.
+fn run_prefix(reference: &str) -> String {
+    let r = reference.strip_prefix("ch_").unwrap_or(reference);
+    r.chars().take(6).collect::<String>().to_lowercase()
+}
+
 /// One settlement line, before rendering.
 #[derive(Clone)]
 struct Planned {
@@ -264,7 +272,7 @@ pub fn reports(
         };
         lines.push(Planned {
             psp,
-            id: format!("txn_{:08}", lines.len()),
+            id: format!("txn_{}{:08}", run_prefix(&reference), lines.len()),
             category,
             payment: reference,
             modification: f.psp_reference.clone(),
@@ -319,8 +327,9 @@ pub fn reports(
             out.push(Planned { settled: l.settled + 3 * DAY, inject, ..l });
         } else if rng.random_bool(config.unknown_payment_rate) {
             let ghost = match l.psp {
-                Psp::Stripe => format!("ch_{}", letters(rng, 24, false)),
-                Psp::Adyen => letters(rng, 16, true),
+                // As many draws as before the prefix (so that the workloads' other draws stay as they were).
+                Psp::Stripe => format!("ch_{}{}", run_prefix(&l.payment), &letters(rng, 24, false)[6..]),
+                Psp::Adyen => format!("{}{}", run_prefix(&l.payment).to_uppercase(), &letters(rng, 16, true)[6..]),
             };
             let inject = Some(Injected {
                 kind: "missing_in_ledger".into(),
@@ -328,7 +337,7 @@ pub fn reports(
                 payment_id: Some(format!("{}:{ghost}", l.psp.as_str())),
                 detail: "a settlement for a payment no delivery stated".into(),
             });
-            let id = format!("txn_g{}", letters(rng, 12, false));
+            let id = format!("txn_g{}{}", run_prefix(&l.payment), letters(rng, 12, false));
             out.push(Planned { id, payment: ghost.clone(), modification: ghost, due: None, inject, ..l.clone() });
             out.push(l);
         } else if !refunded.contains(payment_id.as_str()) && rng.random_bool(config.unbooked_refund_rate) {
@@ -337,7 +346,7 @@ pub fn reports(
                 Psp::Adyen => ("Refunded", letters(rng, 16, true)),
             };
             let inject = say("missing_in_ledger", "a refund settled that no delivery stated");
-            let id = format!("txn_r{}", letters(rng, 12, false));
+            let id = format!("txn_r{}{}", run_prefix(&l.payment), letters(rng, 12, false));
             out.push(Planned { id, category, modification, gross: -l.gross, fee: 0, due: None, inject, ..l.clone() });
             l.inject = None;
             out.push(l);

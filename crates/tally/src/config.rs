@@ -26,6 +26,7 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub archive: ArchiveConfig,
     pub warehouse: WarehouseConfig,
+    pub reports: tally_recon::inbox::ReportsConfig,
 }
 
 /// Loads the configuration. An explicit `path` must exist; without one, `./tally.toml` is read if present.

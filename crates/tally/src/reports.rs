@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use tally_domain::Psp;
 use tally_money::DecimalSeparator;
@@ -21,6 +21,20 @@ pub enum ReportsCommand {
     /// CSV). Each file is parsed whole — any error refuses it, naming file, line and column — and stored once: the
     /// same bytes again change nothing. Exit 1 when any file is refused.
     Import(ImportArgs),
+    /// Watch a directory (`[reports] inbox`) and import each report file dropped into it once it stops changing,
+    /// then move it to `imported/` or `refused/` (with `NAME.errors.txt`: every error's file, line and column).
+    /// Serves /metrics and /healthz; stops on SIGTERM.
+    Watch(WatchArgs),
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    /// The directory to watch (default: `[reports] inbox`).
+    #[arg(long)]
+    inbox: Option<PathBuf>,
+    /// How often to look (default: `[reports] poll_ms`).
+    #[arg(long)]
+    poll_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -89,45 +103,32 @@ fn parse_day(s: &str) -> Result<time::Date, String> {
         .map_err(|e| format!("{s:?} is not a date as YYYY-MM-DD: {e}"))
 }
 
-/// Which PSP wrote a file, from its header.
-fn sniff(bytes: &[u8]) -> Option<Psp> {
-    let first = bytes.split(|&b| b == b'\n').next()?;
-    let header = String::from_utf8_lossy(first);
-    if header.contains("balance_transaction_id") {
-        Some(Psp::Stripe)
-    } else if header.contains("Psp Reference") {
-        Some(Psp::Adyen)
-    } else {
-        None
-    }
-}
-
-/// Adyen names its files `settlement_detail_report_batch_N.csv`.
-fn batch_of(path: &Path) -> Option<u64> {
-    let name = path.file_stem()?.to_str()?;
-    let digits = name.rsplit_once("batch_")?.1;
-    digits.parse().ok()
-}
-
-/// Reads and parses one report file; `stripe` says how a Stripe report was run (the file does not).
+/// Reads and parses one report file (`tally_recon::import::parse_file`).
 pub fn parse_file(
     path: &Path,
     psp: Option<Psp>,
     stripe: &tally_psp::stripe::report::Options,
 ) -> Result<Result<Report, tally_psp::report::Refused>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let name = path.display().to_string();
-    let psp = psp
-        .or_else(|| sniff(&bytes))
-        .with_context(|| format!("{name}: neither a Stripe nor an Adyen report header (say which with --psp)"))?;
-    Ok(match psp {
-        Psp::Stripe => tally_psp::stripe::report::parse(&name, &bytes, stripe),
-        Psp::Adyen => tally_psp::adyen::report::parse(&name, &bytes, batch_of(path)),
-    })
+    Ok(tally_recon::import::parse_file(path, psp, stripe)?)
 }
 
 pub fn run(cmd: ReportsCommand, config: &Config) -> Result<ExitCode> {
-    let ReportsCommand::Import(args) = cmd;
+    let args = match cmd {
+        ReportsCommand::Import(args) => args,
+        ReportsCommand::Watch(args) => {
+            let mut reports = config.reports.clone();
+            if let Some(dir) = args.inbox {
+                reports.inbox = Some(dir);
+            }
+            if let Some(ms) = args.poll_ms {
+                reports.poll_ms = ms;
+            }
+            let (kafka, postgres) = (config.kafka.clone(), config.postgres.clone());
+            return crate::ingest::serve(|shutdown| async move {
+                tally_recon::inbox::watch(reports, kafka, postgres, shutdown).await.map_err(Into::into)
+            });
+        }
+    };
     let decimal_separator = match args.decimal_separator {
         Separator::Dot => DecimalSeparator::Dot,
         Separator::Comma => DecimalSeparator::Comma,
@@ -161,13 +162,13 @@ pub fn run(cmd: ReportsCommand, config: &Config) -> Result<ExitCode> {
                     );
                 }
                 Ok(report) => {
-                    let booking = book(&pool, &producer, &config.kafka, &report).await?;
+                    let (outcome, booking) =
+                        tally_recon::import::import(&pool, &producer, &config.kafka, &report, crate::now()).await?;
                     if !args.json {
                         for n in &booking.not_booked {
                             eprintln!("not booked {}:{}: {}", report.file, n.line, n.reason);
                         }
                     }
-                    let outcome = tally_recon::store::import(&pool, &report).await?;
                     if !args.json {
                         match &outcome {
                             Imported::Stored { lines, .. } => println!(
@@ -210,20 +211,6 @@ pub fn run(cmd: ReportsCommand, config: &Config) -> Result<ExitCode> {
     })
 }
 
-/// Books a parsed report's lines (produced and durable) unless the same bytes were imported already, in which
-/// case nothing is produced: the file's facts were, before it was recorded.
-pub async fn book(
-    pool: &deadpool_postgres::Pool,
-    producer: &tally_kafka::Producer,
-    kafka: &tally_kafka::KafkaConfig,
-    report: &Report,
-) -> Result<tally_recon::booking::Booking> {
-    if tally_recon::store::is_imported(pool, &report.sha256).await? {
-        return Ok(Default::default());
-    }
-    Ok(tally_recon::booking::produce(producer, kafka, report, crate::now()).await?)
-}
-
 /// Imports every report the simulator wrote under `dir` (`stripe/*.csv` of the platform account, `adyen/*.csv`);
 /// books their lines; returns the files' SHA-256s and how many facts were produced. A refused file is an error
 /// here: the simulator writes the real formats.
@@ -240,10 +227,9 @@ pub async fn import_simulated(
         paths.sort();
         for path in paths {
             let report = parse_file(&path, Some(psp), &Default::default())?.map_err(|r| anyhow::anyhow!("{r}"))?;
-            let booking = book(pool, &producer, kafka, &report).await?;
+            let (_, booking) = tally_recon::import::import(pool, &producer, kafka, &report, crate::now()).await?;
             anyhow::ensure!(booking.not_booked.is_empty(), "{}: {:?}", report.file, booking.not_booked);
             facts += booking.facts;
-            tally_recon::store::import(pool, &report).await?;
             shas.push(report.sha256);
         }
     }

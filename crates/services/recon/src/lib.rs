@@ -2,6 +2,8 @@
 //! by line, then matched against the ledger's facts. `matching` is pure; `store` is PostgreSQL.
 
 pub mod booking;
+pub mod import;
+pub mod inbox;
 pub mod matching;
 pub mod shadow;
 pub mod store;
