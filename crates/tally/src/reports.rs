@@ -291,7 +291,7 @@ pub fn run_recon_psp(args: PspReconArgs, config: &Config) -> Result<ExitCode> {
         let psps: Vec<Psp> = outcome.totals.keys().filter_map(|(p, _)| p.parse().ok()).collect();
         let clears = args.date.is_none().then_some(tally_recon::store::Clears::Psps(&psps, "tally recon psp"));
         let open: std::collections::HashSet<String> =
-            tally_recon::store::record_breaks(&pool, &outcome.breaks, clears).await?.into_iter().collect();
+            tally_recon::store::record_breaks(&pool, &outcome.breaks, "tally recon psp", clears).await?.into_iter().collect();
         if args.json {
             let totals: Vec<_> = outcome
                 .totals

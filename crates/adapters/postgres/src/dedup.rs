@@ -85,17 +85,17 @@ impl PgDedup {
     }
 
     /// Moves a done claim to a delivery that stated the same content earlier (`Produced::restated_earlier_by`),
-    /// after that delivery was produced. False when the claim is no longer the one `was` read (expired, or moved to
-    /// a still earlier statement meanwhile): nothing to do, the earlier one stands.
+    /// after that delivery was produced — only ever to an earlier time, so that two concurrent restatements leave
+    /// the earliest. False when the claim holds no later time of that content any more (expired, or moved to a
+    /// statement at least as early meanwhile): nothing to do, the earlier one stands.
     pub async fn restate(&self, key: Uuid, was: &Produced, now: &Produced, ttl: Duration) -> Result<bool, PgError> {
         let client = self.pool.get().await?;
         let n = client
             .execute(
-                "UPDATE edge_claims SET delivery_id = $4, occurred_at_micros = $5,
-                        expires_at = now() + $6::bigint * interval '1 millisecond'
-                 WHERE fact_key = $1 AND state = 'done' AND content_digest = $2 AND delivery_id = $3
-                   AND occurred_at_micros > $5",
-                &[&key, &was.content.0, &was.delivery_id, &now.delivery_id, &micros(now), &millis(ttl)],
+                "UPDATE edge_claims SET delivery_id = $3, occurred_at_micros = $4,
+                        expires_at = now() + $5::bigint * interval '1 millisecond'
+                 WHERE fact_key = $1 AND state = 'done' AND content_digest = $2 AND occurred_at_micros > $4",
+                &[&key, &was.content.0, &now.delivery_id, &micros(now), &millis(ttl)],
             )
             .await?;
         Ok(n == 1)

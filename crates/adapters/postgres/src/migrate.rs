@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../../migrations/0012_edge_claim_time.sql"),
     },
     Migration { version: 13, name: "recon_shadow", sql: include_str!("../../../../migrations/0013_recon_shadow.sql") },
+    Migration {
+        version: 14,
+        name: "recon_break_finder",
+        sql: include_str!("../../../../migrations/0014_recon_break_finder.sql"),
+    },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

@@ -20,11 +20,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0"#;
 
-/// Moves a done claim to an earlier statement of the same content: only while the value still ends with what the
-/// caller read (`Produced::done_suffix`), whatever its token.
+/// Moves a done claim to an earlier statement of the same content, only ever to an earlier time: the stored value
+/// must be done, name this content (ARGV[1] = `:<content>:`) and end in a time later than ARGV[4] (claims written
+/// before times were kept end in a delivery id, and are never moved), whatever its token.
 const RESTATE: &str = r#"
 local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, 5) == 'done:' and #v > #ARGV[1] and string.sub(v, -#ARGV[1]) == ARGV[1] then
+if not v or string.sub(v, 1, 5) ~= 'done:' or not string.find(v, ARGV[1], 1, true) then
+  return 0
+end
+local at = tonumber(string.match(v, ':(%-?%d+)$'))
+if at and at > tonumber(ARGV[4]) then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
@@ -175,7 +180,7 @@ impl RedisDedup {
         }
     }
 
-    /// See `RESTATE`: false when the claim is no longer the one `was` read.
+    /// See `RESTATE`: false when the claim holds no later time of `was`'s content.
     pub async fn restate(
         &self,
         fact_key: &str,
@@ -188,9 +193,10 @@ impl RedisDedup {
         let r: Result<i32, _> = self
             .restate
             .key(key(fact_key))
-            .arg(was.done_suffix())
+            .arg(format!(":{}:", was.content))
             .arg(now.done_value(token))
             .arg(ttl.as_millis() as u64)
+            .arg(now.occurred_at.map_or(i64::MIN, |t| t.unix_micros()))
             .invoke_async(&mut c)
             .await;
         match r {

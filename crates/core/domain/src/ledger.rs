@@ -225,7 +225,8 @@ pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
         EventKind::ChargebackLost | EventKind::PrearbitrationLost => {
             two_legged(Account::global(ChargebackLosses), reserve())?
         }
-        EventKind::Payout => two_legged(payable(), receivable())?,
+        // A connected account's payout pays the merchant out of its settled PSP balance (ADR 0015 §4).
+        EventKind::Payout => two_legged(payable(), Account::scoped(Cash, psp))?,
         EventKind::Fee => two_legged(Account::global(PspFees), receivable())?,
         EventKind::Authorized | EventKind::AuthorizationFailed | EventKind::CaptureFailed | EventKind::Canceled => {
             unreachable!("handled above")

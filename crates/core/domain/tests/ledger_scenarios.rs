@@ -24,7 +24,7 @@ const SCENARIOS: &[Scenario] = &[
     (ChargebackOpened, 1000, None, &[("dispute_reserve:m1", 1000), ("psp_receivable:stripe", -1000)]),
     (ChargebackWon, 1000, None, &[("psp_receivable:stripe", 1000), ("dispute_reserve:m1", -1000)]),
     (ChargebackLost, 1000, None, &[("chargeback_losses", 1000), ("dispute_reserve:m1", -1000)]),
-    (Payout, 5000, None, &[("merchant_payable:m1", 5000), ("psp_receivable:stripe", -5000)]),
+    (Payout, 5000, None, &[("merchant_payable:m1", 5000), ("cash:stripe", -5000)]),
     (Fee, 1500, None, &[("psp_fees", 1500), ("psp_receivable:stripe", -1500)]),
     (Canceled, 1000, None, &[]),
     // A capture the scheme took back (Adyen CAPTURE_FAILED): the capture's journal, mirrored.

@@ -164,7 +164,31 @@ impl SettlementLine {
                 if net >= 0 {
                     return Err(sign("does not debit the balance"));
                 }
-                (EventKind::SettledPayout, -net, 0)
+                // A connected account's payout pays the merchant (its bank): the very fact the `payout.paid`
+                // webhook states, under its identity, so that the ledger books it once whichever comes first.
+                let connected = self.psp == Psp::Stripe && self.account != crate::stripe::PLATFORM_MERCHANT;
+                match (connected, &self.modification_reference) {
+                    (true, Some(po)) => {
+                        let event = PaymentEvent {
+                            kind: EventKind::Payout,
+                            payment_id: format!("stripe:{po}"),
+                            psp: Psp::Stripe,
+                            psp_reference: po.clone(),
+                            original_reference: None,
+                            merchant_id: self.account.clone(),
+                            money: Money::new(Amount::from_minor(-net), self.net.currency),
+                            fee: None,
+                            occurred_at: self.booked_at,
+                            received_at,
+                            source: Source::SettlementReport,
+                            source_event_id: format!("{file_sha256}:{}", self.line),
+                            attributes: Attributes { reason: Some(self.category.clone()), ..Attributes::default() },
+                        };
+                        return Ok(Some(event));
+                    }
+                    (true, None) => return Err(sign("names no payout (no source_id)")),
+                    (false, _) => (EventKind::SettledPayout, -net, 0),
+                }
             }
         };
         let identity = self.identity();

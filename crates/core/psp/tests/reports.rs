@@ -311,13 +311,26 @@ fn report_lines_book_the_balance_by_net_the_receivable_by_gross_and_the_rest_as_
     assert_eq!(effect(refund), map(&[("cash:stripe", -2_500), ("psp_receivable:stripe", 2_500)]));
     // The webhook booked the dispute fee already: the line settles its whole net against the receivable.
     assert_eq!(effect(dispute), map(&[("cash:stripe", -5_500), ("psp_receivable:stripe", 5_500)]));
-    assert_eq!(effect(payout), map(&[("cash:bank", 100_000), ("cash:stripe", -100_000)]));
+    // A connected account's payout pays the merchant: the `payout.paid` webhook's own fact (one booking).
+    assert_eq!(effect(payout), map(&[("cash:stripe", -100_000), ("merchant_payable:acct_1", 100_000)]));
+    let webhook_payout = tally_domain::FactIdentity {
+        psp: tally_domain::Psp::Stripe,
+        kind: tally_domain::EventKind::Payout,
+        psp_reference: "po_9",
+        original_reference: None,
+    };
+    assert_eq!((payout.kind, payout.fact_key()), (tally_domain::EventKind::Payout, webhook_payout.key()));
+    // The platform's own payout moves its balance to the bank account.
+    let platform = stripe::report::parse("bal.csv", body.as_bytes(), &Default::default()).unwrap();
+    let own = platform.lines[3].fact(&platform.sha256, at).unwrap().unwrap();
+    assert_eq!(effect(&own), map(&[("cash:bank", 100_000), ("cash:stripe", -100_000)]));
     assert_eq!(effect(fee), map(&[("cash:stripe", -200), ("psp_fees", 200)]));
     // Lineage and identity: the file and the line; the charge's payment, as the webhook names it.
     assert_eq!(charge.source_event_id, format!("{}:2", report.sha256));
     assert_eq!((charge.payment_id.as_str(), charge.merchant_id.as_str()), ("stripe:ch_1", "acct_1"));
     assert_eq!(charge.source, tally_domain::Source::SettlementReport);
-    assert_eq!(payout.payment_id, "stripe:acct_1");
+    assert_eq!(payout.payment_id, "stripe:po_9");
+    assert_eq!(fee.payment_id, "stripe:acct_1");
     // The same line in another file (or twice in one) is the same fact; another line is another.
     let again = report.lines[0].fact("other-file", at).unwrap().unwrap();
     assert_eq!(again.fact_key(), charge.fact_key());

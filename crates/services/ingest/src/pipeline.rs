@@ -330,6 +330,7 @@ impl Ingest {
         });
         let confirmed = join_all(owned.iter().map(|c| self.dedup.confirm(c, ttl))).await;
         Metrics::add(&self.metrics.confirm_failures, confirmed.iter().filter(|ok| !**ok).count() as u64);
+        // Counted when produced: the claim's move can lose to a still earlier statement, which is fine.
         join_all(restated.iter().map(|(i, d)| {
             let e = &encoded[*i];
             self.dedup.restate(e.key, d, e.produced(delivery_id), ttl)

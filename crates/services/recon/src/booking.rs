@@ -24,14 +24,26 @@ pub struct Booking {
 /// The facts of a report's lines, each identity once, and what was not booked.
 pub fn facts(report: &Report, received_at: Timestamp) -> (Vec<PaymentEvent>, Booking) {
     let mut booking = Booking::default();
-    let mut seen = std::collections::HashSet::new();
+    // Each identity's first line, and what it says.
+    let mut seen: std::collections::HashMap<tally_domain::FactKey, (u64, tally_domain::ContentDigest)> =
+        std::collections::HashMap::new();
     let mut facts = Vec::new();
     for line in &report.lines {
         match SettlementLine::fact(line, &report.sha256, received_at) {
             Ok(None) => booking.unmapped += 1,
             Err(e) => booking.not_booked.push(e),
-            Ok(Some(fact)) if !seen.insert(fact.fact_key()) => booking.repeated += 1,
-            Ok(Some(fact)) => facts.push(fact),
+            Ok(Some(fact)) => match seen.get(&fact.fact_key()) {
+                Some((_, content)) if *content == fact.content_digest() => booking.repeated += 1,
+                // The same line stated twice with other money: the first stands, the second is reported.
+                Some((first, _)) => booking.not_booked.push(NotBooked {
+                    line: line.line,
+                    reason: format!("the same line identity as line {first} with other money: line {first} is booked"),
+                }),
+                None => {
+                    seen.insert(fact.fact_key(), (line.line, fact.content_digest()));
+                    facts.push(fact);
+                }
+            },
         }
     }
     (facts, booking)

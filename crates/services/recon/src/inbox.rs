@@ -6,9 +6,10 @@
 //! - `refused/NAME` and `refused/NAME.errors.txt` — every error with file, line and column; nothing stored or
 //!   booked. Fix the file and drop it in again.
 //!
-//! A file is taken when two looks `poll_ms` apart see the same size and modification time (a file still being
-//! written is left alone); hidden files and names ending `.part`, `.tmp` or `.partial` are never taken. A failure
-//! that is not the file's (PostgreSQL or the broker down) leaves it in place for the next look: nothing is lost.
+//! A file is taken when two looks `poll_ms` apart see the same size and modification time, and it did not change
+//! while it was read (a file still being written is left alone); hidden files and names ending `.part`, `.tmp` or
+//! `.partial` are never taken — uploads should arrive by rename. A failure that is not the file's (PostgreSQL or
+//! the broker down) leaves it in place for the next look: nothing is lost.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -219,7 +220,14 @@ pub async fn take(
         metrics.refused.fetch_add(1, Ordering::Relaxed);
         Ok(Taken::Refused { errors })
     };
-    let parsed = match crate::import::parse_file(path, None, stripe) {
+    let stamp = |p: &Path| std::fs::metadata(p).map(|m| (m.len(), m.modified().ok()));
+    let before = stamp(path)?;
+    let parsed = crate::import::parse_file(path, None, stripe);
+    // Still being written after all (a writer that paused longer than a look): leave it for a later look.
+    if stamp(path)? != before {
+        return Err(format!("{} changed while it was read", path.display()).into());
+    }
+    let parsed = match parsed {
         Ok(p) => p,
         Err(crate::import::ReadError::UnknownFormat(name)) => {
             return refuse(format!("{name}: neither a Stripe nor an Adyen report header\n"), 1)

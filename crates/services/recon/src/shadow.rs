@@ -175,7 +175,15 @@ pub async fn run(
     let (tx, rx) = mpsc::unbounded_channel();
     let evaluator = {
         let (pool, config, metrics, shutdown) = (pool.clone(), config.clone(), metrics.clone(), shutdown.clone());
-        tokio::spawn(async move { evaluate_loop(pool, config, metrics, rx, shutdown).await })
+        // An evaluator that stops (an error) stops the consumer too: facts must not be committed unmatched.
+        tokio::spawn(async move {
+            let result = evaluate_loop(pool, config, metrics, rx, shutdown.clone()).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "recon shadow evaluator stopped");
+            }
+            shutdown.cancel();
+            result
+        })
     };
     let rt = tokio::runtime::Handle::current();
     let consumer = {
@@ -220,8 +228,9 @@ fn consume(
     tally_sink::run(&mut source, batching, &shutdown, |parts| {
         let payments = rt.block_on(commit(&pool, &config.group_id, parts))?;
         metrics.facts_consumed.fetch_add(payments.1 as u64, Ordering::Relaxed);
-        if !payments.0.is_empty() {
-            let _ = evidence.send(Evidence::Facts(payments.0));
+        if !payments.0.is_empty() && evidence.send(Evidence::Facts(payments.0)).is_err() {
+            // The evaluator is gone (it stopped on an error and cancelled the run): stop here too.
+            return Err(ShadowError::Join("the evaluator stopped".into()));
         }
         Ok::<(), ShadowError>(())
     })
@@ -402,7 +411,7 @@ async fn evaluate_loop(
                 }
                 // The batch gaps are judged on every line: record them now (they name no payment), and clear the
                 // ones a late batch filled.
-                let new = store::record_new_breaks(&pool, &global.batches, Clears::Batches(ACTOR)).await?;
+                let new = store::record_new_breaks(&pool, &global.batches, ACTOR, Clears::Batches(ACTOR)).await?;
                 metrics.breaks_raised.fetch_add(new as u64, Ordering::Relaxed);
             }
         }
@@ -451,7 +460,7 @@ async fn evaluate(
             &facts,
             &Rules { sla_days: &sla, price: &price, scope: Some(&scope), tolerances: &config.tolerances },
         );
-        let new = store::record_new_breaks(pool, &outcome.breaks, Clears::Payments(chunk, ACTOR)).await?;
+        let new = store::record_new_breaks(pool, &outcome.breaks, ACTOR, Clears::Payments(chunk, ACTOR)).await?;
         metrics.breaks_raised.fetch_add(new as u64, Ordering::Relaxed);
         for f in &facts {
             open.remove(&f.fact_key);

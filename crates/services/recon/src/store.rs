@@ -355,31 +355,41 @@ pub struct StoredBreak {
 pub enum Clears<'a> {
     /// A full run of these PSPs, by this actor.
     Psps(&'a [Psp], &'a str),
-    /// Every fact and line of these payments (the shadow's evaluation), by this actor; batch gaps are not cleared.
+    /// Every fact and line of these payments (the shadow's evaluation), by this actor: only breaks it recorded
+    /// itself are cleared (a nightly run's stay until a nightly run no longer finds them); batch gaps are not.
     Payments(&'a [String], &'a str),
-    /// Every line's batch (the shadow, after a file arrived), by this actor: the batch gaps it no longer finds.
+    /// Every line's batch (the shadow, after a file arrived), by this actor: the batch gaps it recorded itself and
+    /// no longer finds.
     Batches(&'a str),
 }
 
 /// Records the breaks a run found (those seen before keep their first sighting) and returns the ids that are
 /// still open (no resolution). With `clears`, open breaks in what the run saw whole that it no longer finds are
 /// resolved `auto` (a run for one day sees too little to clear anything).
+/// `found_by` names the run (`tally recon psp`, `tally recon shadow`) on the breaks it records first.
 pub async fn record_breaks(
     pool: &Pool,
     breaks: &[crate::Break],
+    found_by: &str,
     clears: Option<Clears<'_>>,
 ) -> Result<Vec<String>, StoreError> {
-    Ok(record(pool, breaks, clears).await?.0)
+    Ok(record(pool, breaks, found_by, clears).await?.0)
 }
 
 /// [`record_breaks`], returning how many of the breaks were recorded for the first time.
-pub async fn record_new_breaks(pool: &Pool, breaks: &[crate::Break], clears: Clears<'_>) -> Result<usize, StoreError> {
-    Ok(record(pool, breaks, Some(clears)).await?.1)
+pub async fn record_new_breaks(
+    pool: &Pool,
+    breaks: &[crate::Break],
+    found_by: &str,
+    clears: Clears<'_>,
+) -> Result<usize, StoreError> {
+    Ok(record(pool, breaks, found_by, Some(clears)).await?.1)
 }
 
 async fn record(
     pool: &Pool,
     breaks: &[crate::Break],
+    found_by: &str,
     clears: Option<Clears<'_>>,
 ) -> Result<(Vec<String>, usize), StoreError> {
     let mut client = pool.get().await?;
@@ -389,9 +399,9 @@ async fn record(
     let inserted = tx
         .execute(
             "INSERT INTO recon_breaks (break_id, kind, psp, payment_id, file_sha256, file_name, line, fact_key, topic,
-            kafka_partition, kafka_offset, amount_minor, currency, detail)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
-            $8::text[], $9::text[], $10::int[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
+            kafka_partition, kafka_offset, amount_minor, currency, detail, found_by)
+         SELECT u.*, $15 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
+            $8::text[], $9::text[], $10::int[], $11::bigint[], $12::bigint[], $13::text[], $14::text[]) AS u
          ON CONFLICT (break_id) DO NOTHING",
             &[
                 &ids,
@@ -408,6 +418,7 @@ async fn record(
                 &breaks.iter().map(|b| b.amount.map(|m| m.amount.minor())).collect::<Vec<_>>(),
                 &col(&|b| b.amount.map(|m| m.currency.code().to_owned())),
                 &breaks.iter().map(|b| b.detail.clone()).collect::<Vec<_>>(),
+                &found_by,
             ],
         )
         .await?;
@@ -430,7 +441,7 @@ async fn record(
                 "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
                  SELECT b.break_id, 'auto', 'the batch arrived', '-', $2
                    FROM recon_breaks b
-                  WHERE b.kind = 'missing_batch' AND b.break_id <> ALL($1)
+                  WHERE b.kind = 'missing_batch' AND b.break_id <> ALL($1) AND b.found_by = $2
                     AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)",
                 &[&ids, &actor],
             )
@@ -441,7 +452,7 @@ async fn record(
                 "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
                  SELECT b.break_id, 'auto', 'no longer found with every fact and line of its payment', '-', $3
                    FROM recon_breaks b
-                  WHERE b.payment_id = ANY($2) AND b.break_id <> ALL($1)
+                  WHERE b.payment_id = ANY($2) AND b.break_id <> ALL($1) AND b.found_by = $3
                     AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)",
                 &[&ids, &payments, &actor],
             )

@@ -49,6 +49,8 @@ async fn files_dropped_into_the_inbox_are_imported_or_refused_and_moved_with_wha
     std::fs::write(dir.join("balance_2.csv.part"), &good).unwrap();
 
     let shutdown = tokio_util::sync::CancellationToken::new();
+    // A failing assertion must stop the service too (its consumer thread would keep the runtime alive).
+    let _stop_on_panic = shutdown.clone().drop_guard();
     let config =
         ReportsConfig { inbox: Some(dir.clone()), poll_ms: 50, listen: "127.0.0.1:0".into(), ..Default::default() };
     let service = tokio::spawn(inbox::watch(config, kafka.clone(), pg.clone(), shutdown.clone()));

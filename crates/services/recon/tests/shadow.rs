@@ -87,6 +87,8 @@ async fn the_shadow_raises_breaks_from_evidence_clears_them_and_agrees_with_the_
         produce(&producer, &kafka, &e).await;
     }
     let shutdown = tokio_util::sync::CancellationToken::new();
+    // A failing assertion must stop the service too (its consumer thread would keep the runtime alive).
+    let _stop_on_panic = shutdown.clone().drop_guard();
     let config = ShadowConfig { group_id: unique("shadow"), listen: "127.0.0.1:0".into(), ..Default::default() };
     let service = tokio::spawn(shadow::run(config, kafka.clone(), pg.clone(), shutdown.clone()));
     until("the three captures in shadow_facts", || async {
@@ -161,6 +163,24 @@ txn_{run}4,2026-03-04 12:00:00,2026-03-06 00:00:00,eur,12.00,0.00,12.00,charge,{
         .map(|r| r.get(0))
         .collect();
     assert_eq!(shadow_ids, nightly_ids, "nightly: {:#?}", nightly.breaks);
+
+    // A break a nightly run recorded is not the shadow's to clear, whatever the shadow sees of its payment.
+    let nightly_only = tally_recon::Break {
+        kind: tally_recon::BreakKind::CategoryMismatch,
+        psp: Psp::Stripe,
+        payment_id: Some(format!("stripe:{a}")),
+        line: None,
+        fact_key: None,
+        fact: None,
+        amount: None,
+        detail: "recorded by a nightly run".into(),
+    };
+    store::record_breaks(&pool, std::slice::from_ref(&nightly_only), "tally recon psp", None).await.unwrap();
+    // A's capture again (a redelivery): the shadow matches A again and finds no such break.
+    produce(&producer, &kafka, &capture(&a, 10_000, "2026-03-02T10:00:00Z")).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let open = open_breaks(&pool, &payments).await;
+    assert!(open.contains(&("category_mismatch".to_owned(), format!("stripe:{a}"))), "{open:?}");
 
     shutdown.cancel();
     service.await.unwrap().unwrap();

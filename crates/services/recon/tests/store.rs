@@ -107,11 +107,11 @@ async fn breaks_are_recorded_once_and_resolved_once_attributably() {
     // ch_2 and ch_9: no captured fact.
     assert_eq!(outcome.count(BreakKind::MissingInLedger), 2);
     let ids: Vec<String> = outcome.breaks.iter().map(|b| b.id()).collect();
-    let open = store::record_breaks(&pool, &outcome.breaks, None).await.unwrap();
+    let open = store::record_breaks(&pool, &outcome.breaks, "test", None).await.unwrap();
     assert_eq!(open, ids);
     // Found again: the same ids, the first sighting kept.
     let seen = store::list_breaks(&pool, true, None, None).await.unwrap();
-    assert_eq!(store::record_breaks(&pool, &outcome.breaks, None).await.unwrap(), ids);
+    assert_eq!(store::record_breaks(&pool, &outcome.breaks, "test", None).await.unwrap(), ids);
     let again = store::list_breaks(&pool, true, None, None).await.unwrap();
     assert_eq!(
         again.iter().map(|b| (&b.break_id, &b.first_seen)).collect::<Vec<_>>(),
@@ -163,10 +163,14 @@ async fn breaks_are_recorded_once_and_resolved_once_attributably() {
         &Rules { sla_days: &sla, price: &no_plan, scope: None, tolerances: &tally_recon::NO_TOLERANCE },
     );
     assert_eq!(outcome.breaks.iter().map(|b| b.id()).collect::<Vec<_>>(), std::slice::from_ref(ch9));
-    let open =
-        store::record_breaks(&pool, &outcome.breaks, Some(store::Clears::Psps(&[Psp::Stripe], "tally recon psp")))
-            .await
-            .unwrap();
+    let open = store::record_breaks(
+        &pool,
+        &outcome.breaks,
+        "test",
+        Some(store::Clears::Psps(&[Psp::Stripe], "tally recon psp")),
+    )
+    .await
+    .unwrap();
     assert!(open.is_empty(), "{open:?}");
     let cleared = store::list_breaks(&pool, false, None, Some(ch2)).await.unwrap();
     assert_eq!(
