@@ -107,17 +107,7 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
             crate::reports::import_simulated(&pool, &config.kafka, &dir.join("reports")).await?;
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
-            let n: i64 = pool
-                .get()
-                .await?
-                .query_one(
-                    "SELECT count(*) FROM event_log WHERE source = 'settlement_report'
-                        AND split_part(source_event_id, ':', 1) = ANY($1)",
-                    &[&files],
-                )
-                .await?
-                .get(0);
-            if n >= settlement_facts as i64 {
+            if settlement_facts_booked(&pool, &files).await? >= settlement_facts as i64 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -212,6 +202,20 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
     })
 }
 
+/// How many settlement report facts of these files (by SHA-256, their lineage) the ledger has booked.
+async fn settlement_facts_booked(pool: &deadpool_postgres::Pool, files: &[String]) -> Result<i64> {
+    Ok(pool
+        .get()
+        .await?
+        .query_one(
+            "SELECT count(*) FROM event_log WHERE source = 'settlement_report'
+                AND split_part(source_event_id, ':', 1) = ANY($1)",
+            &[&files],
+        )
+        .await?
+        .get(0))
+}
+
 /// Booking the reports did to the books exactly what the simulator's lines say (`reports/booked.json`, stated in
 /// its own terms): per account × currency, the PSP balance by the nets, the receivable by the grosses, the fees —
 /// every line once, whatever was written twice.
@@ -224,15 +228,8 @@ async fn settlement_oracle(
     let mut expected: Vec<(String, String, i64)> =
         serde_json::from_slice(&std::fs::read(dir.join("reports/booked.json")).context("reports/booked.json")?)?;
     expected.sort();
+    let facts = settlement_facts_booked(pool, files).await?;
     let client = pool.get().await?;
-    let facts: i64 = client
-        .query_one(
-            "SELECT count(*) FROM event_log WHERE source = 'settlement_report'
-                AND split_part(source_event_id, ':', 1) = ANY($1)",
-            &[&files],
-        )
-        .await?
-        .get(0);
     let mut actual: Vec<(String, String, i64)> = client
         .query(
             "SELECT e.account, e.currency, sum(e.amount_minor)::bigint

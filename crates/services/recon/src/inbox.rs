@@ -145,17 +145,8 @@ pub async fn watch(
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| InboxError::Listen(config.listen.clone(), e))?;
-    let http = {
-        use axum::routing::get;
-        let m = metrics.clone();
-        let app = axum::Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/metrics", get(move || std::future::ready(m.render())));
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
-        })
-    };
+    let m = metrics.clone();
+    let http = crate::serve_health(listener, move || m.render(), shutdown.clone());
     tracing::info!(inbox = %dir.display(), "reports inbox watching");
     let stripe = tally_psp::stripe::report::Options { account: config.stripe_account.clone(), ..Default::default() };
     // A file's size and modification time at the previous look.

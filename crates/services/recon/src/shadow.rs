@@ -159,17 +159,8 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| ShadowError::Listen(config.listen.clone(), e))?;
-    let http = {
-        use axum::routing::get;
-        let m = metrics.clone();
-        let app = axum::Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/metrics", get(move || std::future::ready(m.render())));
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
-        })
-    };
+    let m = metrics.clone();
+    let http = crate::serve_health(listener, move || m.render(), shutdown.clone());
     tracing::info!(listen = %config.listen, group = %config.group_id, "recon shadow starting");
 
     let (tx, rx) = mpsc::unbounded_channel();

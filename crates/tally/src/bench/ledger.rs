@@ -77,16 +77,7 @@ async fn produce(producer: &Producer, topic: &str, e: &PaymentEvent) -> Result<(
     Ok(())
 }
 
-async fn database(base: &PostgresConfig, name: &str) -> Result<PostgresConfig> {
-    let admin = tally_postgres::pool(base)?;
-    let admin = admin.get().await?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await?;
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
-    let url = format!("{}/{name}", base.url.rsplit_once('/').context("database url has no /database")?.0);
-    let config = PostgresConfig { url, ..base.clone() };
-    tally_postgres::migrate(&tally_postgres::pool(&config)?).await?;
-    Ok(config)
-}
+use super::database;
 
 pub fn run(args: LedgerArgs, mut config: Config) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

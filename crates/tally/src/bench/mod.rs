@@ -10,7 +10,7 @@ mod warehouse;
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
 
 use crate::config::Config;
@@ -32,6 +32,26 @@ pub enum BenchCommand {
     ReconShadow(recon_shadow::ReconShadowArgs),
     /// Warehouse sink: events/s from memory beside DuckDB's appender, and source→warehouse latency at a steady rate.
     Warehouse(warehouse::WarehouseArgs),
+}
+
+/// A database of the run's own, named `name`, on the server of `base` (dropped first if an earlier run left it),
+/// with Tally's migrations.
+async fn database(base: &tally_postgres::PostgresConfig, name: &str) -> Result<tally_postgres::PostgresConfig> {
+    let admin = tally_postgres::pool(base)?;
+    let admin = admin.get().await?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await?;
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+    let url = format!("{}/{name}", base.url.rsplit_once('/').context("database url has no /database")?.0);
+    let config = tally_postgres::PostgresConfig { url, ..base.clone() };
+    tally_postgres::migrate(&tally_postgres::pool(&config)?).await?;
+    Ok(config)
+}
+
+/// Drops a run's own database (its connections closed first).
+async fn drop_database(base: &tally_postgres::PostgresConfig, name: &str) -> Result<()> {
+    let admin = tally_postgres::pool(base)?;
+    admin.get().await?.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+    Ok(())
 }
 
 pub fn run(cmd: BenchCommand, config: Config) -> Result<ExitCode> {

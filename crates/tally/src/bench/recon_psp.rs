@@ -12,7 +12,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use tally_recon::BreakKind;
 
@@ -37,14 +37,8 @@ pub fn run(args: ReconPspArgs, config: Config) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let name = format!("tally_bench_recon_psp_{}", std::process::id());
-        let admin = tally_postgres::pool(&config.postgres)?;
-        let admin = admin.get().await?;
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await?;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
-        let url = format!("{}/{name}", config.postgres.url.rsplit_once('/').context("database url has no /database")?.0);
-        let db = tally_postgres::PostgresConfig { url, ..config.postgres.clone() };
+        let db = super::database(&config.postgres, &name).await?;
         let pool = tally_postgres::pool(&db)?;
-        tally_postgres::migrate(&pool).await?;
         let n = args.lines;
         println!("tally bench recon-psp: {n} Stripe settlement lines against {n} booked captures (1 in 1,000 off by one)");
         let built = Instant::now();
@@ -120,7 +114,7 @@ pub fn run(args: ReconPspArgs, config: Config) -> Result<ExitCode> {
         }
         drop(client);
         drop(pool);
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+        super::drop_database(&config.postgres, &name).await?;
         anyhow::ensure!(
             found as i64 == expected_off && sql_found == expected_off,
             "planted {expected_off} amount differences: recon found {found}, the SQL baseline {sql_found}"

@@ -13,7 +13,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
 use tally_kafka::{Header, KafkaConfig, Producer};
@@ -67,14 +67,8 @@ pub fn run(args: ReconShadowArgs, config: Config) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let name = format!("tally_bench_recon_shadow_{}", std::process::id());
-        let admin = tally_postgres::pool(&config.postgres)?;
-        let admin = admin.get().await?;
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await?;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
-        let url = format!("{}/{name}", config.postgres.url.rsplit_once('/').context("database url has no /database")?.0);
-        let db = tally_postgres::PostgresConfig { url, ..config.postgres.clone() };
+        let db = super::database(&config.postgres, &name).await?;
         let pool = tally_postgres::pool(&db)?;
-        tally_postgres::migrate(&pool).await?;
         let n = args.captures;
         println!(
             "tally bench recon-shadow: {n} captures, half settled; {} evidence files of {} lines, then the missing capture",
@@ -208,7 +202,7 @@ pub fn run(args: ReconShadowArgs, config: Config) -> Result<ExitCode> {
         service.await??;
         drop(client);
         drop(pool);
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+        super::drop_database(&config.postgres, &name).await?;
         anyhow::ensure!(open == args.files as i64, "one amount break per file stays open, found {open}");
         let line = |label: &str, v: &[f64]| {
             println!(
