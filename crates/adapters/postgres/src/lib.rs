@@ -4,6 +4,7 @@
 mod config;
 mod dedup;
 mod migrate;
+pub mod offsets;
 mod quarantine;
 
 pub use config::PostgresConfig;

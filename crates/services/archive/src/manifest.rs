@@ -76,17 +76,8 @@ impl Manifest {
     /// Takes ownership of a partition: bumps its epoch (fencing any previous owner) and returns where to resume.
     pub async fn claim(&self, topic: &str, partition: i32) -> Result<Claim, ManifestError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                "INSERT INTO sink_offsets (group_id, topic, kafka_partition, next_offset, owner_epoch)
-                 VALUES ($1, $2, $3, 0, 1)
-                 ON CONFLICT (group_id, topic, kafka_partition)
-                 DO UPDATE SET owner_epoch = sink_offsets.owner_epoch + 1
-                 RETURNING next_offset, owner_epoch, last_record_sha256",
-                &[&self.group, &topic, &partition],
-            )
-            .await?;
-        Ok(Claim { topic: topic.to_owned(), partition, next_offset: row.get(0), epoch: row.get(1), anchor: row.get(2) })
+        let c = tally_postgres::offsets::claim(&client, &self.group, topic, partition).await?;
+        Ok(Claim { topic: topic.to_owned(), partition, next_offset: c.next_offset, epoch: c.epoch, anchor: c.anchor })
     }
 
     /// Enters a written file into the manifest and moves the partition's offset to its end, if and only if `claim`
@@ -96,22 +87,18 @@ impl Manifest {
     pub async fn commit(&self, claim: &Claim, file: &EncodedFile, anchor: &[u8]) -> Result<(), ManifestError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let moved = tx
-            .execute(
-                "UPDATE sink_offsets SET next_offset = $5, last_record_sha256 = $7
-                 WHERE group_id = $1 AND topic = $2 AND kafka_partition = $3 AND owner_epoch = $4 AND next_offset = $6",
-                &[
-                    &self.group,
-                    &claim.topic,
-                    &claim.partition,
-                    &claim.epoch,
-                    &file.end_offset,
-                    &file.start_offset,
-                    &anchor,
-                ],
-            )
-            .await?;
-        if moved != 1 {
+        let moved = tally_postgres::offsets::advance(
+            &tx,
+            &self.group,
+            &claim.topic,
+            claim.partition,
+            claim.epoch,
+            file.start_offset,
+            file.end_offset,
+            Some(anchor),
+        )
+        .await?;
+        if !moved {
             drop(tx);
             // Our own earlier attempt may have committed before its connection broke.
             let mine = client

@@ -97,22 +97,13 @@ impl LedgerStore {
     /// Takes ownership of a partition: bumps its epoch (fencing any previous owner) and returns where to resume.
     pub async fn claim(&self, topic: &str, partition: i32) -> Result<PartitionClaim, StoreError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                "INSERT INTO sink_offsets (group_id, topic, kafka_partition, next_offset, owner_epoch)
-                 VALUES ($1, $2, $3, 0, 1)
-                 ON CONFLICT (group_id, topic, kafka_partition)
-                 DO UPDATE SET owner_epoch = sink_offsets.owner_epoch + 1
-                 RETURNING next_offset, owner_epoch, last_record_sha256",
-                &[&self.group, &topic, &partition],
-            )
-            .await?;
+        let c = tally_postgres::offsets::claim(&client, &self.group, topic, partition).await?;
         Ok(PartitionClaim {
             topic: topic.to_owned(),
             partition,
-            next_offset: row.get(0),
-            epoch: row.get(1),
-            anchor: row.get(2),
+            next_offset: c.next_offset,
+            epoch: c.epoch,
+            anchor: c.anchor,
         })
     }
 
@@ -434,14 +425,18 @@ impl LedgerStore {
                 .map(Decoded::origin)
                 .find(|o| o.topic == claim.topic && o.partition == claim.partition && o.offset == end - 1);
             let anchor = last.map(|o| tally_kafka::position::record_digest(o.key.as_deref(), o.value.as_deref()));
-            let n = tx
-                .execute(
-                    "UPDATE sink_offsets SET next_offset = $5, last_record_sha256 = $7
-                     WHERE group_id = $1 AND topic = $2 AND kafka_partition = $3 AND owner_epoch = $4 AND next_offset = $6",
-                    &[&self.group, &claim.topic, &claim.partition, &claim.epoch, end, &claim.next_offset, &anchor],
-                )
-                .await?;
-            if n != 1 {
+            let moved = tally_postgres::offsets::advance(
+                &tx,
+                &self.group,
+                &claim.topic,
+                claim.partition,
+                claim.epoch,
+                claim.next_offset,
+                *end,
+                anchor.as_deref(),
+            )
+            .await?;
+            if !moved {
                 return Err(StoreError::Fenced {
                     topic: claim.topic.clone(),
                     partition: claim.partition,

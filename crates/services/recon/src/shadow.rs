@@ -229,18 +229,8 @@ fn consume(
 
 async fn claim(pool: &Pool, group: &str, topic: &str, partition: i32) -> Result<Claim, String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
-    let row = client
-        .query_one(
-            "INSERT INTO sink_offsets (group_id, topic, kafka_partition, next_offset, owner_epoch)
-             VALUES ($1, $2, $3, 0, 1)
-             ON CONFLICT (group_id, topic, kafka_partition)
-             DO UPDATE SET owner_epoch = sink_offsets.owner_epoch + 1
-             RETURNING next_offset, owner_epoch, last_record_sha256",
-            &[&group, &topic, &partition],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(Claim { topic: topic.to_owned(), partition, next_offset: row.get(0), epoch: row.get(1), anchor: row.get(2) })
+    let c = tally_postgres::offsets::claim(&client, group, topic, partition).await.map_err(|e| e.to_string())?;
+    Ok(Claim { topic: topic.to_owned(), partition, next_offset: c.next_offset, epoch: c.epoch, anchor: c.anchor })
 }
 
 /// One transaction: the batch's facts (each key once, its first consumed delivery) and each partition's new
@@ -290,22 +280,19 @@ async fn commit(pool: &Pool, group: &str, parts: &[Part<Claim>]) -> Result<(BTre
     for part in parts {
         let last = part.records.last();
         let anchor = last.map(|o| tally_kafka::position::record_digest(o.key.as_deref(), o.value.as_deref()));
-        let n = tx
-            .execute(
-                "UPDATE sink_offsets SET next_offset = $5, last_record_sha256 = $7
-                 WHERE group_id = $1 AND topic = $2 AND kafka_partition = $3 AND owner_epoch = $4 AND next_offset = $6",
-                &[
-                    &group,
-                    &part.claim.topic,
-                    &part.claim.partition,
-                    &part.claim.epoch,
-                    &part.end(),
-                    &part.claim.next_offset,
-                    &anchor,
-                ],
-            )
-            .await?;
-        if n != 1 {
+        let (c, end) = (&part.claim, part.end());
+        let moved = tally_postgres::offsets::advance(
+            &tx,
+            group,
+            &c.topic,
+            c.partition,
+            c.epoch,
+            c.next_offset,
+            end,
+            anchor.as_deref(),
+        )
+        .await?;
+        if !moved {
             return Err(ShadowError::Fenced { topic: part.claim.topic.clone(), partition: part.claim.partition });
         }
     }
