@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use tally_domain::Psp;
 use tally_money::DecimalSeparator;
@@ -391,7 +391,8 @@ pub enum BreaksCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Resolves a break, once, attributably (an append-only record: actor, reason, ticket).
+    /// Resolves a break, once, attributably (an append-only record: actor, reason, ticket). `--as
+    /// fixed_by_booking --journal FILE` proposes a correction journal instead, which a second operator approves.
     Resolve {
         id: String,
         #[arg(long = "as", value_enum)]
@@ -400,10 +401,47 @@ pub enum BreaksCommand {
         reason: String,
         #[arg(long)]
         ticket: String,
+        /// The correction journal to book (JSON: {"entries": [{"account", "currency", "amount_minor"}]}, signed
+        /// minor units, debit positive), with `--as fixed_by_booking`.
+        #[arg(long)]
+        journal: Option<std::path::PathBuf>,
         /// Who resolves it (default: $TALLY_OPERATOR; required).
         #[arg(long, env = "TALLY_OPERATOR")]
         actor: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
+    /// The second operator approves a proposed correction journal by its hash: it is booked and the break
+    /// resolved `fixed_by_booking`, in one transaction.
+    Approve {
+        id: String,
+        /// The hash `resolve --as fixed_by_booking` printed (and `show ID` lists).
+        #[arg(long = "journal-sha256")]
+        journal_sha256: String,
+        /// Who approves (default: $TALLY_OPERATOR; not the operator who proposed it).
+        #[arg(long, env = "TALLY_OPERATOR")]
+        actor: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn operator(actor: Option<String>, what: &str) -> Option<String> {
+    let actor = actor.filter(|a| !a.trim().is_empty());
+    if actor.is_none() {
+        eprintln!("who {what}? --actor NAME or TALLY_OPERATOR (a resolution is attributable)");
+    }
+    actor
+}
+
+fn resolve_refused(e: tally_recon::store::ResolveError) -> Result<ExitCode> {
+    match e {
+        e @ tally_recon::store::ResolveError::Store(_) => Err(e.into()),
+        e => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 /// `auto` is not an operator's choice: `tally recon psp` records it when a break is no longer found.
@@ -458,6 +496,16 @@ pub fn run_breaks(cmd: BreaksCommand, config: &Config) -> Result<ExitCode> {
                     println!("  amount       {} (minor units)", amount.as_deref().unwrap_or("-"));
                     println!("  detail       {}", b.detail);
                     println!("  first seen   {}", b.first_seen);
+                    if let (Some(hash), Some(approver)) = (&b.journal_sha256, &b.approved_by) {
+                        println!("  correction   journal sha256 {hash}, approved by {approver}");
+                    }
+                    for p in tally_recon::store::proposals(&pool, &id).await? {
+                        println!(
+                            "  proposal     {} by {} at {} ({}; ticket {})",
+                            p.journal_sha256, p.proposed_by, p.proposed_at, p.reason, p.ticket
+                        );
+                        print!("{}", render_journal(&p.journal));
+                    }
                     match &b.resolution {
                         None => println!("  status       open"),
                         Some(r) => println!(
@@ -470,27 +518,88 @@ pub fn run_breaks(cmd: BreaksCommand, config: &Config) -> Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            BreaksCommand::Resolve { id, resolution, reason, ticket, actor } => {
-                let Some(actor) = actor.filter(|a| !a.trim().is_empty()) else {
-                    eprintln!("who resolves it? --actor NAME or TALLY_OPERATOR (a resolution is attributable)");
+            BreaksCommand::Resolve { id, resolution, reason, ticket, journal, actor, json } => {
+                let Some(actor) = operator(actor, "resolves it") else {
                     return Ok(ExitCode::from(2));
                 };
-                let resolution = match resolution {
-                    ResolutionArg::FixedByBooking => tally_recon::store::Resolution::FixedByBooking,
-                    ResolutionArg::Accepted => tally_recon::store::Resolution::Accepted,
+                let resolution = match (resolution, journal) {
+                    (ResolutionArg::FixedByBooking, Some(path)) => {
+                        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                        let journal = match tally_ledger::corrections::JournalFile::parse(&bytes) {
+                            Ok(j) => j,
+                            Err(e) => {
+                                eprintln!("{}: {e}", path.display());
+                                return Ok(ExitCode::from(2));
+                            }
+                        };
+                        return match tally_recon::store::propose(&pool, &id, &journal, &reason, &ticket, &actor).await {
+                            Ok(p) if json => {
+                                println!("{}", serde_json::to_string_pretty(&p)?);
+                                Ok(ExitCode::SUCCESS)
+                            }
+                            Ok(p) => {
+                                println!("correction journal proposed for break {id} by {actor} (ticket {ticket}):");
+                                print!("{}", render_journal(&p.journal));
+                                println!("journal sha256 {}", p.journal_sha256);
+                                println!(
+                                    "a second operator books it: tally recon breaks approve {id} --journal-sha256 {}",
+                                    p.journal_sha256
+                                );
+                                Ok(ExitCode::SUCCESS)
+                            }
+                            Err(e) => resolve_refused(e),
+                        };
+                    }
+                    (ResolutionArg::FixedByBooking, None) => tally_recon::store::Resolution::FixedByBooking,
+                    (ResolutionArg::Accepted, None) => tally_recon::store::Resolution::Accepted,
+                    (ResolutionArg::Accepted, Some(_)) => {
+                        eprintln!("--journal books money: use it with --as fixed_by_booking");
+                        return Ok(ExitCode::from(2));
+                    }
                 };
                 match tally_recon::store::resolve(&pool, &id, resolution, &reason, &ticket, &actor).await {
                     Ok(()) => {
-                        println!("break {id} resolved {} by {actor} (ticket {ticket})", resolution.as_str());
+                        if json {
+                            let out = serde_json::json!({"break_id": id, "resolution": resolution, "actor": actor});
+                            println!("{out}");
+                        } else {
+                            println!("break {id} resolved {} by {actor} (ticket {ticket})", resolution.as_str());
+                        }
                         Ok(ExitCode::SUCCESS)
                     }
-                    Err(e @ tally_recon::store::ResolveError::Store(_)) => Err(e.into()),
-                    Err(e) => {
-                        eprintln!("{e}");
-                        Ok(ExitCode::from(2))
+                    Err(e) => resolve_refused(e),
+                }
+            }
+            BreaksCommand::Approve { id, journal_sha256, actor, json } => {
+                let Some(actor) = operator(actor, "approves it") else {
+                    return Ok(ExitCode::from(2));
+                };
+                match tally_recon::store::approve(&pool, &id, &journal_sha256, &actor).await {
+                    Ok(b) if json => {
+                        println!("{}", serde_json::to_string_pretty(&b)?);
+                        Ok(ExitCode::SUCCESS)
                     }
+                    Ok(b) => {
+                        println!(
+                            "correction {} booked as journal {} (approved by {actor}); break {id} resolved \
+                             fixed_by_booking",
+                            b.correction_id, b.journal_id
+                        );
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(e) => resolve_refused(e),
                 }
             }
         }
     })
+}
+
+fn render_journal(journal: &tally_ledger::corrections::JournalFile) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for e in &journal.entries {
+        let side = if e.amount_minor > 0 { "DR" } else { "CR" };
+        let _ = writeln!(out, "      {side} {:<40} {:>16} {}", e.account, e.amount_minor.unsigned_abs(), e.currency);
+    }
+    out
 }

@@ -55,6 +55,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "recon_break_finder",
         sql: include_str!("../../../../migrations/0014_recon_break_finder.sql"),
     },
+    Migration { version: 15, name: "corrections", sql: include_str!("../../../../migrations/0015_corrections.sql") },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

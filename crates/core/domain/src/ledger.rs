@@ -72,6 +72,42 @@ impl fmt::Display for Account {
     }
 }
 
+impl std::str::FromStr for Account {
+    type Err = String;
+
+    /// Parses `kind[:scope]` as the chart allows it: `psp_receivable:{psp}`, `cash:{psp}` or `cash:bank`,
+    /// `merchant_payable:{merchant}`, `dispute_reserve:{merchant}`, and the unscoped `psp_fees`,
+    /// `chargeback_losses`, `fee_revenue`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use AccountKind::*;
+        let (kind, scope) = match s.split_once(':') {
+            Some((k, sc)) => (k, Some(sc)),
+            None => (s, None),
+        };
+        let kind = [PspReceivable, Cash, MerchantPayable, DisputeReserve, PspFees, ChargebackLosses, FeeRevenue]
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+            .ok_or_else(|| format!("`{s}`: no such account in the chart (psp_receivable, cash, merchant_payable, dispute_reserve, psp_fees, chargeback_losses, fee_revenue)"))?;
+        let is_psp = |sc: &str| sc.parse::<crate::Psp>().is_ok();
+        match (kind, scope) {
+            (PspReceivable, Some(sc)) if is_psp(sc) => Ok(Account::scoped(kind, sc)),
+            (Cash, Some(sc)) if is_psp(sc) || sc == "bank" => Ok(Account::scoped(kind, sc)),
+            (MerchantPayable | DisputeReserve, Some(sc))
+                if !sc.is_empty() && !sc.contains(|c: char| c.is_whitespace() || c.is_control() || c == ':') =>
+            {
+                Ok(Account::scoped(kind, sc))
+            }
+            (PspFees | ChargebackLosses | FeeRevenue, None) => Ok(Account::global(kind)),
+            (PspReceivable, _) => Err(format!("`{s}`: psp_receivable is per PSP (psp_receivable:stripe|adyen)")),
+            (Cash, _) => Err(format!("`{s}`: cash is a PSP's balance (cash:stripe|adyen) or the bank (cash:bank)")),
+            (MerchantPayable | DisputeReserve, _) => {
+                Err(format!("`{s}`: {} is per merchant ({}:MERCHANT_ID)", kind.as_str(), kind.as_str()))
+            }
+            (PspFees | ChargebackLosses | FeeRevenue, Some(_)) => Err(format!("`{s}`: {} has no scope", kind.as_str())),
+        }
+    }
+}
+
 /// One leg of a journal: positive = debit, negative = credit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -137,6 +173,75 @@ impl Journal {
 
     pub fn is_balanced(&self) -> bool {
         self.totals().is_ok_and(|t| t.values().all(|a| a.is_zero()))
+    }
+}
+
+/// A correction journal (I3: corrections are new journals, never changes): entries an operator proposed and a
+/// second operator approved, booked for a cause (`recon_break:{id}`, later `replay:{plan}`) rather than from a fact.
+/// Its canonical text binds the cause and every entry in order; the approval names that text's SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Correction {
+    cause: String,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CorrectionError {
+    #[error("a correction needs at least two entries (a debit and a credit), got {0}")]
+    TooFewEntries(usize),
+    #[error("entry {index}: an amount of zero is no leg")]
+    ZeroEntry { index: usize },
+    #[error(
+        "the entries do not balance in {currency}: they sum to {total} minor units (debits positive, credits negative)"
+    )]
+    Unbalanced { currency: Currency, total: Amount },
+    #[error("the cause must be non-empty text without control characters")]
+    BadCause,
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+}
+
+impl Correction {
+    pub fn new(cause: impl Into<String>, entries: Vec<Entry>) -> Result<Self, CorrectionError> {
+        let cause = cause.into();
+        if cause.trim().is_empty() || cause.contains(|c: char| c.is_control()) {
+            return Err(CorrectionError::BadCause);
+        }
+        if entries.len() < 2 {
+            return Err(CorrectionError::TooFewEntries(entries.len()));
+        }
+        if let Some(index) = entries.iter().position(|e| e.money.amount.is_zero()) {
+            return Err(CorrectionError::ZeroEntry { index });
+        }
+        // Per account too, with checked arithmetic, so that the balances it moves are representable.
+        let mut per_account: BTreeMap<(&Account, Currency), Amount> = BTreeMap::new();
+        for e in &entries {
+            let sum = per_account.entry((&e.account, e.money.currency)).or_insert(Amount::ZERO);
+            *sum = sum.checked_add(e.money.amount)?;
+        }
+        let journal = Journal { fact_key: FactKey(uuid::Uuid::nil()), entries };
+        if let Some((currency, total)) = journal.totals()?.into_iter().find(|(_, t)| !t.is_zero()) {
+            return Err(CorrectionError::Unbalanced { currency, total });
+        }
+        Ok(Correction { cause, entries: journal.entries })
+    }
+
+    pub fn cause(&self) -> &str {
+        &self.cause
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The bytes an approval hashes: a version line, the cause, then one `account\tcurrency\tminor` line per
+    /// entry in order. The ledger's database recomputes the same text from the booked entries at commit.
+    pub fn canonical(&self) -> String {
+        let mut out = format!("tally-correction-v1\n{}\n", self.cause);
+        for e in &self.entries {
+            out.push_str(&format!("{}\t{}\t{}\n", e.account, e.money.currency.code(), e.money.amount.minor()));
+        }
+        out
     }
 }
 

@@ -121,3 +121,93 @@ fn a_full_lifecycle_for_two_merchants_and_currencies_nets_to_the_expected_balanc
         assert_eq!(total, 0, "{code}");
     }
 }
+
+#[test]
+fn accounts_parse_as_the_chart_scopes_them_and_round_trip() {
+    use tally_domain::ledger::Account;
+    for text in [
+        "psp_receivable:stripe",
+        "psp_receivable:adyen",
+        "cash:adyen",
+        "cash:bank",
+        "merchant_payable:m_42",
+        "dispute_reserve:m1",
+        "psp_fees",
+        "chargeback_losses",
+        "fee_revenue",
+    ] {
+        let account: Account = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(account.to_string(), text);
+    }
+    for (text, why) in [
+        ("psp_receivable", "per PSP"),
+        ("psp_receivable:paypal", "per PSP"),
+        ("cash:m1", "the bank"),
+        ("merchant_payable", "per merchant"),
+        ("merchant_payable:m 1", "per merchant"),
+        ("merchant_payable:a:b", "per merchant"),
+        ("psp_fees:stripe", "no scope"),
+        ("suspense", "no such account"),
+        ("", "no such account"),
+    ] {
+        let err = text.parse::<Account>().unwrap_err();
+        assert!(err.contains(why), "{text}: {err}");
+    }
+}
+
+#[test]
+fn a_correction_balances_per_currency_has_no_zero_leg_and_hashes_its_cause_and_entries_in_order() {
+    use tally_domain::ledger::{Correction, CorrectionError, Entry};
+    use tally_money::{Currency, Money};
+    let entry = |account: &str, minor: i64, currency: &str| Entry {
+        account: account.parse().unwrap(),
+        money: Money::new(Amount::from_minor(minor), Currency::from_code(currency).unwrap()),
+    };
+    let ok = Correction::new(
+        "recon_break:b1",
+        vec![entry("psp_receivable:stripe", 900, "EUR"), entry("merchant_payable:m1", -900, "EUR")],
+    )
+    .unwrap();
+    assert_eq!(
+        ok.canonical(),
+        "tally-correction-v1\nrecon_break:b1\npsp_receivable:stripe\tEUR\t900\nmerchant_payable:m1\tEUR\t-900\n"
+    );
+    // Two currencies, each balanced (an FX conversion through two legs per currency).
+    Correction::new(
+        "c",
+        vec![
+            entry("cash:adyen", 1000, "EUR"),
+            entry("psp_receivable:adyen", -1000, "EUR"),
+            entry("psp_receivable:adyen", 1100, "USD"),
+            entry("cash:adyen", -1100, "USD"),
+        ],
+    )
+    .unwrap();
+    let refused = |cause: &str, entries: Vec<Entry>| Correction::new(cause, entries).unwrap_err();
+    assert_eq!(refused("c", vec![entry("psp_fees", 1, "EUR")]), CorrectionError::TooFewEntries(1));
+    assert_eq!(
+        refused("c", vec![entry("psp_fees", 0, "EUR"), entry("cash:bank", 0, "EUR")]),
+        CorrectionError::ZeroEntry { index: 0 }
+    );
+    let unbalanced = refused("c", vec![entry("psp_fees", 500, "EUR"), entry("cash:stripe", -500, "USD")]);
+    assert!(
+        matches!(unbalanced, CorrectionError::Unbalanced { total, .. } if total.minor().abs() == 500),
+        "{unbalanced}"
+    );
+    assert_eq!(
+        refused("", vec![entry("psp_fees", 5, "EUR"), entry("cash:bank", -5, "EUR")]),
+        CorrectionError::BadCause
+    );
+    // An account's balance it cannot represent is refused, whichever order the entries come in.
+    let max = i64::MAX;
+    let overflow = refused(
+        "c",
+        vec![
+            entry("psp_fees", max, "EUR"),
+            entry("cash:bank", -max, "EUR"),
+            entry("psp_fees", max, "EUR"),
+            entry("cash:bank", -max, "EUR"),
+        ],
+    );
+    assert!(matches!(overflow, CorrectionError::Money(_)), "{overflow}");
+}

@@ -9,6 +9,7 @@
 mod batch;
 mod config;
 mod consumer;
+pub mod corrections;
 pub mod latency;
 mod store;
 mod verify;

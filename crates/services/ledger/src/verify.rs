@@ -25,6 +25,11 @@ pub struct VerifyReport {
     pub offset_problems: Vec<String>,
     pub open_orphans: i64,
     pub content_conflicts: i64,
+    /// Correction journals booked (maker-checker, migration 0015).
+    pub corrections: i64,
+    /// Corrections whose entries no longer hash to the approved journal, with other than one journal, or entries
+    /// whose fact or correction is not their journal's.
+    pub correction_problems: Vec<String>,
 }
 
 impl VerifyReport {
@@ -34,6 +39,7 @@ impl VerifyReport {
             && self.missing_journals == 0
             && self.amount_mismatches.is_empty()
             && self.offset_problems.is_empty()
+            && self.correction_problems.is_empty()
     }
 
     pub fn render(&self) -> String {
@@ -72,6 +78,13 @@ impl VerifyReport {
         );
         let _ = writeln!(
             out,
+            "{} every correction journal is the one its two operators approved ({} corrections, {} problems)",
+            mark(self.correction_problems.is_empty()),
+            self.corrections,
+            self.correction_problems.len()
+        );
+        let _ = writeln!(
+            out,
             "info data-quality exceptions: {} open orphans, {} content conflicts",
             self.open_orphans, self.content_conflicts
         );
@@ -81,6 +94,7 @@ impl VerifyReport {
             .chain(&self.balance_mismatches)
             .chain(&self.amount_mismatches)
             .chain(&self.offset_problems)
+            .chain(&self.correction_problems)
             .take(20)
         {
             let _ = writeln!(out, "  {line}");
@@ -214,6 +228,29 @@ pub async fn verify(pool: &Pool, group: &str) -> Result<VerifyReport, StoreError
             ));
         }
     }
+    r.corrections = count("SELECT count(*) FROM ledger_corrections").await?;
+    r.correction_problems = client
+        .query(
+            "SELECT 'correction ' || c.correction_id || ' (' || c.cause || '): '
+                    || CASE WHEN (SELECT count(*) FROM journals j WHERE j.correction_id = c.correction_id) <> 1
+                            THEN 'has ' || (SELECT count(*) FROM journals j WHERE j.correction_id = c.correction_id)
+                                 || ' journals, not one'
+                            ELSE 'its entries do not hash to the approved ' || c.journal_sha256 END
+               FROM ledger_corrections c
+              WHERE (SELECT count(*) FROM journals j WHERE j.correction_id = c.correction_id) <> 1
+                 OR encode(sha256(convert_to(ledger_correction_canonical(c.correction_id), 'UTF8')), 'hex')
+                    <> c.journal_sha256
+             UNION ALL
+             SELECT 'entry ' || e.entry_id || ' names another fact or correction than its journal ' || j.journal_id
+               FROM entries e JOIN journals j ON j.journal_id = e.journal_id
+              WHERE e.correction_id IS DISTINCT FROM j.correction_id OR e.fact_key IS DISTINCT FROM j.fact_key
+             LIMIT 100",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
     r.open_orphans = count("SELECT count(*) FROM dq_exceptions WHERE kind = 'orphan' AND resolved_at IS NULL").await?;
     r.content_conflicts = count("SELECT count(*) FROM dq_exceptions WHERE kind = 'content_conflict'").await?;
     Ok(r)

@@ -347,6 +347,9 @@ pub struct StoredBreak {
     pub resolved_by: Option<String>,
     pub reason: Option<String>,
     pub ticket: Option<String>,
+    /// A `fixed_by_booking` resolution: the booked correction journal's hash and the operator who approved it.
+    pub journal_sha256: Option<String>,
+    pub approved_by: Option<String>,
 }
 
 /// What a run saw whole, so that the open breaks in it it no longer finds are resolved `auto` (a late settlement
@@ -486,7 +489,7 @@ pub async fn list_breaks(
                     CASE WHEN b.topic IS NULL THEN NULL ELSE b.topic || '[' || b.kafka_partition || ']@' || b.kafka_offset END,
                     b.amount_minor, b.currency, b.detail,
                     to_char(b.first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                    r.resolution, r.actor, r.reason, r.ticket
+                    r.resolution, r.actor, r.reason, r.ticket, r.journal_sha256, r.approved_by
                FROM recon_breaks b LEFT JOIN recon_resolutions r ON r.break_id = b.break_id
               WHERE ($1::bool IS FALSE OR r.break_id IS NULL) AND ($2::text IS NULL OR b.kind = $2)
                 AND ($3::text IS NULL OR b.break_id = $3)
@@ -512,6 +515,8 @@ pub async fn list_breaks(
             resolved_by: r.get(12),
             reason: r.get(13),
             ticket: r.get(14),
+            journal_sha256: r.get(15),
+            approved_by: r.get(16),
         })
         .collect())
 }
@@ -534,9 +539,8 @@ impl From<tokio_postgres::Error> for ResolveError {
     }
 }
 
-/// Resolves one break, once, attributably. A resolution that books money needs the proposed journal's hash and an
-/// approver other than the actor (maker-checker); the correction journal itself is booked by the replay issue's
-/// correction flow, which this does not do yet: such a resolution is refused here until it exists.
+/// Resolves one break, once, attributably, without booking anything. A resolution that books money is proposed
+/// ([`propose`]) and approved by another operator ([`approve`]).
 pub async fn resolve(
     pool: &Pool,
     id: &str,
@@ -555,8 +559,8 @@ pub async fn resolve(
     }
     if resolution == Resolution::FixedByBooking {
         return Err(ResolveError::Refused(
-            "fixed_by_booking books a correction journal with a second operator's approval; Tally cannot book \
-             correction journals yet (issue 15/16): resolve as accepted with the ticket that tracks the booking"
+            "fixed_by_booking books a correction journal, which a second operator approves: propose it with \
+             `--journal FILE`, then another operator runs `tally recon breaks approve ID --journal-sha256 HASH`"
                 .into(),
         ));
     }
@@ -577,4 +581,152 @@ pub async fn resolve(
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// A correction journal proposed for a break (the maker's half of `fixed_by_booking`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Proposal {
+    pub break_id: String,
+    pub journal: tally_ledger::corrections::JournalFile,
+    pub journal_sha256: String,
+    pub proposed_by: String,
+    pub reason: String,
+    pub ticket: String,
+    pub proposed_at: String,
+}
+
+/// The cause a break's correction is booked for; part of the hashed text, so an approval binds the break.
+pub fn correction_cause(break_id: &str) -> String {
+    format!("recon_break:{break_id}")
+}
+
+async fn open_break(tx: &tokio_postgres::Transaction<'_>, id: &str) -> Result<(), ResolveError> {
+    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 16))", &[&id]).await?;
+    if tx.query_opt("SELECT 1 FROM recon_breaks WHERE break_id = $1", &[&id]).await?.is_none() {
+        return Err(ResolveError::NoSuchBreak(id.to_owned()));
+    }
+    if let Some(r) = tx.query_opt("SELECT resolution, actor FROM recon_resolutions WHERE break_id = $1", &[&id]).await?
+    {
+        return Err(ResolveError::AlreadyResolved { id: id.to_owned(), resolution: r.get(0), actor: r.get(1) });
+    }
+    Ok(())
+}
+
+/// The maker proposes a correction journal for an open break: checked against the chart and for balance, stored
+/// append-only with its hash (which the checker approves). Proposing the same journal again changes nothing.
+pub async fn propose(
+    pool: &Pool,
+    id: &str,
+    journal: &tally_ledger::corrections::JournalFile,
+    reason: &str,
+    ticket: &str,
+    actor: &str,
+) -> Result<Proposal, ResolveError> {
+    if reason.trim().is_empty() || ticket.trim().is_empty() || actor.trim().is_empty() {
+        return Err(ResolveError::Refused("a resolution needs a reason, a ticket and an actor".into()));
+    }
+    let correction = journal.correction(&correction_cause(id)).map_err(|e| ResolveError::Refused(e.to_string()))?;
+    let hash = tally_ledger::corrections::sha256(&correction);
+    let canonical = tally_ledger::corrections::JournalFile::of(&correction);
+    let mut client = pool.get().await.map_err(StoreError::from)?;
+    let tx = client.transaction().await?;
+    open_break(&tx, id).await?;
+    tx.execute(
+        "INSERT INTO recon_proposals (break_id, journal, journal_sha256, proposed_by, reason, ticket)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (break_id, journal_sha256) DO NOTHING",
+        &[
+            &id,
+            &serde_json::to_value(&canonical).map_err(|e| ResolveError::Refused(e.to_string()))?,
+            &hash,
+            &actor,
+            &reason,
+            &ticket,
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    let mut stored = proposals(pool, id).await?;
+    stored.retain(|p| p.journal_sha256 == hash);
+    stored.pop().ok_or_else(|| ResolveError::Refused(format!("proposal {hash} for break {id} vanished")))
+}
+
+/// The proposals made for a break, oldest first.
+pub async fn proposals(pool: &Pool, id: &str) -> Result<Vec<Proposal>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT break_id, journal, journal_sha256, proposed_by, reason, ticket,
+                    to_char(proposed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+               FROM recon_proposals WHERE break_id = $1 ORDER BY id",
+            &[&id],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Proposal {
+                break_id: r.get(0),
+                journal: serde_json::from_value(r.get(1)).map_err(|e| StoreError::Row(e.to_string()))?,
+                journal_sha256: r.get(2),
+                proposed_by: r.get(3),
+                reason: r.get(4),
+                ticket: r.get(5),
+                proposed_at: r.get(6),
+            })
+        })
+        .collect()
+}
+
+/// The checker approves a proposal by its hash: in one transaction the correction journal is booked (its entries,
+/// the balances) and the break resolved `fixed_by_booking` — the maker as actor, the checker as approver, who must
+/// be someone else. The database holds the same rules (migrations 0011, 0015).
+pub async fn approve(
+    pool: &Pool,
+    id: &str,
+    journal_sha256: &str,
+    approver: &str,
+) -> Result<tally_ledger::corrections::Booked, ResolveError> {
+    if approver.trim().is_empty() {
+        return Err(ResolveError::Refused("an approval needs an approver".into()));
+    }
+    let mut client = pool.get().await.map_err(StoreError::from)?;
+    let tx = client.transaction().await?;
+    open_break(&tx, id).await?;
+    let Some(row) = tx
+        .query_opt(
+            "SELECT journal, proposed_by, reason, ticket FROM recon_proposals WHERE break_id = $1 AND journal_sha256 = $2",
+            &[&id, &journal_sha256],
+        )
+        .await?
+    else {
+        return Err(ResolveError::Refused(format!(
+            "break {id} has no proposed journal {journal_sha256} (`tally recon breaks show {id}` lists its proposals)"
+        )));
+    };
+    let (maker, reason, ticket): (String, String, String) = (row.get(1), row.get(2), row.get(3));
+    if maker == approver {
+        return Err(ResolveError::Refused(format!(
+            "{approver} proposed this journal: a second operator approves it (maker-checker)"
+        )));
+    }
+    let journal: tally_ledger::corrections::JournalFile =
+        serde_json::from_value(row.get(0)).map_err(|e| StoreError::Row(e.to_string()))?;
+    let correction = journal.correction(&correction_cause(id)).map_err(|e| ResolveError::Refused(e.to_string()))?;
+    if tally_ledger::corrections::sha256(&correction) != journal_sha256 {
+        return Err(ResolveError::Refused(format!("the stored proposal no longer hashes to {journal_sha256}")));
+    }
+    let approval = tally_ledger::corrections::Approval {
+        proposed_by: &maker,
+        approved_by: approver,
+        reason: &reason,
+        ticket: &ticket,
+    };
+    let booked = tally_ledger::corrections::book(&tx, &correction, approval).await?;
+    tx.execute(
+        "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor, journal_sha256, approved_by)
+         VALUES ($1, 'fixed_by_booking', $2, $3, $4, $5, $6)",
+        &[&id, &reason, &ticket, &maker, &journal_sha256, &approver],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(booked)
 }

@@ -182,3 +182,145 @@ async fn breaks_are_recorded_once_and_resolved_once_attributably() {
         Some("accepted")
     );
 }
+
+#[tokio::test]
+async fn a_correction_journal_is_booked_only_with_a_second_operators_approval_of_its_exact_hash() {
+    use sha2::Digest;
+    use tally_ledger::corrections::{FileEntry, JournalFile};
+    use tally_recon::store::ResolveError;
+    let (_, pool) = tally_testkit::database("recon_corrections").await;
+    let options = tally_psp::stripe::report::Options::default();
+    let report = tally_psp::stripe::report::parse("june.csv", STRIPE.as_bytes(), &options).unwrap();
+    store::import(&pool, &report).await.unwrap();
+    fact(&pool, "ch_1", 10_000, 1).await;
+    fact(&pool, "ch_2", 5_000, 2).await;
+    let (lines, facts) = (store::lines(&pool).await.unwrap(), store::facts(&pool, &[Psp::Stripe]).await.unwrap());
+    let (no_plan, sla) = (|_: &str, _: Psp, _| None, |_: Psp| 2);
+    let outcome = reconcile(
+        &lines,
+        &facts,
+        &Rules { sla_days: &sla, price: &no_plan, scope: None, tolerances: &tally_recon::NO_TOLERANCE },
+    );
+    // ch_9 settled at the PSP, but its capture never reached the ledger.
+    assert_eq!(outcome.breaks.iter().map(|b| b.kind).collect::<Vec<_>>(), [BreakKind::MissingInLedger]);
+    store::record_breaks(&pool, &outcome.breaks, "test", None).await.unwrap();
+    let id = outcome.breaks[0].id();
+    let journal = |entries: &[(&str, i64)]| JournalFile {
+        entries: entries
+            .iter()
+            .map(|(a, m)| FileEntry { account: a.to_string(), currency: "EUR".into(), amount_minor: *m })
+            .collect(),
+    };
+
+    // Refused before anything is stored: unbalanced, outside the chart, no reason.
+    let refusals = [
+        (journal(&[("psp_receivable:stripe", 900), ("merchant_payable:m1", -800)]), "do not balance in EUR"),
+        (journal(&[("psp_receivable:paypal", 900), ("merchant_payable:m1", -900)]), "entry 0: `psp_receivable:paypal`"),
+        (journal(&[("psp_receivable:stripe", 900)]), "at least two entries"),
+    ];
+    for (bad, why) in refusals {
+        let err = store::propose(&pool, &id, &bad, "capture missed", "FIN-7", "ana").await.unwrap_err();
+        assert!(matches!(&err, ResolveError::Refused(m) if m.contains(why)), "{why}: {err}");
+    }
+    let good = journal(&[("psp_receivable:stripe", 900), ("merchant_payable:m1", -900)]);
+    assert!(store::propose(&pool, &id, &good, " ", "FIN-7", "ana").await.is_err());
+    assert!(store::proposals(&pool, &id).await.unwrap().is_empty());
+
+    // The maker proposes; the hash is over the break and the entries in order, as written here by hand.
+    let proposal = store::propose(&pool, &id, &good, "capture missed by the webhook", "FIN-7", "ana").await.unwrap();
+    let canonical = format!(
+        "tally-correction-v1\nrecon_break:{id}\npsp_receivable:stripe\tEUR\t900\nmerchant_payable:m1\tEUR\t-900\n"
+    );
+    assert_eq!(proposal.journal_sha256, hex::encode(sha2::Sha256::digest(canonical.as_bytes())));
+    let again = store::propose(&pool, &id, &good, "capture missed by the webhook", "FIN-7", "ana").await.unwrap();
+    assert_eq!(again.journal_sha256, proposal.journal_sha256);
+    assert_eq!(store::proposals(&pool, &id).await.unwrap().len(), 1);
+    let hash = proposal.journal_sha256;
+
+    // The checker: not the maker, and only the exact proposal.
+    let err = store::approve(&pool, &id, &hash, "ana").await.unwrap_err();
+    assert!(err.to_string().contains("second operator"), "{err}");
+    let err = store::approve(&pool, &id, &"0".repeat(64), "bob").await.unwrap_err();
+    assert!(err.to_string().contains("no proposed journal"), "{err}");
+    let client = pool.get().await.unwrap();
+    let balances = || async {
+        client
+            .query("SELECT account, currency, balance_minor FROM account_balances ORDER BY 1, 2", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2)))
+            .collect::<Vec<_>>()
+    };
+    assert!(balances().await.is_empty(), "nothing is booked before the approval");
+    let booked = store::approve(&pool, &id, &hash, "bob").await.unwrap();
+    assert_eq!(booked.journal_sha256, hash);
+    assert_eq!(
+        balances().await,
+        [
+            ("merchant_payable:m1".to_owned(), "EUR".to_owned(), -900),
+            ("psp_receivable:stripe".to_owned(), "EUR".to_owned(), 900)
+        ]
+    );
+    let shown = &store::list_breaks(&pool, false, None, Some(&id)).await.unwrap()[0];
+    assert_eq!(
+        (shown.resolution.as_deref(), shown.resolved_by.as_deref(), shown.approved_by.as_deref()),
+        (Some("fixed_by_booking"), Some("ana"), Some("bob"))
+    );
+    assert_eq!(shown.journal_sha256.as_deref(), Some(hash.as_str()));
+    // Once: a second approval or proposal finds the break resolved; the balances stay.
+    assert!(matches!(store::approve(&pool, &id, &hash, "carol").await, Err(ResolveError::AlreadyResolved { .. })));
+    assert!(matches!(
+        store::propose(&pool, &id, &good, "again", "FIN-8", "carol").await,
+        Err(ResolveError::AlreadyResolved { .. })
+    ));
+    assert_eq!(balances().await.len(), 2);
+    let verified = tally_ledger::verify(&pool, "tally-ledger").await.unwrap();
+    assert_eq!((verified.corrections, verified.correction_problems.len()), (1, 0), "{}", verified.render());
+    assert!(verified.unbalanced_journals.is_empty() && verified.balance_mismatches.is_empty());
+    // The two facts inserted bare have no journal; the correction is no fact's journal.
+    assert_eq!(verified.missing_journals, 2);
+
+    // The database holds the binding on its own: a resolution without its booked correction, a correction whose
+    // entries are not the approved ones, and entries added to a booked correction later (which verify finds).
+    let mut raw = pool.get().await.unwrap();
+    let tx = raw.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "INSERT INTO recon_breaks (break_id, kind, psp, detail) VALUES ('b2', 'fee_mismatch', 'stripe', 'd');
+         INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor, journal_sha256, approved_by)
+         VALUES ('b2', 'fixed_by_booking', 'r', 'T', 'ana', '{hash}', 'bob')"
+    ))
+    .await
+    .unwrap();
+    let unbooked = tx.commit().await.unwrap_err();
+    assert!(format!("{unbooked:?}").contains("without its booked correction"), "{unbooked:?}");
+    let tx = raw.transaction().await.unwrap();
+    let correction = good.correction("recon_break:other").unwrap();
+    let approval =
+        tally_ledger::corrections::Approval { proposed_by: "ana", approved_by: "bob", reason: "r", ticket: "T" };
+    let other = tally_ledger::corrections::book(&tx, &correction, approval).await.unwrap();
+    tx.execute(
+        "INSERT INTO entries (journal_id, account, currency, amount_minor, correction_id, processor_version)
+         VALUES ($1, 'psp_fees', 'EUR', 5, $2, 'x'), ($1, 'cash:stripe', 'EUR', -5, $2, 'x')",
+        &[&other.journal_id, &other.correction_id],
+    )
+    .await
+    .unwrap();
+    let tampered = tx.commit().await.unwrap_err();
+    assert!(format!("{tampered:?}").contains("not the approved journal"), "{tampered:?}");
+    raw.batch_execute(&format!(
+        "INSERT INTO entries (journal_id, account, currency, amount_minor, correction_id, processor_version)
+         VALUES ({j}, 'psp_fees', 'EUR', 5, '{c}', 'x'), ({j}, 'cash:stripe', 'EUR', -5, '{c}', 'x')",
+        j = booked.journal_id,
+        c = booked.correction_id
+    ))
+    .await
+    .unwrap();
+    let verified = tally_ledger::verify(&pool, "tally-ledger").await.unwrap();
+    assert!(
+        verified.correction_problems.iter().any(|p| p.contains("do not hash to the approved")),
+        "{:?}",
+        verified.correction_problems
+    );
+    assert!(!verified.is_clean());
+}
