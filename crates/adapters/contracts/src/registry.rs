@@ -43,12 +43,19 @@ pub const SCHEMAS: &[SchemaEntry] = &[
         file: "payments/PaymentEvent.v3.avsc",
         source: include_str!("../../../../schemas/payments/PaymentEvent.v3.avsc"),
     },
+    SchemaEntry {
+        subject: "io.tally.payments.PaymentEvent",
+        version: 4,
+        id: 5,
+        file: "payments/PaymentEvent.v4.avsc",
+        source: include_str!("../../../../schemas/payments/PaymentEvent.v4.avsc"),
+    },
 ];
 
 /// The PaymentEvent version Tally writes.
-pub(crate) const PAYMENT_EVENT_ID: u32 = 4;
+pub(crate) const PAYMENT_EVENT_ID: u32 = 5;
 /// Every PaymentEvent version Tally reads (the archive and the broker's log keep records of older versions).
-pub(crate) const PAYMENT_EVENT_IDS: &[u32] = &[1, 3, 4];
+pub(crate) const PAYMENT_EVENT_IDS: &[u32] = &[1, 3, 4, 5];
 pub(crate) const RAW_DELIVERY_ID: u32 = 2;
 
 static PARSED: LazyLock<Vec<(u32, Schema)>> = LazyLock::new(|| {

@@ -46,11 +46,11 @@ fn every_fixture_event_round_trips() {
     for event in events {
         let bytes = encode_payment_event(&event, Some("d-1")).unwrap();
         assert_eq!(bytes[0], 0, "Confluent magic byte");
-        assert_eq!(u32::from_be_bytes(bytes[1..5].try_into().unwrap()), 4, "schema id of PaymentEvent v3");
+        assert_eq!(u32::from_be_bytes(bytes[1..5].try_into().unwrap()), 5, "schema id of PaymentEvent v4");
         let decoded = decode_payment_event(&bytes).unwrap();
         assert_eq!(decoded.event, event);
         assert_eq!(decoded.delivery_id.as_deref(), Some("d-1"));
-        assert_eq!(decoded.schema_id, 4);
+        assert_eq!(decoded.schema_id, 5);
     }
 }
 
@@ -80,6 +80,17 @@ fn older_records_still_decode_and_newer_kinds_are_not_older() {
     assert_eq!(decode_payment_event(&not_v2).unwrap().event.kind, tally_domain::EventKind::SettledCredit);
     not_v2[1..5].copy_from_slice(&3u32.to_be_bytes());
     assert!(decode_payment_event(&not_v2).is_err(), "v2 has no settled_credit");
+    // A conversion kind (v4) cannot be passed off as v3; a v3 kind re-framed as v3 reads the same.
+    let mut v3_framed = not_v2.clone();
+    v3_framed[1..5].copy_from_slice(&4u32.to_be_bytes());
+    assert_eq!(decode_payment_event(&v3_framed).unwrap().schema_id, 4);
+    event.kind = tally_domain::EventKind::ConversionIn;
+    let mut not_v3 = encode_payment_event(&event, None).unwrap();
+    assert_eq!(decode_payment_event(&not_v3).unwrap().event.kind, tally_domain::EventKind::ConversionIn);
+    not_v3[1..5].copy_from_slice(&4u32.to_be_bytes());
+    assert!(decode_payment_event(&not_v3).is_err(), "v3 has no conversion_in");
+    let v3_kinds = &tally_domain::EventKind::ALL[..tally_domain::EventKind::V3_KINDS];
+    assert_eq!(v3_kinds.last(), Some(&tally_domain::EventKind::SettledPayout));
     let v2_kinds = &tally_domain::EventKind::ALL[..tally_domain::EventKind::V2_KINDS];
     assert_eq!(v2_kinds.last(), Some(&tally_domain::EventKind::PrearbitrationLost));
     let v1 = &tally_domain::EventKind::ALL[..tally_domain::EventKind::V1_KINDS];

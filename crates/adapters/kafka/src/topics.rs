@@ -65,7 +65,9 @@ pub fn topic_for(kind: EventKind) -> &'static str {
         | EventKind::Fee
         | EventKind::SettledCredit
         | EventKind::SettledDebit
-        | EventKind::SettledPayout => "payments.settlement-report.v1",
+        | EventKind::SettledPayout
+        | EventKind::ConversionOut
+        | EventKind::ConversionIn => "payments.settlement-report.v1",
     }
 }
 

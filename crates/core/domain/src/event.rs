@@ -94,10 +94,18 @@ pub enum EventKind {
     SettledDebit,
     /// A report line that paid the PSP balance out to the bank account; `money` = the amount paid out.
     SettledPayout,
+    // Added in schema v4: the two currency legs of a report line settled across currencies (Adyen's gross in one
+    // currency, net in another; ADR 0015 §4). The line's own settled fact is in the net currency; these move the
+    // receivable between the two currencies through `fx_conversion:{psp}`, one currency per fact.
+    /// The receivable leaves this currency: `money` is converted away (DR fx_conversion, CR psp_receivable).
+    ConversionOut,
+    /// The receivable arrives in this currency: `money` is what the conversion gave (DR psp_receivable, CR
+    /// fx_conversion).
+    ConversionIn,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::Authorized,
         EventKind::AuthorizationFailed,
         EventKind::Captured,
@@ -118,12 +126,16 @@ impl EventKind {
         EventKind::SettledCredit,
         EventKind::SettledDebit,
         EventKind::SettledPayout,
+        EventKind::ConversionOut,
+        EventKind::ConversionIn,
     ];
 
     /// How many kinds schema v1 could carry: the first ones of [`EventKind::ALL`] (v2 only appended symbols).
     pub const V1_KINDS: usize = 12;
     /// How many kinds schema v2 could carry (v3 appended the settlement kinds).
     pub const V2_KINDS: usize = 17;
+    /// How many kinds schema v3 could carry (v4 appended the conversion kinds).
+    pub const V3_KINDS: usize = 20;
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -147,6 +159,8 @@ impl EventKind {
             EventKind::SettledCredit => "settled_credit",
             EventKind::SettledDebit => "settled_debit",
             EventKind::SettledPayout => "settled_payout",
+            EventKind::ConversionOut => "conversion_out",
+            EventKind::ConversionIn => "conversion_in",
         }
     }
 }

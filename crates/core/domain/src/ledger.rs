@@ -29,6 +29,9 @@ pub enum AccountKind {
     ChargebackLosses,
     /// Revenue: fees we charge merchants (booked by the pricing engine, not by PSP events).
     FeeRevenue,
+    /// Currency trading account, per PSP: where a settlement across currencies converts the receivable. It holds
+    /// one position per currency; their value together is the gain or loss on the conversion.
+    FxConversion,
 }
 
 impl AccountKind {
@@ -41,6 +44,7 @@ impl AccountKind {
             AccountKind::PspFees => "psp_fees",
             AccountKind::ChargebackLosses => "chargeback_losses",
             AccountKind::FeeRevenue => "fee_revenue",
+            AccountKind::FxConversion => "fx_conversion",
         }
     }
 }
@@ -84,13 +88,13 @@ impl std::str::FromStr for Account {
             Some((k, sc)) => (k, Some(sc)),
             None => (s, None),
         };
-        let kind = [PspReceivable, Cash, MerchantPayable, DisputeReserve, PspFees, ChargebackLosses, FeeRevenue]
+        let kind = [PspReceivable, Cash, MerchantPayable, DisputeReserve, PspFees, ChargebackLosses, FeeRevenue, FxConversion]
             .into_iter()
             .find(|k| k.as_str() == kind)
-            .ok_or_else(|| format!("`{s}`: no such account in the chart (psp_receivable, cash, merchant_payable, dispute_reserve, psp_fees, chargeback_losses, fee_revenue)"))?;
+            .ok_or_else(|| format!("`{s}`: no such account in the chart (psp_receivable, cash, merchant_payable, dispute_reserve, psp_fees, chargeback_losses, fee_revenue, fx_conversion)"))?;
         let is_psp = |sc: &str| sc.parse::<crate::Psp>().is_ok();
         match (kind, scope) {
-            (PspReceivable, Some(sc)) if is_psp(sc) => Ok(Account::scoped(kind, sc)),
+            (PspReceivable | FxConversion, Some(sc)) if is_psp(sc) => Ok(Account::scoped(kind, sc)),
             (Cash, Some(sc)) if is_psp(sc) || sc == "bank" => Ok(Account::scoped(kind, sc)),
             (MerchantPayable | DisputeReserve, Some(sc))
                 if !sc.is_empty() && !sc.contains(|c: char| c.is_whitespace() || c.is_control() || c == ':') =>
@@ -98,7 +102,9 @@ impl std::str::FromStr for Account {
                 Ok(Account::scoped(kind, sc))
             }
             (PspFees | ChargebackLosses | FeeRevenue, None) => Ok(Account::global(kind)),
-            (PspReceivable, _) => Err(format!("`{s}`: psp_receivable is per PSP (psp_receivable:stripe|adyen)")),
+            (PspReceivable | FxConversion, _) => {
+                Err(format!("`{s}`: {} is per PSP ({}:stripe|adyen)", kind.as_str(), kind.as_str()))
+            }
             (Cash, _) => Err(format!("`{s}`: cash is a PSP's balance (cash:stripe|adyen) or the bank (cash:bank)")),
             (MerchantPayable | DisputeReserve, _) => {
                 Err(format!("`{s}`: {} is per merchant ({}:MERCHANT_ID)", kind.as_str(), kind.as_str()))
@@ -320,6 +326,8 @@ pub fn postings(event: &PaymentEvent) -> Result<Option<Journal>, PostingError> {
             entries
         }
         EventKind::SettledPayout => two_legged(Account::scoped(Cash, "bank"), Account::scoped(Cash, psp))?,
+        EventKind::ConversionOut => two_legged(Account::scoped(FxConversion, psp), receivable())?,
+        EventKind::ConversionIn => two_legged(receivable(), Account::scoped(FxConversion, psp))?,
         EventKind::CaptureReversed => two_legged(payable(), receivable())?,
         EventKind::Refunded => two_legged(payable(), receivable())?,
         EventKind::RefundFailed => two_legged(receivable(), payable())?,
@@ -376,7 +384,9 @@ pub fn predecessor(kind: EventKind) -> Option<EventKind> {
         | EventKind::Fee
         | EventKind::SettledCredit
         | EventKind::SettledDebit
-        | EventKind::SettledPayout => None,
+        | EventKind::SettledPayout
+        | EventKind::ConversionOut
+        | EventKind::ConversionIn => None,
     }
 }
 
@@ -392,7 +402,7 @@ pub fn view_effect(kind: EventKind) -> ViewEffect {
         ChargebackOpened | SecondChargeback => (0, 0, 1),
         ChargebackWon | ChargebackLost | PrearbitrationWon | PrearbitrationLost => (0, 0, -1),
         Authorized | AuthorizationFailed | CaptureFailed | Canceled | Settled | Payout | Fee | SettledCredit
-        | SettledDebit | SettledPayout => (0, 0, 0),
+        | SettledDebit | SettledPayout | ConversionOut | ConversionIn => (0, 0, 0),
     };
     ViewEffect { captured, refunded, disputed }
 }
@@ -429,6 +439,8 @@ mod tests {
                         | EventKind::SettledCredit
                         | EventKind::SettledDebit
                         | EventKind::SettledPayout
+                        | EventKind::ConversionOut
+                        | EventKind::ConversionIn
                 ),
                 "{kind}"
             );

@@ -43,6 +43,9 @@ const SCENARIOS: &[Scenario] = &[
     (SettledDebit, 400, None, &[("psp_receivable:stripe", 400), ("cash:stripe", -400)]),
     (SettledDebit, 0, Some(250), &[("psp_fees", 250), ("cash:stripe", -250)]),
     (SettledPayout, 9000, None, &[("cash:bank", 9000), ("cash:stripe", -9000)]),
+    // A line settled across currencies moves the receivable between them through the conversion account.
+    (ConversionOut, 10_000, None, &[("fx_conversion:stripe", 10_000), ("psp_receivable:stripe", -10_000)]),
+    (ConversionIn, 9_000, None, &[("psp_receivable:stripe", 9_000), ("fx_conversion:stripe", -9_000)]),
 ];
 
 #[test]

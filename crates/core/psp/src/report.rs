@@ -108,34 +108,66 @@ impl SettlementLine {
         }
     }
 
-    /// The fact this line books (ADR 0015 §4), `None` for a category Tally does not map (kept and counted, not
+    /// The facts this line books (ADR 0015 §4), none for a category Tally does not map (kept and counted, not
     /// booked). One rule: the PSP balance (`cash:{psp}`) moves by the net, the receivable by the gross, the rest is
-    /// the PSP's fee — so the kinds are [`EventKind::SettledCredit`] (gross credited), [`EventKind::SettledDebit`]
-    /// (gross taken, or a fee line's fee) and [`EventKind::SettledPayout`]. Its identity is the line's, so a line
-    /// stated twice (in one file or two) is one fact; lineage is `source_event_id` = `{file SHA-256}:{line}`.
+    /// the PSP's fee — so the line's own fact is [`EventKind::SettledCredit`] (gross credited),
+    /// [`EventKind::SettledDebit`] (gross taken, or a fee line's fee) or [`EventKind::SettledPayout`]. Its identity
+    /// is the line's, so a line stated twice (in one file or two) is one fact; lineage is `source_event_id` =
+    /// `{file SHA-256}:{line}`. The line's own fact comes first.
     ///
-    /// Refused (the line stays stored and matched, the refusal is reported with file and line): a gross and a net
-    /// in two currencies (the FX leg is not booked yet), a sign the category cannot have, a debit line without a
-    /// gross, and anything the ledger would refuse. One exception to the rule: Stripe states a dispute's fee on the
+    /// A line settled across currencies (Adyen: the gross in the payment's currency, net and fees in the
+    /// settlement currency) is booked in the net currency with the converted gross `net + fee`, and two more facts
+    /// move the receivable between the currencies through `fx_conversion:{psp}` ([`EventKind::ConversionOut`] in
+    /// the currency it leaves, [`EventKind::ConversionIn`] in the one it arrives in), so that the receivable of
+    /// each currency settles to zero and the conversion's gain or loss stays visible on `fx_conversion:{psp}`.
+    ///
+    /// Refused (the line stays stored and matched, the refusal is reported with file and line): a sign the category
+    /// cannot have, a debit line without a gross, a conversion whose two sides differ in sign, and anything the
+    /// ledger would refuse. One exception to the rule: Stripe states a dispute's fee on the
     /// dispute's balance transaction, and the webhook books that fee already (a `fee` fact against the
     /// receivable), so a Stripe dispute line settles its whole net against the receivable.
-    pub fn fact(&self, file_sha256: &str, received_at: Timestamp) -> Result<Option<PaymentEvent>, NotBooked> {
+    pub fn facts(&self, file_sha256: &str, received_at: Timestamp) -> Result<Vec<PaymentEvent>, NotBooked> {
         let net = self.net.amount.minor();
         let refuse = |reason: String| NotBooked { line: self.line, reason };
-        let gross = match self.gross {
-            Some(g) if g.currency != self.net.currency => {
-                return Err(refuse(format!(
-                    "gross in {} and net in {}: a settlement across currencies is not booked (no FX posting yet)",
-                    g.currency.code(),
-                    self.net.currency.code()
-                )))
+        // In the net's currency: a line's gross is its net plus its fee (checked at parsing where one currency
+        // holds all three; the definition of the converted gross where it does not).
+        let settles_gross = matches!(
+            self.kind,
+            LineKind::Settled
+                | LineKind::RefundReversed
+                | LineKind::ChargebackReversed
+                | LineKind::Refunded
+                | LineKind::CaptureReversed
+                | LineKind::Chargeback
+        );
+        let conversion = self.gross.filter(|g| g.currency != self.net.currency && settles_gross);
+        let gross = match (self.gross, conversion) {
+            (_, Some(g)) => {
+                let converted =
+                    net.checked_add(self.fee.minor()).ok_or_else(|| refuse("net + fee overflows".into()))?;
+                if self.psp == Psp::Stripe {
+                    return Err(refuse(format!(
+                        "gross in {} and net in {}: a Stripe balance transaction states one currency",
+                        g.currency.code(),
+                        self.net.currency.code()
+                    )));
+                }
+                if g.amount.is_zero() || (g.amount.minor() > 0) != (converted > 0) {
+                    return Err(refuse(format!(
+                        "gross {} {} and converted gross (net + fee) {converted} {}: a conversion keeps the sign",
+                        g.amount.minor(),
+                        g.currency.code(),
+                        self.net.currency.code()
+                    )));
+                }
+                Some(converted)
             }
-            Some(g) => Some(g.amount.minor()),
-            None => None,
+            (Some(g), None) => Some(g.amount.minor()),
+            (None, _) => None,
         };
         let sign = |what: &str| refuse(format!("a {} line ({}) that {what}", self.kind.as_str(), self.category));
         let (kind, amount, fee) = match self.kind {
-            LineKind::Unmapped => return Ok(None),
+            LineKind::Unmapped => return Ok(Vec::new()),
             LineKind::Settled | LineKind::RefundReversed | LineKind::ChargebackReversed => {
                 let gross = gross.ok_or_else(|| sign("has no gross"))?;
                 if gross <= 0 {
@@ -184,7 +216,7 @@ impl SettlementLine {
                             source_event_id: format!("{file_sha256}:{}", self.line),
                             attributes: Attributes { reason: Some(self.category.clone()), ..Attributes::default() },
                         };
-                        return Ok(Some(event));
+                        return Ok(vec![event]);
                     }
                     (true, None) => return Err(sign("names no payout (no source_id)")),
                     (false, _) => (EventKind::SettledPayout, -net, 0),
@@ -210,8 +242,28 @@ impl SettlementLine {
             source_event_id: format!("{file_sha256}:{}", self.line),
             attributes: Attributes { reason: Some(self.category.clone()), ..Attributes::default() },
         };
-        tally_domain::ledger::check_bookable(&event).map_err(|e| refuse(format!("the ledger would refuse it: {e}")))?;
-        Ok(Some(event))
+        let mut facts = vec![event];
+        if let Some(g) = conversion {
+            // Credit: the receivable leaves the gross currency and arrives in the net's, where the line's fact
+            // settles it. Debit: the other way round.
+            let main = facts[0].clone();
+            let (from, to) = (g, Money::new(Amount::from_minor(gross.unwrap_or(0)), self.net.currency));
+            let leg = |kind: EventKind, money: Money| PaymentEvent {
+                kind,
+                psp_reference: format!("{}|conversion:{}", main.psp_reference, money.currency.code()),
+                money: Money::new(Amount::from_minor(money.amount.minor().abs()), money.currency),
+                fee: None,
+                ..main.clone()
+            };
+            let (out, into) = if g.amount.minor() > 0 { (from, to) } else { (to, from) };
+            facts.push(leg(EventKind::ConversionOut, out));
+            facts.push(leg(EventKind::ConversionIn, into));
+        }
+        for event in &facts {
+            tally_domain::ledger::check_bookable(event)
+                .map_err(|e| refuse(format!("the ledger would refuse it: {e}")))?;
+        }
+        Ok(facts)
     }
 }
 

@@ -279,6 +279,12 @@ fn a_bad_stripe_file_is_refused_whole_naming_file_line_and_column() {
 }
 
 /// The ledger's effect of one booked line, by account: what ADR 0015 §4 says a line does to the books.
+/// The one fact of a line settled in one currency.
+fn one(facts: Vec<tally_domain::PaymentEvent>) -> Option<tally_domain::PaymentEvent> {
+    assert!(facts.len() <= 1, "{facts:#?}");
+    facts.into_iter().next()
+}
+
 fn effect(fact: &tally_domain::PaymentEvent) -> std::collections::BTreeMap<String, i64> {
     let journal = tally_domain::ledger::postings(fact).unwrap().expect("a settlement line moves money");
     assert!(journal.is_balanced());
@@ -302,7 +308,7 @@ fn report_lines_book_the_balance_by_net_the_receivable_by_gross_and_the_rest_as_
     );
     let report = stripe::report::parse("bal.csv", body.as_bytes(), &stripe_options()).unwrap();
     let at = utc("2026-07-04T00:00:00Z");
-    let facts: Vec<_> = report.lines.iter().map(|l| l.fact(&report.sha256, at).unwrap()).collect();
+    let facts: Vec<_> = report.lines.iter().map(|l| one(l.facts(&report.sha256, at).unwrap())).collect();
     let [Some(charge), Some(refund), Some(dispute), Some(payout), None, Some(fee)] = &facts[..] else {
         panic!("{facts:#?}")
     };
@@ -322,7 +328,7 @@ fn report_lines_book_the_balance_by_net_the_receivable_by_gross_and_the_rest_as_
     assert_eq!((payout.kind, payout.fact_key()), (tally_domain::EventKind::Payout, webhook_payout.key()));
     // The platform's own payout moves its balance to the bank account.
     let platform = stripe::report::parse("bal.csv", body.as_bytes(), &Default::default()).unwrap();
-    let own = platform.lines[3].fact(&platform.sha256, at).unwrap().unwrap();
+    let own = one(platform.lines[3].facts(&platform.sha256, at).unwrap()).unwrap();
     assert_eq!(effect(&own), map(&[("cash:bank", 100_000), ("cash:stripe", -100_000)]));
     assert_eq!(effect(fee), map(&[("cash:stripe", -200), ("psp_fees", 200)]));
     // Lineage and identity: the file and the line; the charge's payment, as the webhook names it.
@@ -332,7 +338,7 @@ fn report_lines_book_the_balance_by_net_the_receivable_by_gross_and_the_rest_as_
     assert_eq!(payout.payment_id, "stripe:po_9");
     assert_eq!(fee.payment_id, "stripe:acct_1");
     // The same line in another file (or twice in one) is the same fact; another line is another.
-    let again = report.lines[0].fact("other-file", at).unwrap().unwrap();
+    let again = one(report.lines[0].facts("other-file", at).unwrap()).unwrap();
     assert_eq!(again.fact_key(), charge.fact_key());
     assert_ne!(refund.fact_key(), charge.fact_key());
 }
@@ -346,7 +352,7 @@ fn a_line_the_books_cannot_take_is_refused_with_its_line_and_kept_unbooked() {
         ("Gross Credit (GC)", "100.00"),
         ("Exchange Rate", "0.9"),
         ("Net Currency", "EUR"),
-        ("Net Credit (NC)", "88.00"),
+        ("Net Debit (NC)", "88.00"),
         ("Commission (NC)", "2.00"),
     ]);
     let mut rebate = common_fields("PaymentCost", "2026-07-02 10:00:00", "CEST");
@@ -364,17 +370,118 @@ fn a_line_the_books_cannot_take_is_refused_with_its_line_and_kept_unbooked() {
     let rows = [row_2026(&settled), row_2026(&rebate), row_2026(&refund)];
     let report = adyen::report::parse("batch_1300.csv", &csv(&header_2026(), &rows), Some(1300)).unwrap();
     let at = utc("2026-07-04T00:00:00Z");
-    let fx = report.lines[0].fact(&report.sha256, at).unwrap_err();
+    // A gross and a net that differ in sign cannot be one conversion.
+    let fx = report.lines[0].facts(&report.sha256, at).unwrap_err();
     assert_eq!(fx.line, 2);
-    assert!(fx.reason.contains("gross in USD and net in EUR"), "{fx}");
-    let credit = report.lines[1].fact(&report.sha256, at).unwrap_err();
+    assert!(fx.reason.contains("a conversion keeps the sign"), "{fx}");
+    let credit = report.lines[1].facts(&report.sha256, at).unwrap_err();
     assert_eq!(credit.line, 3);
     assert!(credit.reason.contains("does not debit the balance"), "{credit}");
     // An Adyen refund with a commission on top: the receivable by the gross, the fee to psp_fees.
-    let booked = report.lines[2].fact(&report.sha256, at).unwrap().unwrap();
+    let booked = one(report.lines[2].facts(&report.sha256, at).unwrap()).unwrap();
     assert_eq!(booked.kind, tally_domain::EventKind::SettledDebit);
     let effect = effect(&booked);
     assert_eq!(effect["psp_receivable:adyen"], 1_000);
     assert_eq!((effect["psp_fees"], effect["cash:adyen"]), (12, -1_012));
     assert_eq!((booked.payment_id.as_str(), booked.merchant_id.as_str()), ("adyen:8816000000000003", "TallyShopEU"));
+}
+
+#[test]
+fn a_line_settled_across_currencies_settles_each_currencys_receivable_through_the_conversion_account() {
+    use tally_domain::EventKind::{ConversionIn, ConversionOut, SettledCredit, SettledDebit};
+    // A USD 100.00 capture settled as EUR 88.00 net after EUR 2.00 of fees; a USD 10.00 refund settled as EUR 9.12
+    // taken, EUR 0.12 of it the commission.
+    let mut settled = common_fields("Settled", "2026-07-01 09:00:00", "CEST");
+    settled.extend([
+        ("Psp Reference", "8816000000000001"),
+        ("Gross Currency", "USD"),
+        ("Gross Credit (GC)", "100.00"),
+        ("Exchange Rate", "0.9"),
+        ("Net Currency", "EUR"),
+        ("Net Credit (NC)", "88.00"),
+        ("Commission (NC)", "0.50"),
+        ("Interchange (NC)", "1.50"),
+    ]);
+    let mut refund = common_fields("Refunded", "2026-07-02 10:00:00", "CEST");
+    refund.extend([
+        ("Psp Reference", "8816000000000001"),
+        ("Modification Reference", "8816000000000004"),
+        ("Gross Currency", "USD"),
+        ("Gross Debit (GC)", "10.00"),
+        ("Exchange Rate", "0.9"),
+        ("Net Currency", "EUR"),
+        ("Net Debit (NC)", "9.12"),
+        ("Commission (NC)", "0.12"),
+    ]);
+    let report = adyen::report::parse(
+        "batch_1300.csv",
+        &csv(&header_2026(), &[row_2026(&settled), row_2026(&refund)]),
+        Some(1300),
+    )
+    .unwrap();
+    let at = utc("2026-07-04T00:00:00Z");
+    let credit = report.lines[0].facts(&report.sha256, at).unwrap();
+    let debit = report.lines[1].facts(&report.sha256, at).unwrap();
+    let shape =
+        |facts: &[tally_domain::PaymentEvent]| -> Vec<(tally_domain::EventKind, i64, &'static str, Option<i64>)> {
+            facts
+                .iter()
+                .map(|f| (f.kind, f.money.amount.minor(), f.money.currency.code(), f.fee.map(|a| a.minor())))
+                .collect()
+        };
+    // The line's own fact in the net currency (converted gross = net + fee), then the receivable's conversion.
+    assert_eq!(
+        shape(&credit),
+        [
+            (SettledCredit, 9_000, "EUR", Some(200)),
+            (ConversionOut, 10_000, "USD", None),
+            (ConversionIn, 9_000, "EUR", None)
+        ]
+    );
+    assert_eq!(
+        shape(&debit),
+        [(SettledDebit, 900, "EUR", Some(12)), (ConversionOut, 900, "EUR", None), (ConversionIn, 1_000, "USD", None)]
+    );
+    // One line, three facts with three keys, each the line's lineage; the same line again is the same three.
+    let keys: std::collections::BTreeSet<_> = credit.iter().chain(&debit).map(|f| f.fact_key()).collect();
+    assert_eq!(keys.len(), 6);
+    assert!(credit.iter().all(|f| f.source_event_id == format!("{}:2", report.sha256)));
+    let again = report.lines[0].facts("another-file", at).unwrap();
+    assert_eq!(
+        again.iter().map(|f| f.fact_key()).collect::<Vec<_>>(),
+        credit.iter().map(|f| f.fact_key()).collect::<Vec<_>>()
+    );
+    // With the webhook's capture and refund (in USD): every receivable is zero; the conversion account holds
+    // what was converted, per currency; the balance and the fees are in EUR.
+    let capture = tally_domain::PaymentEvent {
+        kind: tally_domain::EventKind::Captured,
+        money: tally_money::Money::new(
+            tally_money::Amount::from_minor(10_000),
+            tally_money::Currency::from_code("USD").unwrap(),
+        ),
+        fee: None,
+        source: tally_domain::Source::Webhook,
+        ..credit[0].clone()
+    };
+    let refunded = tally_domain::PaymentEvent {
+        kind: tally_domain::EventKind::Refunded,
+        psp_reference: "8816000000000004".into(),
+        money: tally_money::Money::new(
+            tally_money::Amount::from_minor(1_000),
+            tally_money::Currency::from_code("USD").unwrap(),
+        ),
+        ..capture.clone()
+    };
+    let all: Vec<_> = credit.iter().chain(&debit).chain([&capture, &refunded]).cloned().collect();
+    let balances = tally_domain::ledger::balances(&all).unwrap();
+    let get = |account: &str, currency: &str| {
+        balances
+            .iter()
+            .find(|((a, c), _)| a.to_string() == account && c.code() == currency)
+            .map_or(0, |(_, m)| m.minor())
+    };
+    assert_eq!((get("psp_receivable:adyen", "USD"), get("psp_receivable:adyen", "EUR")), (0, 0));
+    assert_eq!((get("fx_conversion:adyen", "USD"), get("fx_conversion:adyen", "EUR")), (9_000, -8_100));
+    assert_eq!((get("cash:adyen", "EUR"), get("psp_fees", "EUR")), (8_800 - 912, 200 + 12));
+    assert_eq!(get("merchant_payable:TallyShopEU", "USD"), -9_000);
 }

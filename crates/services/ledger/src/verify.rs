@@ -173,6 +173,7 @@ pub async fn verify(pool: &Pool, group: &str) -> Result<VerifyReport, StoreError
                            WHEN 'merchant_payable' THEN e.account = 'merchant_payable:' || l.merchant_id
                            WHEN 'dispute_reserve' THEN e.account = 'dispute_reserve:' || l.merchant_id
                            WHEN 'psp_receivable' THEN e.account = 'psp_receivable:' || l.psp
+                           WHEN 'fx_conversion' THEN e.account = 'fx_conversion:' || l.psp
                            WHEN 'cash' THEN e.account = 'cash:' || l.psp
                                 OR (l.kind = 'settled_payout' AND e.account = 'cash:bank')
                            ELSE true END) AS scoped

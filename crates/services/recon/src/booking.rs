@@ -1,4 +1,4 @@
-//! Booking settlement reports (ADR 0015 §4): each line's fact ([`SettlementLine::fact`]) produced on
+//! Booking settlement reports (ADR 0015 §4): each line's facts ([`SettlementLine::facts`]) produced on
 //! `payments.settlement-report.v1`, where the ledger books it exactly once by its fact key (a line stated twice, or
 //! a file imported again, is the same fact). A line the books cannot take is reported with its line and stays
 //! stored and matched; an unmapped category is counted, not booked.
@@ -11,7 +11,8 @@ use tally_psp::report::{NotBooked, Report, SettlementLine};
 /// What booking a report did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Booking {
-    /// Facts produced (durable on the broker), one per distinct line identity.
+    /// Facts produced (durable on the broker): one per distinct line identity, three for a line settled across
+    /// currencies (its own and the two conversion legs).
     pub facts: usize,
     /// Lines whose identity an earlier line of the file has: the same fact, produced once.
     pub repeated: usize,
@@ -29,19 +30,20 @@ pub fn facts(report: &Report, received_at: Timestamp) -> (Vec<PaymentEvent>, Boo
         std::collections::HashMap::new();
     let mut facts = Vec::new();
     for line in &report.lines {
-        match SettlementLine::fact(line, &report.sha256, received_at) {
-            Ok(None) => booking.unmapped += 1,
+        match SettlementLine::facts(line, &report.sha256, received_at) {
+            Ok(line_facts) if line_facts.is_empty() => booking.unmapped += 1,
             Err(e) => booking.not_booked.push(e),
-            Ok(Some(fact)) => match seen.get(&fact.fact_key()) {
-                Some((_, content)) if *content == fact.content_digest() => booking.repeated += 1,
+            // The line's own fact first, then its conversion legs (a line settled across currencies).
+            Ok(line_facts) => match seen.get(&line_facts[0].fact_key()) {
+                Some((_, content)) if *content == line_facts[0].content_digest() => booking.repeated += 1,
                 // The same line stated twice with other money: the first stands, the second is reported.
                 Some((first, _)) => booking.not_booked.push(NotBooked {
                     line: line.line,
                     reason: format!("the same line identity as line {first} with other money: line {first} is booked"),
                 }),
                 None => {
-                    seen.insert(fact.fact_key(), (line.line, fact.content_digest()));
-                    facts.push(fact);
+                    seen.insert(line_facts[0].fact_key(), (line.line, line_facts[0].content_digest()));
+                    facts.extend(line_facts);
                 }
             },
         }

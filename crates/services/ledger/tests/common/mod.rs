@@ -169,6 +169,8 @@ pub fn scenario(tag: &str) -> Vec<PaymentEvent> {
     let (m1, m2, m3) = (format!("m1{tag}"), format!("m2{tag}"), format!("m3{tag}"));
     let mut settled = fact(Psp::Stripe, Settled, "ch_3", "st_3", &m3, 2000, "USD");
     settled.fee = Some(Amount::from_minor(60));
+    let mut settled_across = fact(Psp::Adyen, SettledCredit, "P5", "L5", &m2, 2800, "EUR");
+    settled_across.fee = Some(Amount::from_minor(50));
     vec![
         // m1, EUR, Stripe: the refund arrives before its capture (an orphan that must resolve itself).
         fact(Psp::Stripe, Refunded, "ch_1", "re_1", &m1, 2500, "EUR"),
@@ -183,6 +185,13 @@ pub fn scenario(tag: &str) -> Vec<PaymentEvent> {
         fact(Psp::Stripe, Authorized, "ch_3", "ch_3", &m3, 2000, "USD"),
         fact(Psp::Stripe, Captured, "ch_3", "ch_3", &m3, 2000, "USD"),
         settled,
+        // m2, Adyen: USD 30.00 captured, settled as EUR 27.50 after EUR 0.50 of fees (a report line across
+        // currencies: the receivable converted from USD to EUR, then settled; ADR 0015 §4).
+        fact(Psp::Adyen, Authorized, "P5", "P5", &m2, 3000, "USD"),
+        fact(Psp::Adyen, Captured, "P5", "P5", &m2, 3000, "USD"),
+        fact(Psp::Adyen, ConversionOut, "P5", "L5|conversion:USD", &m2, 3000, "USD"),
+        fact(Psp::Adyen, ConversionIn, "P5", "L5|conversion:EUR", &m2, 2800, "EUR"),
+        settled_across,
         // A declined payment: no money moves.
         fact(Psp::Stripe, AuthorizationFailed, "ch_4", "ch_4", &m1, 999, "EUR"),
     ]
@@ -198,6 +207,11 @@ pub fn scenario_balances(tag: &str) -> Vec<(String, String, i64)> {
         (format!("merchant_payable:m3{tag}"), "USD".to_owned(), -2000),
         ("psp_fees".to_owned(), "USD".to_owned(), 60),
         ("psp_receivable:stripe".to_owned(), "EUR".to_owned(), 7500),
+        ("cash:adyen".to_owned(), "EUR".to_owned(), 2750),
+        ("psp_fees".to_owned(), "EUR".to_owned(), 50),
+        ("fx_conversion:adyen".to_owned(), "USD".to_owned(), 3000),
+        ("fx_conversion:adyen".to_owned(), "EUR".to_owned(), -2800),
+        (format!("merchant_payable:m2{tag}"), "USD".to_owned(), -3000),
     ];
     v.sort();
     v
