@@ -223,6 +223,7 @@ fn stripe(
             withdrawn.push((EventKind::Fee, txn_w.as_str(), Some(ch.as_str()), plan.fee));
         }
         emit("charge.dispute.funds_withdrawn", dispute.clone(), &withdrawn);
+        // Every later event of the dispute lists the withdrawal too, so it states the opening and its fee again.
         let reinstate = |amount: i64| {
             json!({"id": format!("txn_r{}", ids.refs[1]), "object": "balance_transaction",
                 "amount": w(amount), "currency": cur, "fee": 0})
@@ -232,18 +233,18 @@ fn stripe(
             DisputeEnd::Won | DisputeEnd::SecondWon => {
                 dispute["balance_transactions"] = json!([withdrawal, reinstate(d)]);
                 dispute["status"] = json!("won");
-                emit("charge.dispute.closed", dispute, &[opened, (EventKind::ChargebackWon, &ch, None, d)]);
+                emit("charge.dispute.closed", dispute, &[withdrawn.as_slice(), &[(EventKind::ChargebackWon, &ch, None, d)]].concat());
             }
             DisputeEnd::Lost | DisputeEnd::SecondLost => {
                 dispute["status"] = json!("lost");
-                emit("charge.dispute.closed", dispute, &[opened, (EventKind::ChargebackLost, &ch, None, d)]);
+                emit("charge.dispute.closed", dispute, &[withdrawn.as_slice(), &[(EventKind::ChargebackLost, &ch, None, d)]].concat());
             }
             DisputeEnd::PartlyWon(r) => {
                 dispute["balance_transactions"] = json!([withdrawal, reinstate(r)]);
                 let won = (EventKind::ChargebackWon, ch.as_str(), None, r);
-                emit("charge.dispute.funds_reinstated", dispute.clone(), &[opened, won]);
+                emit("charge.dispute.funds_reinstated", dispute.clone(), &[withdrawn.as_slice(), &[won]].concat());
                 dispute["status"] = json!("lost");
-                emit("charge.dispute.closed", dispute, &[opened, won, (EventKind::ChargebackLost, &ch, None, d - r)]);
+                emit("charge.dispute.closed", dispute, &[withdrawn.as_slice(), &[won, (EventKind::ChargebackLost, &ch, None, d - r)]].concat());
             }
         }
     }

@@ -435,10 +435,17 @@ fn item_13_a_dispute_reinstated_in_part_books_the_part_and_the_loss() {
         );
         assert_eq!(derive_status(&arrived), Some(PaymentStatus::ChargebackLost));
     }
-    // Won in full: everything back, nothing lost.
+    // The close alone (funds_withdrawn never subscribed to, say) states the withdrawal's fee as well, under the
+    // same key: the fee is booked whichever event arrives, once.
+    let fee_of = |facts: &[PaymentEvent]| {
+        facts.iter().filter(|f| f.kind == tally_domain::EventKind::Fee).map(|f| f.fact_key()).collect::<Vec<_>>()
+    };
+    assert_eq!(fee_of(&facts[3]), fee_of(&facts[1]));
+    assert_eq!(fee_of(&facts[3]).len(), 1);
+    // Won in full: the disputed funds back, nothing lost; the fee Stripe took with the withdrawal stays taken.
     dp["balance_transactions"] = json!([withdrawal, {"id": "txn_r", "amount": 1000, "currency": "usd", "fee": 0}]);
     dp["status"] = json!("won");
     let won = stripe_facts(&stripe_event("charge.dispute.closed", dp));
-    assert_eq!(money(&won), expect(&[]));
+    assert_eq!(money(&won), expect(&[("psp_fees", 1500), ("psp_receivable:stripe", -1500)]));
     assert_eq!(derive_status(&won), Some(PaymentStatus::ChargebackWon));
 }

@@ -40,7 +40,7 @@ use serde_json::Value;
 use tally_domain::{Attributes, EventKind, PaymentEvent, Psp, Source, Timestamp};
 use tally_money::{rescale, Currency, ExponentScheme, Money};
 
-use super::wire::{Charge, Dispute, Event, PaymentIntent, Payout, Refund};
+use super::wire::{BalanceTransaction, Charge, Dispute, Event, PaymentIntent, Payout, Refund};
 use crate::error::{clean, schema};
 use crate::{Endpoint, NormalizeError, Outcome};
 
@@ -162,11 +162,7 @@ pub fn normalize(body: &[u8], received_at: Timestamp, endpoint: &Endpoint) -> Re
                 );
             };
             let mut out = vec![ctx.dispute_fact(EventKind::ChargebackOpened, &dp, dp.amount)?];
-            for bt in bts.iter().filter(|bt| bt.fee > 0) {
-                let mut fee = ctx.fact(EventKind::Fee, &dp.charge, &bt.id, Some(&dp.charge), bt.fee, &bt.currency)?;
-                fee.attributes.reason = Some("dispute fee".into());
-                out.push(fee);
-            }
+            out.extend(ctx.dispute_fees(&dp, bts)?);
             out
         }
         "charge.dispute.funds_reinstated" | "charge.dispute.closed" => {
@@ -332,6 +328,18 @@ impl Ctx<'_> {
     /// part of it) and, once closed, what stays withdrawn (`chargeback_lost`). The opening is stated too, so that a
     /// reinstatement that arrives first still nets correctly. `Err` is an exception to review.
     #[allow(clippy::type_complexity)]
+    /// The dispute fees its balance transactions state, one `fee` fact per transaction (keyed by its id).
+    fn dispute_fees(&self, dp: &Dispute, bts: &[BalanceTransaction]) -> Result<Vec<PaymentEvent>, NormalizeError> {
+        bts.iter()
+            .filter(|bt| bt.fee > 0)
+            .map(|bt| {
+                let mut fee = self.fact(EventKind::Fee, &dp.charge, &bt.id, Some(&dp.charge), bt.fee, &bt.currency)?;
+                fee.attributes.reason = Some("dispute fee".into());
+                Ok(fee)
+            })
+            .collect()
+    }
+
     fn dispute_outcome(&self, dp: &Dispute) -> Result<Result<Vec<PaymentEvent>, String>, NormalizeError> {
         let Some(bts) = dp.balance_transactions.as_ref() else {
             return Ok(Err("the dispute lists no balance_transactions: the money it moved cannot be read".into()));
@@ -371,7 +379,11 @@ impl Ctx<'_> {
         if closed && !matches!(dp.status.as_str(), "won" | "lost") {
             return Ok(Ok(Vec::new()));
         }
+        // The opening and its fee, restated: whichever of the dispute's events arrives, the withdrawal and the
+        // fee Stripe took with it are booked (once, by their keys), and the settlement report's dispute line,
+        // which settles net of that fee, finds them.
         let mut out = vec![self.dispute_fact(EventKind::ChargebackOpened, dp, dp.amount)?];
+        out.extend(self.dispute_fees(dp, bts)?);
         if returned > 0 {
             out.push(self.dispute_fact(EventKind::ChargebackWon, dp, returned)?);
         }
