@@ -11,6 +11,9 @@ command -v perl >/dev/null || apt_packages+=(perl)
 [ -n "$(pg_bindir || true)" ] || apt_packages+=(postgresql)
 command -v redis-server >/dev/null || apt_packages+=(redis-server)
 command -v unzip >/dev/null || apt_packages+=(unzip)  # the ECB history fixture is a zip (reference tests)
+# The audit log's independent checker (tools/audit/verify.go, its test): Go's x/mod sumdb packages, offline.
+command -v go >/dev/null || apt_packages+=(golang-go)
+[ -d /usr/share/gocode/src/golang.org/x/mod/sumdb ] || apt_packages+=(golang-golang-x-mod-dev)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "need root (or sudo) to apt-get install ${apt_packages[*]}"
     say "installing ${apt_packages[*]} from the OS packages"
@@ -24,6 +27,7 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
 fi
 say "postgresql: $("$(pg_bindir)/postgres" --version)"
 say "redis:      $(redis-server --version | cut -d' ' -f1-3)"
+say "go:         $(go version | cut -d' ' -f3) (audit export checker)"
 
 if [ ! -x "$TANSU_BIN" ]; then
     say "building the tansu $TANSU_VERSION broker (with Tally's fixes, ADR 0009) into $TALLY_CACHE (10-15 minutes, once per machine)"

@@ -233,18 +233,30 @@ fn stripe(
             DisputeEnd::Won | DisputeEnd::SecondWon => {
                 dispute["balance_transactions"] = json!([withdrawal, reinstate(d)]);
                 dispute["status"] = json!("won");
-                emit("charge.dispute.closed", dispute, &[withdrawn.as_slice(), &[(EventKind::ChargebackWon, &ch, None, d)]].concat());
+                emit(
+                    "charge.dispute.closed",
+                    dispute,
+                    &[withdrawn.as_slice(), &[(EventKind::ChargebackWon, &ch, None, d)]].concat(),
+                );
             }
             DisputeEnd::Lost | DisputeEnd::SecondLost => {
                 dispute["status"] = json!("lost");
-                emit("charge.dispute.closed", dispute, &[withdrawn.as_slice(), &[(EventKind::ChargebackLost, &ch, None, d)]].concat());
+                emit(
+                    "charge.dispute.closed",
+                    dispute,
+                    &[withdrawn.as_slice(), &[(EventKind::ChargebackLost, &ch, None, d)]].concat(),
+                );
             }
             DisputeEnd::PartlyWon(r) => {
                 dispute["balance_transactions"] = json!([withdrawal, reinstate(r)]);
                 let won = (EventKind::ChargebackWon, ch.as_str(), None, r);
                 emit("charge.dispute.funds_reinstated", dispute.clone(), &[withdrawn.as_slice(), &[won]].concat());
                 dispute["status"] = json!("lost");
-                emit("charge.dispute.closed", dispute, &[withdrawn.as_slice(), &[won, (EventKind::ChargebackLost, &ch, None, d - r)]].concat());
+                emit(
+                    "charge.dispute.closed",
+                    dispute,
+                    &[withdrawn.as_slice(), &[won, (EventKind::ChargebackLost, &ch, None, d - r)]].concat(),
+                );
             }
         }
     }

@@ -27,6 +27,7 @@ pub struct Config {
     pub archive: ArchiveConfig,
     pub warehouse: WarehouseConfig,
     pub reports: tally_recon::inbox::ReportsConfig,
+    pub audit: tally_audit::config::AuditConfig,
 }
 
 /// Loads the configuration. An explicit `path` must exist; without one, `./tally.toml` is read if present.

@@ -131,6 +131,7 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         let mut report = check(&pool, &dir, &config).await?;
         report.rows.push(psp_recon_oracle(&dir, &psp_recon, files.len())?);
         report.rows.push(settlement_oracle(&pool, &dir, &files, settlement_facts).await?);
+        report.rows.push(audit_oracle(&pool, &config).await?);
         // A stalled sink leaves ranges unread, which recon does not count against the ledger: quiescence is part of
         // the proof (issue 13, item 3).
         report.rows.push((
@@ -214,6 +215,22 @@ async fn settlement_facts_booked(pool: &deadpool_postgres::Pool, files: &[String
         )
         .await?
         .get(0))
+}
+
+/// The audit log (I8) verifies: a checkpoint signed now, and every checkpoint ever signed, is the tree hash of the
+/// log's records as they are (the demo's reference loads and recon clears are records of it).
+async fn audit_oracle(pool: &deadpool_postgres::Pool, config: &Config) -> Result<(String, Option<bool>, String)> {
+    let (signer, _) = config.audit.signer()?;
+    tally_audit::store::checkpoint(pool, &signer, &config.audit.origin).await?;
+    let verifier = tally_audit::NoteVerifier::parse(&signer.verifier_key())?;
+    let report = tally_audit::store::verify(pool, &verifier, &config.audit.origin).await?;
+    let root = report.root.as_deref().map_or("-", |r| &r[..12]);
+    let problem = report.problems.first().map(|p| format!("; {p}")).unwrap_or_default();
+    Ok((
+        "audit log verifies (signed checkpoints = its records)".into(),
+        Some(report.is_clean() && report.records > 0),
+        format!("{} records, {} checkpoints, root {root}…{problem}", report.records, report.checkpoints),
+    ))
 }
 
 /// Booking the reports did to the books exactly what the simulator's lines say (`reports/booked.json`, stated in

@@ -1,6 +1,7 @@
 //! `tally`: the one binary. Each subcommand is a small module; services are `run(config, shutdown)`.
 
 mod archive;
+mod audit;
 mod bench;
 mod chaos;
 mod config;
@@ -54,6 +55,9 @@ enum Command {
     /// PSP settlement reports: import them (each file once), then `tally recon psp`.
     #[command(subcommand)]
     Reports(reports::ReportsCommand),
+    /// The audit log: signed checkpoints, verification, inclusion proofs, the auditor's export.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Reference data (merchant dimension, FX rates), versioned.
     #[command(subcommand)]
     Reference(reference::ReferenceCommand),
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
             Command::Recon(cmd) => archive::run_recon(cmd, &config),
             Command::Ledger(LedgerCommand::Verify) => stack::ledger_verify(&config),
             Command::Reference(cmd) => reference::run(cmd, &config),
+            Command::Audit(cmd) => audit::run(cmd, &config),
             Command::Reports(cmd) => reports::run(cmd, &config),
             Command::Migrate => stack::migrate(&config),
             Command::Sim(cmd) => sim::run(cmd, config),

@@ -45,13 +45,17 @@ pub fn run(cmd: ReferenceCommand, config: &Config) -> Result<ExitCode> {
     };
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.display().to_string();
+    // The audit record's actor: the operator, as for every audited action (TALLY_OPERATOR), else the login.
+    let actor = std::env::var("TALLY_OPERATOR")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "tally reference load".into());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
         let pool = tally_postgres::pool(&config.postgres)?;
         tally_postgres::migrate(&pool).await?;
         let result = match kind {
-            "merchants" => load_merchants(&pool, &name, &bytes).await,
-            _ => load_fx(&pool, &name, &bytes).await,
+            "merchants" => load_merchants(&pool, &actor, &name, &bytes).await,
+            _ => load_fx(&pool, &actor, &name, &bytes).await,
         };
         match result {
             Ok(loaded) => {

@@ -291,12 +291,17 @@ pub async fn load_demo_reference(
     workload: &std::path::Path,
 ) -> Result<(Loaded, Loaded)> {
     let file = workload.join("merchants.csv");
-    let merchants =
-        tally_warehouse::reference::load_merchants(pool, &file.display().to_string(), &std::fs::read(&file)?)
-            .await
-            .context("loading the simulator's merchant dimension")?;
+    let merchants = tally_warehouse::reference::load_merchants(
+        pool,
+        "tally demo",
+        &file.display().to_string(),
+        &std::fs::read(&file)?,
+    )
+    .await
+    .context("loading the simulator's merchant dimension")?;
     let fx = tally_warehouse::reference::load_fx(
         pool,
+        "tally demo",
         "eurofxref-hist.zip (ECB, shared fixtures)",
         crate::demo::ECB_HISTORY,
     )

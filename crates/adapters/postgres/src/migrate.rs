@@ -56,6 +56,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../../migrations/0014_recon_break_finder.sql"),
     },
     Migration { version: 15, name: "corrections", sql: include_str!("../../../../migrations/0015_corrections.sql") },
+    Migration { version: 16, name: "audit", sql: include_str!("../../../../migrations/0016_audit.sql") },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

@@ -425,42 +425,67 @@ async fn record(
             ],
         )
         .await?;
-    match clears {
-        None => {}
+    // (actor, reason, the breaks resolved `auto`): one audit record for all of them.
+    let cleared: Option<(&str, &str, Vec<String>)> = match clears {
+        None => None,
         Some(Clears::Psps(psps, actor)) => {
             let psps: Vec<&str> = psps.iter().map(|p| p.as_str()).collect();
-            tx.execute(
-                "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
-                 SELECT b.break_id, 'auto', 'no longer found by a full run', '-', $3
-                   FROM recon_breaks b
-                  WHERE b.psp = ANY($2) AND b.break_id <> ALL($1)
-                    AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)",
-                &[&ids, &psps, &actor],
-            )
-            .await?;
+            let reason = "no longer found by a full run";
+            let rows = tx
+                .query(
+                    "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
+                     SELECT b.break_id, 'auto', $4, '-', $3
+                       FROM recon_breaks b
+                      WHERE b.psp = ANY($2) AND b.break_id <> ALL($1)
+                        AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)
+                     RETURNING break_id",
+                    &[&ids, &psps, &actor, &reason],
+                )
+                .await?;
+            Some((actor, reason, rows.iter().map(|r| r.get(0)).collect()))
         }
         Some(Clears::Batches(actor)) => {
-            tx.execute(
-                "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
-                 SELECT b.break_id, 'auto', 'the batch arrived', '-', $2
-                   FROM recon_breaks b
-                  WHERE b.kind = 'missing_batch' AND b.break_id <> ALL($1) AND b.found_by = $2
-                    AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)",
-                &[&ids, &actor],
-            )
-            .await?;
+            let reason = "the batch arrived";
+            let rows = tx
+                .query(
+                    "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
+                     SELECT b.break_id, 'auto', $3, '-', $2
+                       FROM recon_breaks b
+                      WHERE b.kind = 'missing_batch' AND b.break_id <> ALL($1) AND b.found_by = $2
+                        AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)
+                     RETURNING break_id",
+                    &[&ids, &actor, &reason],
+                )
+                .await?;
+            Some((actor, reason, rows.iter().map(|r| r.get(0)).collect()))
         }
         Some(Clears::Payments(payments, actor)) => {
-            tx.execute(
-                "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
-                 SELECT b.break_id, 'auto', 'no longer found with every fact and line of its payment', '-', $3
-                   FROM recon_breaks b
-                  WHERE b.payment_id = ANY($2) AND b.break_id <> ALL($1) AND b.found_by = $3
-                    AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)",
-                &[&ids, &payments, &actor],
-            )
-            .await?;
+            let reason = "no longer found with every fact and line of its payment";
+            let rows = tx
+                .query(
+                    "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
+                     SELECT b.break_id, 'auto', $4, '-', $3
+                       FROM recon_breaks b
+                      WHERE b.payment_id = ANY($2) AND b.break_id <> ALL($1) AND b.found_by = $3
+                        AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)
+                     RETURNING break_id",
+                    &[&ids, &payments, &actor, &reason],
+                )
+                .await?;
+            Some((actor, reason, rows.iter().map(|r| r.get(0)).collect()))
         }
+    };
+    if let Some((actor, reason, mut resolved)) = cleared.filter(|(_, _, r)| !r.is_empty()) {
+        resolved.sort();
+        let entry = tally_audit::Entry {
+            actor: actor.to_owned(),
+            action: "recon.breaks.auto_resolve".into(),
+            reason: Some(reason.to_owned()),
+            after: Some("auto".into()),
+            detail: Some(serde_json::json!({ "breaks": resolved })),
+            ..tally_audit::Entry::default()
+        };
+        tally_audit::append(&tx, &entry).await?;
     }
     let open: Vec<String> = tx
         .query(
@@ -579,6 +604,17 @@ pub async fn resolve(
         &[&id, &resolution.as_str(), &reason, &ticket, &actor],
     )
     .await?;
+    let entry = tally_audit::Entry {
+        actor: actor.to_owned(),
+        action: "recon.break.resolve".into(),
+        subject: Some(format!("break:{id}")),
+        reason: Some(reason.to_owned()),
+        ticket: Some(ticket.to_owned()),
+        before: Some("open".into()),
+        after: Some(resolution.as_str().into()),
+        ..tally_audit::Entry::default()
+    };
+    tally_audit::append(&tx, &entry).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -631,19 +667,27 @@ pub async fn propose(
     let mut client = pool.get().await.map_err(StoreError::from)?;
     let tx = client.transaction().await?;
     open_break(&tx, id).await?;
-    tx.execute(
-        "INSERT INTO recon_proposals (break_id, journal, journal_sha256, proposed_by, reason, ticket)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (break_id, journal_sha256) DO NOTHING",
-        &[
-            &id,
-            &serde_json::to_value(&canonical).map_err(|e| ResolveError::Refused(e.to_string()))?,
-            &hash,
-            &actor,
-            &reason,
-            &ticket,
-        ],
-    )
-    .await?;
+    let journal = serde_json::to_value(&canonical).map_err(|e| ResolveError::Refused(e.to_string()))?;
+    let inserted = tx
+        .execute(
+            "INSERT INTO recon_proposals (break_id, journal, journal_sha256, proposed_by, reason, ticket)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (break_id, journal_sha256) DO NOTHING",
+            &[&id, &journal, &hash, &actor, &reason, &ticket],
+        )
+        .await?;
+    if inserted > 0 {
+        let entry = tally_audit::Entry {
+            actor: actor.to_owned(),
+            action: "recon.break.propose".into(),
+            subject: Some(format!("break:{id}")),
+            reason: Some(reason.to_owned()),
+            ticket: Some(ticket.to_owned()),
+            plan: Some(hash.clone()),
+            detail: Some(serde_json::json!({ "journal": journal })),
+            ..tally_audit::Entry::default()
+        };
+        tally_audit::append(&tx, &entry).await?;
+    }
     tx.commit().await?;
     let mut stored = proposals(pool, id).await?;
     stored.retain(|p| p.journal_sha256 == hash);
@@ -720,13 +764,57 @@ pub async fn approve(
         reason: &reason,
         ticket: &ticket,
     };
+    let before = balances_checksum(&tx, &correction).await?;
     let booked = tally_ledger::corrections::book(&tx, &correction, approval).await?;
+    let after = balances_checksum(&tx, &correction).await?;
     tx.execute(
         "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor, journal_sha256, approved_by)
          VALUES ($1, 'fixed_by_booking', $2, $3, $4, $5, $6)",
         &[&id, &reason, &ticket, &maker, &journal_sha256, &approver],
     )
     .await?;
+    let entry = tally_audit::Entry {
+        actor: approver.to_owned(),
+        action: "ledger.correction.book".into(),
+        subject: Some(format!("break:{id}")),
+        reason: Some(reason.clone()),
+        ticket: Some(ticket.clone()),
+        before: Some(before),
+        after: Some(after),
+        plan: Some(journal_sha256.to_owned()),
+        detail: Some(serde_json::json!({
+            "proposed_by": maker,
+            "correction_id": booked.correction_id.to_string(),
+            "journal_id": booked.journal_id,
+            "resolution": "fixed_by_booking",
+        })),
+        ..tally_audit::Entry::default()
+    };
+    tally_audit::append(&tx, &entry).await?;
     tx.commit().await?;
     Ok(booked)
+}
+
+/// A checksum of the balances a correction touches (account, currency, balance per line, sorted): the audit
+/// record's `before` and `after`.
+async fn balances_checksum(
+    tx: &tokio_postgres::Transaction<'_>,
+    correction: &tally_domain::ledger::Correction,
+) -> Result<String, tokio_postgres::Error> {
+    let (accounts, currencies): (Vec<String>, Vec<String>) =
+        correction.entries().iter().map(|e| (e.account.to_string(), e.money.currency.code().to_owned())).unzip();
+    let rows = tx
+        .query(
+            "SELECT u.a, u.c, coalesce(b.balance_minor, 0)
+               FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[])) AS u(a, c)
+               LEFT JOIN account_balances b ON b.account = u.a AND b.currency = u.c
+              ORDER BY 1, 2",
+            &[&accounts, &currencies],
+        )
+        .await?;
+    let text: String = rows
+        .iter()
+        .map(|r| format!("{}\t{}\t{}\n", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2)))
+        .collect();
+    Ok(tally_audit::checksum(text.as_bytes()))
 }

@@ -181,6 +181,28 @@ async fn breaks_are_recorded_once_and_resolved_once_attributably() {
         store::list_breaks(&pool, false, None, Some(ch9)).await.unwrap()[0].resolution.as_deref(),
         Some("accepted")
     );
+    // Both resolutions are audit records: the operator's, and the run's clearing with the break it cleared.
+    let audited: Vec<(String, String, Option<String>)> = client
+        .query(
+            "SELECT action, actor, convert_from(record, 'UTF8')::jsonb ->> 'detail' FROM audit_log ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        audited,
+        [
+            ("recon.break.resolve".to_owned(), "ana".to_owned(), None),
+            (
+                "recon.breaks.auto_resolve".to_owned(),
+                "tally recon psp".to_owned(),
+                Some(format!("{{\"breaks\": [\"{ch2}\"]}}"))
+            )
+        ]
+    );
 }
 
 #[tokio::test]
@@ -280,6 +302,21 @@ async fn a_correction_journal_is_booked_only_with_a_second_operators_approval_of
     assert!(verified.unbalanced_journals.is_empty() && verified.balance_mismatches.is_empty());
     // The two facts inserted bare have no journal; the correction is no fact's journal.
     assert_eq!(verified.missing_journals, 2);
+    // The audit log holds the proposal and the booking, bound to the journal's hash, in the order they happened.
+    let audited: Vec<(String, String, Option<String>)> = client
+        .query("SELECT action, actor, convert_from(record, 'UTF8')::jsonb ->> 'plan' FROM audit_log ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        audited,
+        [
+            ("recon.break.propose".to_owned(), "ana".to_owned(), Some(hash.clone())),
+            ("ledger.correction.book".to_owned(), "bob".to_owned(), Some(hash.clone()))
+        ]
+    );
 
     // The database holds the binding on its own: a resolution without its booked correction, a correction whose
     // entries are not the approved ones, and entries added to a booked correction later (which verify finds).

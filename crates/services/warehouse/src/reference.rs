@@ -91,7 +91,7 @@ fn merchant_version(r: &tokio_postgres::Row) -> Result<MerchantVersion, LoadErro
 }
 
 /// Loads a merchant dimension file (CSV, `tally_reference::merchants`).
-pub async fn load_merchants(pool: &Pool, source_name: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
+pub async fn load_merchants(pool: &Pool, actor: &str, source_name: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
     let csv = merchants_csv(source_name, bytes)?;
     let mut file = MerchantDimension::parse(&csv)
         .map_err(|refused| LoadError::Refused { source_name: source_name.to_owned(), refused })?;
@@ -171,6 +171,8 @@ pub async fn load_merchants(pool: &Pool, source_name: &str, bytes: &[u8]) -> Res
         &[&c_ids, &c_froms, &c_tos, &version_id],
     )
     .await?;
+    audit_load(&tx, actor, "merchants", source_name, &file.content_hash, version_id, rows, changes.len() as i64)
+        .await?;
     tx.commit().await?;
     tracing::info!(version_id, rows, changes = changes.len(), "merchant dimension loaded");
     Ok(Loaded {
@@ -227,7 +229,7 @@ pub fn ecb_csv(source_name: &str, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
 }
 
 /// Loads ECB euro reference rates: the daily CSV, the history CSV, or the history zip as published.
-pub async fn load_fx(pool: &Pool, source_name: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
+pub async fn load_fx(pool: &Pool, actor: &str, source_name: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
     let csv = ecb_csv(source_name, bytes)?;
     let rates =
         EcbRates::parse(&csv).map_err(|refused| LoadError::Refused { source_name: source_name.to_owned(), refused })?;
@@ -261,6 +263,7 @@ pub async fn load_fx(pool: &Pool, source_name: &str, bytes: &[u8]) -> Result<Loa
         &[&version_id, &dates, &codes, &mantissas, &scales],
     )
     .await?;
+    audit_load(&tx, actor, "fx", source_name, &hash, version_id, rows, rows).await?;
     tx.commit().await?;
     tracing::info!(version_id, rows, "fx rates loaded");
     Ok(Loaded { kind: "fx", version_id, content_hash: hash, rows, changes: rows, already_loaded: false })
@@ -330,4 +333,40 @@ pub async fn reference_state(
         reporting,
         fx_max_age_days,
     })
+}
+
+/// The audit record of a reference-data load (I8), in the load's transaction: the version it made and the content
+/// hash before (the kind's previous version) and after.
+#[allow(clippy::too_many_arguments)]
+async fn audit_load(
+    tx: &tokio_postgres::Transaction<'_>,
+    actor: &str,
+    kind: &str,
+    source_name: &str,
+    content_hash: &str,
+    version_id: i64,
+    rows: i64,
+    changes: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let before: Option<String> = tx
+        .query_opt(
+            "SELECT content_hash FROM reference_versions WHERE kind = $1 AND version_id < $2
+              ORDER BY version_id DESC LIMIT 1",
+            &[&kind, &version_id],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let entry = tally_audit::Entry {
+        actor: actor.to_owned(),
+        action: "reference.load".into(),
+        subject: Some(format!("reference:{kind}")),
+        before,
+        after: Some(content_hash.to_owned()),
+        detail: Some(
+            serde_json::json!({ "source": source_name, "version_id": version_id, "rows": rows, "changes": changes }),
+        ),
+        ..tally_audit::Entry::default()
+    };
+    tally_audit::append(tx, &entry).await?;
+    Ok(())
 }

@@ -28,14 +28,14 @@ async fn merchant_loads_are_versions_that_close_and_open_and_never_half_load() {
         "acct_a,2025-01-01,,Alpha GmbH,DE,5411,EUR,low,2.9,30,1.75,10",
         "acct_b,2025-01-01,,Beta SA,FR,5812,EUR,medium,2.9,30,1.5,10",
     ]);
-    let l = load_merchants(&pool, "first.csv", &first).await.unwrap();
+    let l = load_merchants(&pool, "test", "first.csv", &first).await.unwrap();
     assert_eq!((l.rows, l.changes, l.already_loaded), (2, 2, false));
-    let again = load_merchants(&pool, "first-copy.csv", &first).await.unwrap();
+    let again = load_merchants(&pool, "test", "first-copy.csv", &first).await.unwrap();
     assert_eq!((again.version_id, again.changes, again.already_loaded), (l.version_id, 0, true));
 
     // acct_a changes tier on 2026-06-01: its version closes that day, the new one opens.
     let later = csv(&["acct_a,2026-06-01,,Alpha GmbH,DE,5411,EUR,high,2.9,30,1.75,10"]);
-    let l2 = load_merchants(&pool, "later.csv", &later).await.unwrap();
+    let l2 = load_merchants(&pool, "test", "later.csv", &later).await.unwrap();
     assert_eq!((l2.changes, l2.already_loaded), (2, false));
     let dim = merchant_dimension(&pool.get().await.unwrap()).await.unwrap();
     let a: Vec<_> = dim.iter().filter(|v| v.merchant_id == "acct_a").collect();
@@ -48,7 +48,7 @@ async fn merchant_loads_are_versions_that_close_and_open_and_never_half_load() {
         "acct_c,2025-01-01,,Gamma,DE,5411,EUR,low,2.9,30,1.75,10",
         "acct_d,2025-01-01,,Delta,DE,0000,EUR,low,2.9,30,1.75,10",
     ]);
-    match load_merchants(&pool, "bad.csv", &bad).await {
+    match load_merchants(&pool, "test", "bad.csv", &bad).await {
         Err(LoadError::Refused { refused, .. }) => {
             assert_eq!((refused.errors[0].line, refused.errors[0].column.as_deref()), (3, Some("mcc")), "{refused}")
         }
@@ -56,7 +56,7 @@ async fn merchant_loads_are_versions_that_close_and_open_and_never_half_load() {
     }
     // A file that would rewrite acct_b's history: refused whole.
     let rewrite = csv(&["acct_b,2025-01-01,,Beta SA,FR,5812,EUR,high,2.9,30,1.5,10"]);
-    assert!(matches!(load_merchants(&pool, "rewrite.csv", &rewrite).await, Err(LoadError::History { .. })));
+    assert!(matches!(load_merchants(&pool, "test", "rewrite.csv", &rewrite).await, Err(LoadError::History { .. })));
     assert_eq!(count(&pool, "SELECT count(*) FROM merchant_versions").await, 3);
     assert_eq!(count(&pool, "SELECT count(*) FROM reference_versions").await, 2);
     // Append-only: the dimension's rows cannot be edited behind the loader's back.
@@ -68,12 +68,12 @@ async fn merchant_loads_are_versions_that_close_and_open_and_never_half_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ecb_files_load_as_published_and_again_change_nothing() {
     let (_, pool) = tally_testkit::database("tally_fx_").await;
-    let hist = load_fx(&pool, "eurofxref-hist.zip", &ecb("eurofxref-hist.zip")).await.unwrap();
+    let hist = load_fx(&pool, "test", "eurofxref-hist.zip", &ecb("eurofxref-hist.zip")).await.unwrap();
     assert!(hist.rows > 150_000, "{hist:?}");
     assert_eq!(count(&pool, "SELECT count(*) FROM fx_rates").await, hist.rows);
-    let again = load_fx(&pool, "copy.zip", &ecb("eurofxref-hist.zip")).await.unwrap();
+    let again = load_fx(&pool, "test", "copy.zip", &ecb("eurofxref-hist.zip")).await.unwrap();
     assert!(again.already_loaded && again.version_id == hist.version_id);
-    let daily = load_fx(&pool, "eurofxref.csv", &ecb("eurofxref.csv")).await.unwrap();
+    let daily = load_fx(&pool, "test", "eurofxref.csv", &ecb("eurofxref.csv")).await.unwrap();
     assert_ne!(daily.version_id, hist.version_id);
     // The daily file's USD for 2026-10-30 is the history's, stored exactly: 1.1172 = 11172 × 10^-4.
     let rows = pool
@@ -88,7 +88,10 @@ async fn the_ecb_files_load_as_published_and_again_change_nothing() {
     // A zip that is not the ECB's: refused.
     let mut broken = ecb("eurofxref-hist.zip");
     broken.truncate(1000);
-    assert!(matches!(load_fx(&pool, "broken.zip", &broken).await, Err(LoadError::Zip(..) | LoadError::Refused { .. })));
+    assert!(matches!(
+        load_fx(&pool, "test", "broken.zip", &broken).await,
+        Err(LoadError::Zip(..) | LoadError::Refused { .. })
+    ));
 }
 
 /// The same dimension as Parquet (written by DuckDB from the CSV, its columns in another order, the percentages as
@@ -121,15 +124,15 @@ async fn a_parquet_dimension_loads_like_its_csv_and_is_refused_like_it() {
     .unwrap();
     let (_, from_csv) = tally_testkit::database("tally_refpq_").await;
     let (_, from_parquet) = tally_testkit::database("tally_refpq_").await;
-    let a = load_merchants(&from_csv, "m.csv", &rows).await.unwrap();
+    let a = load_merchants(&from_csv, "test", "m.csv", &rows).await.unwrap();
     let parquet = std::fs::read(&parquet_path).unwrap();
-    let b = load_merchants(&from_parquet, "m.parquet", &parquet).await.unwrap();
+    let b = load_merchants(&from_parquet, "test", "m.parquet", &parquet).await.unwrap();
     assert_eq!((a.rows, a.changes), (b.rows, b.changes));
     assert_eq!(b.content_hash, tally_reference::content_hash(&parquet), "the version is the Parquet file's hash");
     let dim =
         |pool: deadpool_postgres::Pool| async move { merchant_dimension(&pool.get().await.unwrap()).await.unwrap() };
     assert_eq!(dim(from_csv).await, dim(from_parquet.clone()).await);
-    match load_merchants(&from_parquet, "partial.parquet", &std::fs::read(&partial_path).unwrap()).await {
+    match load_merchants(&from_parquet, "test", "partial.parquet", &std::fs::read(&partial_path).unwrap()).await {
         Err(LoadError::Refused { refused, .. }) => {
             let columns: Vec<_> = refused.errors.iter().filter_map(|e| e.column.as_deref()).collect();
             assert!(columns.contains(&"legal_name") && columns.contains(&"valid_to"), "{:?}", refused.errors)

@@ -217,8 +217,8 @@ async fn facts_land_enriched_as_of_their_day_flagged_when_unknown_and_enriched_a
         "{HEADER}\n{m1},2025-01-01,2026-06-01,Alpha GmbH,DE,5411,EUR,low,2.9,30,1.75,10\n\
          {m1},2026-06-01,,Alpha GmbH,DE,5411,EUR,high,2.9,30,1.75,10\n"
     );
-    let merchants = load_merchants(&env.pool, "dim.csv", dimension.as_bytes()).await.unwrap();
-    let fx = load_fx(&env.pool, "eurofxref-hist.zip", &ecb_history()).await.unwrap();
+    let merchants = load_merchants(&env.pool, "test", "dim.csv", dimension.as_bytes()).await.unwrap();
+    let fx = load_fx(&env.pool, "test", "eurofxref-hist.zip", &ecb_history()).await.unwrap();
     let started = Instant::now();
     let running = env.start();
 
@@ -287,9 +287,9 @@ async fn facts_land_enriched_as_of_their_day_flagged_when_unknown_and_enriched_a
     assert_eq!((&r5[1], &r5[2], &r5[3]), (&Value::Null, &json!(true), &json!(700)), "m9: flagged, still converted");
 
     // A rate source that has BHD (ECB format), and a dimension load that knows m9: both rows enriched again.
-    let bhd = load_fx(&env.pool, "bhd.csv", b"Date,BHD,\n2026-05-29,0.4123,\n").await.unwrap();
+    let bhd = load_fx(&env.pool, "test", "bhd.csv", b"Date,BHD,\n2026-05-29,0.4123,\n").await.unwrap();
     let m9_dim = format!("{HEADER}\n{m9},2026-01-01,,Nine Ltd,GB,5812,GBP,medium,1.5,20,1.2,10\n");
-    let m9_load = load_merchants(&env.pool, "m9.csv", m9_dim.as_bytes()).await.unwrap();
+    let m9_load = load_merchants(&env.pool, "test", "m9.csv", m9_dim.as_bytes()).await.unwrap();
     env.wait("SELECT count(*) FROM fct_payment_events WHERE merchant_unknown OR fx_unavailable", 0).await;
     eprintln!("{:?}: enriched again", started.elapsed());
     let rows = env
@@ -362,7 +362,7 @@ async fn shuffled_and_duplicated_deliveries_land_identical_rows_and_marts_across
     let (mut results, mut marts) = (Vec::new(), Vec::new());
     for shuffle in [false, true] {
         let env = Env::new().await;
-        load_fx(&env.pool, "eurofxref-hist.zip", &ecb_history()).await.unwrap();
+        load_fx(&env.pool, "test", "eurofxref-hist.zip", &ecb_history()).await.unwrap();
         let mut delivered = events.clone();
         if shuffle {
             delivered.extend(events.iter().step_by(3).cloned());
