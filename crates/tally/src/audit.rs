@@ -67,7 +67,11 @@ fn verifier(config: &Config, key: Option<String>) -> Result<NoteVerifier> {
             Ok(NoteVerifier::parse(&std::fs::read_to_string(&k).with_context(|| format!("reading {k}"))?)?)
         }
         Some(k) => Ok(NoteVerifier::parse(&k)?),
-        None => Ok(NoteVerifier::parse(&signer(config)?.verifier_key())?),
+        None => config.audit.verifier()?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no verifier key: give --key (the verifier key or its file), or configure [audit] signing_key / key_file"
+            )
+        }),
     }
 }
 

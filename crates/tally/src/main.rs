@@ -9,6 +9,7 @@ mod cost;
 mod demo;
 mod ingest;
 mod reference;
+mod replay;
 mod reports;
 mod sim;
 mod stack;
@@ -58,6 +59,9 @@ enum Command {
     /// The audit log: signed checkpoints, verification, inclusion proofs, the auditor's export.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Scoped replay: a scope of archived facts recomputed and diffed against the live ledger.
+    #[command(subcommand)]
+    Replay(replay::ReplayCommand),
     /// Reference data (merchant dimension, FX rates), versioned.
     #[command(subcommand)]
     Reference(reference::ReferenceCommand),
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
             Command::Ledger(LedgerCommand::Verify) => stack::ledger_verify(&config),
             Command::Reference(cmd) => reference::run(cmd, &config),
             Command::Audit(cmd) => audit::run(cmd, &config),
+            Command::Replay(cmd) => replay::run(cmd, &config),
             Command::Reports(cmd) => reports::run(cmd, &config),
             Command::Migrate => stack::migrate(&config),
             Command::Sim(cmd) => sim::run(cmd, config),

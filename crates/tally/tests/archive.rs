@@ -617,3 +617,153 @@ async fn a_recreated_topic_stops_the_archive_sink_instead_of_being_skipped() {
     }
     assert_eq!(env.manifest().await.len(), files.len(), "nothing of the new log was archived");
 }
+
+/// Issue 16 §2: replaying unchanged data yields an empty diff, whatever the scope; a posting the ledger made
+/// otherwise than the current rules (an older processor's) is found in exactly the scopes that hold it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactly_a_wrong_posting() {
+    let env = Env::new().await;
+    // Three merchants, two PSPs, four days; captures, refunds and settlements with fees; each fact sent twice
+    // (a retried delivery: two archived records, one booking).
+    let day = |d: i64| Timestamp::from_unix_secs(1_760_000_000 + d * 86_400).unwrap();
+    let mut facts = Vec::new();
+    for i in 0..120i64 {
+        let (merchant, psp) = (format!("m_{}", i % 3), if i % 2 == 0 { Psp::Stripe } else { Psp::Adyen });
+        for (kind, minor, fee) in [
+            (EventKind::Authorized, 1_000 + i, None),
+            (EventKind::Captured, 1_000 + i, None),
+            (EventKind::Refunded, 100 + i, None),
+            (EventKind::Settled, 1_000 + i, Some(30)),
+        ] {
+            if kind == EventKind::Refunded && i % 4 != 0 {
+                continue;
+            }
+            let mut e = fact(kind, &format!("pi_r{i}"), minor);
+            e.psp = psp;
+            e.payment_id = format!("{}:pi_r{i}", psp.as_str());
+            e.merchant_id = merchant.clone();
+            e.fee = fee.map(Amount::from_minor);
+            e.occurred_at = day(i % 4);
+            if kind == EventKind::Refunded {
+                e.psp_reference = format!("re_{i}");
+                e.original_reference = Some(format!("pi_r{i}"));
+            }
+            facts.push(e);
+        }
+    }
+    let producer = Producer::new(&env.kafka).unwrap();
+    for e in facts.iter().chain(facts.iter().step_by(7)) {
+        let value = encode_payment_event(e, Some("delivery-replay")).unwrap();
+        producer.send(&env.kafka.topic(topic_for(e.kind)), e.payment_id.as_bytes(), &value, &[]).await.unwrap();
+    }
+    let ends = env.watermarks().await;
+    let shutdown = CancellationToken::new();
+    let ledger =
+        tokio::spawn(tally_ledger::run(env.ledger.clone(), env.kafka.clone(), env.postgres.clone(), shutdown.clone()));
+    let archive = tokio::spawn(tally_archive::run(
+        env.archive.clone(),
+        env.kafka.clone(),
+        env.postgres.clone(),
+        shutdown.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(env.caught_up(&env.ledger.group_id, &ends, &env.ledger_topics()).await
+        && env.caught_up(&env.archive.group_id, &ends, &env.all_topics()).await)
+    {
+        assert!(Instant::now() < deadline, "sinks did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    ledger.await.unwrap().unwrap();
+    archive.await.unwrap().unwrap();
+
+    // Scopes drawn from a fixed-seed generator: every combination of merchants, days, kinds and PSP. The facts a
+    // scope holds are counted here from what was sent, independently of the plan's own resolution.
+    let dates = ["2025-10-09", "2025-10-10", "2025-10-11", "2025-10-12", "2025-10-13"];
+    let kinds = ["authorized", "captured", "refunded", "settled"];
+    let mut state: u64 = 0x7a11_2026;
+    let mut next = |n: u64| {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % n
+    };
+    let plan = |args: &[String]| {
+        let mut all = vec!["replay".to_owned(), "plan".to_owned(), "--json".to_owned()];
+        all.extend_from_slice(args);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = env.tally(&refs);
+        (out.status.code(), json(&out))
+    };
+    let mut nonempty = 0;
+    for round in 0..10 {
+        let mut args = Vec::new();
+        let mut want: Vec<&PaymentEvent> = facts.iter().collect();
+        if next(2) == 0 {
+            let m = format!("m_{}", next(3));
+            want.retain(|e| e.merchant_id == m);
+            args.extend(["--merchant".to_owned(), m]);
+        }
+        if next(2) == 0 {
+            let (a, b) = (next(4) as usize, next(4) as usize);
+            let (from, to) = (a.min(b), a.max(b) + 1);
+            want.retain(|e| e.occurred_at >= day(from as i64) && e.occurred_at < day(to as i64));
+            args.extend(["--from".to_owned(), dates[from].to_owned(), "--to".to_owned(), dates[to].to_owned()]);
+        }
+        if next(2) == 0 {
+            let k = kinds[next(4) as usize];
+            want.retain(|e| e.kind.as_str() == k);
+            args.extend(["--kind".to_owned(), k.to_owned()]);
+        }
+        if next(3) == 0 {
+            want.retain(|e| e.psp == Psp::Adyen);
+            args.extend(["--psp".to_owned(), "adyen".to_owned()]);
+        }
+        let (code, p) = plan(&args);
+        assert_eq!(code, Some(0), "round {round} {args:?}: {p}");
+        assert_eq!(p["facts"].as_u64().unwrap(), want.len() as u64, "round {round} {args:?}");
+        assert_eq!(p["diff"]["unchanged"].as_u64().unwrap(), want.len() as u64, "round {round} {args:?}");
+        assert_eq!(p["not_archived_yet"].as_u64().unwrap(), 0);
+        // Every fact was sent at least once, some twice: the records outnumber the facts where a retry fell in.
+        assert!(p["records"].as_u64().unwrap() >= want.len() as u64);
+        nonempty += usize::from(!want.is_empty());
+    }
+    assert!(nonempty >= 5, "the scopes drawn must mostly hold facts ({nonempty} of 10 did)");
+
+    // An older processor booked one capture backwards (still balanced): entries changed behind the triggers.
+    let wrong = facts.iter().find(|e| e.kind == EventKind::Captured && e.merchant_id == "m_1").unwrap();
+    let client = env.pool.get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE entries DISABLE TRIGGER USER;
+             UPDATE entries SET amount_minor = -amount_minor WHERE fact_key = '{}';
+             ALTER TABLE entries ENABLE TRIGGER USER;",
+            wrong.fact_key().0
+        ))
+        .await
+        .unwrap();
+    let (code, p) = plan(&["--merchant".to_owned(), "m_1".to_owned()]);
+    assert_eq!(code, Some(1), "{p}");
+    let changes = p["diff"]["would_change"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{p}");
+    assert_eq!(changes[0]["fact_key"].as_str().unwrap(), wrong.fact_key().0.to_string());
+    let m = wrong.money.amount.minor();
+    let impact: Vec<(String, i64)> = p["diff"]["impact"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_owned(), r[2].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        impact,
+        [("merchant_payable:m_1".to_owned(), -2 * m), (format!("psp_receivable:{}", wrong.psp.as_str()), 2 * m)]
+    );
+    // Other merchants' scopes do not see it.
+    assert_eq!(plan(&["--merchant".to_owned(), "m_0,m_2".to_owned()]).0, Some(0));
+    // A bad scope is a usage error.
+    let bad = env.tally(&["replay", "plan", "--from", "2025-10-12", "--to", "2025-10-10"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not before"));
+    // Every plan is an audit record.
+    let plans: i64 =
+        client.query_one("SELECT count(*) FROM audit_log WHERE action = 'replay.plan'", &[]).await.unwrap().get(0);
+    assert_eq!(plans, 12);
+}

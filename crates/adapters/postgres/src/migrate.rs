@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration { version: 15, name: "corrections", sql: include_str!("../../../../migrations/0015_corrections.sql") },
     Migration { version: 16, name: "audit", sql: include_str!("../../../../migrations/0016_audit.sql") },
+    Migration {
+        version: 17,
+        name: "correction_guards",
+        sql: include_str!("../../../../migrations/0017_correction_guards.sql"),
+    },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use tally_domain::Secret;
 
-use crate::note::{NoteError, NoteSigner};
+use crate::note::{NoteError, NoteSigner, NoteVerifier};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -38,6 +38,23 @@ pub enum KeyError {
 }
 
 impl AuditConfig {
+    /// The verifier key of the configured signer, if there is one — never creating a key (a verifier that made
+    /// its own key would check nothing).
+    pub fn verifier(&self) -> Result<Option<NoteVerifier>, KeyError> {
+        let io = |e| KeyError::Io(self.key_file.display().to_string(), e);
+        let signer = match &self.signing_key {
+            Some(key) => Some(NoteSigner::parse(key.expose())?),
+            None if self.key_file.exists() => {
+                Some(NoteSigner::parse(&std::fs::read_to_string(&self.key_file).map_err(io)?)?)
+            }
+            None => None,
+        };
+        Ok(match signer {
+            Some(s) => Some(NoteVerifier::parse(&s.verifier_key())?),
+            None => None,
+        })
+    }
+
     /// The signer: the configured key, else the key file's, else a new key written to the key file (mode 0600,
     /// with its verifier key beside it as `KEY_FILE.pub`). Returns whether it was created.
     pub fn signer(&self) -> Result<(NoteSigner, bool), KeyError> {

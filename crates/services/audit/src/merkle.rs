@@ -81,6 +81,70 @@ fn subproof(m: usize, leaves: &[Hash], whole: bool) -> Vec<Hash> {
     p
 }
 
+/// The tree's levels, built once (bottom-up, pairs left to right, an unpaired last node carried up unchanged: the
+/// same tree as RFC 6962's recursive split), for inclusion proofs in O(log n) and the root of any prefix.
+pub struct Tree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl Tree {
+    pub fn new(leaves: &[Hash]) -> Tree {
+        let mut levels = vec![leaves.to_vec()];
+        while levels.last().is_some_and(|l| l.len() > 1) {
+            let below = levels.last().expect("non-empty");
+            let up = below.chunks(2).map(|p| if p.len() == 2 { node_hash(&p[0], &p[1]) } else { p[0] }).collect();
+            levels.push(up);
+        }
+        Tree { levels }
+    }
+
+    pub fn size(&self) -> usize {
+        self.levels[0].len()
+    }
+
+    /// PATH(index, D[size]) for the whole tree.
+    pub fn inclusion_proof(&self, index: usize) -> Option<Vec<Hash>> {
+        if index >= self.size() {
+            return None;
+        }
+        let mut proof = Vec::new();
+        let mut i = index;
+        for level in &self.levels[..self.levels.len() - 1] {
+            let sibling = i ^ 1;
+            if sibling < level.len() {
+                proof.push(level[sibling]);
+            }
+            i >>= 1;
+        }
+        Some(proof)
+    }
+
+    /// MTH(D[0:size]) for any prefix, from the complete subtrees the prefix is made of (O(log n)).
+    pub fn root(&self, size: usize) -> Option<Hash> {
+        if size > self.size() {
+            return None;
+        }
+        if size == 0 {
+            return Some(tree_hash(&[]));
+        }
+        // The prefix splits into aligned perfect subtrees, largest first; they fold from the right.
+        let mut parts = Vec::new();
+        let mut start = 0;
+        for level in (0..self.levels.len()).rev() {
+            let width = 1usize << level;
+            if size - start >= width {
+                parts.push(self.levels[level][start / width]);
+                start += width;
+            }
+        }
+        let mut acc = parts.pop().expect("size > 0");
+        while let Some(left) = parts.pop() {
+            acc = node_hash(&left, &acc);
+        }
+        Some(acc)
+    }
+}
+
 /// RFC 9162 §2.1.3.2: whether `proof` shows `leaf` at `index` in the tree of `size` leaves with hash `root`.
 pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> bool {
     if index >= size {
@@ -118,7 +182,7 @@ pub fn verify_consistency(first: u64, second: u64, first_root: &Hash, second_roo
         return proof.is_empty() && first_root == second_root;
     }
     if first == 0 {
-        return proof.is_empty();
+        return proof.is_empty() && *first_root == tree_hash(&[]);
     }
     if proof.is_empty() {
         return false;
@@ -178,7 +242,12 @@ mod tests {
                     assert!(!verify_inclusion(((i + 1) % n) as u64, n as u64, &all[i], &proof, &root), "moved {i}");
                 }
             }
+            let tree = Tree::new(&all);
+            for i in 0..n {
+                assert_eq!(tree.inclusion_proof(i), inclusion_proof(i, &all), "levels' proof {i} in {n}");
+            }
             for m in 0..=n {
+                assert_eq!(tree.root(m), Some(tree_hash(&all[..m])), "prefix {m} of {n}");
                 let proof = consistency_proof(m, &all).unwrap();
                 let first = tree_hash(&all[..m]);
                 assert!(verify_consistency(m as u64, n as u64, &first, &root, &proof), "{m} ⊑ {n}");

@@ -75,7 +75,8 @@ impl NoteSigner {
         let (Some(name), Some(hash), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(NoteError::Key("expected PRIVATE+KEY+NAME+HASH+KEY".into()));
         };
-        let bytes = B64.decode(key).map_err(|e| NoteError::Key(e.to_string()))?;
+        // Never the decoder's message: it quotes the offending character of the secret.
+        let bytes = B64.decode(key).map_err(|_| NoteError::Key("the key is not base64".into()))?;
         let [ALG_ED25519, seed @ ..] = bytes.as_slice() else {
             return Err(NoteError::Key("not an Ed25519 key".into()));
         };

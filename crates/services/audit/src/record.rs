@@ -1,6 +1,7 @@
 //! An audit record (I8): who did what to what, why, under which ticket, with the checksums before and after. Its
 //! canonical bytes are the Merkle leaf: compact JSON, fields in one fixed order, every field present (`null` where
-//! it does not apply), object keys sorted (serde_json's map is ordered) — so the bytes an auditor is given are the
+//! it does not apply), object keys sorted (explicitly: a build may enable serde_json's `preserve_order`, which keeps
+//! insertion order) — so the bytes an auditor is given are the
 //! bytes that were hashed, and reading them needs nothing but a JSON parser.
 
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,12 @@ pub struct Record {
 
 impl Record {
     pub fn new(seq: u64, at: String, e: &Entry) -> Record {
+        let sorted = |v: &Option<serde_json::Value>| {
+            v.clone().map(|mut v| {
+                v.sort_all_objects();
+                v
+            })
+        };
         Record {
             v: 1,
             seq,
@@ -56,11 +63,11 @@ impl Record {
             subject: e.subject.clone(),
             reason: e.reason.clone(),
             ticket: e.ticket.clone(),
-            scope: e.scope.clone(),
+            scope: sorted(&e.scope),
             before: e.before.clone(),
             after: e.after.clone(),
             plan: e.plan.clone(),
-            detail: e.detail.clone(),
+            detail: sorted(&e.detail),
         }
     }
 
@@ -72,7 +79,11 @@ impl Record {
     /// A record from its bytes, only if they are its canonical bytes (re-encoding gives the same bytes).
     pub fn parse(bytes: &[u8]) -> Result<Record, String> {
         let r: Record = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if r.canonical() != bytes {
+        let mut sorted = r.clone();
+        for v in [&mut sorted.scope, &mut sorted.detail].into_iter().flatten() {
+            v.sort_all_objects();
+        }
+        if sorted.canonical() != bytes {
             return Err("not in canonical form".into());
         }
         Ok(r)
@@ -99,7 +110,10 @@ mod tests {
             r#"{"v":1,"seq":4,"at":"2026-12-02T00:00:00.000000Z","actor":"ana","action":"recon.break.resolve","subject":"break:b1","reason":null,"ticket":null,"scope":null,"before":null,"after":null,"plan":null,"detail":{"a":[2,3],"z":1}}"#
         );
         assert_eq!(Record::parse(&bytes).unwrap(), r);
-        let spaced = String::from_utf8(bytes).unwrap().replacen(",", ", ", 1);
+        let spaced = String::from_utf8(bytes.clone()).unwrap().replacen(",", ", ", 1);
         assert!(Record::parse(spaced.as_bytes()).is_err());
+        // Keys out of order are not canonical, whatever serde_json's features in this build.
+        let unsorted = String::from_utf8(bytes).unwrap().replacen(r#"{"a":[2,3],"z":1}"#, r#"{"z":1,"a":[2,3]}"#, 1);
+        assert!(Record::parse(unsorted.as_bytes()).is_err());
     }
 }

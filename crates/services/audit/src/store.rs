@@ -158,6 +158,7 @@ pub async fn verify(pool: &Pool, verifier: &NoteVerifier, origin: &str) -> Resul
     let mut report =
         VerifyReport { records: all.len() as u64, problems: check_records(&all), ..VerifyReport::default() };
     let leaves = leaves(&all);
+    let tree = merkle::Tree::new(&leaves);
     let checkpoints = checkpoints(pool).await?;
     report.checkpoints = checkpoints.len() as u64;
     for (size, note) in &checkpoints {
@@ -172,7 +173,7 @@ pub async fn verify(pool: &Pool, verifier: &NoteVerifier, origin: &str) -> Resul
             report.problems.push(format!("checkpoint {size}: signs size {} of origin {:?}", cp.size, cp.origin));
         } else if cp.size > leaves.len() as u64 {
             report.problems.push(format!("checkpoint {size}: the log has only {} records", leaves.len()));
-        } else if merkle::tree_hash(&leaves[..cp.size as usize]) != cp.root {
+        } else if tree.root(cp.size as usize) != Some(cp.root) {
             report.problems.push(format!(
                 "checkpoint {size}: its root is not the tree hash of the first {size} records (changed, dropped or \
                  reordered since it was signed)"
@@ -212,7 +213,7 @@ pub async fn prove(pool: &Pool, seq: u64, verifier: &NoteVerifier) -> Result<Inc
         });
     }
     let leaves = leaves(&all[..size as usize]);
-    let path = merkle::inclusion_proof(seq as usize, &leaves).ok_or(AuditError::NoSuchRecord(seq))?;
+    let path = merkle::Tree::new(&leaves).inclusion_proof(seq as usize).ok_or(AuditError::NoSuchRecord(seq))?;
     if !merkle::verify_inclusion(seq, size, &leaves[seq as usize], &path, &cp.root) {
         return Err(AuditError::Broken(format!("record {seq} does not prove into checkpoint {size}")));
     }
@@ -258,7 +259,8 @@ pub async fn export(pool: &Pool, dir: &std::path::Path, verifier: &NoteVerifier)
         return Err(AuditError::Broken(format!("checkpoint {size} is larger than the log ({})", all.len())));
     }
     let leaves = leaves(&all[..size as usize]);
-    if merkle::tree_hash(&leaves) != cp.root {
+    let tree = merkle::Tree::new(&leaves);
+    if tree.root(leaves.len()) != Some(cp.root) {
         return Err(AuditError::Broken(format!("checkpoint {size} does not match the log")));
     }
     for sub in ["records", "proofs"] {
@@ -267,12 +269,14 @@ pub async fn export(pool: &Pool, dir: &std::path::Path, verifier: &NoteVerifier)
     let write = |path: std::path::PathBuf, bytes: &[u8]| std::fs::write(&path, bytes).map_err(io(&path));
     for (i, r) in all[..size as usize].iter().enumerate() {
         write(dir.join("records").join(format!("{i:08}")), &r.record)?;
-        let path = merkle::inclusion_proof(i, &leaves).expect("in range");
+        let path = tree.inclusion_proof(i).expect("in range");
         let text: String = path.iter().map(|h| format!("{}\n", b64.encode(h))).collect();
         write(dir.join("proofs").join(format!("{i:08}")), text.as_bytes())?;
     }
     write(dir.join("checkpoint"), note.as_bytes())?;
-    let previous = cps.iter().rev().nth(1).cloned();
+    // The newest earlier head that signs records (an empty tree's head proves nothing, and Go's CheckTree takes
+    // none).
+    let previous = cps.iter().rev().skip(1).find(|(s, _)| *s > 0 && *s < size).cloned();
     if let Some((psize, pnote)) = &previous {
         write(dir.join("checkpoint.previous"), pnote.as_bytes())?;
         let proof = merkle::consistency_proof(*psize as usize, &leaves).expect("a smaller checkpoint");

@@ -438,6 +438,7 @@ async fn record(
                        FROM recon_breaks b
                       WHERE b.psp = ANY($2) AND b.break_id <> ALL($1)
                         AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)
+                     ON CONFLICT (break_id) DO NOTHING
                      RETURNING break_id",
                     &[&ids, &psps, &actor, &reason],
                 )
@@ -453,6 +454,7 @@ async fn record(
                        FROM recon_breaks b
                       WHERE b.kind = 'missing_batch' AND b.break_id <> ALL($1) AND b.found_by = $2
                         AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)
+                     ON CONFLICT (break_id) DO NOTHING
                      RETURNING break_id",
                     &[&ids, &actor, &reason],
                 )
@@ -468,6 +470,7 @@ async fn record(
                        FROM recon_breaks b
                       WHERE b.payment_id = ANY($2) AND b.break_id <> ALL($1) AND b.found_by = $3
                         AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)
+                     ON CONFLICT (break_id) DO NOTHING
                      RETURNING break_id",
                     &[&ids, &payments, &actor, &reason],
                 )

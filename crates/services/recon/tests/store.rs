@@ -345,11 +345,27 @@ async fn a_correction_journal_is_booked_only_with_a_second_operators_approval_of
     .unwrap();
     let tampered = tx.commit().await.unwrap_err();
     assert!(format!("{tampered:?}").contains("not the approved journal"), "{tampered:?}");
-    raw.batch_execute(&format!(
+    let append = format!(
         "INSERT INTO entries (journal_id, account, currency, amount_minor, correction_id, processor_version)
          VALUES ({j}, 'psp_fees', 'EUR', 5, '{c}', 'x'), ({j}, 'cash:stripe', 'EUR', -5, '{c}', 'x')",
         j = booked.journal_id,
         c = booked.correction_id
+    );
+    let later = raw.batch_execute(&append).await.unwrap_err();
+    assert!(format!("{later:?}").contains("not the approved journal"), "{later:?}");
+    // An entry naming another journal's correction (or fact) is refused outright.
+    let misnamed = raw
+        .batch_execute(&format!(
+            "INSERT INTO entries (journal_id, account, currency, amount_minor, fact_key, topic, kafka_partition,
+                kafka_offset, processor_version) VALUES ({}, 'psp_fees', 'EUR', 5, gen_random_uuid(), 't', 0, 0, 'x')",
+            booked.journal_id
+        ))
+        .await
+        .unwrap_err();
+    assert!(format!("{misnamed:?}").contains("another fact or correction"), "{misnamed:?}");
+    // With the triggers switched off (an administrator), the append goes in, and verify finds it.
+    raw.batch_execute(&format!(
+        "ALTER TABLE entries DISABLE TRIGGER USER; {append}; ALTER TABLE entries ENABLE TRIGGER USER;"
     ))
     .await
     .unwrap();

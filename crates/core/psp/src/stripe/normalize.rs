@@ -323,11 +323,6 @@ impl Ctx<'_> {
         Ok(fact)
     }
 
-    /// The facts a reinstatement or a closed dispute states, from the money its balance transactions moved: what
-    /// was withdrawn (the disputed amount), what reinstating transactions returned (`chargeback_won`, possibly
-    /// part of it) and, once closed, what stays withdrawn (`chargeback_lost`). The opening is stated too, so that a
-    /// reinstatement that arrives first still nets correctly. `Err` is an exception to review.
-    #[allow(clippy::type_complexity)]
     /// The dispute fees its balance transactions state, one `fee` fact per transaction (keyed by its id).
     fn dispute_fees(&self, dp: &Dispute, bts: &[BalanceTransaction]) -> Result<Vec<PaymentEvent>, NormalizeError> {
         bts.iter()
@@ -340,6 +335,11 @@ impl Ctx<'_> {
             .collect()
     }
 
+    /// The facts a reinstatement or a closed dispute states, from the money its balance transactions moved: what
+    /// was withdrawn (the disputed amount), what reinstating transactions returned (`chargeback_won`, possibly
+    /// part of it) and, once closed, what stays withdrawn (`chargeback_lost`). The opening is stated too, so that a
+    /// reinstatement that arrives first still nets correctly. `Err` is an exception to review.
+    #[allow(clippy::type_complexity)]
     fn dispute_outcome(&self, dp: &Dispute) -> Result<Result<Vec<PaymentEvent>, String>, NormalizeError> {
         let Some(bts) = dp.balance_transactions.as_ref() else {
             return Ok(Err("the dispute lists no balance_transactions: the money it moved cannot be read".into()));

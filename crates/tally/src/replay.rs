@@ -1,0 +1,159 @@
+//! `tally replay plan`: a scope resolved in the archive, recomputed, and diffed against the live ledger
+//! (tally_replay). Apply comes with issue 16's next part.
+
+// Progress rates and ETAs, never money: the workspace-wide float ban does not apply here.
+#![allow(clippy::float_arithmetic)]
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use tally_replay::scope::Scope;
+
+use crate::config::Config;
+
+#[derive(Subcommand)]
+pub enum ReplayCommand {
+    /// Resolves a scope to exact archived records, recomputes what the ledger should hold for them with the
+    /// current code, and diffs it against the live rows (read-only). Exit 0: empty diff; 1: differences.
+    Plan(PlanArgs),
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// Merchants, comma-separated (default: all).
+    #[arg(long)]
+    merchant: Option<String>,
+    /// Event time from (UTC; YYYY-MM-DD or RFC 3339), inclusive.
+    #[arg(long)]
+    from: Option<String>,
+    /// Event time to, exclusive.
+    #[arg(long)]
+    to: Option<String>,
+    /// Kinds, comma-separated (captured, refunded, settled_credit, …; default: all).
+    #[arg(long)]
+    kind: Option<String>,
+    #[arg(long)]
+    psp: Option<String>,
+    /// Write the plan (JSON, with its hash) here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Who plans it, for the audit record (default: $TALLY_OPERATOR, else the login).
+    #[arg(long, env = "TALLY_OPERATOR")]
+    actor: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: ReplayCommand, config: &Config) -> Result<ExitCode> {
+    let ReplayCommand::Plan(args) = cmd;
+    let scope = match Scope::parse(
+        args.merchant.as_deref(),
+        args.from.as_deref(),
+        args.to.as_deref(),
+        args.kind.as_deref(),
+        args.psp.as_deref(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let actor = args
+        .actor
+        .filter(|a| !a.trim().is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "tally replay plan".into());
+    crate::archive::runtime()?.block_on(async {
+        let pool = tally_postgres::pool(&config.postgres)?;
+        tally_postgres::migrate(&pool).await?;
+        let objects = tally_archive::objects::Objects::open(&config.archive.location)?;
+        let started = Instant::now();
+        let terminal = std::io::stderr().is_terminal();
+        let mut progress = move |done: u64, total: u64, records: u64| {
+            if terminal {
+                let secs = started.elapsed().as_secs_f64().max(1e-3);
+                let eta = if done > 0 { secs / done as f64 * (total - done) as f64 } else { 0.0 };
+                eprint!(
+                    "\r  reading the archive: {done}/{total} files, {records} records, {:.0} records/s, ETA {eta:.0} s   ",
+                    records as f64 / secs
+                );
+                if done == total {
+                    eprintln!();
+                }
+            }
+        };
+        let plan = tally_replay::plan(&pool, &objects, &scope, &mut progress).await?;
+        let seq = tally_replay::audit_plan(&pool, &plan, &actor).await?;
+        if let Some(out) = &args.out {
+            std::fs::write(out, serde_json::to_vec_pretty(&plan)?).with_context(|| format!("writing {}", out.display()))?;
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print!("{}", render(&plan, started.elapsed().as_secs_f64()));
+            println!("audit record {seq} (replay.plan by {actor})");
+            if let Some(out) = &args.out {
+                println!("plan written to {}", out.display());
+            }
+        }
+        Ok(if plan.diff.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    })
+}
+
+fn render(plan: &tally_replay::Plan, secs: f64) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "scope {}", serde_json::to_string(&plan.scope).unwrap_or_default());
+    let _ = writeln!(
+        s,
+        "resolved to {} archived records ({} facts; checksum {}) from {} files, {} records read in {secs:.1} s \
+         ({:.0} records/s){}",
+        plan.records,
+        plan.facts,
+        plan.records_checksum,
+        plan.read.files,
+        plan.read.records,
+        plan.read.records as f64 / secs.max(1e-3),
+        if plan.read.undecodable > 0 { format!(", {} undecodable", plan.read.undecodable) } else { String::new() }
+    );
+    let d = &plan.diff;
+    let _ = writeln!(
+        s,
+        "diff: {} unchanged, {} would change, {} missing, {} unexpected; {} booked but not archived yet (not compared)",
+        d.unchanged,
+        d.would_change.len(),
+        d.missing.len(),
+        d.unexpected.len(),
+        plan.not_archived_yet
+    );
+    if !d.impact.is_empty() {
+        let _ = writeln!(s, "money impact (what applying would post; debit +, credit −):");
+        for (account, currency, minor) in &d.impact {
+            let _ = writeln!(s, "  {account:<44} {currency} {minor:>16}");
+        }
+    }
+    for (what, list) in [("would change", &d.would_change), ("missing", &d.missing), ("unexpected", &d.unexpected)] {
+        for c in list.iter().take(10) {
+            let _ = writeln!(
+                s,
+                "  {what:<12} {} {} {}: live {:?} → expected {:?}",
+                c.fact_key.0, c.payment_id, c.kind, c.live, c.expected
+            );
+        }
+        if list.len() > 10 {
+            let _ = writeln!(s, "  … {} more {what}", list.len() - 10);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "{} (plan {})",
+        if d.is_empty() { "EMPTY DIFF: nothing to replay" } else { "DIFFERENCES FOUND" },
+        plan.hash
+    );
+    s
+}
