@@ -131,6 +131,7 @@ pub fn run(args: DemoArgs, mut config: Config) -> Result<ExitCode> {
         let mut report = check(&pool, &dir, &config).await?;
         report.rows.push(psp_recon_oracle(&dir, &psp_recon, files.len())?);
         report.rows.push(settlement_oracle(&pool, &dir, &files, settlement_facts).await?);
+        report.rows.push(replay_oracle(&pool, &config).await?);
         report.rows.push(audit_oracle(&pool, &config).await?);
         // A stalled sink leaves ranges unread, which recon does not count against the ledger: quiescence is part of
         // the proof (issue 13, item 3).
@@ -215,6 +216,42 @@ async fn settlement_facts_booked(pool: &deadpool_postgres::Pool, files: &[String
         )
         .await?
         .get(0))
+}
+
+/// Replaying unchanged data yields an empty diff (I5): a replay plan over this run's busiest merchant (by its
+/// webhook facts; its settlement lines come along), from the
+/// archive, recomputed with the current rules against the ledger it just booked. (Its audit record is the plan's.)
+async fn replay_oracle(pool: &deadpool_postgres::Pool, config: &Config) -> Result<(String, Option<bool>, String)> {
+    let merchant: Option<String> = pool
+        .get()
+        .await?
+        .query_opt(
+            "SELECT merchant_id FROM event_log WHERE starts_with(topic, $1) AND source = 'webhook'
+              GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
+            &[&config.kafka.topic_prefix],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let name = "replay plan, one merchant: empty diff".to_owned();
+    let Some(merchant) = merchant else { return Ok((name, Some(false), "no merchant booked in this run".into())) };
+    let scope = tally_replay::scope::Scope { merchants: vec![merchant.clone()], ..Default::default() };
+    let objects = tally_archive::Objects::open(&config.archive.location)?;
+    let plan = tally_replay::plan(pool, &objects, &scope, &mut |_, _, _| {}).await?;
+    tally_replay::audit_plan(pool, &plan, "tally demo").await?;
+    let d = &plan.diff;
+    Ok((
+        name,
+        Some(d.is_empty() && plan.facts > 0),
+        format!(
+            "{merchant}: {} facts from {} archived records, {} unchanged, {} would change, {} missing, {} unexpected",
+            plan.facts,
+            plan.records,
+            d.unchanged,
+            d.would_change.len(),
+            d.missing.len(),
+            d.unexpected.len()
+        ),
+    ))
 }
 
 /// The audit log (I8) verifies: a checkpoint signed now, and every checkpoint ever signed, is the tree hash of the

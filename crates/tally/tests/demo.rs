@@ -50,6 +50,15 @@ fn the_demo_pipeline_books_a_generated_workload_with_every_oracle_green() {
         ] {
             assert!(stdout.contains(oracle), "missing `{oracle}` in:\n{stdout}");
         }
+        // Replaying this run's busiest merchant from the archive changes nothing (I5); the audit log verifies (I8).
+        for oracle in ["replay plan, one merchant: empty diff", "audit log verifies (signed checkpoints = its records)"]
+        {
+            let line = stdout
+                .lines()
+                .find(|l| l.contains(oracle))
+                .unwrap_or_else(|| panic!("missing `{oracle}` in:\n{stdout}"));
+            assert!(line[line.find(oracle).unwrap() + oracle.len()..].trim_start().starts_with("ok"), "{line}");
+        }
         assert!(stdout.contains("oracles               all green"), "{stdout}");
         let number = |label: &str| -> u64 {
             let line = stdout
