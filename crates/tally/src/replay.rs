@@ -20,6 +20,27 @@ pub enum ReplayCommand {
     /// Resolves a scope to exact archived records, recomputes what the ledger should hold for them with the
     /// current code, and diffs it against the live rows (read-only). Exit 0: empty diff; 1: differences.
     Plan(PlanArgs),
+    /// Books a plan's diff as correction journals (a reversal and a re-post per changed fact, tagged with the
+    /// replay id), in one transaction with its audit record. Refused if the plan was edited or is stale; the same
+    /// plan twice changes nothing. A plan that moves money needs a second operator (--approved-by).
+    Apply(ApplyArgs),
+}
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    plan: PathBuf,
+    #[arg(long)]
+    reason: String,
+    #[arg(long)]
+    ticket: String,
+    /// The second operator who approved the plan (required when it moves money).
+    #[arg(long)]
+    approved_by: Option<String>,
+    /// Who applies it (default: $TALLY_OPERATOR).
+    #[arg(long, env = "TALLY_OPERATOR")]
+    actor: Option<String>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -49,7 +70,10 @@ pub struct PlanArgs {
 }
 
 pub fn run(cmd: ReplayCommand, config: &Config) -> Result<ExitCode> {
-    let ReplayCommand::Plan(args) = cmd;
+    let args = match cmd {
+        ReplayCommand::Plan(args) => args,
+        ReplayCommand::Apply(args) => return apply(args, config),
+    };
     let scope = match Scope::parse(
         args.merchant.as_deref(),
         args.from.as_deref(),
@@ -156,4 +180,61 @@ fn render(plan: &tally_replay::Plan, secs: f64) -> String {
         plan.hash
     );
     s
+}
+
+fn apply(args: ApplyArgs, config: &Config) -> Result<ExitCode> {
+    let bytes = std::fs::read(&args.plan).with_context(|| format!("reading {}", args.plan.display()))?;
+    let plan: tally_replay::Plan = match serde_json::from_slice(&bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}: not a replay plan: {e}", args.plan.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let Some(actor) = args.actor.filter(|a| !a.trim().is_empty()) else {
+        eprintln!("who applies it? --actor NAME or TALLY_OPERATOR (an apply is attributable)");
+        return Ok(ExitCode::from(2));
+    };
+    crate::archive::runtime()?.block_on(async {
+        let pool = tally_postgres::pool(&config.postgres)?;
+        tally_postgres::migrate(&pool).await?;
+        let objects = tally_archive::objects::Objects::open(&config.archive.location)?;
+        let who = tally_replay::Approval {
+            actor: &actor,
+            approved_by: args.approved_by.as_deref(),
+            reason: &args.reason,
+            ticket: &args.ticket,
+        };
+        match tally_replay::apply(&pool, &objects, &plan, who).await {
+            Ok(applied) if args.json => {
+                println!("{}", serde_json::to_string_pretty(&applied)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(applied) => {
+                match (&applied.applied_before, applied.corrections) {
+                    (Some((by, at)), _) => println!("plan {} was applied by {by} at {at}: nothing done", plan.hash),
+                    (None, 0) => println!("plan {}: nothing to apply (an empty diff): nothing done", plan.hash),
+                    (None, n) => println!(
+                        "replay {} applied: {n} correction journals ({} facts re-posted, {} reversed), approved by {}",
+                        applied.replay_id,
+                        plan.diff.would_change.len(),
+                        plan.diff.unexpected.len(),
+                        args.approved_by.as_deref().unwrap_or("-")
+                    ),
+                }
+                if applied.missing_not_applied > 0 {
+                    println!(
+                        "{} missing facts not applied: the ledger's sink books them (`tally recon completeness`)",
+                        applied.missing_not_applied
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e @ tally_replay::ApplyError::Replay(_)) => Err(e.into()),
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(2))
+            }
+        }
+    })
 }

@@ -734,12 +734,26 @@ async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactl
     client
         .batch_execute(&format!(
             "ALTER TABLE entries DISABLE TRIGGER USER;
-             UPDATE entries SET amount_minor = -amount_minor WHERE fact_key = '{}';
-             ALTER TABLE entries ENABLE TRIGGER USER;",
-            wrong.fact_key().0
+             UPDATE entries SET amount_minor = -amount_minor WHERE fact_key = '{key}';
+             ALTER TABLE entries ENABLE TRIGGER USER;
+             UPDATE account_balances SET balance_minor = balance_minor - 2 * {m}
+              WHERE account = 'psp_receivable:{psp}' AND currency = 'EUR';
+             UPDATE account_balances SET balance_minor = balance_minor + 2 * {m}
+              WHERE account = 'merchant_payable:m_1' AND currency = 'EUR';",
+            key = wrong.fact_key().0,
+            m = wrong.money.amount.minor(),
+            psp = wrong.psp.as_str()
         ))
         .await
         .unwrap();
+    let balances = || async {
+        let rows = client
+            .query("SELECT account, balance_minor FROM account_balances WHERE account IN ('merchant_payable:m_1', 'psp_receivable:stripe', 'psp_receivable:adyen') ORDER BY 1", &[])
+            .await
+            .unwrap();
+        rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1))).collect::<Vec<_>>()
+    };
+    let wrong_balances = balances().await;
     let (code, p) = plan(&["--merchant".to_owned(), "m_1".to_owned()]);
     assert_eq!(code, Some(1), "{p}");
     let changes = p["diff"]["would_change"].as_array().unwrap();
@@ -758,6 +772,77 @@ async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactl
     );
     // Other merchants' scopes do not see it.
     assert_eq!(plan(&["--merchant".to_owned(), "m_0,m_2".to_owned()]).0, Some(0));
+
+    // Apply (§3): the plan for m_1 and, made at the same time, one for m_1 and m_0.
+    let dir = std::path::PathBuf::from(&env.archive.location);
+    let (p1, p2) = (dir.join("plan-m1.json").display().to_string(), dir.join("plan-m0m1.json").display().to_string());
+    assert_eq!(env.tally(&["replay", "plan", "--merchant", "m_1", "--out", &p1]).status.code(), Some(1));
+    assert_eq!(env.tally(&["replay", "plan", "--merchant", "m_1,m_0", "--out", &p2]).status.code(), Some(1));
+    let apply = |path: &str, extra: &[&str]| {
+        let mut args = vec![
+            "replay",
+            "apply",
+            path,
+            "--reason",
+            "an older processor posted a capture backwards",
+            "--ticket",
+            "FIN-21",
+            "--actor",
+            "ana",
+        ];
+        args.extend_from_slice(extra);
+        let out = env.tally(&args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = apply(&p1, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--approved-by"), "{err}");
+    let (code, _, err) = apply(&p1, &["--approved-by", "ana"]);
+    assert_eq!(code, Some(2), "{err}");
+    // An edited plan is refused (its hash is no longer its content's).
+    let edited = dir.join("plan-edited.json");
+    std::fs::write(&edited, std::fs::read_to_string(&p1).unwrap().replacen("\"unchanged\": ", "\"unchanged\": 1", 1))
+        .unwrap();
+    let (code, _, err) = apply(&edited.display().to_string(), &["--approved-by", "bob"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(balances().await, wrong_balances, "nothing was booked by a refused apply");
+    let (code, out, err) = apply(&p1, &["--approved-by", "bob"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("2 correction journals (1 facts re-posted, 0 reversed)"), "{out}");
+    // The reversal and the re-post, tagged with the replay id, put the books right: the diff is empty now, the
+    // balances are what the correct posting would have made them, and the ledger verifies.
+    let (code, p) = plan(&["--merchant".to_owned(), "m_1".to_owned()]);
+    assert_eq!(code, Some(0), "{p}");
+    let fixed = balances().await;
+    let moved = |account: &str, from: &[(String, i64)], to: &[(String, i64)]| {
+        let get = |v: &[(String, i64)]| v.iter().find(|(a, _)| a == account).map(|(_, b)| *b).unwrap();
+        get(to) - get(from)
+    };
+    assert_eq!(moved("merchant_payable:m_1", &wrong_balances, &fixed), -2 * m);
+    assert_eq!(moved(&format!("psp_receivable:{}", wrong.psp.as_str()), &wrong_balances, &fixed), 2 * m);
+    let verify = env.tally(&["ledger", "verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));
+    let tagged: i64 = client
+        .query_one("SELECT count(*) FROM entries WHERE replay_id IS NOT NULL AND correction_id IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tagged, 4, "two legs reversed, two re-posted");
+    // The same plan again: nothing; the other plan, made before the books changed: stale.
+    let (code, out, _) = apply(&p1, &["--approved-by", "bob"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("was applied by ana"), "{out}");
+    let (code, _, err) = apply(&p2, &["--approved-by", "bob"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("stale"), "{err}");
+    assert_eq!(balances().await, fixed);
+    let applies: i64 =
+        client.query_one("SELECT count(*) FROM audit_log WHERE action = 'replay.apply'", &[]).await.unwrap().get(0);
+    assert_eq!(applies, 1);
     // A bad scope is a usage error.
     let bad = env.tally(&["replay", "plan", "--from", "2025-10-12", "--to", "2025-10-10"]);
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
@@ -765,5 +850,5 @@ async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactl
     // Every plan is an audit record.
     let plans: i64 =
         client.query_one("SELECT count(*) FROM audit_log WHERE action = 'replay.plan'", &[]).await.unwrap().get(0);
-    assert_eq!(plans, 12);
+    assert_eq!(plans, 15);
 }

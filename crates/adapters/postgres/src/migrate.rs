@@ -62,6 +62,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "correction_guards",
         sql: include_str!("../../../../migrations/0017_correction_guards.sql"),
     },
+    Migration { version: 18, name: "replay", sql: include_str!("../../../../migrations/0018_replay.sql") },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.

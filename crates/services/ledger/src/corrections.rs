@@ -101,6 +101,13 @@ pub fn correction_id(cause: &str) -> Uuid {
     Uuid::new_v5(&Uuid::from_u128(0x7a11_c077_ec71_0000_0000_0000_0000_0015), cause.as_bytes())
 }
 
+/// What a correction corrects, where it is one fact's (a replay's reversal or re-post): the fact, and the replay.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Link {
+    pub fact_key: Option<Uuid>,
+    pub replay_id: Option<Uuid>,
+}
+
 /// Books `correction` in `tx`: its record, one journal, its entries in order and the balances. The caller commits
 /// (with its own record of why, e.g. the break's resolution); the database checks the binding at commit.
 pub async fn book(
@@ -108,12 +115,33 @@ pub async fn book(
     correction: &Correction,
     approval: Approval<'_>,
 ) -> Result<Booked, tokio_postgres::Error> {
+    book_linked(tx, correction, approval, Link::default()).await
+}
+
+/// [`book`], naming the fact it corrects and the replay that books it (on the record and on every entry, I6).
+pub async fn book_linked(
+    tx: &tokio_postgres::Transaction<'_>,
+    correction: &Correction,
+    approval: Approval<'_>,
+    link: Link,
+) -> Result<Booked, tokio_postgres::Error> {
     let id = correction_id(correction.cause());
     let hash = sha256(correction);
     tx.execute(
-        "INSERT INTO ledger_corrections (correction_id, cause, journal_sha256, proposed_by, approved_by, reason, ticket)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[&id, &correction.cause(), &hash, &approval.proposed_by, &approval.approved_by, &approval.reason, &approval.ticket],
+        "INSERT INTO ledger_corrections (correction_id, cause, journal_sha256, proposed_by, approved_by, reason, ticket,
+            fact_key, replay_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &id,
+            &correction.cause(),
+            &hash,
+            &approval.proposed_by,
+            &approval.approved_by,
+            &approval.reason,
+            &approval.ticket,
+            &link.fact_key,
+            &link.replay_id,
+        ],
     )
     .await?;
     let journal_id: i64 = tx
@@ -125,10 +153,11 @@ pub async fn book(
     let currencies: Vec<&str> = entries.iter().map(|e| e.money.currency.code()).collect();
     let amounts: Vec<i64> = entries.iter().map(|e| e.money.amount.minor()).collect();
     tx.execute(
-        "INSERT INTO entries (journal_id, account, currency, amount_minor, correction_id, processor_version)
-         SELECT $1, u.a, u.c, u.m, $5, $6 FROM unnest($2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS u(a, c, m, n)
+        "INSERT INTO entries (journal_id, account, currency, amount_minor, correction_id, processor_version, replay_id)
+         SELECT $1, u.a, u.c, u.m, $5, $6, $7
+           FROM unnest($2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS u(a, c, m, n)
           ORDER BY u.n",
-        &[&journal_id, &accounts, &currencies, &amounts, &id, &PROCESSOR_VERSION],
+        &[&journal_id, &accounts, &currencies, &amounts, &id, &PROCESSOR_VERSION, &link.replay_id],
     )
     .await?;
     // Sorted keys, as the sink's batches take them: the balance rows are locked in one order.

@@ -1,6 +1,8 @@
 //! Scoped replay (issue 16, DESIGN §13): a scope resolved to exact archived records, recomputed with the current
 //! code, and diffed against the live ledger by a canonical hash per fact (`tally replay plan`). Replaying unchanged
-//! data yields an empty diff. (Apply — reversal and re-post journals — and the warehouse's side are the next part.)
+//! data yields an empty diff. `tally replay apply` books the diff as correction journals — per changed fact a
+//! reversal of what the ledger holds and a re-post of what the rules post — in one transaction with the plan's
+//! application and its audit record. (The warehouse's side of a replay is the next part.)
 
 pub mod plan;
 pub mod resolve;
@@ -114,11 +116,20 @@ pub async fn plan(
                         AND ($3::bigint IS NULL OR occurred_at >= to_timestamp($3 / 1e6))
                         AND ($4::bigint IS NULL OR occurred_at < to_timestamp($4 / 1e6))
                         AND ($5::text[] IS NULL OR kind = ANY($5))
-                        AND ($6::text IS NULL OR psp = $6)))
+                        AND ($6::text IS NULL OR psp = $6))),
+             -- A fact's books: its own journal, and the corrections booked for it (a replay's reversal and re-post).
+             legs AS (
+                SELECT j.fact_key, e.account, e.currency, e.amount_minor
+                  FROM journals j JOIN entries e ON e.journal_id = j.journal_id
+                 WHERE j.fact_key IN (SELECT fact_key FROM facts)
+                UNION ALL
+                SELECT c.fact_key, e.account, e.currency, e.amount_minor
+                  FROM ledger_corrections c JOIN journals j ON j.correction_id = c.correction_id
+                  JOIN entries e ON e.journal_id = j.journal_id
+                 WHERE c.fact_key IN (SELECT fact_key FROM facts))
              SELECT f.fact_key, f.payment_id, f.kind, f.topic, f.kafka_partition, f.kafka_offset,
-                    e.account, e.currency, e.amount_minor
-               FROM facts f LEFT JOIN journals j ON j.fact_key = f.fact_key
-               LEFT JOIN entries e ON e.journal_id = j.journal_id",
+                    l.account, l.currency, l.amount_minor
+               FROM facts f LEFT JOIN legs l ON l.fact_key = f.fact_key",
             &[&keys, &merchants, &micros(scope.from), &micros(scope.to), &kinds, &scope.psp.map(|p| p.as_str())],
         )
         .await?;
@@ -232,4 +243,184 @@ pub async fn audit_plan(pool: &Pool, plan: &Plan, actor: &str) -> Result<u64, Re
     let seq = tally_audit::append(&tx, &entry).await?;
     tx.commit().await?;
     Ok(seq)
+}
+
+/// Why an apply did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    #[error("the plan's hash is not its content's: it was edited, or is not a plan")]
+    NotSealed,
+    #[error("stale plan: {0}; plan again")]
+    Stale(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<tokio_postgres::Error> for ApplyError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ApplyError::Replay(ReplayError::Db(e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApplyError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        ApplyError::Replay(ReplayError::from(e))
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    pub replay_id: uuid::Uuid,
+    /// Correction journals booked (0: nothing to apply, or applied before).
+    pub corrections: usize,
+    /// The plan was applied before: by whom, when. Applying it again changed nothing.
+    pub applied_before: Option<(String, String)>,
+    /// Facts the archive holds and the ledger never booked: the ledger's sink books them (or completeness recon
+    /// finds them), never a replay — booking them here could race the sink into a double booking.
+    pub missing_not_applied: usize,
+}
+
+/// Who applies a plan, who approved it, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Approval<'a> {
+    pub actor: &'a str,
+    pub approved_by: Option<&'a str>,
+    pub reason: &'a str,
+    pub ticket: &'a str,
+}
+
+const REPLAY_LOCK: i64 = 0x7a11_4e91;
+
+fn legs_correction(
+    cause: String,
+    legs: &plan::Legs,
+    sign: i64,
+) -> Result<tally_domain::ledger::Correction, ApplyError> {
+    let entries = legs
+        .iter()
+        .map(|(a, c, m)| {
+            let account = a.parse().map_err(|e: String| ApplyError::Refused(format!("{cause}: {e}")))?;
+            let currency = tally_money::Currency::from_code(c).map_err(|e| ApplyError::Refused(e.to_string()))?;
+            Ok(tally_domain::ledger::Entry {
+                account,
+                money: tally_money::Money::new(tally_money::Amount::from_minor(sign * m), currency),
+            })
+        })
+        .collect::<Result<Vec<_>, ApplyError>>()?;
+    tally_domain::ledger::Correction::new(cause, entries).map_err(|e| ApplyError::Refused(e.to_string()))
+}
+
+/// Applies a plan to the ledger: refused unless its hash is its content's, money-moving plans need a second
+/// operator's approval, and a plan whose base no longer matches the live ledger (or whose scope resolves to other
+/// records now) is stale. In one transaction, under a lock that serialises applies: the application record, per
+/// fact that would change a reversal of what the ledger holds and a re-post of what the rules post (per unexpected
+/// fact a reversal), each a correction journal naming the fact and tagged with the replay id, and the audit record.
+/// The same plan twice: the second changes nothing and says when the first was applied.
+pub async fn apply(pool: &Pool, objects: &Objects, plan: &Plan, who: Approval<'_>) -> Result<Applied, ApplyError> {
+    if !plan.is_sealed() {
+        return Err(ApplyError::NotSealed);
+    }
+    if who.reason.trim().is_empty() || who.ticket.trim().is_empty() || who.actor.trim().is_empty() {
+        return Err(ApplyError::Refused("an apply needs an actor, a reason and a ticket".into()));
+    }
+    let replay_id =
+        uuid::Uuid::new_v5(&uuid::Uuid::from_u128(0x7a11_4e91_0000_0000_0000_0000_0000_0016), plan.hash.as_bytes());
+    let d = &plan.diff;
+    let mut applied = Applied { replay_id, corrections: 0, applied_before: None, missing_not_applied: d.missing.len() };
+    let mut client = pool.get().await?;
+    if let Some(r) = client
+        .query_opt(
+            "SELECT applied_by, to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+               FROM replay_applications WHERE plan_sha256 = $1",
+            &[&plan.hash],
+        )
+        .await?
+    {
+        applied.applied_before = Some((r.get(0), r.get(1)));
+        return Ok(applied);
+    }
+    if d.would_change.is_empty() && d.unexpected.is_empty() {
+        return Ok(applied);
+    }
+    let approver = who.approved_by.filter(|a| !a.trim().is_empty()).ok_or_else(|| {
+        ApplyError::Refused("a replay that moves money needs --approved-by (a second operator)".into())
+    })?;
+    if approver == who.actor {
+        return Err(ApplyError::Refused(format!("{approver} applies this plan: a second operator approves it")));
+    }
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REPLAY_LOCK]).await?;
+    // Under the lock no other apply commits: what the ledger holds now is what this one corrects.
+    let fresh = self::plan(pool, objects, &plan.scope, &mut |_, _, _| {}).await?;
+    if fresh.records_checksum != plan.records_checksum {
+        return Err(ApplyError::Stale("the scope resolves to other archived records now".into()));
+    }
+    if fresh.base_checksum != plan.base_checksum {
+        return Err(ApplyError::Stale("the ledger's books for the scope changed since the plan was made".into()));
+    }
+    let approval = tally_ledger::corrections::Approval {
+        proposed_by: who.actor,
+        approved_by: approver,
+        reason: who.reason,
+        ticket: who.ticket,
+    };
+    let mut corrections = Vec::new();
+    for c in &d.would_change {
+        let reversal = format!("replay:{}:{}:reversal", plan.hash, c.fact_key.0);
+        corrections.push((c.fact_key, legs_correction(reversal, &c.live, -1)?));
+        let repost = format!("replay:{}:{}:repost", plan.hash, c.fact_key.0);
+        corrections.push((c.fact_key, legs_correction(repost, &c.expected, 1)?));
+    }
+    for c in &d.unexpected {
+        let reversal = format!("replay:{}:{}:reversal", plan.hash, c.fact_key.0);
+        corrections.push((c.fact_key, legs_correction(reversal, &c.live, -1)?));
+    }
+    tx.execute(
+        "INSERT INTO replay_applications (plan_sha256, replay_id, scope, base_checksum, applied_by, approved_by, reason,
+            ticket, corrections)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &plan.hash,
+            &replay_id,
+            &serde_json::to_value(&plan.scope).expect("plain data"),
+            &plan.base_checksum,
+            &who.actor,
+            &approver,
+            &who.reason,
+            &who.ticket,
+            &(corrections.len() as i32),
+        ],
+    )
+    .await?;
+    for (fact, correction) in &corrections {
+        let link = tally_ledger::corrections::Link { fact_key: Some(fact.0), replay_id: Some(replay_id) };
+        tally_ledger::corrections::book_linked(&tx, correction, approval, link).await?;
+    }
+    let entry = tally_audit::Entry {
+        actor: who.actor.to_owned(),
+        action: "replay.apply".into(),
+        subject: Some(format!("plan:{}", plan.hash)),
+        reason: Some(who.reason.to_owned()),
+        ticket: Some(who.ticket.to_owned()),
+        scope: Some(serde_json::to_value(&plan.scope).expect("plain data")),
+        before: Some(plan.base_checksum.clone()),
+        plan: Some(plan.hash.clone()),
+        detail: Some(serde_json::json!({
+            "replay_id": replay_id.to_string(),
+            "approved_by": approver,
+            "corrections": corrections.len(),
+            "would_change": d.would_change.len(),
+            "unexpected": d.unexpected.len(),
+            "missing_not_applied": d.missing.len(),
+            "impact": d.impact,
+        })),
+        ..tally_audit::Entry::default()
+    };
+    tally_audit::append(&tx, &entry).await?;
+    tx.commit().await?;
+    applied.corrections = corrections.len();
+    Ok(applied)
 }
