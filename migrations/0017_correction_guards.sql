@@ -10,15 +10,17 @@ CREATE TABLE ledger_pending_corrections (
 CREATE OR REPLACE FUNCTION ledger_note_entries() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     orphan bigint;
+    missing boolean;
 BEGIN
-    SELECT a.journal_id INTO orphan FROM added a
-     WHERE NOT EXISTS (SELECT 1 FROM journals j WHERE j.journal_id = a.journal_id) LIMIT 1;
-    IF FOUND THEN
+    -- One probe of journals per entry: the journal exists, and the entry names its fact or correction.
+    SELECT a.journal_id, j.journal_id IS NULL INTO orphan, missing FROM added a
+      LEFT JOIN journals j ON j.journal_id = a.journal_id
+     WHERE j.journal_id IS NULL OR a.fact_key IS DISTINCT FROM j.fact_key
+        OR a.correction_id IS DISTINCT FROM j.correction_id
+     LIMIT 1;
+    IF FOUND AND missing THEN
         RAISE EXCEPTION 'entry refused: journal % does not exist', orphan USING ERRCODE = 'foreign_key_violation';
-    END IF;
-    SELECT a.journal_id INTO orphan FROM added a JOIN journals j ON j.journal_id = a.journal_id
-     WHERE a.fact_key IS DISTINCT FROM j.fact_key OR a.correction_id IS DISTINCT FROM j.correction_id LIMIT 1;
-    IF FOUND THEN
+    ELSIF FOUND THEN
         RAISE EXCEPTION 'entry refused: it names another fact or correction than its journal %', orphan
             USING ERRCODE = 'foreign_key_violation';
     END IF;

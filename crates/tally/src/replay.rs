@@ -1,5 +1,5 @@
-//! `tally replay plan`: a scope resolved in the archive, recomputed, and diffed against the live ledger
-//! (tally_replay). Apply comes with issue 16's next part.
+//! `tally replay plan|apply`: a scope resolved in the archive, recomputed, and diffed against the live ledger; a
+//! plan's diff booked as reversal and re-post correction journals (tally_replay).
 
 // Progress rates and ETAs, never money: the workspace-wide float ban does not apply here.
 #![allow(clippy::float_arithmetic)]
@@ -155,6 +155,15 @@ fn render(plan: &tally_replay::Plan, secs: f64) -> String {
         d.unexpected.len(),
         plan.not_archived_yet
     );
+    let k = &plan.skipped;
+    if k.rejected_by_the_sink + k.refused_by_the_rules + k.booked_from_another_record > 0 {
+        let _ = writeln!(
+            s,
+            "left out: {} facts the ledger's sink rejected (its DLQ), {} the posting rules refuse, {} booked from another \
+             record of the same key (a content conflict)",
+            k.rejected_by_the_sink, k.refused_by_the_rules, k.booked_from_another_record
+        );
+    }
     if !d.impact.is_empty() {
         let _ = writeln!(s, "money impact (what applying would post; debit +, credit −):");
         for (account, currency, minor) in &d.impact {

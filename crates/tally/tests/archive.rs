@@ -140,6 +140,25 @@ impl Env {
         true
     }
 
+    /// Runs the ledger and archive sinks in-process until both stored every topic's end, then stops them.
+    async fn book_and_archive(&self) {
+        let ends = self.watermarks().await;
+        let shutdown = CancellationToken::new();
+        let (k, p) = (self.kafka.clone(), self.postgres.clone());
+        let ledger = tokio::spawn(tally_ledger::run(self.ledger.clone(), k.clone(), p.clone(), shutdown.clone()));
+        let archive = tokio::spawn(tally_archive::run(self.archive.clone(), k, p, shutdown.clone()));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !(self.caught_up(&self.ledger.group_id, &ends, &self.ledger_topics()).await
+            && self.caught_up(&self.archive.group_id, &ends, &self.all_topics()).await)
+        {
+            assert!(Instant::now() < deadline, "sinks did not catch up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        shutdown.cancel();
+        ledger.await.unwrap().unwrap();
+        archive.await.unwrap().unwrap();
+    }
+
     fn all_topics(&self) -> Vec<String> {
         TOPICS.iter().map(|t| self.kafka.topic(t.name)).collect()
     }
@@ -332,27 +351,7 @@ async fn recon_finds_exactly_a_deleted_file_a_double_booking_a_dropped_ledger_ra
 {
     let env = Env::new().await;
     let produced = env.produce(300).await;
-    let ends = env.watermarks().await;
-
-    let shutdown = CancellationToken::new();
-    let ledger =
-        tokio::spawn(tally_ledger::run(env.ledger.clone(), env.kafka.clone(), env.postgres.clone(), shutdown.clone()));
-    let archive = tokio::spawn(tally_archive::run(
-        env.archive.clone(),
-        env.kafka.clone(),
-        env.postgres.clone(),
-        shutdown.clone(),
-    ));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !(env.caught_up(&env.ledger.group_id, &ends, &env.ledger_topics()).await
-        && env.caught_up(&env.archive.group_id, &ends, &env.all_topics()).await)
-    {
-        assert!(Instant::now() < deadline, "sinks did not catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    shutdown.cancel();
-    ledger.await.unwrap().unwrap();
-    archive.await.unwrap().unwrap();
+    env.book_and_archive().await;
 
     let clean = env.tally(&["recon", "completeness", "--json"]);
     assert_eq!(clean.status.code(), Some(0), "{}", String::from_utf8_lossy(&clean.stdout));
@@ -623,9 +622,11 @@ async fn a_recreated_topic_stops_the_archive_sink_instead_of_being_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactly_a_wrong_posting() {
     let env = Env::new().await;
-    // Three merchants, two PSPs, four days; captures, refunds and settlements with fees; each fact sent twice
-    // (a retried delivery: two archived records, one booking).
+    // Three merchants, two PSPs, four days (a fifth of the facts at midnight exactly, on a scope's bound);
+    // captures, refunds and settlements with fees; every 7th fact sent twice (a retried delivery: two archived
+    // records, one booking).
     let day = |d: i64| Timestamp::from_unix_secs(1_760_000_000 + d * 86_400).unwrap();
+    let midnight = |d: i64| Timestamp::from_unix_secs(1_759_968_000 + d * 86_400).unwrap();
     let mut facts = Vec::new();
     for i in 0..120i64 {
         let (merchant, psp) = (format!("m_{}", i % 3), if i % 2 == 0 { Psp::Stripe } else { Psp::Adyen });
@@ -643,7 +644,7 @@ async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactl
             e.payment_id = format!("{}:pi_r{i}", psp.as_str());
             e.merchant_id = merchant.clone();
             e.fee = fee.map(Amount::from_minor);
-            e.occurred_at = day(i % 4);
+            e.occurred_at = if i % 5 == 0 { midnight(i % 4) } else { day(i % 4) };
             if kind == EventKind::Refunded {
                 e.psp_reference = format!("re_{i}");
                 e.original_reference = Some(format!("pi_r{i}"));
@@ -656,26 +657,7 @@ async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactl
         let value = encode_payment_event(e, Some("delivery-replay")).unwrap();
         producer.send(&env.kafka.topic(topic_for(e.kind)), e.payment_id.as_bytes(), &value, &[]).await.unwrap();
     }
-    let ends = env.watermarks().await;
-    let shutdown = CancellationToken::new();
-    let ledger =
-        tokio::spawn(tally_ledger::run(env.ledger.clone(), env.kafka.clone(), env.postgres.clone(), shutdown.clone()));
-    let archive = tokio::spawn(tally_archive::run(
-        env.archive.clone(),
-        env.kafka.clone(),
-        env.postgres.clone(),
-        shutdown.clone(),
-    ));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !(env.caught_up(&env.ledger.group_id, &ends, &env.ledger_topics()).await
-        && env.caught_up(&env.archive.group_id, &ends, &env.all_topics()).await)
-    {
-        assert!(Instant::now() < deadline, "sinks did not catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    shutdown.cancel();
-    ledger.await.unwrap().unwrap();
-    archive.await.unwrap().unwrap();
+    env.book_and_archive().await;
 
     // Scopes drawn from a fixed-seed generator: every combination of merchants, days, kinds and PSP. The facts a
     // scope holds are counted here from what was sent, independently of the plan's own resolution.
@@ -705,7 +687,7 @@ async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactl
         if next(2) == 0 {
             let (a, b) = (next(4) as usize, next(4) as usize);
             let (from, to) = (a.min(b), a.max(b) + 1);
-            want.retain(|e| e.occurred_at >= day(from as i64) && e.occurred_at < day(to as i64));
+            want.retain(|e| e.occurred_at >= midnight(from as i64) && e.occurred_at < midnight(to as i64));
             args.extend(["--from".to_owned(), dates[from].to_owned(), "--to".to_owned(), dates[to].to_owned()]);
         }
         if next(2) == 0 {
@@ -809,6 +791,14 @@ async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactl
         .unwrap();
     let (code, _, err) = apply(&edited.display().to_string(), &["--approved-by", "bob"]);
     assert_eq!(code, Some(2), "{err}");
+    // An edited plan sealed again (its hash recomputed): apply re-derives the diff and refuses one it does not give.
+    let mut forged: tally_replay::Plan = serde_json::from_str(&std::fs::read_to_string(&p1).unwrap()).unwrap();
+    forged.diff.would_change[0].expected.iter_mut().for_each(|leg| leg.2 *= 3);
+    let forged_path = dir.join("plan-forged.json");
+    std::fs::write(&forged_path, serde_json::to_vec(&forged.seal()).unwrap()).unwrap();
+    let (code, _, err) = apply(&forged_path.display().to_string(), &["--approved-by", "bob"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not the plan's"), "{err}");
     assert_eq!(balances().await, wrong_balances, "nothing was booked by a refused apply");
     let (code, out, err) = apply(&p1, &["--approved-by", "bob"]);
     assert_eq!(code, Some(0), "{out}{err}");

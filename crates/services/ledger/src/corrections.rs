@@ -125,6 +125,33 @@ pub async fn book_linked(
     approval: Approval<'_>,
     link: Link,
 ) -> Result<Booked, tokio_postgres::Error> {
+    Ok(book_many(tx, &[(correction, link)], approval).await?.remove(0))
+}
+
+/// Books several corrections with one approval: every journal, then every balance they move in one statement, its
+/// rows locked in sorted order (as the sinks' batches lock them), so that an apply of many corrections cannot
+/// deadlock with a sink.
+pub async fn book_many(
+    tx: &tokio_postgres::Transaction<'_>,
+    corrections: &[(&Correction, Link)],
+    approval: Approval<'_>,
+) -> Result<Vec<Booked>, tokio_postgres::Error> {
+    let mut deltas: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut booked = Vec::with_capacity(corrections.len());
+    for (correction, link) in corrections {
+        booked.push(insert(tx, correction, approval, *link, &mut deltas).await?);
+    }
+    crate::store::add_to_balances(tx, deltas).await?;
+    Ok(booked)
+}
+
+async fn insert(
+    tx: &tokio_postgres::Transaction<'_>,
+    correction: &Correction,
+    approval: Approval<'_>,
+    link: Link,
+    deltas: &mut BTreeMap<(String, String), i64>,
+) -> Result<Booked, tokio_postgres::Error> {
     let id = correction_id(correction.cause());
     let hash = sha256(correction);
     tx.execute(
@@ -160,19 +187,8 @@ pub async fn book_linked(
         &[&journal_id, &accounts, &currencies, &amounts, &id, &PROCESSOR_VERSION, &link.replay_id],
     )
     .await?;
-    // Sorted keys, as the sink's batches take them: the balance rows are locked in one order.
-    let mut deltas: BTreeMap<(String, &str), i64> = BTreeMap::new();
     for ((a, c), m) in accounts.iter().zip(&currencies).zip(&amounts) {
-        *deltas.entry((a.clone(), c)).or_default() += m;
+        *deltas.entry((a.clone(), (*c).to_owned())).or_default() += m;
     }
-    let (keys, sums): (Vec<_>, Vec<i64>) = deltas.into_iter().unzip();
-    let (accounts, currencies): (Vec<String>, Vec<&str>) = keys.into_iter().unzip();
-    tx.execute(
-        "INSERT INTO account_balances (account, currency, balance_minor)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-         ON CONFLICT (account, currency) DO UPDATE SET balance_minor = account_balances.balance_minor + EXCLUDED.balance_minor",
-        &[&accounts, &currencies, &sums],
-    )
-    .await?;
     Ok(Booked { correction_id: id, journal_id, journal_sha256: hash })
 }

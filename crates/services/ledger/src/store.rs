@@ -307,16 +307,7 @@ impl LedgerStore {
                 &[&jid, &acc, &cur, &amt, &fk, &top, &par, &off, &PROCESSOR_VERSION],
             )
             .await?;
-            // Sorted keys: concurrent sinks lock balance rows in one order and cannot deadlock.
-            let (accounts, rest): (Vec<_>, Vec<_>) = deltas.into_iter().map(|((a, c), d)| (a, (c, d.minor()))).unzip();
-            let (currs, sums): (Vec<_>, Vec<_>) = rest.into_iter().unzip();
-            tx.execute(
-                "INSERT INTO account_balances (account, currency, balance_minor)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-                 ON CONFLICT (account, currency) DO UPDATE SET balance_minor = account_balances.balance_minor + EXCLUDED.balance_minor",
-                &[&accounts, &currs, &sums],
-            )
-            .await?;
+            add_to_balances(&tx, deltas.into_iter().map(|(k, d)| (k, d.minor())).collect()).await?;
         }
         let t_postings = started.elapsed();
         self.merchant_views(&tx, &new).await?;
@@ -534,4 +525,23 @@ fn row_event(r: &tokio_postgres::Row) -> Option<PaymentEvent> {
         source_event_id: String::new(),
         attributes: Default::default(),
     })
+}
+
+/// Adds `deltas` to the balances of their (account, currency) in one statement. The keys are sorted (a
+/// `BTreeMap`): writers that each call this once per transaction — a sink's batch, a correction, a replay's
+/// corrections together — lock balance rows in one order and cannot deadlock with each other.
+pub(crate) async fn add_to_balances(
+    tx: &tokio_postgres::Transaction<'_>,
+    deltas: BTreeMap<(String, String), i64>,
+) -> Result<(), tokio_postgres::Error> {
+    let (keys, sums): (Vec<(String, String)>, Vec<i64>) = deltas.into_iter().unzip();
+    let (accounts, currencies): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+    tx.execute(
+        "INSERT INTO account_balances (account, currency, balance_minor)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+         ON CONFLICT (account, currency) DO UPDATE SET balance_minor = account_balances.balance_minor + EXCLUDED.balance_minor",
+        &[&accounts, &currencies, &sums],
+    )
+    .await?;
+    Ok(())
 }

@@ -425,59 +425,50 @@ async fn record(
             ],
         )
         .await?;
-    // (actor, reason, the breaks resolved `auto`): one audit record for all of them.
-    let cleared: Option<(&str, &str, Vec<String>)> = match clears {
+    // What the run saw whole: (actor, reason, PSPs, payments, only batch gaps, only the actor's own breaks).
+    type Whole<'a> = (&'a str, &'a str, Option<Vec<&'a str>>, Option<&'a [String]>, bool, Option<&'a str>);
+    let whole: Option<Whole> = match clears {
         None => None,
-        Some(Clears::Psps(psps, actor)) => {
-            let psps: Vec<&str> = psps.iter().map(|p| p.as_str()).collect();
-            let reason = "no longer found by a full run";
-            let rows = tx
-                .query(
-                    "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
-                     SELECT b.break_id, 'auto', $4, '-', $3
-                       FROM recon_breaks b
-                      WHERE b.psp = ANY($2) AND b.break_id <> ALL($1)
-                        AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)
-                     ON CONFLICT (break_id) DO NOTHING
-                     RETURNING break_id",
-                    &[&ids, &psps, &actor, &reason],
-                )
-                .await?;
-            Some((actor, reason, rows.iter().map(|r| r.get(0)).collect()))
-        }
-        Some(Clears::Batches(actor)) => {
-            let reason = "the batch arrived";
-            let rows = tx
-                .query(
-                    "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
-                     SELECT b.break_id, 'auto', $3, '-', $2
-                       FROM recon_breaks b
-                      WHERE b.kind = 'missing_batch' AND b.break_id <> ALL($1) AND b.found_by = $2
-                        AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)
-                     ON CONFLICT (break_id) DO NOTHING
-                     RETURNING break_id",
-                    &[&ids, &actor, &reason],
-                )
-                .await?;
-            Some((actor, reason, rows.iter().map(|r| r.get(0)).collect()))
-        }
-        Some(Clears::Payments(payments, actor)) => {
-            let reason = "no longer found with every fact and line of its payment";
-            let rows = tx
-                .query(
-                    "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
-                     SELECT b.break_id, 'auto', $4, '-', $3
-                       FROM recon_breaks b
-                      WHERE b.payment_id = ANY($2) AND b.break_id <> ALL($1) AND b.found_by = $3
-                        AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)
-                     ON CONFLICT (break_id) DO NOTHING
-                     RETURNING break_id",
-                    &[&ids, &payments, &actor, &reason],
-                )
-                .await?;
-            Some((actor, reason, rows.iter().map(|r| r.get(0)).collect()))
-        }
+        Some(Clears::Psps(psps, actor)) => Some((
+            actor,
+            "no longer found by a full run",
+            Some(psps.iter().map(|p| p.as_str()).collect()),
+            None,
+            false,
+            None,
+        )),
+        Some(Clears::Batches(actor)) => Some((actor, "the batch arrived", None, None, true, Some(actor))),
+        Some(Clears::Payments(payments, actor)) => Some((
+            actor,
+            "no longer found with every fact and line of its payment",
+            None,
+            Some(payments),
+            false,
+            Some(actor),
+        )),
     };
+    // The open breaks in it this run no longer finds are resolved `auto` (an operator's resolution of the same
+    // break at the same moment wins: nothing collides); one audit record for all of them.
+    let mut cleared: Option<(&str, &str, Vec<String>)> = None;
+    if let Some((actor, reason, psps, payments, batches_only, own)) = whole {
+        let rows = tx
+            .query(
+                "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor)
+                 SELECT b.break_id, 'auto', $2, '-', $3
+                   FROM recon_breaks b
+                  WHERE b.break_id <> ALL($1)
+                    AND ($4::text[] IS NULL OR b.psp = ANY($4))
+                    AND ($5::text[] IS NULL OR b.payment_id = ANY($5))
+                    AND (NOT $6 OR b.kind = 'missing_batch')
+                    AND ($7::text IS NULL OR b.found_by = $7)
+                    AND NOT EXISTS (SELECT 1 FROM recon_resolutions r WHERE r.break_id = b.break_id)
+                 ON CONFLICT (break_id) DO NOTHING
+                 RETURNING break_id",
+                &[&ids, &reason, &actor, &psps, &payments, &batches_only, &own],
+            )
+            .await?;
+        cleared = Some((actor, reason, rows.iter().map(|r| r.get(0)).collect()));
+    }
     if let Some((actor, reason, mut resolved)) = cleared.filter(|(_, _, r)| !r.is_empty()) {
         resolved.sort();
         let entry = tally_audit::Entry {

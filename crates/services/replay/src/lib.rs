@@ -34,8 +34,6 @@ pub enum ReplayError {
     File(#[from] tally_archive::file::FileError),
     #[error("archive: {0}")]
     Archive(String),
-    #[error("posting rules refuse an archived fact {0}: {1}")]
-    Posting(FactKey, String),
 }
 
 impl From<deadpool_postgres::PoolError> for ReplayError {
@@ -62,6 +60,8 @@ pub struct Plan {
     pub processor_version: String,
     /// The ledger facts in scope whose records the archive does not hold yet (not compared; the archive lags).
     pub not_archived_yet: u64,
+    /// Archived facts left out of the comparison, and why.
+    pub skipped: Skipped,
     /// SHA-256 over the live side compared (fact key and its journal's canonical hash, sorted): apply refuses a
     /// plan whose base no longer matches (the live data changed).
     pub base_checksum: String,
@@ -70,7 +70,23 @@ pub struct Plan {
     pub hash: String,
 }
 
+/// Facts a plan does not compare: the ledger refused every record of them (its DLQ holds them), the posting rules
+/// refuse them now, or the ledger booked a record of the same key with other content than the scope's (a content
+/// conflict: which one is right is the exception's to settle, not a replay's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Skipped {
+    pub rejected_by_the_sink: u64,
+    pub refused_by_the_rules: u64,
+    pub booked_from_another_record: u64,
+}
+
 impl Plan {
+    /// The plan with its hash set to its content's.
+    pub fn seal(self) -> Plan {
+        self.sealed()
+    }
+
     fn sealed(mut self) -> Plan {
         self.hash = String::new();
         self.hash = hex::encode(Sha256::digest(serde_json::to_vec(&self).expect("plain data")));
@@ -86,38 +102,30 @@ impl Plan {
 /// A booked fact as read: its side, where the ledger took it from (topic, partition, offset), its entries.
 type LiveFact = (Side, (String, i32, i64), Vec<(String, String, i64)>);
 
-/// Plans a replay of `scope` against the ledger: resolves it in the archive, recomputes every fact's journal with
-/// the current posting rules, reads the live journals, and diffs them. Read-only.
-pub async fn plan(
-    pool: &Pool,
-    objects: &Objects,
-    scope: &Scope,
-    progress: &mut (dyn FnMut(u64, u64, u64) + Send),
-) -> Result<Plan, ReplayError> {
-    let (archived, read) = resolve::resolve(pool, objects, scope, progress).await?;
-    let located: Vec<scope::Located> = archived.iter().map(|a| a.located.clone()).collect();
-    let records_checksum = scope::checksum(&located);
-    let keys: Vec<uuid::Uuid> =
-        archived.iter().map(|a| a.located.fact_key.0).collect::<BTreeSet<_>>().into_iter().collect();
-
-    // The live side: every fact booked in scope (by the scope's own predicates) or held by the archive's records,
-    // with all its journals' entries, and where the ledger took it from.
-    let client = pool.get().await?;
-    let merchants: Option<Vec<String>> = (!scope.merchants.is_empty()).then(|| scope.merchants.clone());
+/// The ledger's books of these facts — and, with a scope, of every fact booked within it: its payment, kind,
+/// where the ledger took it from, and its legs (its own journal's entries and those of the corrections booked for
+/// it, a replay's reversal and re-post).
+async fn live_books<C: tokio_postgres::GenericClient>(
+    client: &C,
+    keys: &[uuid::Uuid],
+    scope: Option<&Scope>,
+) -> Result<BTreeMap<FactKey, LiveFact>, tokio_postgres::Error> {
+    let merchants: Option<Vec<String>> = scope.filter(|s| !s.merchants.is_empty()).map(|s| s.merchants.clone());
     let kinds: Option<Vec<String>> =
-        (!scope.kinds.is_empty()).then(|| scope.kinds.iter().map(|k| k.as_str().to_owned()).collect());
-    let micros = |t: Option<tally_domain::Timestamp>| t.map(|t| t.unix_micros());
+        scope.filter(|s| !s.kinds.is_empty()).map(|s| s.kinds.iter().map(|k| k.as_str().to_owned()).collect());
+    let (from, to) =
+        (scope.and_then(|s| s.from).map(|t| t.unix_micros()), scope.and_then(|s| s.to).map(|t| t.unix_micros()));
+    let psp = scope.and_then(|s| s.psp).map(|p| p.as_str());
     let rows = client
         .query(
             "WITH facts AS (
                 SELECT fact_key, payment_id, kind, topic, kafka_partition, kafka_offset FROM event_log
                  WHERE fact_key = ANY($1)
-                    OR (($2::text[] IS NULL OR merchant_id = ANY($2))
-                        AND ($3::bigint IS NULL OR occurred_at >= to_timestamp($3 / 1e6))
-                        AND ($4::bigint IS NULL OR occurred_at < to_timestamp($4 / 1e6))
+                    OR ($7 AND ($2::text[] IS NULL OR merchant_id = ANY($2))
+                        AND ($3::bigint IS NULL OR occurred_at >= 'epoch'::timestamptz + $3 * interval '1 microsecond')
+                        AND ($4::bigint IS NULL OR occurred_at < 'epoch'::timestamptz + $4 * interval '1 microsecond')
                         AND ($5::text[] IS NULL OR kind = ANY($5))
                         AND ($6::text IS NULL OR psp = $6))),
-             -- A fact's books: its own journal, and the corrections booked for it (a replay's reversal and re-post).
              legs AS (
                 SELECT j.fact_key, e.account, e.currency, e.amount_minor
                   FROM journals j JOIN entries e ON e.journal_id = j.journal_id
@@ -130,13 +138,12 @@ pub async fn plan(
              SELECT f.fact_key, f.payment_id, f.kind, f.topic, f.kafka_partition, f.kafka_offset,
                     l.account, l.currency, l.amount_minor
                FROM facts f LEFT JOIN legs l ON l.fact_key = f.fact_key",
-            &[&keys, &merchants, &micros(scope.from), &micros(scope.to), &kinds, &scope.psp.map(|p| p.as_str())],
+            &[&keys, &merchants, &from, &to, &kinds, &psp, &scope.is_some()],
         )
         .await?;
-    let mut live_entries: BTreeMap<FactKey, LiveFact> = BTreeMap::new();
+    let mut out: BTreeMap<FactKey, LiveFact> = BTreeMap::new();
     for r in &rows {
-        let key = FactKey(r.get(0));
-        let slot = live_entries.entry(key).or_insert_with(|| {
+        let slot = out.entry(FactKey(r.get(0))).or_insert_with(|| {
             (
                 Side { payment_id: r.get(1), kind: r.get(2), legs: Vec::new() },
                 (r.get(3), r.get(4), r.get(5)),
@@ -149,46 +156,97 @@ pub async fn plan(
             slot.2.push((a, c, m));
         }
     }
+    Ok(out)
+}
 
-    // The expected side: per fact, the archived record the ledger booked (its position in the event log), else
-    // the first; its journal by the current rules.
-    let mut expected: BTreeMap<FactKey, Side> = BTreeMap::new();
-    let mut chosen: BTreeMap<FactKey, &resolve::Archived> = BTreeMap::new();
+/// Plans a replay of `scope` against the ledger: resolves it in the archive, recomputes every fact's journal with
+/// the current posting rules, reads the live journals, and diffs them. Read-only.
+pub async fn plan(
+    pool: &Pool,
+    objects: &Objects,
+    scope: &Scope,
+    progress: &mut (dyn FnMut(u64, u64, u64) + Send),
+) -> Result<Plan, ReplayError> {
+    let (archived, read, files) = resolve::resolve(pool, objects, scope, progress).await?;
+    let located: Vec<scope::Located> = archived.iter().map(|a| a.located.clone()).collect();
+    let records_checksum = scope::checksum(&located);
+    let keys: Vec<uuid::Uuid> =
+        archived.iter().map(|a| a.located.fact_key.0).collect::<BTreeSet<_>>().into_iter().collect();
+    let client = pool.get().await?;
+    let live_entries = live_books(&**client, &keys, Some(scope)).await?;
+    let rejected: BTreeSet<(String, i32, i64)> = client
+        .query("SELECT topic, kafka_partition, kafka_offset FROM sink_rejects", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    drop(client);
+
+    // The expected side: per fact, the archived record the ledger booked (its position in the event log); a fact
+    // the ledger never booked, by its first record the sink did not reject. Its journal by the current rules.
+    let mut skipped = Skipped::default();
+    let mut by_key: BTreeMap<FactKey, Vec<&resolve::Archived>> = BTreeMap::new();
     for a in &archived {
-        let booked_at = live_entries.get(&a.located.fact_key).map(|(_, at, _)| at);
-        let is_booked = booked_at
-            .is_some_and(|(t, p, o)| *t == a.located.topic && *p == a.located.partition && *o == a.located.offset);
-        match chosen.get(&a.located.fact_key) {
-            Some(_) if !is_booked => {}
-            _ => {
-                chosen.insert(a.located.fact_key, a);
-            }
-        }
+        by_key.entry(a.located.fact_key).or_default().push(a);
     }
-    for (key, a) in &chosen {
-        let journal =
-            tally_domain::ledger::postings(&a.event).map_err(|e| ReplayError::Posting(*key, e.to_string()))?;
+    let mut expected: BTreeMap<FactKey, Side> = BTreeMap::new();
+    let mut left_out: BTreeSet<FactKey> = BTreeSet::new();
+    for (key, records) in &by_key {
+        let at = |a: &&resolve::Archived| (a.located.topic.clone(), a.located.partition, a.located.offset);
+        let chosen = match live_entries.get(key) {
+            Some((_, booked, _)) => match records.iter().find(|a| at(a) == *booked) {
+                Some(a) => a,
+                None => {
+                    skipped.booked_from_another_record += 1;
+                    left_out.insert(*key);
+                    continue;
+                }
+            },
+            None => match records.iter().find(|a| !rejected.contains(&at(a))) {
+                Some(a) => a,
+                None => {
+                    skipped.rejected_by_the_sink += 1;
+                    left_out.insert(*key);
+                    continue;
+                }
+            },
+        };
+        let Ok(journal) = tally_domain::ledger::postings(&chosen.event) else {
+            skipped.refused_by_the_rules += 1;
+            left_out.insert(*key);
+            continue;
+        };
         let legs = canonical(
             journal
                 .into_iter()
                 .flat_map(|j| j.entries)
                 .map(|e| (e.account.to_string(), e.money.currency.code().to_owned(), e.money.amount.minor())),
         );
-        expected
-            .insert(*key, Side { payment_id: a.event.payment_id.clone(), kind: a.event.kind.as_str().into(), legs });
+        let side = Side { payment_id: chosen.event.payment_id.clone(), kind: chosen.event.kind.as_str().into(), legs };
+        expected.insert(*key, side);
     }
 
     // Only live facts the archive covers are compared: a fact booked from an offset no archive file holds yet is
-    // counted, not called unexpected.
-    let files = tally_archive::manifest::list_files(pool).await?;
+    // counted, not called unexpected. The files are the ones the resolution read, as ranges per partition.
+    let mut ranges: BTreeMap<(String, i32), Vec<(i64, i64)>> = BTreeMap::new();
+    for f in &files {
+        ranges.entry((f.topic.clone(), f.partition)).or_default().push((f.start_offset, f.end_offset));
+    }
+    for r in ranges.values_mut() {
+        r.sort_unstable();
+    }
     let covered = |(topic, partition, offset): &(String, i32, i64)| {
-        files.iter().any(|f| {
-            f.topic == *topic && f.partition == *partition && f.start_offset <= *offset && *offset < f.end_offset
+        ranges.get(&(topic.clone(), *partition)).is_some_and(|r| {
+            let i = r.partition_point(|(start, _)| start <= offset);
+            i > 0 && *offset < r[i - 1].1
         })
     };
     let mut live: BTreeMap<FactKey, Side> = BTreeMap::new();
     let mut not_archived_yet = 0;
     for (key, (mut side, at, entries)) in live_entries {
+        if left_out.contains(&key) {
+            continue;
+        }
         if !expected.contains_key(&key) && !covered(&at) {
             not_archived_yet += 1;
             continue;
@@ -210,6 +268,7 @@ pub async fn plan(
         read,
         processor_version: PROCESSOR_VERSION.to_owned(),
         not_archived_yet,
+        skipped,
         base_checksum: hex::encode(base.finalize()),
         diff,
         hash: String::new(),
@@ -294,6 +353,21 @@ pub struct Approval<'a> {
 
 const REPLAY_LOCK: i64 = 0x7a11_4e91;
 
+/// Who applied this plan, and when, if it was.
+async fn applied_before<C: tokio_postgres::GenericClient>(
+    client: &C,
+    hash: &str,
+) -> Result<Option<(String, String)>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT applied_by, to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+               FROM replay_applications WHERE plan_sha256 = $1",
+            &[&hash],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1))))
+}
+
 fn legs_correction(
     cause: String,
     legs: &plan::Legs,
@@ -330,36 +404,53 @@ pub async fn apply(pool: &Pool, objects: &Objects, plan: &Plan, who: Approval<'_
         uuid::Uuid::new_v5(&uuid::Uuid::from_u128(0x7a11_4e91_0000_0000_0000_0000_0000_0016), plan.hash.as_bytes());
     let d = &plan.diff;
     let mut applied = Applied { replay_id, corrections: 0, applied_before: None, missing_not_applied: d.missing.len() };
+    let approver = who.approved_by.filter(|a| !a.trim().is_empty());
     let mut client = pool.get().await?;
-    if let Some(r) = client
-        .query_opt(
-            "SELECT applied_by, to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
-               FROM replay_applications WHERE plan_sha256 = $1",
-            &[&plan.hash],
-        )
-        .await?
-    {
-        applied.applied_before = Some((r.get(0), r.get(1)));
+    if let Some(before) = applied_before(&**client, &plan.hash).await? {
+        applied.applied_before = Some(before);
         return Ok(applied);
     }
     if d.would_change.is_empty() && d.unexpected.is_empty() {
         return Ok(applied);
     }
-    let approver = who.approved_by.filter(|a| !a.trim().is_empty()).ok_or_else(|| {
+    let approver = approver.ok_or_else(|| {
         ApplyError::Refused("a replay that moves money needs --approved-by (a second operator)".into())
     })?;
     if approver == who.actor {
         return Err(ApplyError::Refused(format!("{approver} applies this plan: a second operator approves it")));
     }
+    // What the plan says is what the current code says now: the same diff, by the same processor. (The hash only
+    // shows the file was not edited by accident; a plan is re-derived, never trusted, before it books money.)
+    let fresh = self::plan(pool, objects, &plan.scope, &mut |_, _, _| {}).await?;
+    if fresh.processor_version != plan.processor_version {
+        return Err(ApplyError::Stale(format!(
+            "the plan was made by {}, this is {}",
+            plan.processor_version, fresh.processor_version
+        )));
+    }
+    let (f, p) = (&fresh.diff, &plan.diff);
+    if f.would_change != p.would_change
+        || f.unexpected != p.unexpected
+        || f.missing != p.missing
+        || f.impact != p.impact
+    {
+        return Err(ApplyError::Stale("the diff the current books and code give is not the plan's".into()));
+    }
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REPLAY_LOCK]).await?;
-    // Under the lock no other apply commits: what the ledger holds now is what this one corrects.
-    let fresh = self::plan(pool, objects, &plan.scope, &mut |_, _, _| {}).await?;
-    if fresh.records_checksum != plan.records_checksum {
-        return Err(ApplyError::Stale("the scope resolves to other archived records now".into()));
+    if let Some(before) = applied_before(&*tx, &plan.hash).await? {
+        applied.applied_before = Some(before);
+        return Ok(applied);
     }
-    if fresh.base_checksum != plan.base_checksum {
-        return Err(ApplyError::Stale("the ledger's books for the scope changed since the plan was made".into()));
+    // Under the lock no other apply commits: the books of the facts this one corrects, read in its own
+    // transaction, must still be the plan's.
+    let keys: Vec<uuid::Uuid> = d.would_change.iter().chain(&d.unexpected).map(|c| c.fact_key.0).collect();
+    let now = live_books(&*tx, &keys, None).await?;
+    for c in d.would_change.iter().chain(&d.unexpected) {
+        let legs = now.get(&c.fact_key).map(|(_, _, entries)| canonical(entries.clone())).unwrap_or_default();
+        if legs != c.live {
+            return Err(ApplyError::Stale(format!("the books of fact {} changed since the plan", c.fact_key.0)));
+        }
     }
     let approval = tally_ledger::corrections::Approval {
         proposed_by: who.actor,
@@ -367,12 +458,17 @@ pub async fn apply(pool: &Pool, objects: &Objects, plan: &Plan, who: Approval<'_
         reason: who.reason,
         ticket: who.ticket,
     };
+    // A side that posts nothing books nothing (a fact booked without a journal, or whose kind posts nothing now).
     let mut corrections = Vec::new();
     for c in &d.would_change {
-        let reversal = format!("replay:{}:{}:reversal", plan.hash, c.fact_key.0);
-        corrections.push((c.fact_key, legs_correction(reversal, &c.live, -1)?));
-        let repost = format!("replay:{}:{}:repost", plan.hash, c.fact_key.0);
-        corrections.push((c.fact_key, legs_correction(repost, &c.expected, 1)?));
+        if !c.live.is_empty() {
+            let reversal = format!("replay:{}:{}:reversal", plan.hash, c.fact_key.0);
+            corrections.push((c.fact_key, legs_correction(reversal, &c.live, -1)?));
+        }
+        if !c.expected.is_empty() {
+            let repost = format!("replay:{}:{}:repost", plan.hash, c.fact_key.0);
+            corrections.push((c.fact_key, legs_correction(repost, &c.expected, 1)?));
+        }
     }
     for c in &d.unexpected {
         let reversal = format!("replay:{}:{}:reversal", plan.hash, c.fact_key.0);
@@ -395,10 +491,11 @@ pub async fn apply(pool: &Pool, objects: &Objects, plan: &Plan, who: Approval<'_
         ],
     )
     .await?;
-    for (fact, correction) in &corrections {
-        let link = tally_ledger::corrections::Link { fact_key: Some(fact.0), replay_id: Some(replay_id) };
-        tally_ledger::corrections::book_linked(&tx, correction, approval, link).await?;
-    }
+    let linked: Vec<(&tally_domain::ledger::Correction, tally_ledger::corrections::Link)> = corrections
+        .iter()
+        .map(|(fact, c)| (c, tally_ledger::corrections::Link { fact_key: Some(fact.0), replay_id: Some(replay_id) }))
+        .collect();
+    tally_ledger::corrections::book_many(&tx, &linked, approval).await?;
     let entry = tally_audit::Entry {
         actor: who.actor.to_owned(),
         action: "replay.apply".into(),

@@ -108,7 +108,8 @@ pub fn diff(expected: &BTreeMap<FactKey, Side>, live: &BTreeMap<FactKey, Side>) 
         }
     }
     let expected_keys: BTreeSet<&FactKey> = expected.keys().collect();
-    for (key, l) in live.iter().filter(|(k, _)| !expected_keys.contains(k)) {
+    // A fact booked in scope that posts nothing is no difference either.
+    for (key, l) in live.iter().filter(|(k, l)| !expected_keys.contains(k) && !l.legs.is_empty()) {
         add(&l.legs, -1);
         d.unexpected.push(Change {
             fact_key: *key,

@@ -26,14 +26,14 @@ pub struct Read {
     pub undecodable: u64,
 }
 
-/// The archived facts in `scope`, in (topic, partition, offset) order; `progress(files done, files, records read)`
-/// is called after each file.
+/// The archived facts in `scope`, in (topic, partition, offset) order, with the manifest files read;
+/// `progress(files done, files, records read)` is called after each file.
 pub async fn resolve(
     pool: &Pool,
     objects: &Objects,
     scope: &Scope,
     progress: &mut (dyn FnMut(u64, u64, u64) + Send),
-) -> Result<(Vec<Archived>, Read), ReplayError> {
+) -> Result<(Vec<Archived>, Read, Vec<tally_archive::ManifestFile>), ReplayError> {
     let files = tally_archive::manifest::list_files(pool).await?;
     let mut read = Read::default();
     let mut out = Vec::new();
@@ -61,5 +61,5 @@ pub async fn resolve(
         progress(read.files, total, read.records);
     }
     out.sort_by(|a, b| a.located.cmp(&b.located));
-    Ok((out, read))
+    Ok((out, read, files))
 }
