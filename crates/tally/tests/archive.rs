@@ -736,6 +736,30 @@ async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactl
         rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1))).collect::<Vec<_>>()
     };
     let wrong_balances = balances().await;
+    // Every other merchant's books, entry by entry, to compare after the apply.
+    let others = || async {
+        client
+            .query(
+                "SELECT e.entry_id, e.account, e.currency, e.amount_minor, e.fact_key::text FROM entries e
+                   JOIN event_log l ON l.fact_key = e.fact_key WHERE l.merchant_id <> 'm_1' ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, i64>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                    r.get::<_, i64>(3),
+                    r.get::<_, String>(4),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let others_before = others().await;
+    assert!(others_before.len() > 100);
     let (code, p) = plan(&["--merchant".to_owned(), "m_1".to_owned()]);
     assert_eq!(code, Some(1), "{p}");
     let changes = p["diff"]["would_change"].as_array().unwrap();
@@ -814,6 +838,22 @@ async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactl
     };
     assert_eq!(moved("merchant_payable:m_1", &wrong_balances, &fixed), -2 * m);
     assert_eq!(moved(&format!("psp_receivable:{}", wrong.psp.as_str()), &wrong_balances, &fixed), 2 * m);
+    // A merchant-only replay leaves every other merchant's entries as they were, row for row, and its corrections
+    // name only the merchant's own fact.
+    assert_eq!(others().await, others_before);
+    let named: Vec<(String, String)> = client
+        .query(
+            "SELECT l.merchant_id, c.fact_key::text FROM ledger_corrections c JOIN event_log l ON l.fact_key = c.fact_key
+              WHERE c.replay_id IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let own = ("m_1".to_owned(), wrong.fact_key().0.to_string());
+    assert_eq!(named, [own.clone(), own]);
     let verify = env.tally(&["ledger", "verify"]);
     assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));
     let tagged: i64 = client
