@@ -77,9 +77,8 @@ fn verifier(config: &Config, key: Option<String>) -> Result<NoteVerifier> {
 
 pub fn run(cmd: AuditCommand, config: &Config) -> Result<ExitCode> {
     if let AuditCommand::Keygen { name } = &cmd {
-        let mut seed = [0u8; 32];
-        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut seed)?;
-        let (skey, vkey) = NoteSigner::generate(name.as_deref().unwrap_or(&config.audit.origin), seed)?;
+        let (skey, vkey) =
+            NoteSigner::generate(name.as_deref().unwrap_or(&config.audit.origin), NoteSigner::random_seed()?)?;
         println!("signing key (secret: [audit] signing_key / TALLY__AUDIT__SIGNING_KEY): {skey}");
         println!("verifier key (give it to auditors): {vkey}");
         return Ok(ExitCode::SUCCESS);

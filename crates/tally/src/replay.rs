@@ -200,8 +200,7 @@ fn apply(args: ApplyArgs, config: &Config) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let Some(actor) = args.actor.filter(|a| !a.trim().is_empty()) else {
-        eprintln!("who applies it? --actor NAME or TALLY_OPERATOR (an apply is attributable)");
+    let Some(actor) = crate::reports::operator(args.actor, "applies it", "an apply") else {
         return Ok(ExitCode::from(2));
     };
     crate::archive::runtime()?.block_on(async {

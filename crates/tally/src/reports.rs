@@ -426,10 +426,11 @@ pub enum BreaksCommand {
     },
 }
 
-fn operator(actor: Option<String>, what: &str) -> Option<String> {
+/// The operator an attributable action names (`--actor` / `TALLY_OPERATOR`); says what is missing when none.
+pub(crate) fn operator(actor: Option<String>, what: &str, action: &str) -> Option<String> {
     let actor = actor.filter(|a| !a.trim().is_empty());
     if actor.is_none() {
-        eprintln!("who {what}? --actor NAME or TALLY_OPERATOR (a resolution is attributable)");
+        eprintln!("who {what}? --actor NAME or TALLY_OPERATOR ({action} is attributable)");
     }
     actor
 }
@@ -519,7 +520,7 @@ pub fn run_breaks(cmd: BreaksCommand, config: &Config) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             BreaksCommand::Resolve { id, resolution, reason, ticket, journal, actor, json } => {
-                let Some(actor) = operator(actor, "resolves it") else {
+                let Some(actor) = operator(actor, "resolves it", "a resolution") else {
                     return Ok(ExitCode::from(2));
                 };
                 let resolution = match (resolution, journal) {
@@ -571,7 +572,7 @@ pub fn run_breaks(cmd: BreaksCommand, config: &Config) -> Result<ExitCode> {
                 }
             }
             BreaksCommand::Approve { id, journal_sha256, actor, json } => {
-                let Some(actor) = operator(actor, "approves it") else {
+                let Some(actor) = operator(actor, "approves it", "a resolution") else {
                     return Ok(ExitCode::from(2));
                 };
                 match tally_recon::store::approve(&pool, &id, &journal_sha256, &actor).await {

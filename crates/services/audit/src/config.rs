@@ -1,6 +1,5 @@
 //! `[audit]` in `tally.toml`: the log's origin and the checkpoint signing key.
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -65,9 +64,7 @@ impl AuditConfig {
         if self.key_file.exists() {
             return Ok((NoteSigner::parse(&std::fs::read_to_string(&self.key_file).map_err(io)?)?, false));
         }
-        let mut seed = [0u8; 32];
-        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)).map_err(io)?;
-        let (skey, vkey) = NoteSigner::generate(&self.origin, seed)?;
+        let (skey, vkey) = NoteSigner::generate(&self.origin, NoteSigner::random_seed().map_err(io)?)?;
         if let Some(dir) = self.key_file.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }

@@ -54,6 +54,14 @@ impl std::fmt::Debug for NoteSigner {
 }
 
 impl NoteSigner {
+    /// 32 bytes of seed for a new key, from the operating system's random source.
+    pub fn random_seed() -> std::io::Result<[u8; 32]> {
+        use std::io::Read;
+        let mut seed = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
+        Ok(seed)
+    }
+
     /// A new key from 32 bytes of seed: (signer key text, verifier key text).
     pub fn generate(name: &str, seed: [u8; 32]) -> Result<(String, String), NoteError> {
         if !valid_name(name) {

@@ -204,7 +204,6 @@ pub async fn prove(pool: &Pool, seq: u64, verifier: &NoteVerifier) -> Result<Inc
     use base64::Engine;
     let all = records(pool).await?;
     let (size, note) = checkpoints(pool).await?.pop().ok_or(AuditError::NoCheckpoint)?;
-    let cp = Checkpoint::parse(verifier.open(&note)?)?;
     if seq >= size {
         return Err(if seq < all.len() as u64 {
             AuditError::Broken(format!("record {seq} is newer than the newest checkpoint ({size}): sign one first"))
@@ -212,8 +211,8 @@ pub async fn prove(pool: &Pool, seq: u64, verifier: &NoteVerifier) -> Result<Inc
             AuditError::NoSuchRecord(seq)
         });
     }
-    let leaves = leaves(&all[..size as usize]);
-    let path = merkle::Tree::new(&leaves).inclusion_proof(seq as usize).ok_or(AuditError::NoSuchRecord(seq))?;
+    let (cp, leaves, tree) = signed_tree(&all, &note, verifier)?;
+    let path = tree.inclusion_proof(seq as usize).ok_or(AuditError::NoSuchRecord(seq))?;
     if !merkle::verify_inclusion(seq, size, &leaves[seq as usize], &path, &cp.root) {
         return Err(AuditError::Broken(format!("record {seq} does not prove into checkpoint {size}")));
     }
@@ -251,23 +250,15 @@ pub async fn export(pool: &Pool, dir: &std::path::Path, verifier: &NoteVerifier)
     let all = records(pool).await?;
     let cps = checkpoints(pool).await?;
     let (size, note) = cps.last().cloned().ok_or(AuditError::NoCheckpoint)?;
-    let cp = Checkpoint::parse(verifier.open(&note)?)?;
-    if cp.size == 0 {
+    if size == 0 {
         return Err(AuditError::Broken("the newest checkpoint signs an empty log: nothing to export".into()));
     }
-    if cp.size as usize > all.len() {
-        return Err(AuditError::Broken(format!("checkpoint {size} is larger than the log ({})", all.len())));
-    }
-    let leaves = leaves(&all[..size as usize]);
-    let tree = merkle::Tree::new(&leaves);
-    if tree.root(leaves.len()) != Some(cp.root) {
-        return Err(AuditError::Broken(format!("checkpoint {size} does not match the log")));
-    }
+    let (_, leaves, tree) = signed_tree(&all, &note, verifier)?;
     for sub in ["records", "proofs"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(io(&dir.join(sub)))?;
     }
     let write = |path: std::path::PathBuf, bytes: &[u8]| std::fs::write(&path, bytes).map_err(io(&path));
-    for (i, r) in all[..size as usize].iter().enumerate() {
+    for (i, r) in all[..leaves.len()].iter().enumerate() {
         write(dir.join("records").join(format!("{i:08}")), &r.record)?;
         let path = tree.inclusion_proof(i).expect("in range");
         let text: String = path.iter().map(|h| format!("{}\n", b64.encode(h))).collect();
@@ -283,14 +274,29 @@ pub async fn export(pool: &Pool, dir: &std::path::Path, verifier: &NoteVerifier)
         let text: String = proof.iter().map(|h| format!("{}\n", b64.encode(h))).collect();
         write(dir.join("consistency"), text.as_bytes())?;
     }
-    write(dir.join("key.pub"), format!("{}\n", verifier_text(verifier)?).as_bytes())?;
+    write(dir.join("key.pub"), format!("{}\n", verifier.text()).as_bytes())?;
     write(dir.join("verify.go"), VERIFY_GO.as_bytes())?;
     write(dir.join("README"), README.as_bytes())?;
     Ok(Exported { records: size, size, previous: previous.map(|(s, _)| s) })
 }
 
-fn verifier_text(v: &NoteVerifier) -> Result<String, AuditError> {
-    Ok(v.text().to_owned())
+/// A signed checkpoint opened with `verifier`, and the tree of the records it signs: refused unless the log holds
+/// that many records and they, as they are, hash to its root.
+fn signed_tree(
+    all: &[Stored],
+    note: &str,
+    verifier: &NoteVerifier,
+) -> Result<(Checkpoint, Vec<Hash>, merkle::Tree), AuditError> {
+    let cp = Checkpoint::parse(verifier.open(note)?)?;
+    if cp.size as usize > all.len() {
+        return Err(AuditError::Broken(format!("checkpoint {} is larger than the log ({})", cp.size, all.len())));
+    }
+    let leaves = leaves(&all[..cp.size as usize]);
+    let tree = merkle::Tree::new(&leaves);
+    if tree.root(leaves.len()) != Some(cp.root) {
+        return Err(AuditError::Broken(format!("checkpoint {} does not match the log", cp.size)));
+    }
+    Ok((cp, leaves, tree))
 }
 
 /// The independent checker shipped with every export (also `tools/audit/verify.go`).

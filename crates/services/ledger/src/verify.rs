@@ -233,12 +233,11 @@ pub async fn verify(pool: &Pool, group: &str) -> Result<VerifyReport, StoreError
     r.correction_problems = client
         .query(
             "SELECT 'correction ' || c.correction_id || ' (' || c.cause || '): '
-                    || CASE WHEN (SELECT count(*) FROM journals j WHERE j.correction_id = c.correction_id) <> 1
-                            THEN 'has ' || (SELECT count(*) FROM journals j WHERE j.correction_id = c.correction_id)
-                                 || ' journals, not one'
+                    || CASE WHEN n.journals <> 1 THEN 'has ' || n.journals || ' journals, not one'
                             ELSE 'its entries do not hash to the approved ' || c.journal_sha256 END
                FROM ledger_corrections c
-              WHERE (SELECT count(*) FROM journals j WHERE j.correction_id = c.correction_id) <> 1
+              CROSS JOIN LATERAL (SELECT count(*) AS journals FROM journals j WHERE j.correction_id = c.correction_id) n
+              WHERE n.journals <> 1
                  OR encode(sha256(convert_to(ledger_correction_canonical(c.correction_id), 'UTF8')), 'hex')
                     <> c.journal_sha256
              UNION ALL

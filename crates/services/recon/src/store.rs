@@ -568,9 +568,7 @@ pub async fn resolve(
     ticket: &str,
     actor: &str,
 ) -> Result<(), ResolveError> {
-    if reason.trim().is_empty() || ticket.trim().is_empty() || actor.trim().is_empty() {
-        return Err(ResolveError::Refused("a resolution needs a reason, a ticket and an actor".into()));
-    }
+    attributable(reason, ticket, actor)?;
     if resolution == Resolution::Auto {
         return Err(ResolveError::Refused(
             "auto is recorded by a full `tally recon psp` run when it no longer finds a break, not by hand".into(),
@@ -585,14 +583,7 @@ pub async fn resolve(
     }
     let mut client = pool.get().await.map_err(StoreError::from)?;
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 16))", &[&id]).await?;
-    if tx.query_opt("SELECT 1 FROM recon_breaks WHERE break_id = $1", &[&id]).await?.is_none() {
-        return Err(ResolveError::NoSuchBreak(id.to_owned()));
-    }
-    if let Some(r) = tx.query_opt("SELECT resolution, actor FROM recon_resolutions WHERE break_id = $1", &[&id]).await?
-    {
-        return Err(ResolveError::AlreadyResolved { id: id.to_owned(), resolution: r.get(0), actor: r.get(1) });
-    }
+    open_break(&tx, id).await?;
     tx.execute(
         "INSERT INTO recon_resolutions (break_id, resolution, reason, ticket, actor) VALUES ($1, $2, $3, $4, $5)",
         &[&id, &resolution.as_str(), &reason, &ticket, &actor],
@@ -630,6 +621,14 @@ pub fn correction_cause(break_id: &str) -> String {
     format!("recon_break:{break_id}")
 }
 
+fn attributable(reason: &str, ticket: &str, actor: &str) -> Result<(), ResolveError> {
+    if reason.trim().is_empty() || ticket.trim().is_empty() || actor.trim().is_empty() {
+        return Err(ResolveError::Refused("a resolution needs a reason, a ticket and an actor".into()));
+    }
+    Ok(())
+}
+
+/// Takes the break's lock for the rest of `tx` and checks it exists and is unresolved.
 async fn open_break(tx: &tokio_postgres::Transaction<'_>, id: &str) -> Result<(), ResolveError> {
     tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 16))", &[&id]).await?;
     if tx.query_opt("SELECT 1 FROM recon_breaks WHERE break_id = $1", &[&id]).await?.is_none() {
@@ -652,9 +651,7 @@ pub async fn propose(
     ticket: &str,
     actor: &str,
 ) -> Result<Proposal, ResolveError> {
-    if reason.trim().is_empty() || ticket.trim().is_empty() || actor.trim().is_empty() {
-        return Err(ResolveError::Refused("a resolution needs a reason, a ticket and an actor".into()));
-    }
+    attributable(reason, ticket, actor)?;
     let correction = journal.correction(&correction_cause(id)).map_err(|e| ResolveError::Refused(e.to_string()))?;
     let hash = tally_ledger::corrections::sha256(&correction);
     let canonical = tally_ledger::corrections::JournalFile::of(&correction);

@@ -71,6 +71,13 @@ pub struct Side {
 /// booked within the scope (with its journal's legs, empty when it posted none); a fact the ledger never booked is
 /// absent from it.
 pub fn diff(expected: &BTreeMap<FactKey, Side>, live: &BTreeMap<FactKey, Side>) -> Diff {
+    let change = |key: &FactKey, side: &Side, live: &Legs, expected: &Legs| Change {
+        fact_key: *key,
+        payment_id: side.payment_id.clone(),
+        kind: side.kind.clone(),
+        live: live.clone(),
+        expected: expected.clone(),
+    };
     let mut d = Diff::default();
     let mut impact: BTreeMap<(String, String), i64> = BTreeMap::new();
     let mut add = |legs: &Legs, sign: i64| {
@@ -84,26 +91,14 @@ pub fn diff(expected: &BTreeMap<FactKey, Side>, live: &BTreeMap<FactKey, Side>) 
             Some(l) => {
                 add(&e.legs, 1);
                 add(&l.legs, -1);
-                d.would_change.push(Change {
-                    fact_key: *key,
-                    payment_id: e.payment_id.clone(),
-                    kind: e.kind.clone(),
-                    live: l.legs.clone(),
-                    expected: e.legs.clone(),
-                });
+                d.would_change.push(change(key, e, &l.legs, &e.legs));
             }
             // Never booked: a fact that posts nothing is no difference (the ledger keeps no journal for it either,
             // but its event-log row is missing: that is completeness recon's finding, not a replay's).
             None if e.legs.is_empty() => d.unchanged += 1,
             None => {
                 add(&e.legs, 1);
-                d.missing.push(Change {
-                    fact_key: *key,
-                    payment_id: e.payment_id.clone(),
-                    kind: e.kind.clone(),
-                    live: Vec::new(),
-                    expected: e.legs.clone(),
-                });
+                d.missing.push(change(key, e, &Vec::new(), &e.legs));
             }
         }
     }
@@ -111,13 +106,7 @@ pub fn diff(expected: &BTreeMap<FactKey, Side>, live: &BTreeMap<FactKey, Side>) 
     // A fact booked in scope that posts nothing is no difference either.
     for (key, l) in live.iter().filter(|(k, l)| !expected_keys.contains(k) && !l.legs.is_empty()) {
         add(&l.legs, -1);
-        d.unexpected.push(Change {
-            fact_key: *key,
-            payment_id: l.payment_id.clone(),
-            kind: l.kind.clone(),
-            live: l.legs.clone(),
-            expected: Vec::new(),
-        });
+        d.unexpected.push(change(key, l, &l.legs, &Vec::new()));
     }
     d.impact = impact.into_iter().filter(|(_, m)| *m != 0).map(|((a, c), m)| (a, c, m)).collect();
     d
