@@ -219,8 +219,8 @@ async fn settlement_facts_booked(pool: &deadpool_postgres::Pool, files: &[String
 }
 
 /// Replaying unchanged data yields an empty diff (I5): a replay plan over this run's busiest merchant (by its
-/// webhook facts; its settlement lines come along), from the
-/// archive, recomputed with the current rules against the ledger it just booked. (Its audit record is the plan's.)
+/// webhook facts; its settlement lines come along), from the archive, recomputed with the current rules against
+/// the ledger it just booked and landed again against the warehouse's rows. (Its audit record is the plan's.)
 async fn replay_oracle(pool: &deadpool_postgres::Pool, config: &Config) -> Result<(String, Option<bool>, String)> {
     let merchant: Option<String> = pool
         .get()
@@ -236,14 +236,25 @@ async fn replay_oracle(pool: &deadpool_postgres::Pool, config: &Config) -> Resul
     let Some(merchant) = merchant else { return Ok((name, Some(false), "no merchant booked in this run".into())) };
     let scope = tally_replay::scope::Scope { merchants: vec![merchant.clone()], ..Default::default() };
     let objects = tally_archive::Objects::open(&config.archive.location)?;
-    let plan = tally_replay::plan(pool, &objects, &scope, &mut |_, _, _| {}).await?;
+    let targets = tally_replay::Targets { warehouse: Some(&config.warehouse), ..Default::default() };
+    let plan = tally_replay::plan(pool, &objects, &scope, targets, &mut |_, _, _| {}).await?;
     tally_replay::audit_plan(pool, &plan, "tally demo").await?;
     let d = &plan.diff;
+    let warehouse = match &plan.warehouse {
+        Some(w) => format!(
+            "; warehouse: {} rows unchanged, {} would change, {} missing, {} unexpected",
+            w.unchanged,
+            w.would_change.len(),
+            w.missing.len(),
+            w.unexpected.len()
+        ),
+        None => "; no warehouse compared".into(),
+    };
     Ok((
         name,
-        Some(d.is_empty() && plan.facts > 0),
+        Some(plan.is_empty() && plan.facts > 0 && plan.warehouse.as_ref().is_some_and(|w| w.unchanged > 0)),
         format!(
-            "{merchant}: {} facts from {} archived records, {} unchanged, {} would change, {} missing, {} unexpected",
+            "{merchant}: {} facts from {} archived records, {} unchanged, {} would change, {} missing, {} unexpected{warehouse}",
             plan.facts,
             plan.records,
             d.unchanged,

@@ -59,6 +59,13 @@ pub struct PlanArgs {
     kind: Option<String>,
     #[arg(long)]
     psp: Option<String>,
+    /// The reference data warehouse rows are enriched with when landed again: `rows` (the versions each row
+    /// names: a replay reproduces it unless the code changed) or `latest` (re-enrich with the latest loaded).
+    #[arg(long, default_value = "rows", value_parser = ["rows", "latest"])]
+    reference: String,
+    /// Compare the ledger only (not the warehouse).
+    #[arg(long)]
+    ledger_only: bool,
     /// Write the plan (JSON, with its hash) here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -111,7 +118,15 @@ pub fn run(cmd: ReplayCommand, config: &Config) -> Result<ExitCode> {
                 }
             }
         };
-        let plan = tally_replay::plan(&pool, &objects, &scope, &mut progress).await?;
+        let targets = tally_replay::Targets {
+            warehouse: (!args.ledger_only).then_some(&config.warehouse),
+            reference: if args.reference == "latest" {
+                tally_warehouse::replay::Pin::Latest
+            } else {
+                tally_warehouse::replay::Pin::Rows
+            },
+        };
+        let plan = tally_replay::plan(&pool, &objects, &scope, targets, &mut progress).await?;
         let seq = tally_replay::audit_plan(&pool, &plan, &actor).await?;
         if let Some(out) = &args.out {
             std::fs::write(out, serde_json::to_vec_pretty(&plan)?).with_context(|| format!("writing {}", out.display()))?;
@@ -125,7 +140,7 @@ pub fn run(cmd: ReplayCommand, config: &Config) -> Result<ExitCode> {
                 println!("plan written to {}", out.display());
             }
         }
-        Ok(if plan.diff.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        Ok(if plan.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
 }
 
@@ -182,10 +197,64 @@ fn render(plan: &tally_replay::Plan, secs: f64) -> String {
             let _ = writeln!(s, "  … {} more {what}", list.len() - 10);
         }
     }
+    match &plan.warehouse {
+        None => {
+            let _ = writeln!(s, "warehouse: not compared (no sink listening and no file, or --ledger-only)");
+        }
+        Some(w) => {
+            let _ = writeln!(
+                s,
+                "warehouse (reference: {}): {} rows unchanged, {} would change, {} missing, {} unexpected; {} landed \
+                 but not archived yet, {} landed from a record outside the scope (not compared)",
+                serde_json::to_value(w.reference).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                w.unchanged,
+                w.would_change.len(),
+                w.missing.len(),
+                w.unexpected.len(),
+                w.not_archived_yet,
+                w.landed_from_another_record
+            );
+            for c in w.would_change.iter().take(10) {
+                let cols: Vec<String> =
+                    c.columns.iter().map(|k| format!("{} {} → {}", k.column, k.live, k.expected)).collect();
+                let _ = writeln!(s, "  would change {} {} {}: {}", c.fact_key, c.payment_id, c.kind, cols.join(", "));
+            }
+            if w.would_change.len() > 10 {
+                let _ = writeln!(s, "  … {} more rows would change", w.would_change.len() - 10);
+            }
+            for (what, list) in [("missing", &w.missing), ("unexpected", &w.unexpected)] {
+                if !list.is_empty() {
+                    let shown: Vec<&str> = list.iter().take(5).map(String::as_str).collect();
+                    let _ = writeln!(s, "  {what}: {}{}", shown.join(", "), if list.len() > 5 { ", …" } else { "" });
+                }
+            }
+            if !w.marts.is_empty() {
+                let _ = writeln!(s, "mart rows recomputed by an apply (closed ones are restated):");
+            }
+            for m in w.marts.iter().take(20) {
+                let money = |v: &Option<serde_json::Value>, k: &str| {
+                    v.as_ref().and_then(|v| v.get(k)).map_or("-".to_owned(), |x| x.to_string())
+                };
+                let _ = writeln!(
+                    s,
+                    "  {} {} {} {}{}: net {} → {}, fees {} → {}",
+                    m.mart,
+                    m.merchant_id,
+                    m.day,
+                    m.currency,
+                    if m.closed { " (closed: restated)" } else { "" },
+                    money(&m.before, "net_minor"),
+                    money(&m.after, "net_minor"),
+                    money(&m.before, "fees_minor"),
+                    money(&m.after, "fees_minor")
+                );
+            }
+        }
+    }
     let _ = writeln!(
         s,
         "{} (plan {})",
-        if d.is_empty() { "EMPTY DIFF: nothing to replay" } else { "DIFFERENCES FOUND" },
+        if plan.is_empty() { "EMPTY DIFF: nothing to replay" } else { "DIFFERENCES FOUND" },
         plan.hash
     );
     s
@@ -213,15 +282,21 @@ fn apply(args: ApplyArgs, config: &Config) -> Result<ExitCode> {
             reason: &args.reason,
             ticket: &args.ticket,
         };
-        match tally_replay::apply(&pool, &objects, &plan, who).await {
+        match tally_replay::apply(&pool, &objects, &plan, who, Some(&config.warehouse)).await {
             Ok(applied) if args.json => {
                 println!("{}", serde_json::to_string_pretty(&applied)?);
                 Ok(ExitCode::SUCCESS)
             }
             Ok(applied) => {
+                let rows = applied.warehouse.as_ref();
                 match (&applied.applied_before, applied.corrections) {
-                    (Some((by, at)), _) => println!("plan {} was applied by {by} at {at}: nothing done", plan.hash),
-                    (None, 0) => println!("plan {}: nothing to apply (an empty diff): nothing done", plan.hash),
+                    (Some((by, at)), _) => {
+                        println!("plan {} was applied to the ledger by {by} at {at}: nothing booked", plan.hash)
+                    }
+                    (None, 0) if rows.is_none() => {
+                        println!("plan {}: nothing to apply (an empty diff): nothing done", plan.hash)
+                    }
+                    (None, 0) => {}
                     (None, n) => println!(
                         "replay {} applied: {n} correction journals ({} facts re-posted, {} reversed), approved by {}",
                         applied.replay_id,
@@ -229,6 +304,16 @@ fn apply(args: ApplyArgs, config: &Config) -> Result<ExitCode> {
                         plan.diff.unexpected.len(),
                         args.approved_by.as_deref().unwrap_or("-")
                     ),
+                }
+                match rows {
+                    Some(tally_warehouse::replay::Applied { applied_before: Some(at), .. }) => {
+                        println!("warehouse: plan {} was applied at {at}: nothing done", plan.hash)
+                    }
+                    Some(w) => println!(
+                        "warehouse: {} rows replaced (tagged replay {}), {} closed mart days restated",
+                        w.rows_replaced, applied.replay_id, w.restatements
+                    ),
+                    None => {}
                 }
                 if applied.missing_not_applied > 0 {
                     println!(

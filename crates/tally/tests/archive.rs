@@ -865,7 +865,7 @@ async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactl
     // The same plan again: nothing; the other plan, made before the books changed: stale.
     let (code, out, _) = apply(&p1, &["--approved-by", "bob"]);
     assert_eq!(code, Some(0));
-    assert!(out.contains("was applied by ana"), "{out}");
+    assert!(out.contains("was applied to the ledger by ana"), "{out}");
     let (code, _, err) = apply(&p2, &["--approved-by", "bob"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("stale"), "{err}");
@@ -881,4 +881,236 @@ async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactl
     let plans: i64 =
         client.query_one("SELECT count(*) FROM audit_log WHERE action = 'replay.plan'", &[]).await.unwrap().get(0);
     assert_eq!(plans, 15);
+}
+
+/// Issue 16 §3, the warehouse: a row an older processor landed wrong (a capture's amount, on a closed day) is found
+/// by a plan while the sinks run and new facts arrive; the apply replaces exactly that row, tagged with the replay
+/// id, and restates its closed mart day (naming the replay), leaving every other merchant's rows and mart days
+/// as they were; the same plan twice changes nothing; recon (warehouse ≠ ledger before) is clean after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_while_the_sinks_run() {
+    use tally_warehouse::query::ask_sink;
+    let env = Env::new().await;
+    let dir = std::env::temp_dir().join(unique("tally-replay-wh-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wh = tally_warehouse::WarehouseConfig {
+        path: dir.join("warehouse.duckdb"),
+        group_id: unique("gw"),
+        listen: format!("127.0.0.1:{}", tally_testkit::free_port()),
+        batch_max_wait_ms: 100,
+        reference_poll_ms: 200,
+        session_timeout_ms: 6000,
+        max_poll_interval_ms: 8000,
+        ..Default::default()
+    };
+    let tally = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(args)
+            .envs(env.vars())
+            .env("TALLY__WAREHOUSE__LISTEN", &wh.listen)
+            .env("TALLY__WAREHOUSE__PATH", wh.path.display().to_string())
+            .env("TALLY__WAREHOUSE__GROUP_ID", &wh.group_id)
+            .env("TALLY_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text, out.stdout)
+    };
+    // Three merchants; captures on days 0, 1 and 3 (the watermark on day 3 closes day 0: lateness is one day).
+    let day = |d: i64| Timestamp::from_unix_secs(1_760_000_000 + d * 86_400).unwrap();
+    let facts_of = |merchant: &str, n: i64, days: &[i64], tag: &str| -> Vec<PaymentEvent> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            for kind in [EventKind::Authorized, EventKind::Captured] {
+                let mut e = fact(kind, &format!("pi_{tag}{merchant}_{i}"), 2_000 + i);
+                e.merchant_id = merchant.to_owned();
+                e.occurred_at = day(days[i as usize % days.len()]);
+                out.push(e);
+            }
+        }
+        out
+    };
+    let produce = |facts: Vec<PaymentEvent>| {
+        let kafka = env.kafka.clone();
+        async move {
+            let producer = Producer::new(&kafka).unwrap();
+            for e in &facts {
+                let value = encode_payment_event(e, Some("delivery-replay-wh")).unwrap();
+                producer.send(&kafka.topic(topic_for(e.kind)), e.payment_id.as_bytes(), &value, &[]).await.unwrap();
+            }
+        }
+    };
+    let first: Vec<PaymentEvent> =
+        ["m_0", "m_1", "m_2"].iter().flat_map(|m| facts_of(m, 12, &[0, 1, 3], "a")).collect();
+    produce(first.clone()).await;
+    env.book_and_archive().await;
+    let count = |sql: &str| {
+        let (listen, sql) = (wh.listen.clone(), sql.to_owned());
+        async move {
+            match ask_sink(&listen, &sql, 10, Duration::from_secs(10)).await {
+                Ok(Some(a)) => a.rows[0][0].as_i64(),
+                _ => None,
+            }
+        }
+    };
+    let land_until = |n: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while count("SELECT count(*) FROM fct_payment_events").await != Some(n as i64) {
+            assert!(Instant::now() < deadline, "the warehouse sink did not land {n} rows");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let stop = CancellationToken::new();
+    let sink = tokio::spawn(tally_warehouse::run(wh.clone(), env.kafka.clone(), env.postgres.clone(), stop.clone()));
+    land_until(first.len()).await;
+    stop.cancel();
+    sink.await.unwrap().unwrap();
+
+    // An older processor landed one of m_1's day-0 captures 500 cents too high, and its marts were built from it.
+    let wrong = first
+        .iter()
+        .find(|e| e.merchant_id == "m_1" && e.kind == EventKind::Captured && e.occurred_at == day(0))
+        .unwrap();
+    let others = |conn: &tally_duckdb::duckdb::Connection| -> Vec<String> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT CAST(to_json(f) AS VARCHAR) FROM fct_payment_events f WHERE merchant_id = 'm_0'
+                 UNION ALL SELECT CAST(to_json(m) AS VARCHAR)
+                   FROM (SELECT * EXCLUDE (complete_to) FROM mart_merchant_daily WHERE merchant_id = 'm_0') m
+                 ORDER BY 1",
+            )
+            .unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let others_before = {
+        let conn = tally_duckdb::open(&wh.path).unwrap();
+        let changed = conn
+            .execute(
+                "UPDATE fct_payment_events SET amount_minor = amount_minor + 500,
+                        processor_version = 'tally-warehouse/0.0.1 (older)' WHERE fact_key = ?",
+                [wrong.fact_key().0.to_string()],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+        let models = tally_warehouse::models::open(&conn).unwrap();
+        tally_warehouse::models::affect_everything(&conn).unwrap();
+        models.refresh(&conn, 1_700_000_000_000_000, 86_400).unwrap();
+        others(&conn)
+    };
+    assert!(others_before.len() > 12, "{others_before:?}");
+
+    // The sinks run again, and new facts (m_2, day 3) arrive while the replay is planned and applied.
+    let busy = CancellationToken::new();
+    let (k, p) = (env.kafka.clone(), env.postgres.clone());
+    let (warehouse, ledger) = (wh.clone(), env.ledger.clone());
+    let (k2, p2, b2) = (k.clone(), p.clone(), busy.clone());
+    let sinks = [
+        tokio::spawn(async move { tally_warehouse::run(warehouse, k2, p2, b2).await.map_err(|e| e.to_string()) }),
+        tokio::spawn({
+            let (k, p, b) = (k.clone(), p.clone(), busy.clone());
+            async move { tally_ledger::run(ledger, k, p, b).await.map_err(|e| e.to_string()) }
+        }),
+    ];
+    let archive = tokio::spawn(tally_archive::run(env.archive.clone(), k, p, busy.clone()));
+    let later = facts_of("m_2", 150, &[3], "b");
+    let producing = tokio::spawn(produce(later.clone()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count("SELECT 1").await.is_none() {
+        assert!(Instant::now() < deadline, "the warehouse sink did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, text, _) = tally(&["recon", "completeness"]);
+    assert_eq!(code, Some(1), "warehouse ≠ ledger for m_1: {text}");
+    assert!(text.contains("for m_1 EUR"), "{text}");
+    let plan_path = dir.join("plan.json").display().to_string();
+    let (code, text, stdout) = tally(&["replay", "plan", "--merchant", "m_1", "--json", "--out", &plan_path]);
+    assert_eq!(code, Some(1), "{text}");
+    let p: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    assert!(p["diff"]["would_change"].as_array().unwrap().is_empty(), "the ledger is right: {p}");
+    let w = &p["warehouse"];
+    assert_eq!(w["unchanged"].as_u64().unwrap(), 23, "{w}");
+    let changes = w["would_change"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{w}");
+    assert_eq!(changes[0]["fact_key"].as_str().unwrap(), wrong.fact_key().0.to_string());
+    let m = wrong.money.amount.minor();
+    assert_eq!(
+        changes[0]["columns"],
+        serde_json::json!([{ "column": "amount_minor", "live": m + 500, "expected": m }]),
+        "the older processor's name is lineage, not content"
+    );
+    let marts = w["marts"].as_array().unwrap();
+    assert_eq!(marts.len(), 1, "{w}");
+    assert_eq!((marts[0]["merchant_id"].as_str(), marts[0]["day"].as_str()), (Some("m_1"), Some("2025-10-09")));
+    assert_eq!(marts[0]["closed"], true);
+    let captured = |v: &serde_json::Value| v["captured_minor"].as_i64().unwrap();
+    assert_eq!(captured(&marts[0]["before"]) - captured(&marts[0]["after"]), 500);
+    // The plan kept nothing: the row is still wrong.
+    assert_eq!(
+        count("SELECT count(*) FROM fct_payment_events WHERE processor_version = 'tally-warehouse/0.0.1 (older)'")
+            .await,
+        Some(1)
+    );
+    let (code, text, _) = tally(&["replay", "plan", "--merchant", "m_0"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("warehouse (reference: rows): 24 rows unchanged, 0 would change"), "{text}");
+
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["replay", "apply", &plan_path, "--reason", "an older processor landed a capture wrong"];
+        args.extend_from_slice(&["--ticket", "FIN-22", "--actor", "ana"]);
+        args.extend_from_slice(extra);
+        tally(&args)
+    };
+    let (code, text, _) = apply(&[]);
+    assert_eq!(code, Some(2), "a warehouse change needs a second operator: {text}");
+    let (code, text, _) = apply(&["--approved-by", "bob"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("warehouse: 1 rows replaced") && text.contains("1 closed mart days restated"), "{text}");
+    let (code, text, _) = apply(&["--approved-by", "bob"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("was applied at"), "{text}");
+    let (code, text, _) = tally(&["replay", "plan", "--merchant", "m_1"]);
+    assert_eq!(code, Some(0), "{text}");
+    producing.await.unwrap();
+
+    // Every sink catches up with the facts that arrived meanwhile; then every oracle.
+    let ends = env.watermarks().await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(env.caught_up(&env.ledger.group_id, &ends, &env.ledger_topics()).await
+        && env.caught_up(&env.archive.group_id, &ends, &env.all_topics()).await)
+    {
+        assert!(Instant::now() < deadline, "sinks did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    land_until(first.len() + later.len()).await;
+    let replayed = format!(
+        "SELECT count(*) FROM fct_payment_events WHERE replay_id IS NOT NULL AND fact_key = '{}' AND amount_minor = {m}",
+        wrong.fact_key().0
+    );
+    assert_eq!(count(&replayed).await, Some(1));
+    assert_eq!(count("SELECT count(*) FROM fct_payment_events WHERE replay_id IS NOT NULL").await, Some(1));
+    assert_eq!(
+        count("SELECT count(*) FROM restatements WHERE replay_id IS NOT NULL AND merchant_id = 'm_1'").await,
+        Some(1)
+    );
+    assert_eq!(count("SELECT count(*) FROM fct_payment_events WHERE processor_version LIKE '%older%'").await, Some(0));
+    let (code, text, _) = tally(&["recon", "completeness"]);
+    assert_eq!(code, Some(0), "{text}");
+    busy.cancel();
+    for s in sinks {
+        s.await.unwrap().unwrap();
+    }
+    archive.await.unwrap().unwrap();
+    let conn = tally_warehouse::query::open_read_only(&wh.path).unwrap();
+    assert_eq!(others(&conn), others_before, "m_0's rows and mart days, bit for bit");
+    let audited: i64 = env
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM audit_log WHERE action = 'replay.apply.warehouse'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,7 +2,10 @@
 //! code, and diffed against the live ledger by a canonical hash per fact (`tally replay plan`). Replaying unchanged
 //! data yields an empty diff. `tally replay apply` books the diff as correction journals — per changed fact a
 //! reversal of what the ledger holds and a re-post of what the rules post — in one transaction with the plan's
-//! application and its audit record. (The warehouse's side of a replay is the next part.)
+//! application and its audit record. With a warehouse, the same records are landed again there and diffed row by
+//! row (`tally_warehouse::replay`); an apply replaces the changed rows and restates the mart days they touch, in the
+//! warehouse's own transaction (two stores, two transactions: each side is idempotent, so an apply interrupted
+//! between them is completed by running it again).
 
 pub mod plan;
 pub mod resolve;
@@ -34,6 +37,8 @@ pub enum ReplayError {
     File(#[from] tally_archive::file::FileError),
     #[error("archive: {0}")]
     Archive(String),
+    #[error("warehouse: {0}")]
+    Warehouse(#[from] tally_warehouse::replay::ReplayError),
 }
 
 impl From<deadpool_postgres::PoolError> for ReplayError {
@@ -66,6 +71,9 @@ pub struct Plan {
     /// plan whose base no longer matches (the live data changed).
     pub base_checksum: String,
     pub diff: Diff,
+    /// The warehouse's diff (None: no warehouse was compared — none configured, or no sink and no file).
+    #[serde(default)]
+    pub warehouse: Option<tally_warehouse::replay::Diff>,
     /// SHA-256 of this plan's canonical JSON with `hash` empty.
     pub hash: String,
 }
@@ -81,7 +89,21 @@ pub struct Skipped {
     pub booked_from_another_record: u64,
 }
 
+/// What a plan compares besides the ledger.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Targets<'a> {
+    /// The warehouse (its sink, or its file when no sink runs).
+    pub warehouse: Option<&'a tally_warehouse::WarehouseConfig>,
+    /// Which reference data the warehouse's rows are enriched with when landed again.
+    pub reference: tally_warehouse::replay::Pin,
+}
+
 impl Plan {
+    /// Whether applying the plan would change nothing, in the ledger or the warehouse.
+    pub fn is_empty(&self) -> bool {
+        self.diff.is_empty() && self.warehouse.as_ref().is_none_or(|w| w.is_empty())
+    }
+
     /// The plan with its hash set to its content's.
     pub fn seal(self) -> Plan {
         self.sealed()
@@ -159,15 +181,63 @@ async fn live_books<C: tokio_postgres::GenericClient>(
     Ok(out)
 }
 
-/// Plans a replay of `scope` against the ledger: resolves it in the archive, recomputes every fact's journal with
-/// the current posting rules, reads the live journals, and diffs them. Read-only.
+/// A scope resolved in the archive: its records, what was read, the files.
+type Resolved = (Vec<resolve::Archived>, Read, Vec<tally_archive::ManifestFile>);
+
+/// Plans a replay of `scope`: resolves it in the archive, recomputes every fact's journal with the current posting
+/// rules, reads the live journals, and diffs them; with a warehouse, diffs its rows too. Read-only.
 pub async fn plan(
     pool: &Pool,
     objects: &Objects,
     scope: &Scope,
+    targets: Targets<'_>,
     progress: &mut (dyn FnMut(u64, u64, u64) + Send),
 ) -> Result<Plan, ReplayError> {
-    let (archived, read, files) = resolve::resolve(pool, objects, scope, progress).await?;
+    let resolved = resolve::resolve(pool, objects, scope, progress).await?;
+    let mut plan = ledger_plan(pool, scope, &resolved).await?;
+    if let Some(config) = targets.warehouse {
+        let request = warehouse_request(scope, &resolved, targets.reference, None);
+        plan.warehouse = tally_warehouse::replay::where_it_is(config, pool, &request).await?.map(|o| o.diff);
+    }
+    Ok(plan.sealed())
+}
+
+/// The warehouse's request for a resolved scope.
+fn warehouse_request(
+    scope: &Scope,
+    (archived, _, files): &Resolved,
+    reference: tally_warehouse::replay::Pin,
+    apply: Option<tally_warehouse::replay::Apply>,
+) -> tally_warehouse::replay::Request {
+    use tally_warehouse::replay::{Filter, Record, Request};
+    Request {
+        filter: Filter {
+            merchants: scope.merchants.clone(),
+            from_micros: scope.from.map(|t| t.unix_micros()),
+            to_micros: scope.to.map(|t| t.unix_micros()),
+            kinds: scope.kinds.iter().map(|k| k.as_str().to_owned()).collect(),
+            psp: scope.psp.map(|p| p.as_str().to_owned()),
+        },
+        reference,
+        records: archived
+            .iter()
+            .map(|a| Record {
+                topic: a.located.topic.clone(),
+                partition: a.located.partition,
+                offset: a.located.offset,
+                key: a.key.clone(),
+                value: Some(a.value.clone()),
+            })
+            .collect(),
+        covered: files.iter().map(|f| (f.topic.clone(), f.partition, f.start_offset, f.end_offset)).collect(),
+        apply,
+    }
+}
+
+/// The ledger's side of a plan (unsealed).
+async fn ledger_plan(pool: &Pool, scope: &Scope, resolved: &Resolved) -> Result<Plan, ReplayError> {
+    let (archived, read, files) = resolved;
+    let (read, files) = (read.clone(), files.as_slice());
     let located: Vec<scope::Located> = archived.iter().map(|a| a.located.clone()).collect();
     let records_checksum = scope::checksum(&located);
     let keys: Vec<uuid::Uuid> =
@@ -186,7 +256,7 @@ pub async fn plan(
     // the ledger never booked, by its first record the sink did not reject. Its journal by the current rules.
     let mut skipped = Skipped::default();
     let mut by_key: BTreeMap<FactKey, Vec<&resolve::Archived>> = BTreeMap::new();
-    for a in &archived {
+    for a in archived {
         by_key.entry(a.located.fact_key).or_default().push(a);
     }
     let mut expected: BTreeMap<FactKey, Side> = BTreeMap::new();
@@ -229,7 +299,7 @@ pub async fn plan(
     // Only live facts the archive covers are compared: a fact booked from an offset no archive file holds yet is
     // counted, not called unexpected. The files are the ones the resolution read, as ranges per partition.
     let mut ranges: BTreeMap<(String, i32), Vec<(i64, i64)>> = BTreeMap::new();
-    for f in &files {
+    for f in files {
         ranges.entry((f.topic.clone(), f.partition)).or_default().push((f.start_offset, f.end_offset));
     }
     for r in ranges.values_mut() {
@@ -260,7 +330,7 @@ pub async fn plan(
     }
     let diff = plan::diff(&expected, &live);
     Ok(Plan {
-        version: 1,
+        version: 2,
         scope: scope.clone(),
         records: archived.len() as u64,
         records_checksum,
@@ -271,9 +341,9 @@ pub async fn plan(
         skipped,
         base_checksum: hex::encode(base.finalize()),
         diff,
+        warehouse: None,
         hash: String::new(),
-    }
-    .sealed())
+    })
 }
 
 /// The plan's audit record (I8): who planned what scope, against which live state, with which outcome.
@@ -296,6 +366,15 @@ pub async fn audit_plan(pool: &Pool, plan: &Plan, actor: &str) -> Result<u64, Re
             "missing": plan.diff.missing.len(),
             "unexpected": plan.diff.unexpected.len(),
             "processor_version": plan.processor_version,
+            "warehouse": plan.warehouse.as_ref().map(|w| serde_json::json!({
+                "reference": w.reference,
+                "unchanged": w.unchanged,
+                "would_change": w.would_change.len(),
+                "missing": w.missing.len(),
+                "unexpected": w.unexpected.len(),
+                "mart_rows": w.marts.len(),
+                "base_checksum": w.base_checksum,
+            })),
         })),
         ..tally_audit::Entry::default()
     };
@@ -340,6 +419,8 @@ pub struct Applied {
     /// Facts the archive holds and the ledger never booked: the ledger's sink books them (or completeness recon
     /// finds them), never a replay — booking them here could race the sink into a double booking.
     pub missing_not_applied: usize,
+    /// The warehouse's side (None: the plan changes no warehouse row).
+    pub warehouse: Option<tally_warehouse::replay::Applied>,
 }
 
 /// Who applies a plan, who approved it, and why.
@@ -387,13 +468,21 @@ fn legs_correction(
     tally_domain::ledger::Correction::new(cause, entries).map_err(|e| ApplyError::Refused(e.to_string()))
 }
 
-/// Applies a plan to the ledger: refused unless its hash is its content's, money-moving plans need a second
-/// operator's approval, and a plan whose base no longer matches the live ledger (or whose scope resolves to other
-/// records now) is stale. In one transaction, under a lock that serialises applies: the application record, per
-/// fact that would change a reversal of what the ledger holds and a re-post of what the rules post (per unexpected
-/// fact a reversal), each a correction journal naming the fact and tagged with the replay id, and the audit record.
-/// The same plan twice: the second changes nothing and says when the first was applied.
-pub async fn apply(pool: &Pool, objects: &Objects, plan: &Plan, who: Approval<'_>) -> Result<Applied, ApplyError> {
+/// Applies a plan: refused unless its hash is its content's, a plan that changes anything needs a second
+/// operator's approval, and a plan whose base no longer matches the live data (or whose scope resolves to other
+/// records now) is stale. The ledger, in one transaction under a lock that serialises applies: the application
+/// record, per fact that would change a reversal of what the ledger holds and a re-post of what the rules post (per
+/// unexpected fact a reversal), each a correction journal naming the fact and tagged with the replay id, and the
+/// audit record. Then the warehouse, in its own transaction: the changed rows replaced, the mart days they touch
+/// recomputed (restated when closed), and its audit record. The same plan twice changes nothing and says when it
+/// was applied; one interrupted between the two sides is completed by applying it again.
+pub async fn apply(
+    pool: &Pool,
+    objects: &Objects,
+    plan: &Plan,
+    who: Approval<'_>,
+    warehouse: Option<&tally_warehouse::WarehouseConfig>,
+) -> Result<Applied, ApplyError> {
     if !plan.is_sealed() {
         return Err(ApplyError::NotSealed);
     }
@@ -403,25 +492,123 @@ pub async fn apply(pool: &Pool, objects: &Objects, plan: &Plan, who: Approval<'_
     let replay_id =
         uuid::Uuid::new_v5(&uuid::Uuid::from_u128(0x7a11_4e91_0000_0000_0000_0000_0000_0016), plan.hash.as_bytes());
     let d = &plan.diff;
-    let mut applied = Applied { replay_id, corrections: 0, applied_before: None, missing_not_applied: d.missing.len() };
-    let approver = who.approved_by.filter(|a| !a.trim().is_empty());
-    let mut client = pool.get().await?;
-    if let Some(before) = applied_before(&**client, &plan.hash).await? {
-        applied.applied_before = Some(before);
+    let mut applied = Applied {
+        replay_id,
+        corrections: 0,
+        applied_before: None,
+        missing_not_applied: d.missing.len(),
+        warehouse: None,
+    };
+    let ledger_changes = !(d.would_change.is_empty() && d.unexpected.is_empty());
+    let rows = plan.warehouse.as_ref().filter(|w| !w.would_change.is_empty());
+    if !ledger_changes && rows.is_none() {
         return Ok(applied);
     }
-    if d.would_change.is_empty() && d.unexpected.is_empty() {
-        return Ok(applied);
-    }
-    let approver = approver.ok_or_else(|| {
-        ApplyError::Refused("a replay that moves money needs --approved-by (a second operator)".into())
+    let approver = who.approved_by.filter(|a| !a.trim().is_empty()).ok_or_else(|| {
+        ApplyError::Refused(
+            "a replay that changes the books or the warehouse needs --approved-by (a second operator)".into(),
+        )
     })?;
     if approver == who.actor {
         return Err(ApplyError::Refused(format!("{approver} applies this plan: a second operator approves it")));
     }
+    let before = applied_before(&**pool.get().await?, &plan.hash).await?;
+    if ledger_changes && before.is_none() || rows.is_some() {
+        let resolved = resolve::resolve(pool, objects, &plan.scope, &mut |_, _, _| {}).await?;
+        if ledger_changes {
+            match before {
+                Some(before) => applied.applied_before = Some(before),
+                None => apply_ledger(pool, &resolved, plan, who, approver, &mut applied).await?,
+            }
+        }
+        if let Some(expect) = rows {
+            let config = warehouse.ok_or_else(|| {
+                ApplyError::Refused("the plan changes warehouse rows and no warehouse is configured".into())
+            })?;
+            let request = warehouse_request(
+                &plan.scope,
+                &resolved,
+                expect.reference,
+                Some(tally_warehouse::replay::Apply {
+                    replay_id: replay_id.to_string(),
+                    plan_sha256: plan.hash.clone(),
+                    expect: expect.clone(),
+                }),
+            );
+            let outcome = match tally_warehouse::replay::where_it_is(config, pool, &request).await {
+                Ok(Some(o)) => o,
+                Ok(None) => {
+                    return Err(ApplyError::Refused(format!(
+                        "the plan changes warehouse rows: no warehouse sink at {} and no file at {}",
+                        config.listen,
+                        config.path.display()
+                    )))
+                }
+                Err(tally_warehouse::replay::ReplayError::Stale(reason)) => return Err(ApplyError::Stale(reason)),
+                Err(e) => return Err(ReplayError::from(e).into()),
+            };
+            let done = outcome.applied.unwrap_or_default();
+            if done.applied_before.is_none() {
+                audit_warehouse(pool, plan, who, approver, replay_id, &outcome.diff, &done).await?;
+            }
+            applied.warehouse = Some(done);
+        }
+    } else if let Some(before) = before {
+        applied.applied_before = Some(before);
+    }
+    Ok(applied)
+}
+
+/// The audit record of a replay's warehouse side (I8).
+async fn audit_warehouse(
+    pool: &Pool,
+    plan: &Plan,
+    who: Approval<'_>,
+    approver: &str,
+    replay_id: uuid::Uuid,
+    diff: &tally_warehouse::replay::Diff,
+    done: &tally_warehouse::replay::Applied,
+) -> Result<(), ApplyError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let entry = tally_audit::Entry {
+        actor: who.actor.to_owned(),
+        action: "replay.apply.warehouse".into(),
+        subject: Some(format!("plan:{}", plan.hash)),
+        reason: Some(who.reason.to_owned()),
+        ticket: Some(who.ticket.to_owned()),
+        scope: Some(serde_json::to_value(&plan.scope).expect("plain data")),
+        before: Some(diff.base_checksum.clone()),
+        plan: Some(plan.hash.clone()),
+        detail: Some(serde_json::json!({
+            "replay_id": replay_id.to_string(),
+            "approved_by": approver,
+            "reference": diff.reference,
+            "rows_replaced": done.rows_replaced,
+            "restatements": done.restatements,
+            "mart_rows": diff.marts.len(),
+            "fact_keys": diff.would_change.iter().map(|c| c.fact_key.clone()).collect::<Vec<_>>(),
+        })),
+        ..tally_audit::Entry::default()
+    };
+    tally_audit::append(&tx, &entry).await.map_err(ReplayError::from)?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The ledger's side of an apply (see [`apply`]).
+async fn apply_ledger(
+    pool: &Pool,
+    resolved: &Resolved,
+    plan: &Plan,
+    who: Approval<'_>,
+    approver: &str,
+    applied: &mut Applied,
+) -> Result<(), ApplyError> {
+    let (d, replay_id) = (&plan.diff, applied.replay_id);
     // What the plan says is what the current code says now: the same diff, by the same processor. (The hash only
     // shows the file was not edited by accident; a plan is re-derived, never trusted, before it books money.)
-    let fresh = self::plan(pool, objects, &plan.scope, &mut |_, _, _| {}).await?;
+    let fresh = ledger_plan(pool, &plan.scope, resolved).await?;
     if fresh.processor_version != plan.processor_version {
         return Err(ApplyError::Stale(format!(
             "the plan was made by {}, this is {}",
@@ -436,11 +623,12 @@ pub async fn apply(pool: &Pool, objects: &Objects, plan: &Plan, who: Approval<'_
     {
         return Err(ApplyError::Stale("the diff the current books and code give is not the plan's".into()));
     }
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REPLAY_LOCK]).await?;
     if let Some(before) = applied_before(&*tx, &plan.hash).await? {
         applied.applied_before = Some(before);
-        return Ok(applied);
+        return Ok(());
     }
     // Under the lock no other apply commits: the books of the facts this one corrects, read in its own
     // transaction, must still be the plan's.
@@ -519,5 +707,5 @@ pub async fn apply(pool: &Pool, objects: &Objects, plan: &Plan, who: Approval<'_
     tally_audit::append(&tx, &entry).await?;
     tx.commit().await?;
     applied.corrections = corrections.len();
-    Ok(applied)
+    Ok(())
 }

@@ -15,6 +15,9 @@ use crate::ReplayError;
 pub struct Archived {
     pub located: Located,
     pub event: PaymentEvent,
+    /// The record as the log held it (the warehouse lands it again).
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
 }
 
 /// What a resolution read.
@@ -51,6 +54,8 @@ pub async fn resolve(
                 Ok(e) if scope.contains(&e.event) => out.push(Archived {
                     located: Located { topic: r.topic, partition: r.partition, offset: r.offset, fact_key: e.fact_key },
                     event: e.event,
+                    key: r.key,
+                    value: value.to_vec(),
                 }),
                 Ok(_) => {}
                 // Another schema (raw deliveries): not a fact.

@@ -112,6 +112,16 @@ CREATE TABLE IF NOT EXISTS wh_reference (
     reenriched_rows    BIGINT    NOT NULL
 );
 
+-- Each replay plan applied (tally replay apply, issue 16): its rows replaced and mart days restated, in the same
+-- transaction; a plan applied again finds its row and changes nothing.
+CREATE TABLE IF NOT EXISTS wh_replays (
+    plan_sha256    VARCHAR   NOT NULL PRIMARY KEY,
+    replay_id      VARCHAR   NOT NULL,
+    applied_at     TIMESTAMP NOT NULL,
+    rows_replaced  BIGINT    NOT NULL,
+    restatements   BIGINT    NOT NULL
+);
+
 -- Staging tables: TEMP (this connection's, never written to the file or its WAL), emptied by each use. A batch is
 -- appended to wh_stage_events before it lands; a re-enrichment fills wh_stage_enrich before it updates the rows it
 -- resolves. (Files from before they were TEMP had them in main: dropped.)
@@ -121,6 +131,7 @@ DROP TABLE IF EXISTS main.wh_stage_mart;
 DROP TABLE IF EXISTS main.wh_affected_days;
 DROP TABLE IF EXISTS main.wh_affected_payments;
 CREATE TEMP TABLE IF NOT EXISTS wh_stage_events AS SELECT * FROM fct_payment_events LIMIT 0;
+CREATE TEMP TABLE IF NOT EXISTS wh_replay_keys (fact_key VARCHAR);
 CREATE TEMP TABLE IF NOT EXISTS wh_stage_enrich AS
 SELECT fact_key, merchant_valid_from, merchant_unknown, reporting_currency, reporting_amount_minor, reporting_fee_minor,
        fx_rate_date, fx_from_rate, fx_to_rate, fx_source, fx_unavailable, merchants_version, fx_version, enriched_at

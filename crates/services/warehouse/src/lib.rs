@@ -7,6 +7,7 @@
 //! - [`models`]: the curated tables and marts (`models/*.sql`), built incrementally in the same transaction.
 //! - [`sink`]: `tally sink warehouse`, on the sink framework, with `/metrics`, `/healthz` and `/query`.
 //! - [`query`]: read-only SQL with a time limit, served by the sink or on the file.
+//! - [`replay`]: the warehouse's side of a replay — the scope's records landed again and diffed, marts restated.
 //! - [`proof`]: what the warehouse must agree with — the ledger's entries, the simulator's daily truth.
 
 pub mod bench;
@@ -16,6 +17,7 @@ pub mod models;
 pub mod proof;
 pub mod query;
 pub mod reference;
+pub mod replay;
 pub mod sink;
 pub mod store;
 

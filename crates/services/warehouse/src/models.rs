@@ -46,8 +46,10 @@ pub fn open(conn: &Connection) -> Result<Models, duckdb::Error> {
              restated_at   TIMESTAMP NOT NULL,
              watermark     TIMESTAMP,
              before        VARCHAR   NOT NULL,
-             after         VARCHAR   NOT NULL
-         );",
+             after         VARCHAR   NOT NULL,
+             replay_id     VARCHAR
+         );
+         ALTER TABLE restatements ADD COLUMN IF NOT EXISTS replay_id VARCHAR;",
     )?;
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS fct_payments AS {FCT_PAYMENTS} LIMIT 0;
@@ -97,7 +99,8 @@ pub fn open(conn: &Connection) -> Result<Models, duckdb::Error> {
         // A closed day whose values change is restated: recorded with the values before and after …
         (
             format!(
-            "INSERT INTO restatements
+            "INSERT INTO restatements (mart, merchant_id, day, currency, from_version, to_version, restated_at, watermark,
+                                       before, after)
              SELECT 'mart_merchant_daily', m.merchant_id, m.day, m.currency, m.version, m.version + 1, $1,
                     (SELECT watermark FROM wh_watermark), {before}, {after}
                FROM mart_merchant_daily m JOIN wh_stage_mart s ON {on}

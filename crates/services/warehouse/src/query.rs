@@ -105,7 +105,7 @@ pub fn run(conn: &Connection, sql: &str, timeout: Duration, max_rows: usize) -> 
     }
 }
 
-fn json(v: Value) -> serde_json::Value {
+pub(crate) fn json(v: Value) -> serde_json::Value {
     use serde_json::Value as J;
     match v {
         Value::Null => J::Null,

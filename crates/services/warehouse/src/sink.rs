@@ -59,6 +59,7 @@ pub struct Metrics {
     pub commit_micros: AtomicU64,
     pub reference_loads: AtomicU64,
     pub queries: AtomicU64,
+    pub replays: AtomicU64,
 }
 
 impl Metrics {
@@ -77,6 +78,7 @@ impl Metrics {
             ("tally_warehouse_batches_total", "Batches committed.", &self.batches),
             ("tally_warehouse_reference_loads_total", "Reference versions put in force.", &self.reference_loads),
             ("tally_warehouse_queries_total", "Read-only queries served.", &self.queries),
+            ("tally_warehouse_replays_total", "Replay plans and applies served.", &self.replays),
         ];
         let mut out = String::new();
         for (name, help, v) in counters {
@@ -95,6 +97,8 @@ struct Shared {
     warehouse: Mutex<Warehouse>,
     metrics: Metrics,
     query_timeout: Duration,
+    pool: deadpool_postgres::Pool,
+    fx_max_age_days: i64,
 }
 
 /// `tally sink warehouse`: runs until `shutdown`, then commits what it holds and leaves the group.
@@ -130,6 +134,8 @@ pub async fn run(
         warehouse: Mutex::new(warehouse),
         metrics: Metrics::default(),
         query_timeout: Duration::from_millis(config.query_timeout_ms),
+        pool: pool.clone(),
+        fx_max_age_days: config.fx_max_age_days,
     });
 
     let listener =
@@ -138,6 +144,8 @@ pub async fn run(
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/query", post(serve_query))
+        // A replay's request holds its scope's archived records.
+        .route("/replay", post(serve_replay).layer(axum::extract::DefaultBodyLimit::max(1 << 30)))
         .with_state(shared.clone());
     let server_stop = shutdown.clone();
     let server = tokio::spawn(async move {
@@ -280,6 +288,23 @@ struct QueryRequest {
 
 fn default_max_rows() -> usize {
     10_000
+}
+
+/// A replay plan or apply, between two batches (the consumer waits for the lock; nothing it lands is lost).
+async fn serve_replay(State(shared): State<Arc<Shared>>, Json(req): Json<crate::replay::Request>) -> Response {
+    shared.metrics.replays.fetch_add(1, Ordering::Relaxed);
+    match crate::replay::run(&shared.warehouse, &shared.pool, shared.fx_max_age_days, &req).await {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(crate::replay::ReplayError::Stale(reason)) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": format!("stale plan: {reason}"), "stale": reason })),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "replay failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+        }
+    }
 }
 
 async fn serve_query(State(shared): State<Arc<Shared>>, Json(req): Json<QueryRequest>) -> Response {

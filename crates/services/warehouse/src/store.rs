@@ -41,15 +41,15 @@ pub struct Landed {
 
 /// The open warehouse file and the reference data the sink enriches with now.
 pub struct Warehouse {
-    conn: Connection,
+    pub(crate) conn: Connection,
     group_id: String,
     reference: Reference,
-    tokens: Tokenizer,
-    models: crate::models::Models,
-    allowed_lateness_secs: i64,
+    pub(crate) tokens: Tokenizer,
+    pub(crate) models: crate::models::Models,
+    pub(crate) allowed_lateness_secs: i64,
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 

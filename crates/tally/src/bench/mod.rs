@@ -6,6 +6,7 @@ mod ledger;
 mod recon;
 mod recon_psp;
 mod recon_shadow;
+mod replay;
 mod warehouse;
 
 use std::process::ExitCode;
@@ -32,6 +33,9 @@ pub enum BenchCommand {
     ReconShadow(recon_shadow::ReconShadowArgs),
     /// Warehouse sink: events/s from memory beside DuckDB's appender, and source→warehouse latency at a steady rate.
     Warehouse(warehouse::WarehouseArgs),
+    /// Replay: a plan over an unchanged scope of 1M archived events (ledger, then ledger and warehouse), beside
+    /// reading the same Parquet rows with no recompute.
+    Replay(replay::ReplayArgs),
 }
 
 /// A database of the run's own, named `name`, on the server of `base` (dropped first if an earlier run left it),
@@ -62,5 +66,6 @@ pub fn run(cmd: BenchCommand, config: Config) -> Result<ExitCode> {
         BenchCommand::ReconPsp(args) => recon_psp::run(args, config),
         BenchCommand::ReconShadow(args) => recon_shadow::run(args, config),
         BenchCommand::Warehouse(args) => warehouse::run(args, config),
+        BenchCommand::Replay(args) => replay::run(args, config),
     }
 }
