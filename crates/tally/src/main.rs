@@ -62,6 +62,9 @@ enum Command {
     /// Scoped replay: a scope of archived facts recomputed and diffed against the live ledger.
     #[command(subcommand)]
     Replay(replay::ReplayCommand),
+    /// Backfills: facts produced again from what the archive kept.
+    #[command(subcommand)]
+    Backfill(replay::BackfillCommand),
     /// Reference data (merchant dimension, FX rates), versioned.
     #[command(subcommand)]
     Reference(reference::ReferenceCommand),
@@ -134,6 +137,7 @@ fn main() -> ExitCode {
             Command::Reference(cmd) => reference::run(cmd, &config),
             Command::Audit(cmd) => audit::run(cmd, &config),
             Command::Replay(cmd) => replay::run(cmd, &config),
+            Command::Backfill(cmd) => replay::backfill(cmd, &config),
             Command::Reports(cmd) => reports::run(cmd, &config),
             Command::Migrate => stack::migrate(&config),
             Command::Sim(cmd) => sim::run(cmd, config),

@@ -966,11 +966,12 @@ async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_whi
     stop.cancel();
     sink.await.unwrap().unwrap();
 
-    // An older processor landed one of m_1's day-0 captures 500 cents too high, and its marts were built from it.
-    let wrong = first
-        .iter()
-        .find(|e| e.merchant_id == "m_1" && e.kind == EventKind::Captured && e.occurred_at == day(0))
-        .unwrap();
+    // An older processor landed one of m_1's day-0 captures 500 cents too high and one of m_2's day-1 captures 300
+    // too low, and the marts were built from them.
+    let captured_on = |m: &str, d: i64| {
+        first.iter().find(|e| e.merchant_id == m && e.kind == EventKind::Captured && e.occurred_at == day(d)).unwrap()
+    };
+    let (wrong, wrong_m2) = (captured_on("m_1", 0), captured_on("m_2", 1));
     let others = |conn: &tally_duckdb::duckdb::Connection| -> Vec<String> {
         let mut stmt = conn
             .prepare(
@@ -989,6 +990,14 @@ async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_whi
                 "UPDATE fct_payment_events SET amount_minor = amount_minor + 500,
                         processor_version = 'tally-warehouse/0.0.1 (older)' WHERE fact_key = ?",
                 [wrong.fact_key().0.to_string()],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+        let changed = conn
+            .execute(
+                "UPDATE fct_payment_events SET amount_minor = amount_minor - 300,
+                        processor_version = 'tally-warehouse/0.0.1 (older)' WHERE fact_key = ?",
+                [wrong_m2.fact_key().0.to_string()],
             )
             .unwrap();
         assert_eq!(changed, 1);
@@ -1021,7 +1030,7 @@ async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_whi
     }
     let (code, text, _) = tally(&["recon", "completeness"]);
     assert_eq!(code, Some(1), "warehouse ≠ ledger for m_1: {text}");
-    assert!(text.contains("for m_1 EUR"), "{text}");
+    assert!(text.contains("for m_1 EUR") && text.contains("for m_2 EUR"), "{text}");
     let plan_path = dir.join("plan.json").display().to_string();
     let (code, text, stdout) = tally(&["replay", "plan", "--merchant", "m_1", "--json", "--out", &plan_path]);
     assert_eq!(code, Some(1), "{text}");
@@ -1044,12 +1053,9 @@ async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_whi
     assert_eq!(marts[0]["closed"], true);
     let captured = |v: &serde_json::Value| v["captured_minor"].as_i64().unwrap();
     assert_eq!(captured(&marts[0]["before"]) - captured(&marts[0]["after"]), 500);
-    // The plan kept nothing: the row is still wrong.
-    assert_eq!(
-        count("SELECT count(*) FROM fct_payment_events WHERE processor_version = 'tally-warehouse/0.0.1 (older)'")
-            .await,
-        Some(1)
-    );
+    // The plan kept nothing: the rows are still wrong.
+    let older = "SELECT count(*) FROM fct_payment_events WHERE processor_version = 'tally-warehouse/0.0.1 (older)'";
+    assert_eq!(count(older).await, Some(2));
     let (code, text, _) = tally(&["replay", "plan", "--merchant", "m_0"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("warehouse (reference: rows): 24 rows unchanged, 0 would change"), "{text}");
@@ -1070,6 +1076,30 @@ async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_whi
     assert!(text.contains("was applied at"), "{text}");
     let (code, text, _) = tally(&["replay", "plan", "--merchant", "m_1"]);
     assert_eq!(code, Some(0), "{text}");
+    // The merchant-only replay left m_2's wrong row as it was; a date-range replay of day 1 (closed, every
+    // merchant) finds it alone, and restates m_2's day.
+    assert_eq!(count(older).await, Some(1));
+    let day_plan = dir.join("plan-day1.json").display().to_string();
+    let (code, text, stdout) =
+        tally(&["replay", "plan", "--from", "2025-10-10", "--to", "2025-10-11", "--json", "--out", &day_plan]);
+    assert_eq!(code, Some(1), "{text}");
+    let p: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    let w = &p["warehouse"];
+    let changes = w["would_change"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{w}");
+    assert_eq!(changes[0]["fact_key"].as_str().unwrap(), wrong_m2.fact_key().0.to_string());
+    assert_eq!(w["unchanged"].as_u64().unwrap(), 3 * 8 - 1, "every merchant's day-1 facts: {w}");
+    let marts = w["marts"].as_array().unwrap();
+    assert_eq!(marts.len(), 1, "{w}");
+    assert_eq!((marts[0]["merchant_id"].as_str(), marts[0]["day"].as_str()), (Some("m_2"), Some("2025-10-10")));
+    assert_eq!(marts[0]["closed"], true);
+    assert_eq!(captured(&marts[0]["after"]) - captured(&marts[0]["before"]), 300);
+    let mut args = vec!["replay", "apply", &day_plan, "--reason", "an older processor landed a capture wrong"];
+    args.extend_from_slice(&["--ticket", "FIN-23", "--actor", "ana", "--approved-by", "bob"]);
+    let (code, text, _) = tally(&args);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("warehouse: 1 rows replaced") && text.contains("1 closed mart days restated"), "{text}");
+    assert_eq!(count(older).await, Some(0));
     producing.await.unwrap();
 
     // Every sink catches up with the facts that arrived meanwhile; then every oracle.
@@ -1082,16 +1112,18 @@ async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_whi
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     land_until(first.len() + later.len()).await;
-    let replayed = format!(
-        "SELECT count(*) FROM fct_payment_events WHERE replay_id IS NOT NULL AND fact_key = '{}' AND amount_minor = {m}",
-        wrong.fact_key().0
-    );
-    assert_eq!(count(&replayed).await, Some(1));
-    assert_eq!(count("SELECT count(*) FROM fct_payment_events WHERE replay_id IS NOT NULL").await, Some(1));
-    assert_eq!(
-        count("SELECT count(*) FROM restatements WHERE replay_id IS NOT NULL AND merchant_id = 'm_1'").await,
-        Some(1)
-    );
+    for (e, merchant) in [(wrong, "m_1"), (wrong_m2, "m_2")] {
+        let replayed = format!(
+            "SELECT count(*) FROM fct_payment_events WHERE replay_id IS NOT NULL AND fact_key = '{}' AND amount_minor = {}",
+            e.fact_key().0,
+            e.money.amount.minor()
+        );
+        assert_eq!(count(&replayed).await, Some(1));
+        let restated =
+            format!("SELECT count(*) FROM restatements WHERE replay_id IS NOT NULL AND merchant_id = '{merchant}'");
+        assert_eq!(count(&restated).await, Some(1));
+    }
+    assert_eq!(count("SELECT count(*) FROM fct_payment_events WHERE replay_id IS NOT NULL").await, Some(2));
     assert_eq!(count("SELECT count(*) FROM fct_payment_events WHERE processor_version LIKE '%older%'").await, Some(0));
     let (code, text, _) = tally(&["recon", "completeness"]);
     assert_eq!(code, Some(0), "{text}");
@@ -1111,6 +1143,102 @@ async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_whi
         .await
         .unwrap()
         .get(0);
-    assert_eq!(audited, 1);
+    assert_eq!(audited, 2);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 16 §4: deliveries acknowledged as `unknown_event_type` (by an older Tally that did not book their type) are
+/// re-normalised from the archive by `tally backfill raw` and booked; two backfills before the ledger runs book
+/// once (deterministic fact keys), and a backfill after it produces nothing and leaves the balances as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_of_raw_deliveries_books_their_facts_once_however_often_it_runs() {
+    use sha2::Digest;
+    use tally_contracts::{encode_raw_delivery, RawDelivery, Verdict};
+    let env = Env::new().await;
+    let fixture = |name: &str| {
+        std::fs::read(format!("{}/../../../shared/fixtures/adyen/notifications/{name}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+    };
+    let producer = Producer::new(&env.kafka).unwrap();
+    // Adyen's published CAPTURE and AUTHORISATION notifications (test mode), acknowledged unknown; and one
+    // acknowledged as not booked, which the scope's --code leaves out.
+    for (i, (name, code)) in [
+        ("capture-true.json", "unknown_event_type"),
+        ("authorisation-true.json", "unknown_event_type"),
+        ("cancellation-true.json", "not_booked"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = fixture(name);
+        let raw = RawDelivery {
+            delivery_id: format!("00000000-0000-4000-8000-00000000000{i}"),
+            psp: "adyen".into(),
+            received_at: Timestamp::from_unix_secs(1_760_000_000).unwrap(),
+            headers: Default::default(),
+            body_sha256: hex::encode(sha2::Sha256::digest(&body)),
+            body,
+            redacted: false,
+            verdict: Verdict::Ignored,
+            code: Some(code.into()),
+            fact_keys: vec![],
+        };
+        let value = encode_raw_delivery(&raw).unwrap();
+        producer.send(&env.kafka.topic("webhooks.raw.v1"), raw.delivery_id.as_bytes(), &value, &[]).await.unwrap();
+    }
+    env.book_and_archive().await;
+    let client = env.pool.get().await.unwrap();
+    let balances = || async {
+        client
+            .query("SELECT account, currency, balance_minor FROM account_balances ORDER BY 1, 2", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2)))
+            .collect::<Vec<_>>()
+    };
+    assert!(balances().await.iter().all(|b| b.2 == 0), "nothing booked yet");
+    let backfill = |extra: &[&str]| {
+        let mut args = vec!["backfill", "raw", "--psp", "adyen", "--code", "unknown_event_type", "--json"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--actor", "ana"]);
+        let out = env.tally(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        json(&out)
+    };
+    let dry = backfill(&["--dry-run"]);
+    assert_eq!((dry["deliveries"].as_u64(), dry["produced"].as_u64()), (Some(2), Some(0)), "{dry}");
+    let facts = dry["facts"].as_u64().unwrap();
+    assert!(facts >= 2, "the capture and the authorisation state facts now: {dry}");
+    // Twice before the ledger runs: both produce every fact.
+    let first = backfill(&[]);
+    let second = backfill(&[]);
+    for r in [&first, &second] {
+        assert_eq!(r["produced"].as_u64(), Some(facts), "{r}");
+        assert_eq!(r["fact_keys_checksum"], dry["fact_keys_checksum"]);
+    }
+    env.book_and_archive().await;
+    let booked = balances().await;
+    let payable = booked.iter().find(|b| b.0 == "merchant_payable:MagentoMerchantTest2" && b.1 == "USD").unwrap();
+    assert_eq!(payable.2, -23_623, "the capture, booked once: {booked:?}");
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM event_log WHERE merchant_id = 'MagentoMerchantTest2'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows as u64, facts);
+    // Again, now that they are booked: nothing produced, the balances as they were.
+    let third = backfill(&[]);
+    assert_eq!((third["already_booked"].as_u64(), third["produced"].as_u64()), (Some(facts), Some(0)), "{third}");
+    env.book_and_archive().await;
+    assert_eq!(balances().await, booked);
+    let audited: i64 = client
+        .query_one("SELECT count(*) FROM audit_log WHERE action IN ('backfill.raw', 'backfill.raw.dry_run')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 4);
+    // A bad code is a usage error.
+    let bad = env.tally(&["backfill", "raw", "--code", "accepted", "--actor", "ana"]);
+    assert_eq!(bad.status.code(), Some(2));
 }

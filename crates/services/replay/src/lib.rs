@@ -7,6 +7,7 @@
 //! warehouse's own transaction (two stores, two transactions: each side is idempotent, so an apply interrupted
 //! between them is completed by running it again).
 
+pub mod backfill;
 pub mod plan;
 pub mod resolve;
 pub mod scope;
