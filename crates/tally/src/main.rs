@@ -65,6 +65,9 @@ enum Command {
     /// Backfills: facts produced again from what the archive kept.
     #[command(subcommand)]
     Backfill(replay::BackfillCommand),
+    /// The ledger's dead-letter records: list them, requeue one (audited).
+    #[command(subcommand)]
+    Dlq(replay::DlqCommand),
     /// Reference data (merchant dimension, FX rates), versioned.
     #[command(subcommand)]
     Reference(reference::ReferenceCommand),
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
             Command::Audit(cmd) => audit::run(cmd, &config),
             Command::Replay(cmd) => replay::run(cmd, &config),
             Command::Backfill(cmd) => replay::backfill(cmd, &config),
+            Command::Dlq(cmd) => replay::dlq(cmd, &config),
             Command::Reports(cmd) => reports::run(cmd, &config),
             Command::Migrate => stack::migrate(&config),
             Command::Sim(cmd) => sim::run(cmd, config),

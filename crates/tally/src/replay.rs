@@ -27,6 +27,35 @@ pub enum ReplayCommand {
 }
 
 #[derive(Subcommand)]
+pub enum DlqCommand {
+    /// Every record the ledger's sink refused (of this configuration's topics), with its reason and last requeue.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Produces a refused record again to its own topic — read from the archive at its exact position, key, value
+    /// and headers as the log held them — once its cause is fixed; the ledger then books it (once: fact keys are
+    /// deterministic) or refuses it again. An audit record; a record requeued before needs --again.
+    Requeue {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        ticket: String,
+        /// Who requeues it (default: $TALLY_OPERATOR).
+        #[arg(long, env = "TALLY_OPERATOR")]
+        actor: Option<String>,
+        /// Requeue a record that was requeued before.
+        #[arg(long)]
+        again: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum BackfillCommand {
     /// Re-normalises, with the current code, the PSP bytes of deliveries acknowledged without booking (a type Tally
     /// did not know yet, an ignored item, a recorded exception) from the archive's copy of `webhooks.raw.v1`, and
@@ -144,20 +173,7 @@ pub fn run(cmd: ReplayCommand, config: &Config) -> Result<ExitCode> {
         tally_postgres::migrate(&pool).await?;
         let objects = tally_archive::objects::Objects::open(&config.archive.location)?;
         let started = Instant::now();
-        let terminal = std::io::stderr().is_terminal();
-        let mut progress = move |done: u64, total: u64, records: u64| {
-            if terminal {
-                let secs = started.elapsed().as_secs_f64().max(1e-3);
-                let eta = if done > 0 { secs / done as f64 * (total - done) as f64 } else { 0.0 };
-                eprint!(
-                    "\r  reading the archive: {done}/{total} files, {records} records, {:.0} records/s, ETA {eta:.0} s   ",
-                    records as f64 / secs
-                );
-                if done == total {
-                    eprintln!();
-                }
-            }
-        };
+        let mut progress = archive_progress(started);
         let targets = tally_replay::Targets {
             warehouse: (!args.ledger_only).then_some(&config.warehouse),
             reference: if args.reference == "latest" {
@@ -169,7 +185,8 @@ pub fn run(cmd: ReplayCommand, config: &Config) -> Result<ExitCode> {
         let plan = tally_replay::plan(&pool, &objects, &scope, targets, &mut progress).await?;
         let seq = tally_replay::audit_plan(&pool, &plan, &actor).await?;
         if let Some(out) = &args.out {
-            std::fs::write(out, serde_json::to_vec_pretty(&plan)?).with_context(|| format!("writing {}", out.display()))?;
+            std::fs::write(out, serde_json::to_vec_pretty(&plan)?)
+                .with_context(|| format!("writing {}", out.display()))?;
         }
         if args.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
@@ -181,6 +198,58 @@ pub fn run(cmd: ReplayCommand, config: &Config) -> Result<ExitCode> {
             }
         }
         Ok(if plan.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    })
+}
+
+pub fn dlq(cmd: DlqCommand, config: &Config) -> Result<ExitCode> {
+    crate::archive::runtime()?.block_on(async {
+        let pool = tally_postgres::pool(&config.postgres)?;
+        tally_postgres::migrate(&pool).await?;
+        match cmd {
+            DlqCommand::List { json } => {
+                let rows = tally_replay::dlq::list(&pool, &config.kafka.topic_prefix).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    for r in &rows {
+                        let requeued = r.requeued.as_ref().map_or(String::new(), |(by, at)| {
+                            format!(" (requeued by {by} at {at})")
+                        });
+                        println!("{}[{}]@{}  {}  {}{requeued}", r.topic, r.partition, r.offset, r.rejected_at, r.reason);
+                    }
+                    println!("({} dead-letter records)", rows.len());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            DlqCommand::Requeue { topic, partition, offset, reason, ticket, actor, again, json } => {
+                let Some(actor) = crate::reports::operator(actor, "requeues it", "a requeue") else {
+                    return Ok(ExitCode::from(2));
+                };
+                let objects = tally_archive::objects::Objects::open(&config.archive.location)?;
+                let request = tally_replay::dlq::Request {
+                    topic: &topic,
+                    partition,
+                    offset,
+                    actor: &actor,
+                    reason: &reason,
+                    ticket: &ticket,
+                    again,
+                };
+                match tally_replay::dlq::requeue(&pool, &objects, &config.kafka, request).await {
+                    Ok(done) if json => println!("{}", serde_json::to_string_pretty(&done)?),
+                    Ok(done) => println!(
+                        "{topic}[{partition}]@{offset} requeued to {topic} (value sha256 {}); audit record {} by {actor}",
+                        done.value_sha256, done.audit_seq
+                    ),
+                    Err(tally_replay::dlq::RequeueError::Refused(why)) => {
+                        eprintln!("{why}");
+                        return Ok(ExitCode::from(2));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
     })
 }
 
@@ -262,6 +331,24 @@ pub fn backfill(cmd: BackfillCommand, config: &Config) -> Result<ExitCode> {
         }
         Ok(if report.refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
+}
+
+/// Progress of a scope's resolution on a terminal: files, records, rate and ETA.
+fn archive_progress(started: Instant) -> impl FnMut(u64, u64, u64) + Send {
+    let terminal = std::io::stderr().is_terminal();
+    move |done: u64, total: u64, records: u64| {
+        if terminal {
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            let eta = if done > 0 { secs / done as f64 * (total - done) as f64 } else { 0.0 };
+            eprint!(
+                "\r  reading the archive: {done}/{total} files, {records} records, {:.0} records/s, ETA {eta:.0} s   ",
+                records as f64 / secs
+            );
+            if done == total {
+                eprintln!();
+            }
+        }
+    }
 }
 
 fn render(plan: &tally_replay::Plan, secs: f64) -> String {
@@ -402,7 +489,8 @@ fn apply(args: ApplyArgs, config: &Config) -> Result<ExitCode> {
             reason: &args.reason,
             ticket: &args.ticket,
         };
-        match tally_replay::apply(&pool, &objects, &plan, who, Some(&config.warehouse)).await {
+        let mut progress = archive_progress(Instant::now());
+        match tally_replay::apply(&pool, &objects, &plan, who, Some(&config.warehouse), &mut progress).await {
             Ok(applied) if args.json => {
                 println!("{}", serde_json::to_string_pretty(&applied)?);
                 Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@
 //! between them is completed by running it again).
 
 pub mod backfill;
+pub mod dlq;
 pub mod plan;
 pub mod resolve;
 pub mod scope;
@@ -194,12 +195,19 @@ pub async fn plan(
     targets: Targets<'_>,
     progress: &mut (dyn FnMut(u64, u64, u64) + Send),
 ) -> Result<Plan, ReplayError> {
+    let started = std::time::Instant::now();
     let resolved = resolve::resolve(pool, objects, scope, progress).await?;
+    let t_resolved = started.elapsed();
     let mut plan = ledger_plan(pool, scope, &resolved).await?;
+    let t_ledger = started.elapsed();
     if let Some(config) = targets.warehouse {
         let request = warehouse_request(scope, &resolved, targets.reference, None);
         plan.warehouse = tally_warehouse::replay::where_it_is(config, pool, &request).await?.map(|o| o.diff);
     }
+    tracing::debug!(
+        resolve = ?t_resolved, ledger = ?(t_ledger - t_resolved), warehouse = ?(started.elapsed() - t_ledger),
+        "plan phases"
+    );
     Ok(plan.sealed())
 }
 
@@ -243,8 +251,10 @@ async fn ledger_plan(pool: &Pool, scope: &Scope, resolved: &Resolved) -> Result<
     let records_checksum = scope::checksum(&located);
     let keys: Vec<uuid::Uuid> =
         archived.iter().map(|a| a.located.fact_key.0).collect::<BTreeSet<_>>().into_iter().collect();
+    let started = std::time::Instant::now();
     let client = pool.get().await?;
     let live_entries = live_books(&**client, &keys, Some(scope)).await?;
+    tracing::debug!(live_books = ?started.elapsed(), facts = live_entries.len(), "ledger plan: live books read");
     let rejected: BTreeSet<(String, i32, i64)> = client
         .query("SELECT topic, kafka_partition, kafka_offset FROM sink_rejects", &[])
         .await?
@@ -330,6 +340,7 @@ async fn ledger_plan(pool: &Pool, scope: &Scope, resolved: &Resolved) -> Result<
         base.update(format!("{}\t{}\n", key.0, plan::hash(&side.legs)).as_bytes());
     }
     let diff = plan::diff(&expected, &live);
+    tracing::debug!(total = ?started.elapsed(), "ledger plan: expected, live and diff");
     Ok(Plan {
         version: 2,
         scope: scope.clone(),
@@ -483,6 +494,7 @@ pub async fn apply(
     plan: &Plan,
     who: Approval<'_>,
     warehouse: Option<&tally_warehouse::WarehouseConfig>,
+    progress: &mut (dyn FnMut(u64, u64, u64) + Send),
 ) -> Result<Applied, ApplyError> {
     if !plan.is_sealed() {
         return Err(ApplyError::NotSealed);
@@ -515,7 +527,7 @@ pub async fn apply(
     }
     let before = applied_before(&**pool.get().await?, &plan.hash).await?;
     if ledger_changes && before.is_none() || rows.is_some() {
-        let resolved = resolve::resolve(pool, objects, &plan.scope, &mut |_, _, _| {}).await?;
+        let resolved = resolve::resolve(pool, objects, &plan.scope, progress).await?;
         if ledger_changes {
             match before {
                 Some(before) => applied.applied_before = Some(before),

@@ -244,6 +244,7 @@ impl Warehouse {
             }
         }
         let mut diff = Diff { reference: request.reference, ..Diff::default() };
+        let started = std::time::Instant::now();
         // The records of each fact.
         let mut facts: BTreeMap<String, Vec<(LogRecord, tally_contracts::EncodedEvent)>> = BTreeMap::new();
         for r in &request.records {
@@ -261,6 +262,7 @@ impl Warehouse {
                 Err(_) => diff.rejects += 1,
             }
         }
+        tracing::debug!(decoded = ?started.elapsed(), "replay: records decoded");
         self.conn.execute("DELETE FROM wh_replay_keys", [])?;
         {
             let mut app = self.conn.appender_to_catalog_and_db("wh_replay_keys", "temp", "main")?;
@@ -280,6 +282,7 @@ impl Warehouse {
             })?;
             rows.collect::<Result<_, _>>()?
         };
+        tracing::debug!(live = ?started.elapsed(), "replay: live positions read");
         // Per fact, the record its row was landed from (or, for a fact not landed, the one the sink would keep: the
         // earliest occurred_at, then the first in log order), landed again with the reference pinned.
         let mut rows = Vec::with_capacity(facts.len());
@@ -309,6 +312,7 @@ impl Warehouse {
             };
             rows.push(event_row(&chosen.0, &chosen.1, reference, &self.tokens, now)?);
         }
+        tracing::debug!(rows = ?started.elapsed(), "replay: rows landed again");
         self.conn.execute("DELETE FROM wh_stage_events", [])?;
         {
             let mut app = self.conn.appender_to_catalog_and_db("wh_stage_events", "temp", "main")?;
@@ -317,6 +321,7 @@ impl Warehouse {
             }
             app.flush()?;
         }
+        tracing::debug!(staged = ?started.elapsed(), "replay: rows staged");
         let content = self.content_columns()?;
         let hash = |alias: &str| {
             format!(
@@ -340,6 +345,7 @@ impl Warehouse {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         diff.unchanged = unchanged as u64;
+        tracing::debug!(compared = ?started.elapsed(), "replay: rows compared");
         diff.missing = self.strings("SELECT fact_key FROM wh_replay_cmp WHERE live_hash IS NULL ORDER BY 1")?;
         // Rows in scope that no archived record of the scope holds: unexpected where the archive covers their
         // offset, else not archived yet.
@@ -390,6 +396,7 @@ impl Warehouse {
             hex::encode(h.finalize())
         };
         diff.would_change = self.row_changes(&content)?;
+        tracing::debug!(changes = ?started.elapsed(), "replay: unexpected rows and changes");
         if let Some(apply) = &request.apply {
             let (e, d) = (&apply.expect, &diff);
             if e.would_change != d.would_change || e.unexpected != d.unexpected || e.reference != d.reference {
@@ -581,15 +588,33 @@ pub async fn where_it_is(
     pool: &deadpool_postgres::Pool,
     request: &Request,
 ) -> Result<Option<Outcome>, ReplayError> {
-    let sent = reqwest::Client::new()
-        .post(format!("http://{}/replay", config.listen))
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(request).expect("plain data"))
-        .timeout(std::time::Duration::from_secs(3600))
+    // Whether a sink listens, before a request of the scope's every record is built for it.
+    let listening = reqwest::Client::new()
+        .get(format!("http://{}/healthz", config.listen))
+        .timeout(std::time::Duration::from_secs(10))
         .send()
         .await;
+    let listening = match listening {
+        Ok(_) => true,
+        Err(e) if e.is_connect() => false,
+        Err(e) => return Err(ReplayError::Sink(config.listen.clone(), e.to_string())),
+    };
+    let sent = if !listening {
+        None
+    } else {
+        Some(
+            reqwest::Client::new()
+                .post(format!("http://{}/replay", config.listen))
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(request).expect("plain data"))
+                .timeout(std::time::Duration::from_secs(3600))
+                .send()
+                .await,
+        )
+    };
     match sent {
-        Ok(response) => {
+        None => {}
+        Some(Ok(response)) => {
             let status = response.status();
             let text = response.text().await.map_err(|e| ReplayError::Sink(config.listen.clone(), e.to_string()))?;
             if status == reqwest::StatusCode::CONFLICT {
@@ -604,8 +629,7 @@ pub async fn where_it_is(
                 .map(Some)
                 .map_err(|e| ReplayError::Sink(config.listen.clone(), e.to_string()));
         }
-        Err(e) if e.is_connect() => {}
-        Err(e) => return Err(ReplayError::Sink(config.listen.clone(), e.to_string())),
+        Some(Err(e)) => return Err(ReplayError::Sink(config.listen.clone(), e.to_string())),
     }
     if !config.path.exists() {
         return Ok(None);
