@@ -126,30 +126,17 @@ impl Plan {
 /// A booked fact as read: its side, where the ledger took it from (topic, partition, offset), its entries.
 type LiveFact = (Side, (String, i32, i64), Vec<(String, String, i64)>);
 
-/// The ledger's books of these facts — and, with a scope, of every fact booked within it: its payment, kind,
-/// where the ledger took it from, and its legs (its own journal's entries and those of the corrections booked for
-/// it, a replay's reversal and re-post).
+/// The ledger's books of these facts: its payment, kind, where the ledger took it from, and its legs (its own
+/// journal's entries and those of the corrections booked for it, a replay's reversal and re-post).
 async fn live_books<C: tokio_postgres::GenericClient>(
     client: &C,
     keys: &[uuid::Uuid],
-    scope: Option<&Scope>,
 ) -> Result<BTreeMap<FactKey, LiveFact>, tokio_postgres::Error> {
-    let merchants: Option<Vec<String>> = scope.filter(|s| !s.merchants.is_empty()).map(|s| s.merchants.clone());
-    let kinds: Option<Vec<String>> =
-        scope.filter(|s| !s.kinds.is_empty()).map(|s| s.kinds.iter().map(|k| k.as_str().to_owned()).collect());
-    let (from, to) =
-        (scope.and_then(|s| s.from).map(|t| t.unix_micros()), scope.and_then(|s| s.to).map(|t| t.unix_micros()));
-    let psp = scope.and_then(|s| s.psp).map(|p| p.as_str());
     let rows = client
         .query(
             "WITH facts AS (
                 SELECT fact_key, payment_id, kind, topic, kafka_partition, kafka_offset FROM event_log
-                 WHERE fact_key = ANY($1)
-                    OR ($7 AND ($2::text[] IS NULL OR merchant_id = ANY($2))
-                        AND ($3::bigint IS NULL OR occurred_at >= 'epoch'::timestamptz + $3 * interval '1 microsecond')
-                        AND ($4::bigint IS NULL OR occurred_at < 'epoch'::timestamptz + $4 * interval '1 microsecond')
-                        AND ($5::text[] IS NULL OR kind = ANY($5))
-                        AND ($6::text IS NULL OR psp = $6))),
+                 WHERE fact_key = ANY($1)),
              legs AS (
                 SELECT j.fact_key, e.account, e.currency, e.amount_minor
                   FROM journals j JOIN entries e ON e.journal_id = j.journal_id
@@ -162,7 +149,7 @@ async fn live_books<C: tokio_postgres::GenericClient>(
              SELECT f.fact_key, f.payment_id, f.kind, f.topic, f.kafka_partition, f.kafka_offset,
                     l.account, l.currency, l.amount_minor
                FROM facts f LEFT JOIN legs l ON l.fact_key = f.fact_key",
-            &[&keys, &merchants, &from, &to, &kinds, &psp, &scope.is_some()],
+            &[&keys],
         )
         .await?;
     let mut out: BTreeMap<FactKey, LiveFact> = BTreeMap::new();
@@ -185,6 +172,87 @@ async fn live_books<C: tokio_postgres::GenericClient>(
 
 /// A scope resolved in the archive: its records, what was read, the files.
 type Resolved = (Vec<resolve::Archived>, Read, Vec<tally_archive::ManifestFile>);
+
+/// A booked fact as hashed by the database: its side (legs not read), where the ledger took it from, and the
+/// canonical hash of its legs (`plan::hash`, computed in SQL: the same text, summed per account × currency, zero
+/// legs dropped, sorted in byte order).
+type HashedFact = (Side, (String, i32, i64), String);
+
+/// The legs of the facts in `facts` (a CTE the caller defines), hashed per fact.
+const HASHED: &str = "
+    legs AS (
+        SELECT x.fact_key, x.account, x.currency, sum(x.amount_minor)::bigint AS m FROM (
+            SELECT j.fact_key, e.account, e.currency, e.amount_minor
+              FROM journals j JOIN entries e ON e.journal_id = j.journal_id
+             WHERE j.fact_key IN (SELECT fact_key FROM facts)
+            UNION ALL
+            SELECT c.fact_key, e.account, e.currency, e.amount_minor
+              FROM ledger_corrections c JOIN journals j ON j.correction_id = c.correction_id
+              JOIN entries e ON e.journal_id = j.journal_id
+             WHERE c.fact_key IN (SELECT fact_key FROM facts)) x
+         GROUP BY 1, 2, 3 HAVING sum(x.amount_minor) <> 0),
+    hashed AS (
+        SELECT fact_key,
+               encode(sha256(convert_to(string_agg(account || E'\t' || currency || E'\t' || m || E'\n', ''
+                                                   ORDER BY account COLLATE \"C\", currency COLLATE \"C\"), 'UTF8')), 'hex') AS h
+          FROM legs GROUP BY 1)
+    SELECT f.fact_key, f.payment_id, f.kind, f.topic, f.kafka_partition, f.kafka_offset,
+           coalesce(h.h, encode(sha256(''::bytea), 'hex'))
+      FROM facts f LEFT JOIN hashed h ON h.fact_key = f.fact_key";
+
+/// Every fact the ledger booked within the scope, and the archived `keys` it booked outside it (a fact booked from
+/// a record dated otherwise), with the hash of its legs: a million facts are a million short rows, not their
+/// entries.
+async fn live_hashes<C: tokio_postgres::GenericClient>(
+    client: &C,
+    keys: &[uuid::Uuid],
+    scope: &Scope,
+) -> Result<BTreeMap<FactKey, HashedFact>, tokio_postgres::Error> {
+    let merchants: Option<Vec<String>> = (!scope.merchants.is_empty()).then(|| scope.merchants.clone());
+    let kinds: Option<Vec<String>> =
+        (!scope.kinds.is_empty()).then(|| scope.kinds.iter().map(|k| k.as_str().to_owned()).collect());
+    let (from, to) = (scope.from.map(|t| t.unix_micros()), scope.to.map(|t| t.unix_micros()));
+    let psp = scope.psp.map(|p| p.as_str());
+    let read = |rows: Vec<tokio_postgres::Row>, out: &mut BTreeMap<FactKey, HashedFact>| {
+        for r in rows {
+            let side = Side { payment_id: r.get(1), kind: r.get(2), legs: Vec::new() };
+            out.insert(FactKey(r.get(0)), (side, (r.get(3), r.get(4), r.get(5)), r.get(6)));
+        }
+    };
+    let mut out = BTreeMap::new();
+    let rows = client
+        .query(
+            &format!(
+                "WITH facts AS (
+                    SELECT fact_key, payment_id, kind, topic, kafka_partition, kafka_offset FROM event_log
+                     WHERE ($1::text[] IS NULL OR merchant_id = ANY($1))
+                       AND ($2::bigint IS NULL OR occurred_at >= 'epoch'::timestamptz + $2 * interval '1 microsecond')
+                       AND ($3::bigint IS NULL OR occurred_at < 'epoch'::timestamptz + $3 * interval '1 microsecond')
+                       AND ($4::text[] IS NULL OR kind = ANY($4))
+                       AND ($5::text IS NULL OR psp = $5)),
+                 {HASHED}"
+            ),
+            &[&merchants, &from, &to, &kinds, &psp],
+        )
+        .await?;
+    read(rows, &mut out);
+    let rest: Vec<uuid::Uuid> = keys.iter().filter(|k| !out.contains_key(&FactKey(**k))).copied().collect();
+    if !rest.is_empty() {
+        let rows = client
+            .query(
+                &format!(
+                    "WITH facts AS (
+                        SELECT fact_key, payment_id, kind, topic, kafka_partition, kafka_offset FROM event_log
+                         WHERE fact_key = ANY($1)),
+                     {HASHED}"
+                ),
+                &[&rest],
+            )
+            .await?;
+        read(rows, &mut out);
+    }
+    Ok(out)
+}
 
 /// Plans a replay of `scope`: resolves it in the archive, recomputes every fact's journal with the current posting
 /// rules, reads the live journals, and diffs them; with a warehouse, diffs its rows too. Read-only.
@@ -253,15 +321,14 @@ async fn ledger_plan(pool: &Pool, scope: &Scope, resolved: &Resolved) -> Result<
         archived.iter().map(|a| a.located.fact_key.0).collect::<BTreeSet<_>>().into_iter().collect();
     let started = std::time::Instant::now();
     let client = pool.get().await?;
-    let live_entries = live_books(&**client, &keys, Some(scope)).await?;
-    tracing::debug!(live_books = ?started.elapsed(), facts = live_entries.len(), "ledger plan: live books read");
+    let live_hashed = live_hashes(&**client, &keys, scope).await?;
+    tracing::debug!(live_books = ?started.elapsed(), facts = live_hashed.len(), "ledger plan: live books read");
     let rejected: BTreeSet<(String, i32, i64)> = client
         .query("SELECT topic, kafka_partition, kafka_offset FROM sink_rejects", &[])
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    drop(client);
 
     // The expected side: per fact, the archived record the ledger booked (its position in the event log); a fact
     // the ledger never booked, by its first record the sink did not reject. Its journal by the current rules.
@@ -274,7 +341,7 @@ async fn ledger_plan(pool: &Pool, scope: &Scope, resolved: &Resolved) -> Result<
     let mut left_out: BTreeSet<FactKey> = BTreeSet::new();
     for (key, records) in &by_key {
         let at = |a: &&resolve::Archived| (a.located.topic.clone(), a.located.partition, a.located.offset);
-        let chosen = match live_entries.get(key) {
+        let chosen = match live_hashed.get(key) {
             Some((_, booked, _)) => match records.iter().find(|a| at(a) == *booked) {
                 Some(a) => a,
                 None => {
@@ -322,22 +389,34 @@ async fn ledger_plan(pool: &Pool, scope: &Scope, resolved: &Resolved) -> Result<
             i > 0 && *offset < r[i - 1].1
         })
     };
+    // The live side by hash; the legs are read only for the facts whose hash is not the expected one.
     let mut live: BTreeMap<FactKey, Side> = BTreeMap::new();
     let mut not_archived_yet = 0;
-    for (key, (mut side, at, entries)) in live_entries {
+    let mut base = Sha256::new();
+    let nothing = plan::hash(&Vec::new());
+    let mut differ: BTreeMap<FactKey, Side> = BTreeMap::new();
+    for (key, (side, at, h)) in live_hashed {
         if left_out.contains(&key) {
             continue;
         }
-        if !expected.contains_key(&key) && !covered(&at) {
+        let wanted = expected.get(&key);
+        if wanted.is_none() && !covered(&at) {
             not_archived_yet += 1;
             continue;
         }
-        side.legs = canonical(entries);
-        live.insert(key, side);
+        base.update(format!("{}\t{h}\n", key.0).as_bytes());
+        match wanted {
+            Some(e) if plan::hash(&e.legs) == h => live.insert(key, Side { legs: e.legs.clone(), ..side }),
+            None if h == nothing => live.insert(key, side),
+            _ => differ.insert(key, side),
+        };
     }
-    let mut base = Sha256::new();
-    for (key, side) in &live {
-        base.update(format!("{}\t{}\n", key.0, plan::hash(&side.legs)).as_bytes());
+    let keys: Vec<uuid::Uuid> = differ.keys().map(|k| k.0).collect();
+    let mut books = live_books(&**client, &keys).await?;
+    drop(client);
+    for (key, mut side) in differ {
+        side.legs = books.remove(&key).map(|(_, _, entries)| canonical(entries)).unwrap_or_default();
+        live.insert(key, side);
     }
     let diff = plan::diff(&expected, &live);
     tracing::debug!(total = ?started.elapsed(), "ledger plan: expected, live and diff");
@@ -646,7 +725,7 @@ async fn apply_ledger(
     // Under the lock no other apply commits: the books of the facts this one corrects, read in its own
     // transaction, must still be the plan's.
     let keys: Vec<uuid::Uuid> = d.would_change.iter().chain(&d.unexpected).map(|c| c.fact_key.0).collect();
-    let now = live_books(&*tx, &keys, None).await?;
+    let now = live_books(&*tx, &keys).await?;
     for c in d.would_change.iter().chain(&d.unexpected) {
         let legs = now.get(&c.fact_key).map(|(_, _, entries)| canonical(entries.clone())).unwrap_or_default();
         if legs != c.live {

@@ -245,10 +245,11 @@ impl Warehouse {
         }
         let mut diff = Diff { reference: request.reference, ..Diff::default() };
         let started = std::time::Instant::now();
-        // The records of each fact.
-        let mut facts: BTreeMap<String, Vec<(LogRecord, tally_contracts::EncodedEvent)>> = BTreeMap::new();
-        for r in &request.records {
-            let record = LogRecord {
+        // The records, decoded as the sink decodes them (on every core).
+        let records: Vec<LogRecord> = request
+            .records
+            .iter()
+            .map(|r| LogRecord {
                 topic: r.topic.clone(),
                 partition: r.partition,
                 offset: r.offset,
@@ -256,10 +257,17 @@ impl Warehouse {
                 key: r.key.clone(),
                 value: r.value.clone(),
                 headers: vec![],
-            };
-            match tally_contracts::decode_lifecycle_record(record.key.as_deref(), record.value.as_deref()) {
-                Ok(fact) => facts.entry(fact.fact_key.0.to_string()).or_default().push((record, fact)),
-                Err(_) => diff.rejects += 1,
+            })
+            .collect();
+        let decoded = on_every_core(&records, |r| {
+            tally_contracts::decode_lifecycle_record(r.key.as_deref(), r.value.as_deref()).ok()
+        });
+        // The records of each fact.
+        let mut facts: HashMap<tally_domain::FactKey, Vec<usize>> = HashMap::with_capacity(decoded.len());
+        for (i, d) in decoded.iter().enumerate() {
+            match d {
+                Some(fact) => facts.entry(fact.fact_key).or_default().push(i),
+                None => diff.rejects += 1,
             }
         }
         tracing::debug!(decoded = ?started.elapsed(), "replay: records decoded");
@@ -267,12 +275,12 @@ impl Warehouse {
         {
             let mut app = self.conn.appender_to_catalog_and_db("wh_replay_keys", "temp", "main")?;
             for key in facts.keys() {
-                app.append_row(params![key])?;
+                app.append_row(params![key.0.to_string()])?;
             }
             app.flush()?;
         }
         type Live = ((String, i32, i64), Versions);
-        let live: HashMap<String, Live> = {
+        let live: HashMap<tally_domain::FactKey, Live> = {
             let mut stmt = self.conn.prepare(
                 "SELECT f.fact_key, f.topic, f.kafka_partition, f.kafka_offset, f.merchants_version, f.fx_version
                    FROM fct_payment_events f SEMI JOIN wh_replay_keys k ON k.fact_key = f.fact_key",
@@ -280,19 +288,31 @@ impl Warehouse {
             let rows = stmt.query_map([], |r| {
                 Ok((r.get::<_, String>(0)?, ((r.get(1)?, r.get(2)?, r.get(3)?), (r.get(4)?, r.get(5)?))))
             })?;
-            rows.collect::<Result<_, _>>()?
+            let mut out = HashMap::with_capacity(facts.len());
+            for row in rows {
+                let (key, live) = row?;
+                if let Ok(key) = key.parse() {
+                    out.insert(tally_domain::FactKey(key), live);
+                }
+            }
+            out
         };
         tracing::debug!(live = ?started.elapsed(), "replay: live positions read");
         // Per fact, the record its row was landed from (or, for a fact not landed, the one the sink would keep: the
-        // earliest occurred_at, then the first in log order), landed again with the reference pinned.
-        let mut rows = Vec::with_capacity(facts.len());
-        for (key, records) in &facts {
-            let at = |r: &LogRecord| (r.topic.clone(), r.partition, r.offset);
-            let (chosen, reference) = match live.get(key) {
-                Some((position, versions)) => {
-                    let Some(chosen) = records.iter().find(|(r, _)| at(r) == *position) else {
-                        diff.landed_from_another_record += 1;
-                        continue;
+        // earliest occurred_at, then the first in log order), landed again with the reference pinned (on every core).
+        let facts: Vec<(&tally_domain::FactKey, &Vec<usize>)> = facts.iter().collect();
+        let tokens = &self.tokens;
+        let landed = on_every_core(&facts, |(key, indexes)| -> Result<Option<Vec<Value>>, ReplayError> {
+            fn at(r: &LogRecord) -> (&str, i32, i64) {
+                (r.topic.as_str(), r.partition, r.offset)
+            }
+            let fact = |i: &usize| (&records[*i], decoded[*i].as_ref().expect("decoded"));
+            let (chosen, reference) = match live.get(*key) {
+                Some(((topic, partition, offset), versions)) => {
+                    let Some(chosen) =
+                        indexes.iter().map(fact).find(|(r, _)| at(r) == (topic.as_str(), *partition, *offset))
+                    else {
+                        return Ok(None);
                     };
                     let reference = match request.reference {
                         Pin::Latest => &refs.latest,
@@ -303,14 +323,22 @@ impl Warehouse {
                     (chosen, reference)
                 }
                 None => {
-                    let chosen = records
+                    let chosen = indexes
                         .iter()
+                        .map(fact)
                         .min_by_key(|(r, f)| (f.event.occurred_at.unix_micros(), at(r)))
                         .expect("a fact has a record");
                     (chosen, &refs.latest)
                 }
             };
-            rows.push(event_row(&chosen.0, &chosen.1, reference, &self.tokens, now)?);
+            Ok(Some(event_row(chosen.0, chosen.1, reference, tokens, now)?))
+        });
+        let mut rows = Vec::with_capacity(landed.len());
+        for row in landed {
+            match row? {
+                Some(row) => rows.push(row),
+                None => diff.landed_from_another_record += 1,
+            }
         }
         tracing::debug!(rows = ?started.elapsed(), "replay: rows landed again");
         self.conn.execute("DELETE FROM wh_stage_events", [])?;
@@ -322,31 +350,38 @@ impl Warehouse {
             app.flush()?;
         }
         tracing::debug!(staged = ?started.elapsed(), "replay: rows staged");
+        // Compared exactly, column by column; the live side's checksum from DuckDB's 64-bit row hash (summed, so
+        // the order does not matter: it dates the live state a plan was made against, within one build).
         let content = self.content_columns()?;
         let hash = |alias: &str| {
+            format!("hash({})", content.iter().map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", "))
+        };
+        let row = |alias: &str| {
             format!(
-                "sha256(CAST(to_json(struct_pack({})) AS VARCHAR))",
+                "struct_pack({})",
                 content.iter().map(|c| format!("{c} := {alias}.{c}")).collect::<Vec<_>>().join(", ")
             )
         };
         self.conn.execute_batch(&format!(
             "CREATE OR REPLACE TEMP TABLE wh_replay_cmp AS
-             SELECT s.fact_key, {} AS expected_hash, CASE WHEN f.fact_key IS NULL THEN NULL ELSE {} END AS live_hash
+             SELECT s.fact_key, f.fact_key IS NOT NULL AS landed,
+                    f.fact_key IS NOT NULL AND {} IS DISTINCT FROM {} AS changed,
+                    CASE WHEN f.fact_key IS NULL THEN NULL ELSE {} END AS live_hash
                FROM wh_stage_events s LEFT JOIN fct_payment_events f ON f.fact_key = s.fact_key",
-            hash("s"),
+            row("s"),
+            row("f"),
             hash("f")
         ))?;
         let (unchanged, compared): (i64, String) = self.conn.query_row(
-            "SELECT count(*) FILTER (WHERE live_hash = expected_hash),
-                    sha256(coalesce(string_agg(fact_key || ':' || live_hash, chr(10) ORDER BY fact_key)
-                                    FILTER (WHERE live_hash IS NOT NULL), ''))
+            "SELECT count(*) FILTER (WHERE landed AND NOT changed),
+                    count(*) FILTER (WHERE landed) || ':' || coalesce(sum(live_hash::HUGEINT), 0)
                FROM wh_replay_cmp",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         diff.unchanged = unchanged as u64;
         tracing::debug!(compared = ?started.elapsed(), "replay: rows compared");
-        diff.missing = self.strings("SELECT fact_key FROM wh_replay_cmp WHERE live_hash IS NULL ORDER BY 1")?;
+        diff.missing = self.strings("SELECT fact_key FROM wh_replay_cmp WHERE NOT landed ORDER BY 1")?;
         // Rows in scope that no archived record of the scope holds: unexpected where the archive covers their
         // offset, else not archived yet.
         let mut ranges: BTreeMap<(String, i32), Vec<(i64, i64)>> = BTreeMap::new();
@@ -376,7 +411,7 @@ impl Warehouse {
                 ))
             })?;
             for row in rows {
-                let (key, topic, partition, offset, h): (String, String, i32, i64, String) = row?;
+                let (key, topic, partition, offset, h): (String, String, i32, i64, u64) = row?;
                 if covered(&topic, partition, offset) {
                     unexpected_hashes.push(format!("{key}:{h}"));
                     diff.unexpected.push(key);
@@ -414,7 +449,7 @@ impl Warehouse {
         let tx = self.conn.transaction()?;
         tx.execute_batch(
             "DELETE FROM wh_stage_events
-              WHERE fact_key NOT IN (SELECT fact_key FROM wh_replay_cmp WHERE live_hash <> expected_hash)",
+              WHERE fact_key NOT IN (SELECT fact_key FROM wh_replay_cmp WHERE changed)",
         )?;
         tx.execute(
             "UPDATE wh_stage_events s SET landed_at = f.landed_at, replay_id = ?
@@ -486,7 +521,7 @@ impl Warehouse {
         let read = |table: &str| -> Result<BTreeMap<String, Vec<Value>>, duckdb::Error> {
             let mut stmt = self.conn.prepare(&format!(
                 "SELECT {cols} FROM {table} WHERE fact_key IN
-                    (SELECT fact_key FROM wh_replay_cmp WHERE live_hash <> expected_hash)"
+                    (SELECT fact_key FROM wh_replay_cmp WHERE changed)"
             ))?;
             let n = content.len();
             let rows = stmt.query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect::<Result<Vec<_>, _>>())?;
@@ -526,6 +561,22 @@ impl Warehouse {
             })
             .collect())
     }
+}
+
+/// `f` over `items` on every core (in chunks, in order).
+fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from).min(8);
+    if workers < 2 || items.len() < 2_000 {
+        return items.iter().map(f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let chunks: Vec<_> = items
+            .chunks(items.len().div_ceil(workers))
+            .map(|chunk| scope.spawn(move || chunk.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        chunks.into_iter().flat_map(|c| c.join().expect("a replay worker panicked")).collect()
+    })
 }
 
 /// Mart rows by (merchant, day, currency): (closed, values).
