@@ -173,83 +173,62 @@ async fn live_books<C: tokio_postgres::GenericClient>(
 /// A scope resolved in the archive: its records, what was read, the files.
 type Resolved = (Vec<resolve::Archived>, Read, Vec<tally_archive::ManifestFile>);
 
-/// A booked fact as hashed by the database: its side (legs not read), where the ledger took it from, and the
-/// canonical hash of its legs (`plan::hash`, computed in SQL: the same text, summed per account × currency, zero
-/// legs dropped, sorted in byte order).
-type HashedFact = (Side, (String, i32, i64), String);
-
-/// The legs of the facts in `facts` (a CTE the caller defines), hashed per fact.
-const HASHED: &str = "
-    legs AS (
-        SELECT x.fact_key, x.account, x.currency, sum(x.amount_minor)::bigint AS m FROM (
-            SELECT j.fact_key, e.account, e.currency, e.amount_minor
-              FROM journals j JOIN entries e ON e.journal_id = j.journal_id
-             WHERE j.fact_key IN (SELECT fact_key FROM facts)
-            UNION ALL
-            SELECT c.fact_key, e.account, e.currency, e.amount_minor
-              FROM ledger_corrections c JOIN journals j ON j.correction_id = c.correction_id
-              JOIN entries e ON e.journal_id = j.journal_id
-             WHERE c.fact_key IN (SELECT fact_key FROM facts)) x
-         GROUP BY 1, 2, 3 HAVING sum(x.amount_minor) <> 0),
-    hashed AS (
-        SELECT fact_key,
-               encode(sha256(convert_to(string_agg(account || E'\t' || currency || E'\t' || m || E'\n', ''
-                                                   ORDER BY account COLLATE \"C\", currency COLLATE \"C\"), 'UTF8')), 'hex') AS h
-          FROM legs GROUP BY 1)
-    SELECT f.fact_key, f.payment_id, f.kind, f.topic, f.kafka_partition, f.kafka_offset,
-           coalesce(h.h, encode(sha256(''::bytea), 'hex'))
-      FROM facts f LEFT JOIN hashed h ON h.fact_key = f.fact_key";
-
 /// Every fact the ledger booked within the scope, and the archived `keys` it booked outside it (a fact booked from
-/// a record dated otherwise), with the hash of its legs: a million facts are a million short rows, not their
-/// entries.
-async fn live_hashes<C: tokio_postgres::GenericClient>(
-    client: &C,
+/// a record dated otherwise), with its entries: the facts and their entries read by two lean queries at once (on
+/// two connections), the keys outside the scope afterwards.
+async fn live_side(
+    pool: &Pool,
     keys: &[uuid::Uuid],
     scope: &Scope,
-) -> Result<BTreeMap<FactKey, HashedFact>, tokio_postgres::Error> {
+) -> Result<BTreeMap<FactKey, LiveFact>, ReplayError> {
+    const IN_SCOPE: &str = "($1::text[] IS NULL OR l.merchant_id = ANY($1))
+        AND ($2::bigint IS NULL OR l.occurred_at >= 'epoch'::timestamptz + $2 * interval '1 microsecond')
+        AND ($3::bigint IS NULL OR l.occurred_at < 'epoch'::timestamptz + $3 * interval '1 microsecond')
+        AND ($4::text[] IS NULL OR l.kind = ANY($4))
+        AND ($5::text IS NULL OR l.psp = $5)";
     let merchants: Option<Vec<String>> = (!scope.merchants.is_empty()).then(|| scope.merchants.clone());
     let kinds: Option<Vec<String>> =
         (!scope.kinds.is_empty()).then(|| scope.kinds.iter().map(|k| k.as_str().to_owned()).collect());
     let (from, to) = (scope.from.map(|t| t.unix_micros()), scope.to.map(|t| t.unix_micros()));
     let psp = scope.psp.map(|p| p.as_str());
-    let read = |rows: Vec<tokio_postgres::Row>, out: &mut BTreeMap<FactKey, HashedFact>| {
-        for r in rows {
-            let side = Side { payment_id: r.get(1), kind: r.get(2), legs: Vec::new() };
-            out.insert(FactKey(r.get(0)), (side, (r.get(3), r.get(4), r.get(5)), r.get(6)));
-        }
-    };
-    let mut out = BTreeMap::new();
-    let rows = client
-        .query(
-            &format!(
-                "WITH facts AS (
-                    SELECT fact_key, payment_id, kind, topic, kafka_partition, kafka_offset FROM event_log
-                     WHERE ($1::text[] IS NULL OR merchant_id = ANY($1))
-                       AND ($2::bigint IS NULL OR occurred_at >= 'epoch'::timestamptz + $2 * interval '1 microsecond')
-                       AND ($3::bigint IS NULL OR occurred_at < 'epoch'::timestamptz + $3 * interval '1 microsecond')
-                       AND ($4::text[] IS NULL OR kind = ANY($4))
-                       AND ($5::text IS NULL OR psp = $5)),
-                 {HASHED}"
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&merchants, &from, &to, &kinds, &psp];
+    let (facts, entries) = (pool.get().await?, pool.get().await?);
+    let facts_sql = format!(
+        "SELECT l.fact_key, l.payment_id, l.kind, l.topic, l.kafka_partition, l.kafka_offset FROM event_log l
+          WHERE {IN_SCOPE}"
+    );
+    let facts = facts.query(&facts_sql, &params);
+    let entries_sql = format!(
+        "SELECT l.fact_key, e.account, e.currency, e.amount_minor
+               FROM event_log l JOIN journals j ON j.fact_key = l.fact_key JOIN entries e ON e.journal_id = j.journal_id
+              WHERE {IN_SCOPE}
+             UNION ALL
+             SELECT l.fact_key, e.account, e.currency, e.amount_minor
+               FROM event_log l JOIN ledger_corrections c ON c.fact_key = l.fact_key
+               JOIN journals j ON j.correction_id = c.correction_id JOIN entries e ON e.journal_id = j.journal_id
+              WHERE {IN_SCOPE}"
+    );
+    let entries = entries.query(&entries_sql, &params);
+    let (facts, entries) = tokio::try_join!(facts, entries)?;
+    let mut out: BTreeMap<FactKey, LiveFact> = BTreeMap::new();
+    for r in &facts {
+        out.insert(
+            FactKey(r.get(0)),
+            (
+                Side { payment_id: r.get(1), kind: r.get(2), legs: Vec::new() },
+                (r.get(3), r.get(4), r.get(5)),
+                Vec::new(),
             ),
-            &[&merchants, &from, &to, &kinds, &psp],
-        )
-        .await?;
-    read(rows, &mut out);
+        );
+    }
+    for r in &entries {
+        if let Some(fact) = out.get_mut(&FactKey(r.get(0))) {
+            fact.2.push((r.get(1), r.get(2), r.get(3)));
+        }
+    }
     let rest: Vec<uuid::Uuid> = keys.iter().filter(|k| !out.contains_key(&FactKey(**k))).copied().collect();
     if !rest.is_empty() {
-        let rows = client
-            .query(
-                &format!(
-                    "WITH facts AS (
-                        SELECT fact_key, payment_id, kind, topic, kafka_partition, kafka_offset FROM event_log
-                         WHERE fact_key = ANY($1)),
-                     {HASHED}"
-                ),
-                &[&rest],
-            )
-            .await?;
-        read(rows, &mut out);
+        out.extend(live_books(&**pool.get().await?, &rest).await?);
     }
     Ok(out)
 }
@@ -320,9 +299,9 @@ async fn ledger_plan(pool: &Pool, scope: &Scope, resolved: &Resolved) -> Result<
     let keys: Vec<uuid::Uuid> =
         archived.iter().map(|a| a.located.fact_key.0).collect::<BTreeSet<_>>().into_iter().collect();
     let started = std::time::Instant::now();
+    let mut live_entries = live_side(pool, &keys, scope).await?;
+    tracing::debug!(live_books = ?started.elapsed(), facts = live_entries.len(), "ledger plan: live books read");
     let client = pool.get().await?;
-    let live_hashed = live_hashes(&**client, &keys, scope).await?;
-    tracing::debug!(live_books = ?started.elapsed(), facts = live_hashed.len(), "ledger plan: live books read");
     let rejected: BTreeSet<(String, i32, i64)> = client
         .query("SELECT topic, kafka_partition, kafka_offset FROM sink_rejects", &[])
         .await?
@@ -339,40 +318,59 @@ async fn ledger_plan(pool: &Pool, scope: &Scope, resolved: &Resolved) -> Result<
     }
     let mut expected: BTreeMap<FactKey, Side> = BTreeMap::new();
     let mut left_out: BTreeSet<FactKey> = BTreeSet::new();
-    for (key, records) in &by_key {
-        let at = |a: &&resolve::Archived| (a.located.topic.clone(), a.located.partition, a.located.offset);
-        let chosen = match live_hashed.get(key) {
-            Some((_, booked, _)) => match records.iter().find(|a| at(a) == *booked) {
-                Some(a) => a,
-                None => {
-                    skipped.booked_from_another_record += 1;
-                    left_out.insert(*key);
-                    continue;
-                }
-            },
-            None => match records.iter().find(|a| !rejected.contains(&at(a))) {
-                Some(a) => a,
-                None => {
-                    skipped.rejected_by_the_sink += 1;
-                    left_out.insert(*key);
-                    continue;
-                }
-            },
+    // Each fact on its own: on every core, in chunks.
+    let by_key: Vec<(FactKey, Vec<&resolve::Archived>)> = by_key.into_iter().collect();
+    let one = |(key, records): &(FactKey, Vec<&resolve::Archived>)| -> Result<Side, u8> {
+        fn at<'a>(a: &&'a resolve::Archived) -> (&'a str, i32, i64) {
+            (a.located.topic.as_str(), a.located.partition, a.located.offset)
+        }
+        let chosen = match live_entries.get(key) {
+            Some((_, (topic, partition, offset), _)) => {
+                records.iter().find(|a| at(a) == (topic.as_str(), *partition, *offset)).ok_or(0u8)?
+            }
+            None => records
+                .iter()
+                .find(|a| !rejected.contains(&(a.located.topic.clone(), a.located.partition, a.located.offset)))
+                .ok_or(1u8)?,
         };
-        let Ok(journal) = tally_domain::ledger::postings(&chosen.event) else {
-            skipped.refused_by_the_rules += 1;
-            left_out.insert(*key);
-            continue;
-        };
+        let journal = tally_domain::ledger::postings(&chosen.event).map_err(|_| 2u8)?;
         let legs = canonical(
             journal
                 .into_iter()
                 .flat_map(|j| j.entries)
                 .map(|e| (e.account.to_string(), e.money.currency.code().to_owned(), e.money.amount.minor())),
         );
-        let side = Side { payment_id: chosen.event.payment_id.clone(), kind: chosen.event.kind.as_str().into(), legs };
-        expected.insert(*key, side);
+        Ok(Side { payment_id: chosen.event.payment_id.clone(), kind: chosen.event.kind.as_str().into(), legs })
+    };
+    let workers = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 8);
+    let sides: Vec<Result<Side, u8>> = if workers < 2 || by_key.len() < 2_000 {
+        by_key.iter().map(one).collect()
+    } else {
+        let one = &one;
+        std::thread::scope(|threads| {
+            let chunks: Vec<_> = by_key
+                .chunks(by_key.len().div_ceil(workers))
+                .map(|chunk| threads.spawn(move || chunk.iter().map(one).collect::<Vec<_>>()))
+                .collect();
+            chunks.into_iter().flat_map(|c| c.join().expect("a plan worker panicked")).collect()
+        })
+    };
+    for ((key, _), side) in by_key.iter().zip(sides) {
+        match side {
+            Ok(side) => {
+                expected.insert(*key, side);
+            }
+            Err(why) => {
+                match why {
+                    0 => skipped.booked_from_another_record += 1,
+                    1 => skipped.rejected_by_the_sink += 1,
+                    _ => skipped.refused_by_the_rules += 1,
+                }
+                left_out.insert(*key);
+            }
+        }
     }
+    drop(client);
 
     // Only live facts the archive covers are compared: a fact booked from an offset no archive file holds yet is
     // counted, not called unexpected. The files are the ones the resolution read, as ranges per partition.
@@ -389,34 +387,21 @@ async fn ledger_plan(pool: &Pool, scope: &Scope, resolved: &Resolved) -> Result<
             i > 0 && *offset < r[i - 1].1
         })
     };
-    // The live side by hash; the legs are read only for the facts whose hash is not the expected one.
     let mut live: BTreeMap<FactKey, Side> = BTreeMap::new();
     let mut not_archived_yet = 0;
-    let mut base = Sha256::new();
-    let nothing = plan::hash(&Vec::new());
-    let mut differ: BTreeMap<FactKey, Side> = BTreeMap::new();
-    for (key, (side, at, h)) in live_hashed {
+    for (key, (side, at, entries)) in std::mem::take(&mut live_entries) {
         if left_out.contains(&key) {
             continue;
         }
-        let wanted = expected.get(&key);
-        if wanted.is_none() && !covered(&at) {
+        if !expected.contains_key(&key) && !covered(&at) {
             not_archived_yet += 1;
             continue;
         }
-        base.update(format!("{}\t{h}\n", key.0).as_bytes());
-        match wanted {
-            Some(e) if plan::hash(&e.legs) == h => live.insert(key, Side { legs: e.legs.clone(), ..side }),
-            None if h == nothing => live.insert(key, side),
-            _ => differ.insert(key, side),
-        };
+        live.insert(key, Side { legs: canonical(entries), ..side });
     }
-    let keys: Vec<uuid::Uuid> = differ.keys().map(|k| k.0).collect();
-    let mut books = live_books(&**client, &keys).await?;
-    drop(client);
-    for (key, mut side) in differ {
-        side.legs = books.remove(&key).map(|(_, _, entries)| canonical(entries)).unwrap_or_default();
-        live.insert(key, side);
+    let mut base = Sha256::new();
+    for (key, side) in &live {
+        base.update(format!("{}\t{}\n", key.0, plan::hash(&side.legs)).as_bytes());
     }
     let diff = plan::diff(&expected, &live);
     tracing::debug!(total = ?started.elapsed(), "ledger plan: expected, live and diff");
