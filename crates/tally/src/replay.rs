@@ -64,23 +64,45 @@ pub enum BackfillCommand {
     Raw(BackfillArgs),
 }
 
+/// A scope on the command line (issue 16 §1).
 #[derive(Args)]
-pub struct BackfillArgs {
-    /// Facts of these merchants only, comma-separated (default: all).
+pub struct ScopeArgs {
+    /// Merchants, comma-separated (default: all).
     #[arg(long)]
     merchant: Option<String>,
-    /// Facts whose event time is at or after this (UTC; YYYY-MM-DD or RFC 3339).
+    /// Event time from (UTC; YYYY-MM-DD or RFC 3339), inclusive.
     #[arg(long)]
     from: Option<String>,
-    /// Facts whose event time is before this.
+    /// Event time to, exclusive.
     #[arg(long)]
     to: Option<String>,
-    /// Facts of these kinds only, comma-separated.
+    /// Kinds, comma-separated (captured, refunded, settled_credit, …; default: all).
     #[arg(long)]
     kind: Option<String>,
-    /// Deliveries of this PSP only.
     #[arg(long)]
     psp: Option<String>,
+}
+
+impl ScopeArgs {
+    /// The scope, or the usage error printed.
+    fn scope(&self) -> Option<Scope> {
+        Scope::parse(
+            self.merchant.as_deref(),
+            self.from.as_deref(),
+            self.to.as_deref(),
+            self.kind.as_deref(),
+            self.psp.as_deref(),
+        )
+        .map_err(|e| eprintln!("{e}"))
+        .ok()
+    }
+}
+
+#[derive(Args)]
+pub struct BackfillArgs {
+    /// The facts produced (and, by its PSP, the deliveries read).
+    #[command(flatten)]
+    scope: ScopeArgs,
     /// Deliveries acknowledged with these codes only, comma-separated (unknown_event_type, not_booked,
     /// exception_recorded, other_mode; default: all of them).
     #[arg(long)]
@@ -114,20 +136,8 @@ pub struct ApplyArgs {
 
 #[derive(Args)]
 pub struct PlanArgs {
-    /// Merchants, comma-separated (default: all).
-    #[arg(long)]
-    merchant: Option<String>,
-    /// Event time from (UTC; YYYY-MM-DD or RFC 3339), inclusive.
-    #[arg(long)]
-    from: Option<String>,
-    /// Event time to, exclusive.
-    #[arg(long)]
-    to: Option<String>,
-    /// Kinds, comma-separated (captured, refunded, settled_credit, …; default: all).
-    #[arg(long)]
-    kind: Option<String>,
-    #[arg(long)]
-    psp: Option<String>,
+    #[command(flatten)]
+    scope: ScopeArgs,
     /// The reference data warehouse rows are enriched with when landed again: `rows` (the versions each row
     /// names: a replay reproduces it unless the code changed) or `latest` (re-enrich with the latest loaded).
     #[arg(long, default_value = "rows", value_parser = ["rows", "latest"])]
@@ -150,19 +160,7 @@ pub fn run(cmd: ReplayCommand, config: &Config) -> Result<ExitCode> {
         ReplayCommand::Plan(args) => args,
         ReplayCommand::Apply(args) => return apply(args, config),
     };
-    let scope = match Scope::parse(
-        args.merchant.as_deref(),
-        args.from.as_deref(),
-        args.to.as_deref(),
-        args.kind.as_deref(),
-        args.psp.as_deref(),
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    let Some(scope) = args.scope.scope() else { return Ok(ExitCode::from(2)) };
     let actor = args
         .actor
         .filter(|a| !a.trim().is_empty())
@@ -255,19 +253,7 @@ pub fn dlq(cmd: DlqCommand, config: &Config) -> Result<ExitCode> {
 
 pub fn backfill(cmd: BackfillCommand, config: &Config) -> Result<ExitCode> {
     let BackfillCommand::Raw(args) = cmd;
-    let scope = match Scope::parse(
-        args.merchant.as_deref(),
-        args.from.as_deref(),
-        args.to.as_deref(),
-        args.kind.as_deref(),
-        args.psp.as_deref(),
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    let Some(scope) = args.scope.scope() else { return Ok(ExitCode::from(2)) };
     const CODES: [&str; 4] = ["unknown_event_type", "not_booked", "exception_recorded", "other_mode"];
     let codes: Vec<String> =
         args.code.as_deref().map(|c| c.split(',').map(|s| s.trim().to_owned()).collect()).unwrap_or_default();

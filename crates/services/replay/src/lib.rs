@@ -290,6 +290,13 @@ fn warehouse_request(
     }
 }
 
+/// Why a fact is left out of a plan's comparison (counted in [`Skipped`]).
+enum Skip {
+    BookedFromAnother,
+    Rejected,
+    Refused,
+}
+
 /// The ledger's side of a plan (unsealed).
 async fn ledger_plan(pool: &Pool, scope: &Scope, resolved: &Resolved) -> Result<Plan, ReplayError> {
     let (archived, read, files) = resolved;
@@ -320,20 +327,21 @@ async fn ledger_plan(pool: &Pool, scope: &Scope, resolved: &Resolved) -> Result<
     let mut left_out: BTreeSet<FactKey> = BTreeSet::new();
     // Each fact on its own: on every core, in chunks.
     let by_key: Vec<(FactKey, Vec<&resolve::Archived>)> = by_key.into_iter().collect();
-    let one = |(key, records): &(FactKey, Vec<&resolve::Archived>)| -> Result<Side, u8> {
+    let one = |(key, records): &(FactKey, Vec<&resolve::Archived>)| -> Result<Side, Skip> {
         fn at<'a>(a: &&'a resolve::Archived) -> (&'a str, i32, i64) {
             (a.located.topic.as_str(), a.located.partition, a.located.offset)
         }
         let chosen = match live_entries.get(key) {
-            Some((_, (topic, partition, offset), _)) => {
-                records.iter().find(|a| at(a) == (topic.as_str(), *partition, *offset)).ok_or(0u8)?
-            }
+            Some((_, (topic, partition, offset), _)) => records
+                .iter()
+                .find(|a| at(a) == (topic.as_str(), *partition, *offset))
+                .ok_or(Skip::BookedFromAnother)?,
             None => records
                 .iter()
                 .find(|a| !rejected.contains(&(a.located.topic.clone(), a.located.partition, a.located.offset)))
-                .ok_or(1u8)?,
+                .ok_or(Skip::Rejected)?,
         };
-        let journal = tally_domain::ledger::postings(&chosen.event).map_err(|_| 2u8)?;
+        let journal = tally_domain::ledger::postings(&chosen.event).map_err(|_| Skip::Refused)?;
         let legs = canonical(
             journal
                 .into_iter()
@@ -342,19 +350,7 @@ async fn ledger_plan(pool: &Pool, scope: &Scope, resolved: &Resolved) -> Result<
         );
         Ok(Side { payment_id: chosen.event.payment_id.clone(), kind: chosen.event.kind.as_str().into(), legs })
     };
-    let workers = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 8);
-    let sides: Vec<Result<Side, u8>> = if workers < 2 || by_key.len() < 2_000 {
-        by_key.iter().map(one).collect()
-    } else {
-        let one = &one;
-        std::thread::scope(|threads| {
-            let chunks: Vec<_> = by_key
-                .chunks(by_key.len().div_ceil(workers))
-                .map(|chunk| threads.spawn(move || chunk.iter().map(one).collect::<Vec<_>>()))
-                .collect();
-            chunks.into_iter().flat_map(|c| c.join().expect("a plan worker panicked")).collect()
-        })
-    };
+    let sides: Vec<Result<Side, Skip>> = tally_warehouse::replay::on_every_core(&by_key, one);
     for ((key, _), side) in by_key.iter().zip(sides) {
         match side {
             Ok(side) => {
@@ -362,9 +358,9 @@ async fn ledger_plan(pool: &Pool, scope: &Scope, resolved: &Resolved) -> Result<
             }
             Err(why) => {
                 match why {
-                    0 => skipped.booked_from_another_record += 1,
-                    1 => skipped.rejected_by_the_sink += 1,
-                    _ => skipped.refused_by_the_rules += 1,
+                    Skip::BookedFromAnother => skipped.booked_from_another_record += 1,
+                    Skip::Rejected => skipped.rejected_by_the_sink += 1,
+                    Skip::Refused => skipped.refused_by_the_rules += 1,
                 }
                 left_out.insert(*key);
             }

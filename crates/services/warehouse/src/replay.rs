@@ -564,7 +564,7 @@ impl Warehouse {
 }
 
 /// `f` over `items` on every core (in chunks, in order).
-fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let workers = std::thread::available_parallelism().map_or(1, usize::from).min(8);
     if workers < 2 || items.len() < 2_000 {
         return items.iter().map(f).collect();
