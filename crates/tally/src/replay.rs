@@ -297,7 +297,7 @@ pub fn backfill(cmd: BackfillCommand, config: &Config) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             println!(
-                "{} raw deliveries read; {} acknowledged without booking (PSP and codes asked for)",
+                "{} raw deliveries read; {} acknowledged (of the PSP and codes asked for)",
                 report.raw_records, report.deliveries
             );
             println!(
@@ -314,6 +314,13 @@ pub fn backfill(cmd: BackfillCommand, config: &Config) -> Result<ExitCode> {
                 println!("  refused: {r}");
             }
             println!("fact keys checksum {}; audit record {seq} by {actor}", report.fact_keys_checksum);
+        }
+        if let Some(error) = &report.error {
+            eprintln!(
+                "stopped after {} facts produced: {error}; run the backfill again to produce the rest",
+                report.produced
+            );
+            return Ok(ExitCode::from(2));
         }
         Ok(if report.refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
@@ -398,14 +405,16 @@ fn render(plan: &tally_replay::Plan, secs: f64) -> String {
             let _ = writeln!(
                 s,
                 "warehouse (reference: {}): {} rows unchanged, {} would change, {} missing, {} unexpected; {} landed \
-                 but not archived yet, {} landed from a record outside the scope (not compared)",
+                 but not archived yet, {} landed from a record outside the scope, {} records of topics it does not \
+                 consume (not compared)",
                 serde_json::to_value(w.reference).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
                 w.unchanged,
                 w.would_change.len(),
                 w.missing.len(),
                 w.unexpected.len(),
                 w.not_archived_yet,
-                w.landed_from_another_record
+                w.landed_from_another_record,
+                w.other_topics
             );
             for c in w.would_change.iter().take(10) {
                 let cols: Vec<String> =
@@ -487,8 +496,18 @@ fn apply(args: ApplyArgs, config: &Config) -> Result<ExitCode> {
                     (Some((by, at)), _) => {
                         println!("plan {} was applied to the ledger by {by} at {at}: nothing booked", plan.hash)
                     }
-                    (None, 0) if rows.is_none() => {
+                    (None, 0) if rows.is_none() && plan.is_empty() => {
                         println!("plan {}: nothing to apply (an empty diff): nothing done", plan.hash)
+                    }
+                    (None, 0) if rows.is_none() => {
+                        let unexpected = plan.warehouse.as_ref().map_or(0, |w| w.unexpected.len());
+                        let missing = plan.warehouse.as_ref().map_or(0, |w| w.missing.len()) + plan.diff.missing.len();
+                        println!(
+                            "plan {}: nothing an apply changes: {missing} missing facts or rows (the sinks book and land \
+                             them) and {unexpected} unexpected warehouse rows (a replay never removes a row: every \
+                             consumed offset is accounted for; see `tally recon completeness`) are not applied",
+                            plan.hash
+                        )
                     }
                     (None, 0) => {}
                     (None, n) => println!(

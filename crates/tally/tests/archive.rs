@@ -868,6 +868,10 @@ async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactl
     let (code, out, _) = apply(&p1, &["--approved-by", "bob"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("was applied to the ledger by ana"), "{out}");
+    // Asking again whether it was applied needs no second operator.
+    let (code, out, err) = apply(&p1, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("was applied to the ledger by ana"), "{out}");
     let (code, _, err) = apply(&p2, &["--approved-by", "bob"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("stale"), "{err}");
@@ -1012,6 +1016,8 @@ async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_whi
 
     // The sinks run again, and new facts (m_2, day 3) arrive while the replay is planned and applied.
     let busy = CancellationToken::new();
+    // A failed assertion must stop the sinks too (the runtime waits for their threads).
+    let _stop_sinks = busy.clone().drop_guard();
     let (k, p) = (env.kafka.clone(), env.postgres.clone());
     let (warehouse, ledger) = (wh.clone(), env.ledger.clone());
     let (k2, p2, b2) = (k.clone(), p.clone(), busy.clone());
@@ -1023,13 +1029,40 @@ async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_whi
         }),
     ];
     let archive = tokio::spawn(tally_archive::run(env.archive.clone(), k, p, busy.clone()));
-    let later = facts_of("m_2", 150, &[3], "b");
-    let producing = tokio::spawn(produce(later.clone()));
+    // m_2's day-3 payments: a burst, then a steady trickle until both replays are applied.
+    let keep_producing = CancellationToken::new();
+    let _stop_producing = keep_producing.clone().drop_guard();
+    let arrived = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let producing = tokio::spawn({
+        let (kafka, stop, arrived) = (env.kafka.clone(), keep_producing.clone(), arrived.clone());
+        async move {
+            let producer = Producer::new(&kafka).unwrap();
+            let mut sent = Vec::new();
+            let mut i = 0;
+            while i < 150 || !stop.is_cancelled() {
+                for kind in [EventKind::Authorized, EventKind::Captured] {
+                    let mut e = fact(kind, &format!("pi_bm_2_{i}"), 2_000 + i);
+                    e.merchant_id = "m_2".into();
+                    e.occurred_at = Timestamp::from_unix_secs(1_760_000_000 + 3 * 86_400).unwrap();
+                    let value = encode_payment_event(&e, Some("delivery-replay-wh")).unwrap();
+                    producer.send(&kafka.topic(topic_for(e.kind)), e.payment_id.as_bytes(), &value, &[]).await.unwrap();
+                    sent.push(e);
+                    arrived.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                i += 1;
+                if i >= 150 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            sent
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(30);
     while count("SELECT 1").await.is_none() {
         assert!(Instant::now() < deadline, "the warehouse sink did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let arrived_before = arrived.load(std::sync::atomic::Ordering::Relaxed);
     let (code, text, _) = tally(&["recon", "completeness"]);
     assert_eq!(code, Some(1), "warehouse ≠ ledger for m_1: {text}");
     assert!(text.contains("for m_1 EUR") && text.contains("for m_2 EUR"), "{text}");
@@ -1102,7 +1135,10 @@ async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_whi
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("warehouse: 1 rows replaced") && text.contains("1 closed mart days restated"), "{text}");
     assert_eq!(count(older).await, Some(0));
-    producing.await.unwrap();
+    let arrived_after = arrived.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(arrived_after > arrived_before, "facts kept arriving while the replays were planned and applied");
+    keep_producing.cancel();
+    let later = producing.await.unwrap();
 
     // Every sink catches up with the facts that arrived meanwhile; then every oracle.
     let ends = env.watermarks().await;
@@ -1340,4 +1376,149 @@ async fn a_dead_letter_record_is_requeued_from_the_archive_as_an_audited_action(
     let out =
         env.tally(&["dlq", "requeue", &capture, "0", "999999", "--reason", "r", "--ticket", "t", "--actor", "ana"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Issue 16 §2: a replay enriches with the reference versions each row names, so a new merchant version changes
+/// nothing a plan finds; `--reference latest` re-enriches, finds exactly the rows the new version covers, and its
+/// apply moves them to it (the marts, which do not depend on the merchant version, are not restated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_pins_the_reference_versions_its_rows_name_unless_asked_for_the_latest() {
+    use tally_warehouse::query::ask_sink;
+    let env = Env::new().await;
+    let dir = std::env::temp_dir().join(unique("tally-replay-ref-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wh = tally_warehouse::WarehouseConfig {
+        path: dir.join("warehouse.duckdb"),
+        group_id: unique("gw"),
+        listen: format!("127.0.0.1:{}", tally_testkit::free_port()),
+        batch_max_wait_ms: 100,
+        reference_poll_ms: 200,
+        session_timeout_ms: 6000,
+        max_poll_interval_ms: 8000,
+        ..Default::default()
+    };
+    let tally = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(args)
+            .envs(env.vars())
+            .env("TALLY__WAREHOUSE__LISTEN", &wh.listen)
+            .env("TALLY__WAREHOUSE__PATH", wh.path.display().to_string())
+            .env("TALLY__WAREHOUSE__GROUP_ID", &wh.group_id)
+            .env("TALLY_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text, out.stdout)
+    };
+    // m_1's payments over four days, 2025-10-09 … 2025-10-12.
+    let producer = Producer::new(&env.kafka).unwrap();
+    let mut sent = Vec::new();
+    for i in 0..12i64 {
+        for kind in [EventKind::Authorized, EventKind::Captured] {
+            let mut e = fact(kind, &format!("pi_ref{i}"), 3_000 + i);
+            e.merchant_id = "m_1".into();
+            e.occurred_at = Timestamp::from_unix_secs(1_760_000_000 + (i % 4) * 86_400).unwrap();
+            let value = encode_payment_event(&e, Some("delivery-ref")).unwrap();
+            producer.send(&env.kafka.topic(topic_for(e.kind)), e.payment_id.as_bytes(), &value, &[]).await.unwrap();
+            sent.push(e);
+        }
+    }
+    env.book_and_archive().await;
+    let header = "merchant_id,valid_from,valid_to,legal_name,country,mcc,settlement_currency,risk_tier,stripe_percent,stripe_fixed_minor,adyen_percent,adyen_fixed_minor\n";
+    let v1 = tally_warehouse::reference::load_merchants(
+        &env.pool,
+        "test",
+        "v1.csv",
+        format!("{header}m_1,2020-01-01,,One GmbH,DE,5411,EUR,low,2.9,30,1.75,10\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let stop = CancellationToken::new();
+    let sink = tokio::spawn(tally_warehouse::run(wh.clone(), env.kafka.clone(), env.postgres.clone(), stop.clone()));
+    let ask = |sql: String| {
+        let listen = wh.listen.clone();
+        async move {
+            ask_sink(&listen, &sql, 10, Duration::from_secs(10))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|a| a.rows[0][0].as_i64())
+        }
+    };
+    let until = |sql: String, want: i64| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ask(sql.clone()).await != Some(want) {
+            assert!(Instant::now() < deadline, "{sql} never gave {want}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    until(format!("SELECT count(*) FROM fct_payment_events WHERE merchants_version = {}", v1.version_id), 24).await;
+    // m_1 moves to a new version on 2025-10-11; the sink puts it in force, and the rows keep the version they name.
+    let v2 = tally_warehouse::reference::load_merchants(
+        &env.pool,
+        "test",
+        "v2.csv",
+        format!("{header}m_1,2025-10-11,,One GmbH,DE,5411,EUR,high,2.9,30,1.75,10\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert!(v2.version_id > v1.version_id);
+    until(format!("SELECT count(*) FROM wh_reference WHERE merchants_version = {}", v2.version_id), 1).await;
+    assert_eq!(
+        ask(format!("SELECT count(*) FROM fct_payment_events WHERE merchants_version = {}", v1.version_id)).await,
+        Some(24)
+    );
+    let (code, text, _) = tally(&["replay", "plan", "--merchant", "m_1"]);
+    assert_eq!(code, Some(0), "pinned: {text}");
+    assert!(text.contains("warehouse (reference: rows): 24 rows unchanged, 0 would change"), "{text}");
+    let path = dir.join("plan-latest.json").display().to_string();
+    let (code, text, stdout) =
+        tally(&["replay", "plan", "--merchant", "m_1", "--reference", "latest", "--json", "--out", &path]);
+    assert_eq!(code, Some(1), "{text}");
+    let p: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    assert!(p["diff"]["would_change"].as_array().unwrap().is_empty(), "the ledger reads no reference data: {p}");
+    let w = &p["warehouse"];
+    let changes = w["would_change"].as_array().unwrap();
+    let covered: BTreeSet<String> = sent
+        .iter()
+        .filter(|e| e.occurred_at >= Timestamp::from_unix_secs(1_760_140_800).unwrap())
+        .map(|e| e.fact_key().0.to_string())
+        .collect();
+    assert_eq!(covered.len(), 12);
+    assert_eq!(changes.iter().map(|c| c["fact_key"].as_str().unwrap().to_owned()).collect::<BTreeSet<_>>(), covered);
+    for c in changes {
+        assert_eq!(
+            c["columns"],
+            serde_json::json!([{ "column": "merchant_valid_from", "live": "2020-01-01", "expected": "2025-10-11" }]),
+            "the version ids are lineage, only the values they give are compared: {c}"
+        );
+    }
+    assert_eq!(w["unchanged"].as_u64(), Some(12));
+    assert!(w["marts"].as_array().unwrap().is_empty(), "no mart value depends on the merchant version: {w}");
+    let (code, text, _) = tally(&[
+        "replay",
+        "apply",
+        &path,
+        "--reason",
+        "re-enrich with the merchant's new version",
+        "--ticket",
+        "FIN-24",
+        "--actor",
+        "ana",
+        "--approved-by",
+        "bob",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("warehouse: 12 rows replaced") && text.contains("0 closed mart days restated"), "{text}");
+    for reference in ["rows", "latest"] {
+        let (code, text, _) = tally(&["replay", "plan", "--merchant", "m_1", "--reference", reference]);
+        assert_eq!(code, Some(0), "{reference}: {text}");
+    }
+    assert_eq!(
+        ask(format!("SELECT count(*) FROM fct_payment_events WHERE merchants_version = {}", v2.version_id)).await,
+        Some(12)
+    );
+    stop.cancel();
+    sink.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

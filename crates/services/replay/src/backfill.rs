@@ -1,5 +1,6 @@
-//! `tally backfill raw` (issue 16 §4): the PSP bytes of deliveries Tally acknowledged without booking (a type it
-//! did not know yet, an item it ignored, an exception it recorded) read back from the archive's copy of
+//! `tally backfill raw` (issue 16 §4): the PSP bytes of deliveries Tally acknowledged (without booking — a type it
+//! did not know yet, an item it ignored, an exception it recorded — or booking some of their items and keeping the
+//! others for replay) read back from the archive's copy of
 //! `webhooks.raw.v1` (the broker's retention is shorter), normalised again with the current code, and their facts
 //! produced to the lifecycle topics as ingest produces them. Fact keys are deterministic: a fact the ledger booked
 //! already is not produced (counted), and one produced twice by two backfills is one booking (the sinks keep a
@@ -24,8 +25,9 @@ use crate::ReplayError;
 pub struct Backfill<'a> {
     /// Facts outside it are not produced; its PSP also selects the deliveries.
     pub scope: &'a Scope,
-    /// Only deliveries acknowledged with one of these codes (`unknown_event_type`, `not_booked`,
-    /// `exception_recorded`, `other_mode`); empty: every acknowledged delivery that booked nothing.
+    /// Only deliveries acknowledged without booking, with one of these codes (`unknown_event_type`, `not_booked`,
+    /// `exception_recorded`, `other_mode`); empty: every acknowledged delivery (an accepted one may hold items of a
+    /// type Tally did not know; its booked facts are found booked and not produced).
     pub codes: &'a [String],
     pub stripe: &'a Endpoint,
     pub adyen: &'a Endpoint,
@@ -38,7 +40,7 @@ pub struct Backfill<'a> {
 pub struct Report {
     /// Raw deliveries read from the archive.
     pub raw_records: u64,
-    /// Deliveries acknowledged without booking, of the PSP and codes asked for.
+    /// Acknowledged deliveries of the PSP and codes asked for.
     pub deliveries: u64,
     /// Items the current code still does not book, by outcome (`unknown`, `ignored`, `other_mode`, `exception`).
     pub still_not_booked: BTreeMap<String, u64>,
@@ -53,6 +55,9 @@ pub struct Report {
     /// SHA-256 over the sorted fact keys produced (or, on a dry run, that would be).
     pub fact_keys_checksum: String,
     pub dry_run: bool,
+    /// Why producing stopped part way (then `produced` says how far it got; the rest is produced by running the
+    /// backfill again).
+    pub error: Option<String>,
 }
 
 /// Runs a backfill; `progress(files done, files)` after each archive file.
@@ -84,10 +89,12 @@ pub async fn raw(
             };
             let Ok(psp) = d.psp.parse::<Psp>() else { continue };
             let code = d.code.clone().unwrap_or_default();
-            if d.verdict != Verdict::Ignored
-                || backfill.scope.psp.is_some_and(|p| p != psp)
-                || (!backfill.codes.is_empty() && !backfill.codes.contains(&code))
-            {
+            let acknowledged = match d.verdict {
+                Verdict::Ignored => backfill.codes.is_empty() || backfill.codes.contains(&code),
+                Verdict::Accepted | Verdict::Duplicate => backfill.codes.is_empty(),
+                Verdict::Rejected => false,
+            };
+            if !acknowledged || backfill.scope.psp.is_some_and(|p| p != psp) {
                 continue;
             }
             report.deliveries += 1;
@@ -151,17 +158,23 @@ pub async fn raw(
     if !backfill.dry_run && !to_produce.is_empty() {
         let producer = Producer::new(kafka).map_err(|e| ReplayError::Archive(format!("producer: {e}")))?;
         for (e, delivery) in &to_produce {
-            let value = encode_payment_event(e, Some(delivery))
-                .map_err(|err| ReplayError::Archive(format!("encoding {}: {err}", e.fact_key().0)))?;
             let key = e.fact_key().0.to_string();
+            let value = match encode_payment_event(e, Some(delivery)) {
+                Ok(v) => v,
+                Err(err) => {
+                    report.error = Some(format!("encoding {key}: {err}"));
+                    break;
+                }
+            };
             let headers = [
                 Header { key: "fact_key", value: key.as_bytes() },
                 Header { key: "delivery_id", value: delivery.as_bytes() },
             ];
-            producer
-                .send(&kafka.topic(topic_for(e.kind)), e.payment_id.as_bytes(), &value, &headers)
-                .await
-                .map_err(|err| ReplayError::Archive(format!("producing {key}: {err}")))?;
+            let topic = kafka.topic(topic_for(e.kind));
+            if let Err(err) = producer.send(&topic, e.payment_id.as_bytes(), &value, &headers).await {
+                report.error = Some(format!("producing {key}: {err}"));
+                break;
+            }
             report.produced += 1;
         }
     }
@@ -180,7 +193,12 @@ pub async fn audit(
     let tx = client.transaction().await?;
     let entry = tally_audit::Entry {
         actor: actor.to_owned(),
-        action: if report.dry_run { "backfill.raw.dry_run" } else { "backfill.raw" }.into(),
+        action: match (report.dry_run, &report.error) {
+            (true, _) => "backfill.raw.dry_run",
+            (false, None) => "backfill.raw",
+            (false, Some(_)) => "backfill.raw.failed",
+        }
+        .into(),
         subject: Some("webhooks.raw.v1".into()),
         scope: Some(serde_json::json!({ "scope": scope, "codes": codes })),
         after: Some(report.fact_keys_checksum.clone()),
@@ -192,6 +210,7 @@ pub async fn audit(
             "produced": report.produced,
             "refused": report.refused.len(),
             "still_not_booked": report.still_not_booked,
+            "error": report.error,
         })),
         ..tally_audit::Entry::default()
     };

@@ -166,8 +166,15 @@ pub async fn requeue(
         .into_iter()
         .find(|r| r.offset == offset)
         .ok_or_else(|| ReplayError::Archive(format!("{} does not hold offset {offset}", file.path)))?;
-    let value = record.value.clone().unwrap_or_default();
+    // A record without a key or a value would be another record if produced (a tombstone, another partition).
+    let (Some(key), Some(value)) = (record.key.clone(), record.value.clone()) else {
+        return Err(RequeueError::Refused(format!(
+            "{topic}[{partition}]@{offset} has no key or no value: producing it again would change it"
+        )));
+    };
     let value_sha256 = hex::encode(Sha256::digest(&value));
+    // The producer first: the audit transaction (which holds the audit log's lock) waits only for the broker's ack.
+    let producer = Producer::new(kafka).map_err(|e| ReplayError::Archive(format!("producer: {e}")))?;
     let tx = client.transaction().await?;
     let entry = tally_audit::Entry {
         actor: actor.to_owned(),
@@ -180,11 +187,10 @@ pub async fn requeue(
         ..tally_audit::Entry::default()
     };
     let audit_seq = tally_audit::append(&tx, &entry).await.map_err(ReplayError::from)?;
-    let producer = Producer::new(kafka).map_err(|e| ReplayError::Archive(format!("producer: {e}")))?;
     let headers: Vec<Header<'_>> =
         record.headers.iter().filter_map(|(k, v)| v.as_deref().map(|v| Header { key: k.as_str(), value: v })).collect();
     producer
-        .send(topic, record.key.as_deref().unwrap_or_default(), &value, &headers)
+        .send(topic, &key, &value, &headers)
         .await
         .map_err(|e| ReplayError::Archive(format!("producing to {topic}: {e}")))?;
     tx.commit().await?;

@@ -173,31 +173,58 @@ async fn live_books<C: tokio_postgres::GenericClient>(
 /// A scope resolved in the archive: its records, what was read, the files.
 type Resolved = (Vec<resolve::Archived>, Read, Vec<tally_archive::ManifestFile>);
 
+/// A scope's predicates over `event_log l` ($1 merchants, $2/$3 event time in µs, $4 kinds, $5 PSP).
+const IN_SCOPE: &str = "($1::text[] IS NULL OR l.merchant_id = ANY($1))
+        AND ($2::bigint IS NULL OR l.occurred_at >= 'epoch'::timestamptz + $2 * interval '1 microsecond')
+        AND ($3::bigint IS NULL OR l.occurred_at < 'epoch'::timestamptz + $3 * interval '1 microsecond')
+        AND ($4::text[] IS NULL OR l.kind = ANY($4))
+        AND ($5::text IS NULL OR l.psp = $5)";
+
 /// Every fact the ledger booked within the scope, and the archived `keys` it booked outside it (a fact booked from
-/// a record dated otherwise), with its entries: the facts and their entries read by two lean queries at once (on
-/// two connections), the keys outside the scope afterwards.
+/// a record dated otherwise), with its entries: the facts and their entries read by two lean queries at once, on
+/// two connections sharing one snapshot (a fact booked meanwhile is in both or in neither), the keys outside the
+/// scope afterwards in the same snapshot.
 async fn live_side(
     pool: &Pool,
     keys: &[uuid::Uuid],
     scope: &Scope,
 ) -> Result<BTreeMap<FactKey, LiveFact>, ReplayError> {
-    const IN_SCOPE: &str = "($1::text[] IS NULL OR l.merchant_id = ANY($1))
-        AND ($2::bigint IS NULL OR l.occurred_at >= 'epoch'::timestamptz + $2 * interval '1 microsecond')
-        AND ($3::bigint IS NULL OR l.occurred_at < 'epoch'::timestamptz + $3 * interval '1 microsecond')
-        AND ($4::text[] IS NULL OR l.kind = ANY($4))
-        AND ($5::text IS NULL OR l.psp = $5)";
     let merchants: Option<Vec<String>> = (!scope.merchants.is_empty()).then(|| scope.merchants.clone());
     let kinds: Option<Vec<String>> =
         (!scope.kinds.is_empty()).then(|| scope.kinds.iter().map(|k| k.as_str().to_owned()).collect());
     let (from, to) = (scope.from.map(|t| t.unix_micros()), scope.to.map(|t| t.unix_micros()));
     let psp = scope.psp.map(|p| p.as_str());
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&merchants, &from, &to, &kinds, &psp];
-    let (facts, entries) = (pool.get().await?, pool.get().await?);
+    let (a, b) = (pool.get().await?, pool.get().await?);
+    a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    let read = async {
+        let snapshot: String = a.query_one("SELECT pg_export_snapshot()", &[]).await?.get(0);
+        b.batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+            snapshot.replace('\'', "")
+        ))
+        .await?;
+        read_live(&a, &b, keys, &params).await
+    }
+    .await;
+    // Read-only: ending either transaction, even an aborted one, changes nothing.
+    let _ = a.batch_execute("COMMIT").await;
+    let _ = b.batch_execute("COMMIT").await;
+    read
+}
+
+/// The reads of [`live_side`], in its transactions.
+async fn read_live(
+    facts: &tokio_postgres::Client,
+    entries: &tokio_postgres::Client,
+    keys: &[uuid::Uuid],
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync); 5],
+) -> Result<BTreeMap<FactKey, LiveFact>, ReplayError> {
     let facts_sql = format!(
         "SELECT l.fact_key, l.payment_id, l.kind, l.topic, l.kafka_partition, l.kafka_offset FROM event_log l
           WHERE {IN_SCOPE}"
     );
-    let facts = facts.query(&facts_sql, &params);
+    let facts_read = facts.query(&facts_sql, params);
     let entries_sql = format!(
         "SELECT l.fact_key, e.account, e.currency, e.amount_minor
                FROM event_log l JOIN journals j ON j.fact_key = l.fact_key JOIN entries e ON e.journal_id = j.journal_id
@@ -208,10 +235,10 @@ async fn live_side(
                JOIN journals j ON j.correction_id = c.correction_id JOIN entries e ON e.journal_id = j.journal_id
               WHERE {IN_SCOPE}"
     );
-    let entries = entries.query(&entries_sql, &params);
-    let (facts, entries) = tokio::try_join!(facts, entries)?;
+    let entries_read = entries.query(&entries_sql, params);
+    let (fact_rows, entry_rows) = tokio::try_join!(facts_read, entries_read)?;
     let mut out: BTreeMap<FactKey, LiveFact> = BTreeMap::new();
-    for r in &facts {
+    for r in &fact_rows {
         out.insert(
             FactKey(r.get(0)),
             (
@@ -221,14 +248,14 @@ async fn live_side(
             ),
         );
     }
-    for r in &entries {
+    for r in &entry_rows {
         if let Some(fact) = out.get_mut(&FactKey(r.get(0))) {
             fact.2.push((r.get(1), r.get(2), r.get(3)));
         }
     }
     let rest: Vec<uuid::Uuid> = keys.iter().filter(|k| !out.contains_key(&FactKey(**k))).copied().collect();
     if !rest.is_empty() {
-        out.extend(live_books(&**pool.get().await?, &rest).await?);
+        out.extend(live_books(facts, &rest).await?);
     }
     Ok(out)
 }
@@ -466,6 +493,11 @@ pub enum ApplyError {
     Stale(String),
     #[error("{0}")]
     Refused(String),
+    #[error(
+        "the ledger's corrections were booked (replay {replay_id}), the warehouse's side was not: {reason}; \
+         apply the plan again to complete it"
+    )]
+    Partial { replay_id: uuid::Uuid, reason: String },
 }
 
 impl From<tokio_postgres::Error> for ApplyError {
@@ -541,8 +573,8 @@ fn legs_correction(
 }
 
 /// Applies a plan: refused unless its hash is its content's, a plan that changes anything needs a second
-/// operator's approval, and a plan whose base no longer matches the live data (or whose scope resolves to other
-/// records now) is stale. The ledger, in one transaction under a lock that serialises applies: the application
+/// operator's approval, and a plan is stale when the current data and code no longer give its diff (re-derived
+/// for the ledger, and inside the warehouse for its rows). The ledger, in one transaction under a lock that serialises applies: the application
 /// record, per fact that would change a reversal of what the ledger holds and a re-post of what the rules post (per
 /// unexpected fact a reversal), each a correction journal naming the fact and tagged with the replay id, and the
 /// audit record. Then the warehouse, in its own transaction: the changed rows replaced, the mart days they touch
@@ -577,6 +609,21 @@ pub async fn apply(
     if !ledger_changes && rows.is_none() {
         return Ok(applied);
     }
+    let client = pool.get().await?;
+    let before = applied_before(&**client, &plan.hash).await?;
+    let audited = warehouse_audited(&**client, &plan.hash).await?;
+    drop(client);
+    // Applied before, both sides: nothing to do, and no approval needed to be told so.
+    let ledger_to_do = ledger_changes && before.is_none();
+    let warehouse_to_do = rows.is_some() && audited.is_none();
+    if !ledger_to_do && !warehouse_to_do {
+        applied.applied_before = before;
+        if rows.is_some() {
+            applied.warehouse =
+                Some(tally_warehouse::replay::Applied { applied_before: audited, ..Default::default() });
+        }
+        return Ok(applied);
+    }
     let approver = who.approved_by.filter(|a| !a.trim().is_empty()).ok_or_else(|| {
         ApplyError::Refused(
             "a replay that changes the books or the warehouse needs --approved-by (a second operator)".into(),
@@ -585,51 +632,77 @@ pub async fn apply(
     if approver == who.actor {
         return Err(ApplyError::Refused(format!("{approver} applies this plan: a second operator approves it")));
     }
-    let before = applied_before(&**pool.get().await?, &plan.hash).await?;
-    if ledger_changes && before.is_none() || rows.is_some() {
-        let resolved = resolve::resolve(pool, objects, &plan.scope, progress).await?;
-        if ledger_changes {
-            match before {
-                Some(before) => applied.applied_before = Some(before),
-                None => apply_ledger(pool, &resolved, plan, who, approver, &mut applied).await?,
-            }
-        }
-        if let Some(expect) = rows {
+    // What the warehouse's side needs is there before the ledger's side books anything.
+    let config = match rows {
+        None => None,
+        Some(_) => {
             let config = warehouse.ok_or_else(|| {
                 ApplyError::Refused("the plan changes warehouse rows and no warehouse is configured".into())
             })?;
-            let request = warehouse_request(
-                &plan.scope,
-                &resolved,
-                expect.reference,
-                Some(tally_warehouse::replay::Apply {
-                    replay_id: replay_id.to_string(),
-                    plan_sha256: plan.hash.clone(),
-                    expect: expect.clone(),
-                }),
-            );
-            let outcome = match tally_warehouse::replay::where_it_is(config, pool, &request).await {
-                Ok(Some(o)) => o,
-                Ok(None) => {
-                    return Err(ApplyError::Refused(format!(
-                        "the plan changes warehouse rows: no warehouse sink at {} and no file at {}",
-                        config.listen,
-                        config.path.display()
-                    )))
-                }
-                Err(tally_warehouse::replay::ReplayError::Stale(reason)) => return Err(ApplyError::Stale(reason)),
-                Err(e) => return Err(ReplayError::from(e).into()),
-            };
-            let done = outcome.applied.unwrap_or_default();
-            if done.applied_before.is_none() {
-                audit_warehouse(pool, plan, who, approver, replay_id, &outcome.diff, &done).await?;
+            if !tally_warehouse::replay::reachable(config).await {
+                return Err(ApplyError::Refused(format!(
+                    "the plan changes warehouse rows: no warehouse sink at {} and no file at {}",
+                    config.listen,
+                    config.path.display()
+                )));
             }
-            applied.warehouse = Some(done);
+            Some(config)
         }
-    } else if let Some(before) = before {
-        applied.applied_before = Some(before);
+    };
+    let resolved = resolve::resolve(pool, objects, &plan.scope, progress).await?;
+    if ledger_changes {
+        match before {
+            Some(before) => applied.applied_before = Some(before),
+            None => apply_ledger(pool, &resolved, plan, who, approver, &mut applied).await?,
+        }
+    }
+    if let (Some(expect), Some(config)) = (rows, config) {
+        // Once this run booked the ledger's side, a failure here leaves the apply half done: said so.
+        let booked = applied.corrections > 0;
+        let partial = |e: ApplyError| if booked { ApplyError::Partial { replay_id, reason: e.to_string() } } else { e };
+        let request = warehouse_request(
+            &plan.scope,
+            &resolved,
+            expect.reference,
+            Some(tally_warehouse::replay::Apply {
+                replay_id: replay_id.to_string(),
+                plan_sha256: plan.hash.clone(),
+                expect: expect.clone(),
+            }),
+        );
+        let outcome = match tally_warehouse::replay::where_it_is(config, pool, &request).await {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                return Err(partial(ApplyError::Refused(format!(
+                    "no warehouse sink at {} and no file at {}",
+                    config.listen,
+                    config.path.display()
+                ))))
+            }
+            Err(tally_warehouse::replay::ReplayError::Stale(reason)) => return Err(partial(ApplyError::Stale(reason))),
+            Err(e) => return Err(partial(ReplayError::from(e).into())),
+        };
+        let done = outcome.applied.unwrap_or_default();
+        // Recorded even when the warehouse had applied the plan in an earlier run that stopped before its record.
+        audit_warehouse(pool, plan, who, approver, replay_id, &outcome.diff, &done).await.map_err(partial)?;
+        applied.warehouse = Some(done);
     }
     Ok(applied)
+}
+
+/// When the warehouse's side of this plan was recorded as applied, if it was.
+async fn warehouse_audited<C: tokio_postgres::GenericClient>(
+    client: &C,
+    hash: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM audit_log
+              WHERE action = 'replay.apply.warehouse' AND subject = $1 ORDER BY seq LIMIT 1",
+            &[&format!("plan:{hash}")],
+        )
+        .await?
+        .map(|r| r.get(0)))
 }
 
 /// The audit record of a replay's warehouse side (I8).
@@ -658,6 +731,8 @@ async fn audit_warehouse(
             "approved_by": approver,
             "reference": diff.reference,
             "rows_replaced": done.rows_replaced,
+            // Set when the warehouse had applied the plan in a run that stopped before this record.
+            "warehouse_applied_at": done.applied_before,
             "restatements": done.restatements,
             "mart_rows": diff.marts.len(),
             "fact_keys": diff.would_change.iter().map(|c| c.fact_key.clone()).collect::<Vec<_>>(),

@@ -1,14 +1,17 @@
 //! The warehouse's side of a replay (issue 16 §2–§3, DESIGN §13): the scope's archived records landed again, with
 //! the current code and pinned reference data, into the sink's staging space, and compared row by row with the live
 //! `fct_payment_events` by a canonical hash of each row's content (lineage columns — which code wrote it, when,
-//! under which replay — left out). A plan applies the changed rows and refreshes the models in a transaction that
-//! is rolled back (the shadow: the mart rows a plan shows are the ones an apply will write); an apply commits the
+//! under which replay, with which reference versions — left out). A plan applies the changed rows and refreshes the
+//! models in a transaction that is rolled back (the shadow: the mart rows a plan shows are the ones an apply writes
+//! unless other facts land on those days in between; an apply reports what it restated); an apply commits the
 //! same transaction, with the changed rows tagged with the replay id, every affected mart day recomputed and a
 //! closed one restated (`restatements`, naming the replay), and the plan recorded in `wh_replays` so that the same
 //! plan twice changes nothing.
 //!
-//! DuckDB lets one process write the file, so a replay runs where the file is open: in the sink (`POST /replay`,
-//! between two batches: the sink keeps consuming) or, when no sink runs, on the file itself ([`run`]).
+//! DuckDB lets one process write the file, so a replay runs where the file is open: in the sink (`POST /replay`;
+//! the file is locked only to read positions and to stage, compare and apply — the sink lands its batches between)
+//! or, when no sink runs, on the file itself ([`run`]). An apply is refused as stale when the rows that would change
+//! (or the unexpected ones) are not the plan's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -24,8 +27,11 @@ use duckdb::types::Value;
 use crate::land::{event_row, ts_value};
 use crate::store::{now_micros, StoreError, Warehouse};
 
-/// The columns a replay does not compare: what wrote the row, when, and under which replay.
-const LINEAGE: [&str; 4] = ["processor_version", "replay_id", "landed_at", "enriched_at"];
+/// The columns a replay does not compare: which reference versions and code wrote the row, when, under which replay.
+/// The reference versions are lineage too: a row enriched again to the same values under a later version is
+/// unchanged (its replacement, when another column changes, names the version used).
+const LINEAGE: [&str; 6] =
+    ["merchants_version", "fx_version", "processor_version", "replay_id", "landed_at", "enriched_at"];
 /// The mart's governance columns (versions, times, the close), left out of a mart row's values.
 const GOVERNANCE: [&str; 5] = ["version", "computed_at", "restated_at", "complete_to", "closed"];
 
@@ -131,6 +137,9 @@ pub struct Diff {
     pub landed_from_another_record: u64,
     /// Records that are not bookable facts (the sink rejected them too).
     pub rejects: u64,
+    /// Records of topics this warehouse does not consume (another topic prefix's, sharing the archive): not compared.
+    #[serde(default)]
+    pub other_topics: u64,
     /// The mart rows an apply recomputes, with their values before and after.
     pub marts: Vec<MartChange>,
     /// SHA-256 over the live rows compared (fact key and content hash, sorted).
@@ -203,52 +212,35 @@ pub async fn references(
     Ok(References { latest, pinned })
 }
 
-/// Runs a replay on a warehouse held by this process (the sink's, or the file opened by `tally replay`).
+/// Runs a replay on a warehouse held by this process (the sink's, or the file opened by `tally replay`). The
+/// warehouse is locked only while its file is read or written: decoding the records and landing them again run on
+/// every core without it, so a sink keeps landing batches in between.
 pub async fn run(
     warehouse: &Mutex<Warehouse>,
     pool: &deadpool_postgres::Pool,
     fx_max_age_days: i64,
     request: &Request,
 ) -> Result<Outcome, ReplayError> {
-    let (pairs, reporting) = {
+    let (pairs, reporting, tokens, topics) = {
         let w = warehouse.lock().expect("warehouse lock");
-        (w.version_pairs()?, w.reference().reporting)
+        (w.version_pairs()?, w.reference().reporting, w.tokens.clone(), w.consumed_topics()?)
     };
     let refs = references(pool, &pairs, reporting, fx_max_age_days).await?;
-    tokio::task::block_in_place(|| warehouse.lock().expect("warehouse lock").replay(request, &refs))
-}
-
-impl Warehouse {
-    /// The (merchants, fx) version pairs the landed rows name.
-    pub fn version_pairs(&self) -> Result<Vec<Versions>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT DISTINCT merchants_version, fx_version FROM fct_payment_events")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Plans (or, with `request.apply`, applies) a replay of the request's records; see the module's description.
-    pub fn replay(&mut self, request: &Request, refs: &References) -> Result<Outcome, ReplayError> {
-        let now = now_micros();
-        if let Some(apply) = &request.apply {
-            let before: Option<String> = self
-                .conn
-                .query_row(
-                    "SELECT strftime(applied_at, '%Y-%m-%dT%H:%M:%SZ') FROM wh_replays WHERE plan_sha256 = ?",
-                    params![apply.plan_sha256],
-                    |r| r.get(0),
-                )
-                .ok();
-            if let Some(at) = before {
-                let applied = Applied { applied_before: Some(at), ..Applied::default() };
-                return Ok(Outcome { diff: apply.expect.clone(), applied: Some(applied) });
-            }
+    let lock = || warehouse.lock().expect("warehouse lock");
+    tokio::task::block_in_place(|| {
+        if let Some(done) = lock().applied(request)? {
+            return Ok(done);
         }
+        let now = now_micros();
         let mut diff = Diff { reference: request.reference, ..Diff::default() };
         let started = std::time::Instant::now();
-        // The records, decoded as the sink decodes them (on every core).
+        // The records of the topics this warehouse consumes, decoded as the sink decodes them (on every core).
+        let ours = |r: &&Record| topics.contains(&r.topic);
+        diff.other_topics = request.records.iter().filter(|r| !ours(r)).count() as u64;
         let records: Vec<LogRecord> = request
             .records
             .iter()
+            .filter(ours)
             .map(|r| LogRecord {
                 topic: r.topic.clone(),
                 partition: r.partition,
@@ -271,37 +263,11 @@ impl Warehouse {
             }
         }
         tracing::debug!(decoded = ?started.elapsed(), "replay: records decoded");
-        self.conn.execute("DELETE FROM wh_replay_keys", [])?;
-        {
-            let mut app = self.conn.appender_to_catalog_and_db("wh_replay_keys", "temp", "main")?;
-            for key in facts.keys() {
-                app.append_row(params![key.0.to_string()])?;
-            }
-            app.flush()?;
-        }
-        type Live = ((String, i32, i64), Versions);
-        let live: HashMap<tally_domain::FactKey, Live> = {
-            let mut stmt = self.conn.prepare(
-                "SELECT f.fact_key, f.topic, f.kafka_partition, f.kafka_offset, f.merchants_version, f.fx_version
-                   FROM fct_payment_events f SEMI JOIN wh_replay_keys k ON k.fact_key = f.fact_key",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, ((r.get(1)?, r.get(2)?, r.get(3)?), (r.get(4)?, r.get(5)?))))
-            })?;
-            let mut out = HashMap::with_capacity(facts.len());
-            for row in rows {
-                let (key, live) = row?;
-                if let Ok(key) = key.parse() {
-                    out.insert(tally_domain::FactKey(key), live);
-                }
-            }
-            out
-        };
+        let live = lock().live_positions(facts.keys())?;
         tracing::debug!(live = ?started.elapsed(), "replay: live positions read");
         // Per fact, the record its row was landed from (or, for a fact not landed, the one the sink would keep: the
         // earliest occurred_at, then the first in log order), landed again with the reference pinned (on every core).
         let facts: Vec<(&tally_domain::FactKey, &Vec<usize>)> = facts.iter().collect();
-        let tokens = &self.tokens;
         let landed = on_every_core(&facts, |(key, indexes)| -> Result<Option<Vec<Value>>, ReplayError> {
             fn at(r: &LogRecord) -> (&str, i32, i64) {
                 (r.topic.as_str(), r.partition, r.offset)
@@ -331,7 +297,7 @@ impl Warehouse {
                     (chosen, &refs.latest)
                 }
             };
-            Ok(Some(event_row(chosen.0, chosen.1, reference, tokens, now)?))
+            Ok(Some(event_row(chosen.0, chosen.1, reference, &tokens, now)?))
         });
         let mut rows = Vec::with_capacity(landed.len());
         for row in landed {
@@ -341,10 +307,88 @@ impl Warehouse {
             }
         }
         tracing::debug!(rows = ?started.elapsed(), "replay: rows landed again");
+        lock().compare(request, &rows, diff, now, started)
+    })
+}
+
+/// Where a live row was landed from, and the reference versions it names.
+type Live = ((String, i32, i64), Versions);
+
+impl Warehouse {
+    /// The (merchants, fx) version pairs the landed rows name.
+    pub fn version_pairs(&self) -> Result<Vec<Versions>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT DISTINCT merchants_version, fx_version FROM fct_payment_events")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The topics this warehouse's sink consumes (its claimed partitions').
+    fn consumed_topics(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT DISTINCT topic FROM wh_offsets WHERE group_id = ?")?;
+        let rows = stmt.query_map(params![self.group_id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether this apply's plan was applied before (its outcome then).
+    fn applied(&self, request: &Request) -> Result<Option<Outcome>, ReplayError> {
+        let Some(apply) = &request.apply else { return Ok(None) };
+        let before: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT strftime(applied_at, '%Y-%m-%dT%H:%M:%SZ') FROM wh_replays WHERE plan_sha256 = ?",
+                params![apply.plan_sha256],
+                |r| r.get(0),
+            )
+            .ok();
+        Ok(before.map(|at| Outcome {
+            diff: apply.expect.clone(),
+            applied: Some(Applied { applied_before: Some(at), ..Applied::default() }),
+        }))
+    }
+
+    /// Where each of these facts' rows was landed from, and the reference versions it names.
+    fn live_positions<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a tally_domain::FactKey>,
+    ) -> Result<HashMap<tally_domain::FactKey, Live>, ReplayError> {
+        self.conn.execute("DELETE FROM wh_replay_keys", [])?;
+        {
+            let mut app = self.conn.appender_to_catalog_and_db("wh_replay_keys", "temp", "main")?;
+            for key in keys {
+                app.append_row(params![key.0.to_string()])?;
+            }
+            app.flush()?;
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT f.fact_key, f.topic, f.kafka_partition, f.kafka_offset, f.merchants_version, f.fx_version
+               FROM fct_payment_events f SEMI JOIN wh_replay_keys k ON k.fact_key = f.fact_key",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, ((r.get(1)?, r.get(2)?, r.get(3)?), (r.get(4)?, r.get(5)?))))
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (key, live) = row?;
+            if let Ok(key) = key.parse() {
+                out.insert(tally_domain::FactKey(key), live);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stages the rows landed again, compares them with the live ones, and shadows (a plan) or applies the change.
+    fn compare(
+        &mut self,
+        request: &Request,
+        rows: &[Vec<Value>],
+        mut diff: Diff,
+        now: i64,
+        started: std::time::Instant,
+    ) -> Result<Outcome, ReplayError> {
         self.conn.execute("DELETE FROM wh_stage_events", [])?;
         {
             let mut app = self.conn.appender_to_catalog_and_db("wh_stage_events", "temp", "main")?;
-            for row in &rows {
+            for row in rows {
                 app.append_row(duckdb::appender_params_from_iter(row))?;
             }
             app.flush()?;
@@ -632,6 +676,25 @@ fn filter_sql(f: &Filter) -> String {
     clauses.join(" AND ")
 }
 
+/// Whether a warehouse sink answers at `config.listen`.
+async fn listening(config: &crate::WarehouseConfig) -> Result<bool, ReplayError> {
+    let probe = reqwest::Client::new()
+        .get(format!("http://{}/healthz", config.listen))
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await;
+    match probe {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_connect() => Ok(false),
+        Err(e) => Err(ReplayError::Sink(config.listen.clone(), e.to_string())),
+    }
+}
+
+/// Whether there is a warehouse to replay on: a sink listening, or its file.
+pub async fn reachable(config: &crate::WarehouseConfig) -> bool {
+    matches!(listening(config).await, Ok(true)) || config.path.exists()
+}
+
 /// Runs a replay where the warehouse is: asks the sink listening at `config.listen`, or, when none listens, opens
 /// the file (when there is one). `Ok(None)`: there is no warehouse.
 pub async fn where_it_is(
@@ -640,16 +703,7 @@ pub async fn where_it_is(
     request: &Request,
 ) -> Result<Option<Outcome>, ReplayError> {
     // Whether a sink listens, before a request of the scope's every record is built for it.
-    let listening = reqwest::Client::new()
-        .get(format!("http://{}/healthz", config.listen))
-        .timeout(std::time::Duration::from_secs(10))
-        .send()
-        .await;
-    let listening = match listening {
-        Ok(_) => true,
-        Err(e) if e.is_connect() => false,
-        Err(e) => return Err(ReplayError::Sink(config.listen.clone(), e.to_string())),
-    };
+    let listening = listening(config).await?;
     let sent = if !listening {
         None
     } else {

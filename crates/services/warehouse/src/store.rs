@@ -42,7 +42,7 @@ pub struct Landed {
 /// The open warehouse file and the reference data the sink enriches with now.
 pub struct Warehouse {
     pub(crate) conn: Connection,
-    group_id: String,
+    pub(crate) group_id: String,
     reference: Reference,
     pub(crate) tokens: Tokenizer,
     pub(crate) models: crate::models::Models,
