@@ -1101,6 +1101,11 @@ async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_whi
         args.extend_from_slice(extra);
         tally(&args)
     };
+    // A plan of day 0 (every merchant), made now: it holds the same wrong row, and is stale once the merchant's
+    // plan has fixed it.
+    let day0_plan = dir.join("plan-day0.json").display().to_string();
+    let (code, text, _) = tally(&["replay", "plan", "--from", "2025-10-09", "--to", "2025-10-10", "--out", &day0_plan]);
+    assert_eq!(code, Some(1), "{text}");
     let (code, text, _) = apply(&[]);
     assert_eq!(code, Some(2), "a warehouse change needs a second operator: {text}");
     let (code, text, _) = apply(&["--approved-by", "bob"]);
@@ -1109,6 +1114,11 @@ async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_whi
     let (code, text, _) = apply(&["--approved-by", "bob"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("was applied at"), "{text}");
+    let mut args = vec!["replay", "apply", &day0_plan, "--reason", "the same row", "--ticket", "FIN-22"];
+    args.extend_from_slice(&["--actor", "ana", "--approved-by", "bob"]);
+    let (code, text, _) = tally(&args);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("stale"), "{text}");
     let (code, text, _) = tally(&["replay", "plan", "--merchant", "m_1"]);
     assert_eq!(code, Some(0), "{text}");
     // The merchant-only replay left m_2's wrong row as it was; a date-range replay of day 1 (closed, every

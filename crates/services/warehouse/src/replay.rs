@@ -140,6 +140,9 @@ pub struct Diff {
     /// Records of topics this warehouse does not consume (another topic prefix's, sharing the archive): not compared.
     #[serde(default)]
     pub other_topics: u64,
+    /// The reference versions (merchants, fx) the rows were landed again with.
+    #[serde(default)]
+    pub reference_versions: Vec<Versions>,
     /// The mart rows an apply recomputes, with their values before and after.
     pub marts: Vec<MartChange>,
     /// SHA-256 over the live rows compared (fact key and content hash, sorted).
@@ -265,6 +268,12 @@ pub async fn run(
         tracing::debug!(decoded = ?started.elapsed(), "replay: records decoded");
         let live = lock().live_positions(facts.keys())?;
         tracing::debug!(live = ?started.elapsed(), "replay: live positions read");
+        diff.reference_versions = match request.reference {
+            Pin::Rows => {
+                live.values().map(|(_, v)| *v).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+            }
+            Pin::Latest => vec![(refs.latest.merchants_version, refs.latest.fx_version)],
+        };
         // Per fact, the record its row was landed from (or, for a fact not landed, the one the sink would keep: the
         // earliest occurred_at, then the first in log order), landed again with the reference pinned (on every core).
         let facts: Vec<(&tally_domain::FactKey, &Vec<usize>)> = facts.iter().collect();
