@@ -889,15 +889,9 @@ async fn a_replay_plan_of_unchanged_data_is_empty_for_any_scope_and_finds_exactl
     assert_eq!(plans, 15);
 }
 
-/// Issue 16 §3, the warehouse: a row an older processor landed wrong (a capture's amount, on a closed day) is found
-/// by a plan while the sinks run and new facts arrive; the apply replaces exactly that row, tagged with the replay
-/// id, and restates its closed mart day (naming the replay), leaving every other merchant's rows and mart days
-/// as they were; the same plan twice changes nothing; recon (warehouse ≠ ledger before) is clean after.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_while_the_sinks_run() {
-    use tally_warehouse::query::ask_sink;
-    let env = Env::new().await;
-    let dir = std::env::temp_dir().join(unique("tally-replay-wh-"));
+/// A directory and a warehouse (file, group, listener) of a test's own.
+fn warehouse_of_its_own(tag: &str) -> (std::path::PathBuf, tally_warehouse::WarehouseConfig) {
+    let dir = std::env::temp_dir().join(unique(&format!("tally-replay-{tag}-")));
     std::fs::create_dir_all(&dir).unwrap();
     let wh = tally_warehouse::WarehouseConfig {
         path: dir.join("warehouse.duckdb"),
@@ -909,19 +903,34 @@ async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_whi
         max_poll_interval_ms: 8000,
         ..Default::default()
     };
-    let tally = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_tally"))
-            .args(args)
-            .envs(env.vars())
-            .env("TALLY__WAREHOUSE__LISTEN", &wh.listen)
-            .env("TALLY__WAREHOUSE__PATH", wh.path.display().to_string())
-            .env("TALLY__WAREHOUSE__GROUP_ID", &wh.group_id)
-            .env("TALLY_LOG", "warn")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code(), text, out.stdout)
-    };
+    (dir, wh)
+}
+
+/// `tally ARGS` on the test's stack and warehouse: its exit code, stdout + stderr as text, and stdout.
+fn tally_with(env: &Env, wh: &tally_warehouse::WarehouseConfig, args: &[&str]) -> (Option<i32>, String, Vec<u8>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(args)
+        .envs(env.vars())
+        .env("TALLY__WAREHOUSE__LISTEN", &wh.listen)
+        .env("TALLY__WAREHOUSE__PATH", wh.path.display().to_string())
+        .env("TALLY__WAREHOUSE__GROUP_ID", &wh.group_id)
+        .env("TALLY_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text, out.stdout)
+}
+
+/// Issue 16 §3, the warehouse: a row an older processor landed wrong (a capture's amount, on a closed day) is found
+/// by a plan while the sinks run and new facts arrive; the apply replaces exactly that row, tagged with the replay
+/// id, and restates its closed mart day (naming the replay), leaving every other merchant's rows and mart days
+/// as they were; the same plan twice changes nothing; recon (warehouse ≠ ledger before) is clean after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_replaces_a_wrong_warehouse_row_and_restates_its_closed_day_while_the_sinks_run() {
+    use tally_warehouse::query::ask_sink;
+    let env = Env::new().await;
+    let (dir, wh) = warehouse_of_its_own("wh");
+    let tally = |args: &[&str]| tally_with(&env, &wh, args);
     // Three merchants; captures on days 0, 1 and 3 (the watermark on day 3 closes day 0: lateness is one day).
     let day = |d: i64| Timestamp::from_unix_secs(1_760_000_000 + d * 86_400).unwrap();
     let facts_of = |merchant: &str, n: i64, days: &[i64], tag: &str| -> Vec<PaymentEvent> {
@@ -1395,31 +1404,8 @@ async fn a_dead_letter_record_is_requeued_from_the_archive_as_an_audited_action(
 async fn a_replay_pins_the_reference_versions_its_rows_name_unless_asked_for_the_latest() {
     use tally_warehouse::query::ask_sink;
     let env = Env::new().await;
-    let dir = std::env::temp_dir().join(unique("tally-replay-ref-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let wh = tally_warehouse::WarehouseConfig {
-        path: dir.join("warehouse.duckdb"),
-        group_id: unique("gw"),
-        listen: format!("127.0.0.1:{}", tally_testkit::free_port()),
-        batch_max_wait_ms: 100,
-        reference_poll_ms: 200,
-        session_timeout_ms: 6000,
-        max_poll_interval_ms: 8000,
-        ..Default::default()
-    };
-    let tally = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_tally"))
-            .args(args)
-            .envs(env.vars())
-            .env("TALLY__WAREHOUSE__LISTEN", &wh.listen)
-            .env("TALLY__WAREHOUSE__PATH", wh.path.display().to_string())
-            .env("TALLY__WAREHOUSE__GROUP_ID", &wh.group_id)
-            .env("TALLY_LOG", "warn")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code(), text, out.stdout)
-    };
+    let (dir, wh) = warehouse_of_its_own("ref");
+    let tally = |args: &[&str]| tally_with(&env, &wh, args);
     // m_1's payments over four days, 2025-10-09 … 2025-10-12.
     let producer = Producer::new(&env.kafka).unwrap();
     let mut sent = Vec::new();
