@@ -210,7 +210,7 @@ async fn of_two_concurrent_captures_exactly_one_starts_and_no_second_operation_o
 async fn refunds_never_add_up_to_more_than_was_captured() {
     let pool = db().await;
     merchant(&pool, "m_refund").await;
-    let client = pool.get().await.expect("conn");
+
     let p = new_payment(&pool, "m_refund", 1_000).await;
     let p = change(
         &pool,

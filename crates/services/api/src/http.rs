@@ -1,0 +1,618 @@
+//! The HTTP surface (`openapi.json`). Every POST meets, in order: a body limit → the merchant's key (401) → the
+//! merchant's rate limit (429 + `Retry-After`) → a PAN scan of the whole request (422, nothing stored or logged,
+//! I7) → `Idempotency-Key` (400 when missing) → the body's schema (400) → the key's verdict (replay, 409, 422) →
+//! the work. Errors are `{"error": {"type", "code", "message", "param"}}`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tally_domain::{Psp, Secret};
+use uuid::Uuid;
+
+use crate::idempotency::{self, Begin, Request};
+use crate::merchants::{self, Merchant};
+use crate::model::{parse_public_id, CaptureMethod, OperationKind, Status};
+use crate::service::{not_found, resource_bytes, Api, Create, Held, Metrics, Refusal};
+use crate::store::{self, StoreError};
+
+/// The published spec, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+pub struct Http {
+    pub api: Arc<Api>,
+    limiter: Limiter,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    responses: Mutex<HashMap<(&'static str, u16), u64>>,
+    pan_rejections: std::sync::atomic::AtomicU64,
+    rate_limited: std::sync::atomic::AtomicU64,
+}
+
+pub fn router(api: Arc<Api>) -> Router {
+    let max = api.config.max_body_bytes;
+    let http = Arc::new(Http { api, limiter: Limiter::default(), counters: Counters::default() });
+    Router::new()
+        .route("/v1/payments", post(create).get(list))
+        .route("/v1/payments/{id}", get(show))
+        .route("/v1/payments/{id}/capture", post(capture))
+        .route("/v1/payments/{id}/refunds", post(refund))
+        .route("/v1/payments/{id}/cancel", post(cancel))
+        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max))
+        .with_state(http)
+}
+
+fn error(r: &Refusal) -> Response {
+    let body = json!({"error": {"type": r.kind, "code": r.code, "message": r.message, "param": r.param}});
+    let mut resp =
+        (StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(body)).into_response();
+    if r.status == 429 {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn json_bytes(status: u16, body: Vec<u8>, replayed: bool) -> Response {
+    let mut resp =
+        (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), [(header::CONTENT_TYPE, "application/json")], body)
+            .into_response();
+    if replayed {
+        resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+impl Http {
+    fn count(&self, route: &'static str, status: u16) {
+        *self.counters.responses.lock().expect("counters").entry((route, status)).or_default() += 1;
+    }
+
+    /// The caller, by `Authorization: Bearer <key>`, then its rate limit.
+    async fn merchant(&self, headers: &HeaderMap) -> Result<Merchant, Refusal> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthenticated("send the API key as `Authorization: Bearer tally_sk_…`"))?;
+        let client = self.api.pool.get().await.map_err(StoreError::from)?;
+        let merchant = merchants::authenticate(&client, presented.trim())
+            .await?
+            .ok_or_else(|| unauthenticated("the API key is not valid"))?;
+        if let Err(wait) = self.limiter.take(&merchant.merchant_id, merchant.rate_per_second) {
+            Metrics::add(&self.counters.rate_limited);
+            return Err(Refusal::new(
+                429,
+                "rate_limit_error",
+                "rate_limited",
+                format!("more than {} requests per second; retry in {wait} s", merchant.rate_per_second),
+            ));
+        }
+        Ok(merchant)
+    }
+
+    /// A card number anywhere in the request (path, query, headers, body) refuses it before anything else reads
+    /// it. The response never echoes where.
+    fn scan(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
+        let in_headers = headers.iter().any(|(_, v)| tally_domain::pan::contains_pan(v.as_bytes()));
+        if tally_domain::pan::contains_pan(body)
+            || tally_domain::pan::contains_pan(uri.to_string().as_bytes())
+            || in_headers
+        {
+            Metrics::add(&self.counters.pan_rejections);
+            return Err(Refusal::new(
+                422,
+                "invalid_request_error",
+                "card_number_in_request",
+                "the request contains what looks like a card number; send a PSP payment-method token instead",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The steps every POST shares, then `work` with the key held.
+    async fn post(
+        &self,
+        route: &'static str,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &Bytes,
+        work: impl AsyncFnOnce(&Merchant, &Value, &Held<'_>, Begin) -> Result<crate::service::Done, Refusal>,
+    ) -> Response {
+        let resp = async {
+            let merchant = self.merchant(headers).await?;
+            self.scan(uri, headers, body)?;
+            let key = headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| {
+                    Refusal::new(
+                        400,
+                        "invalid_request_error",
+                        "idempotency_key_missing",
+                        "every POST needs an Idempotency-Key header",
+                    )
+                })?
+                .to_owned();
+            if key.len() > 255 {
+                return Err(Refusal::new(
+                    400,
+                    "invalid_request_error",
+                    "idempotency_key_invalid",
+                    "at most 255 characters",
+                ));
+            }
+            let value: Value = if body.is_empty() {
+                json!({})
+            } else {
+                serde_json::from_slice(body).map_err(|e| {
+                    Refusal::new(400, "invalid_request_error", "invalid_json", format!("the body is not JSON: {e}"))
+                })?
+            };
+            let path = uri.path().to_owned();
+            let req = Request {
+                merchant: &merchant.merchant_id,
+                key: &key,
+                method: method.as_str(),
+                path: &path,
+                body: &value,
+            };
+            let lease = std::time::Duration::from_secs(self.api.config.idempotency_lease_secs);
+            let begin = {
+                let client = self.api.pool.get().await.map_err(StoreError::from)?;
+                idempotency::begin(&client, &req, lease).await?
+            };
+            match begin {
+                Begin::Replay { status, body } => {
+                    Metrics::add(&self.api.metrics.replays);
+                    return Ok(json_bytes(status, body, true));
+                }
+                Begin::InUse => {
+                    return Err(Refusal::new(
+                        409,
+                        "idempotency_error",
+                        "idempotency_key_in_use",
+                        "a request with this key is still being processed; retry later",
+                    ))
+                }
+                Begin::Reused => {
+                    return Err(Refusal::new(
+                        422,
+                        "idempotency_error",
+                        "idempotency_key_reused",
+                        "this key was used for another request",
+                    ))
+                }
+                Begin::New | Begin::Resume { .. } => {}
+            }
+            let held = Held { merchant: &merchant.merchant_id, key: &key };
+            match work(&merchant, &value, &held, begin).await {
+                Ok(done) => Ok(json_bytes(done.status, resource_bytes(&done.payment), false)),
+                Err(refusal) => {
+                    // Nothing was made: the key is released so that a retry runs.
+                    if let Ok(client) = self.api.pool.get().await {
+                        let _ = idempotency::release(&client, &merchant.merchant_id, &key).await;
+                    }
+                    Err(refusal)
+                }
+            }
+        }
+        .await;
+        let resp = resp.unwrap_or_else(|r| error(&r));
+        self.count(route, resp.status().as_u16());
+        resp
+    }
+}
+
+fn unauthenticated(message: &str) -> Refusal {
+    Refusal::new(401, "authentication_error", "unauthenticated", message)
+}
+
+/// Strict body parsing: an unknown field or a wrong type is a 400 naming the field.
+fn parse<T: for<'de> Deserialize<'de>>(value: &Value) -> Result<T, Refusal> {
+    serde_json::from_value(value.clone()).map_err(|e| {
+        Refusal::new(
+            400,
+            "invalid_request_error",
+            "parameter_invalid",
+            format!("the body does not match the schema: {e}"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    amount: i64,
+    currency: String,
+    merchant_reference: String,
+    payment_method: String,
+    capture_method: CaptureMethod,
+    #[serde(default)]
+    psp: Option<Psp>,
+}
+
+impl<'de> Deserialize<'de> for CaptureMethod {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|_| serde::de::Error::custom(format!("capture_method {s:?}: automatic or manual")))
+    }
+}
+
+fn validate(b: CreateBody) -> Result<Create, Refusal> {
+    let bad =
+        |code, param, message: String| Err(Refusal::new(400, "invalid_request_error", code, message).param(param));
+    if b.amount <= 0 {
+        return bad("amount_invalid", "amount", "amount is in minor units and must be positive".into());
+    }
+    if tally_money::Currency::from_code(&b.currency).is_err() {
+        return bad("currency_invalid", "currency", format!("{:?} is not an ISO 4217 currency code", b.currency));
+    }
+    if b.merchant_reference.is_empty() || b.merchant_reference.len() > 255 {
+        return bad("merchant_reference_invalid", "merchant_reference", "1 to 255 characters".into());
+    }
+    let token_ok = (3..=128).contains(&b.payment_method.len())
+        && b.payment_method.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+    if !token_ok {
+        return bad(
+            "payment_method_invalid",
+            "payment_method",
+            "a PSP payment-method token: 3 to 128 letters, digits, _ or -".into(),
+        );
+    }
+    Ok(Create {
+        amount: b.amount,
+        currency: b.currency,
+        merchant_reference: b.merchant_reference,
+        payment_method: Secret::new(b.payment_method),
+        capture_method: b.capture_method,
+        psp: b.psp,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmountBody {
+    amount: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {}
+
+async fn create(State(http): State<Arc<Http>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let api = http.api.clone();
+    http.post("create", &method, &uri, &headers, &body, async |merchant, value, held, begin| {
+        let req = validate(parse::<CreateBody>(value)?)?;
+        match begin {
+            Begin::Resume { payment: Some(p), operation } => api.resume(merchant, held, p, operation).await,
+            _ => api.create(merchant, held, req).await,
+        }
+    })
+    .await
+}
+
+fn payment_id(id: &str) -> Result<Uuid, Refusal> {
+    parse_public_id(id).ok_or_else(not_found)
+}
+
+/// A request as received, for the POST steps.
+struct Raw {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+async fn modification(http: Arc<Http>, route: &'static str, id: String, kind: OperationKind, raw: Raw) -> Response {
+    let Raw { method, uri, headers, body } = raw;
+    let api = http.api.clone();
+    http.post(route, &method, &uri, &headers, &body, async |merchant, value, held, begin| {
+        let amount = match kind {
+            OperationKind::Cancel => {
+                parse::<EmptyBody>(value)?;
+                None
+            }
+            _ => {
+                let b = parse::<AmountBody>(value)?;
+                if b.amount <= 0 {
+                    return Err(Refusal::new(
+                        400,
+                        "invalid_request_error",
+                        "amount_invalid",
+                        "amount must be positive",
+                    )
+                    .param("amount"));
+                }
+                Some(b.amount)
+            }
+        };
+        let id = payment_id(&id)?;
+        match begin {
+            Begin::Resume { payment: Some(p), operation } if p == id => api.resume(merchant, held, p, operation).await,
+            _ => api.modify(merchant, held, id, kind, amount).await,
+        }
+    })
+    .await
+}
+
+async fn capture(
+    State(http): State<Arc<Http>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    modification(http, "capture", id, OperationKind::Capture, Raw { method, uri, headers, body }).await
+}
+
+async fn refund(
+    State(http): State<Arc<Http>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    modification(http, "refund", id, OperationKind::Refund, Raw { method, uri, headers, body }).await
+}
+
+async fn cancel(
+    State(http): State<Arc<Http>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    modification(http, "cancel", id, OperationKind::Cancel, Raw { method, uri, headers, body }).await
+}
+
+async fn show(State(http): State<Arc<Http>>, Path(id): Path<String>, uri: Uri, headers: HeaderMap) -> Response {
+    let resp = async {
+        let merchant = http.merchant(&headers).await?;
+        http.scan(&uri, &headers, b"")?;
+        let id = payment_id(&id)?;
+        let client = http.api.pool.get().await.map_err(StoreError::from)?;
+        let p = store::load(&client, &merchant.merchant_id, id).await?.ok_or_else(not_found)?;
+        Ok::<_, Refusal>(json_bytes(200, resource_bytes(&p), false))
+    }
+    .await
+    .unwrap_or_else(|r| error(&r));
+    http.count("show", resp.status().as_u16());
+    resp
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<i64>,
+    starting_after: Option<String>,
+    status: Option<String>,
+}
+
+async fn list(
+    State(http): State<Arc<Http>>,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let resp = async {
+        let merchant = http.merchant(&headers).await?;
+        http.scan(&uri, &headers, b"")?;
+        let Query(q) = query.map_err(|e| {
+            Refusal::new(
+                400,
+                "invalid_request_error",
+                "parameter_invalid",
+                format!("{e} (limit, starting_after, status)"),
+            )
+        })?;
+        let limit = q.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(
+                Refusal::new(400, "invalid_request_error", "parameter_invalid", "limit is 1 to 100").param("limit")
+            );
+        }
+        let after = match q.starting_after.as_deref() {
+            Some(a) => Some(parse_public_id(a).ok_or_else(|| {
+                Refusal::new(400, "invalid_request_error", "parameter_invalid", "starting_after is a payment id")
+                    .param("starting_after")
+            })?),
+            None => None,
+        };
+        let status = match q.status.as_deref() {
+            Some(s) => Some(
+                s.parse::<Status>()
+                    .map_err(|e| Refusal::new(400, "invalid_request_error", "parameter_invalid", e).param("status"))?,
+            ),
+            None => None,
+        };
+        let client = http.api.pool.get().await.map_err(StoreError::from)?;
+        // One more than asked tells whether there is a next page.
+        let mut page = store::list(&client, &merchant.merchant_id, status, after, limit + 1).await?;
+        let has_more = page.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+        page.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let data: Vec<_> = page.iter().map(|p| p.resource()).collect();
+        let body = serde_json::to_vec(&json!({"object": "list", "data": data, "has_more": has_more}))
+            .expect("a list serializes");
+        Ok(json_bytes(200, body, false))
+    }
+    .await
+    .unwrap_or_else(|r| error(&r));
+    http.count("list", resp.status().as_u16());
+    resp
+}
+
+async fn healthz(State(http): State<Arc<Http>>) -> Response {
+    let db = tally_postgres::health(&http.api.pool).await;
+    let breakers: serde_json::Map<String, Value> = [Psp::Stripe, Psp::Adyen]
+        .into_iter()
+        .filter_map(|p| http.api.connectors.breaker(p).map(|b| (p.to_string(), json!(format!("{:?}", b.state())))))
+        .collect();
+    let ok = db.is_ok();
+    let body = json!({"status": if ok {"ok"} else {"degraded"}, "postgres": db.map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()), "breakers": breakers});
+    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(http): State<Arc<Http>>) -> Response {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    out.push_str("# HELP tally_api_responses_total API responses by route and status.\n# TYPE tally_api_responses_total counter\n");
+    let mut rows: Vec<_> = http.counters.responses.lock().expect("counters").iter().map(|(k, v)| (*k, *v)).collect();
+    rows.sort();
+    for ((route, status), n) in rows {
+        let _ = writeln!(out, "tally_api_responses_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+    }
+    let m = &http.api.metrics;
+    for (name, help, v) in [
+        (
+            "tally_api_idempotent_replays_total",
+            "Stored responses replayed for a repeated idempotency key.",
+            m.replays.load(Relaxed),
+        ),
+        (
+            "tally_api_pan_rejections_total",
+            "Requests refused for containing a card number.",
+            http.counters.pan_rejections.load(Relaxed),
+        ),
+        (
+            "tally_api_rate_limited_total",
+            "Requests refused by a merchant's rate limit.",
+            http.counters.rate_limited.load(Relaxed),
+        ),
+        (
+            "tally_api_operations_unresolved_total",
+            "PSP calls left without an answer (pending).",
+            m.unresolved.load(Relaxed),
+        ),
+        ("tally_api_operations_resolved_total", "Open PSP operations the resolver resolved.", m.resolved.load(Relaxed)),
+        (
+            "tally_api_failovers_total",
+            "New payments routed past a PSP whose breaker was open.",
+            m.failovers.load(Relaxed),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    out.push_str("# HELP tally_api_breaker_state Circuit breaker per PSP: 0 closed, 1 half-open, 2 open.\n# TYPE tally_api_breaker_state gauge\n");
+    for psp in [Psp::Stripe, Psp::Adyen] {
+        if let Some(b) = http.api.connectors.breaker(psp) {
+            let _ = writeln!(out, "tally_api_breaker_state{{psp=\"{psp}\"}} {}", b.state().gauge());
+        }
+    }
+    out.push_str("# HELP tally_api_psp_requests_total HTTP requests sent to a PSP, retries included.\n# TYPE tally_api_psp_requests_total counter\n");
+    let transports = [
+        (Psp::Stripe, http.api.connectors.stripe.as_ref().map(|c| &c.transport)),
+        (Psp::Adyen, http.api.connectors.adyen.as_ref().map(|c| &c.transport)),
+    ];
+    for (psp, t) in &transports {
+        if let Some(t) = t {
+            let _ = writeln!(out, "tally_api_psp_requests_total{{psp=\"{psp}\"}} {}", t.requests.load(Relaxed));
+        }
+    }
+    out.push_str("# HELP tally_api_psp_retries_total Retries of PSP requests (network errors and 5xx).\n# TYPE tally_api_psp_retries_total counter\n");
+    for (psp, t) in &transports {
+        if let Some(t) = t {
+            let _ = writeln!(out, "tally_api_psp_retries_total{{psp=\"{psp}\"}} {}", t.retries.load(Relaxed));
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// A token bucket per merchant, in integer milli-tokens: `rate` tokens a second, a burst of one second's worth.
+/// Per process: with several API processes each enforces its own share.
+#[derive(Default)]
+struct Limiter {
+    buckets: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+impl Limiter {
+    /// Takes a token, or says how many whole seconds to wait for one.
+    fn take(&self, merchant: &str, rate: u32) -> Result<(), u64> {
+        let capacity = u64::from(rate) * 1_000;
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().expect("limiter");
+        let (tokens, at) = buckets.entry(merchant.to_owned()).or_insert((capacity, now));
+        let elapsed_ms = u64::try_from(now.duration_since(*at).as_millis()).unwrap_or(u64::MAX);
+        *tokens = tokens.saturating_add(elapsed_ms.saturating_mul(u64::from(rate))).min(capacity);
+        *at = now;
+        if *tokens >= 1_000 {
+            *tokens -= 1_000;
+            Ok(())
+        } else {
+            let missing_ms = (1_000 - *tokens).div_ceil(u64::from(rate).max(1));
+            Err(missing_ms.div_ceil(1_000).max(1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_allows_one_seconds_burst_then_refuses_until_it_refills() {
+        let l = Limiter::default();
+        assert!((0..5).all(|_| l.take("m", 5).is_ok()));
+        assert_eq!(l.take("m", 5), Err(1));
+        assert!(l.take("other", 5).is_ok(), "per merchant");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        assert!(l.take("m", 5).is_ok(), "a fifth of a second refills one of five");
+    }
+
+    #[test]
+    fn the_spec_is_valid_json_and_documents_every_route_and_error_code() {
+        let spec: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert_eq!(spec["openapi"], "3.1.0");
+        for path in [
+            "/v1/payments",
+            "/v1/payments/{id}",
+            "/v1/payments/{id}/capture",
+            "/v1/payments/{id}/refunds",
+            "/v1/payments/{id}/cancel",
+        ] {
+            assert!(spec["paths"][path].is_object(), "{path} is in the spec");
+        }
+        let codes = spec["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+            .as_array()
+            .expect("the error codes are an enum");
+        let http = include_str!("http.rs");
+        let source = [&http[..http.find("#[cfg(test)]").expect("a test module")], include_str!("service.rs")].concat();
+        // Every `Refusal::new(status, "<type>", "<code>", …)`: the literal after each error type.
+        let mut used = std::collections::BTreeSet::new();
+        for kind in
+            ["invalid_request_error", "api_error", "idempotency_error", "rate_limit_error", "authentication_error"]
+        {
+            let marker = format!("\"{kind}\",");
+            for (i, _) in source.match_indices(&marker) {
+                let rest = source[i + marker.len()..].trim_start();
+                if let Some(code) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                    used.insert(code.to_owned());
+                }
+            }
+        }
+        assert!(used.len() > 10, "found the codes the code uses: {used:?}");
+        for code in used {
+            assert!(codes.iter().any(|c| c == code.as_str()), "error code {code} is documented in openapi.json");
+        }
+    }
+}

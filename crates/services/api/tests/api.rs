@@ -1,0 +1,352 @@
+//! The payments API over HTTP against the stack's PostgreSQL and a fake Stripe on loopback (a test peer speaking
+//! the PaymentIntents subset the connector uses, honouring idempotency keys and counting charges per key).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+use tally_api::config::{ApiConfig, EncryptionKey, StripeApi};
+use tally_api::connector::RetryConfig;
+use tally_api::merchants::{self, Merchant};
+use tally_domain::{Psp, Secret};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct Sim {
+    /// Answers by idempotency key (Stripe answers a key once and replays it).
+    answers: HashMap<String, (u16, Value)>,
+    /// Charges made per idempotency key: more than one would be a double charge.
+    charges: HashMap<String, u32>,
+    intents: HashMap<String, Value>,
+    next: u32,
+    /// The next this many creates charge, then every answer for their key comes only after the client gave up,
+    /// for this long.
+    hang_after_charge: u32,
+    hanging: HashMap<String, std::time::Instant>,
+    /// Every answer waits this long (to make concurrent requests overlap).
+    latency_ms: u64,
+}
+
+type Shared = Arc<Mutex<Sim>>;
+
+fn key(headers: &HeaderMap) -> String {
+    headers.get("idempotency-key").and_then(|v| v.to_str().ok()).expect("the connector sends a key").to_owned()
+}
+
+async fn answer(sim: &Shared, key: &str, make: impl FnOnce(&mut Sim) -> (u16, Value)) -> Response {
+    let (status, body, hang, latency) = {
+        let mut s = sim.lock().expect("sim");
+        let latency = s.latency_ms;
+        if let Some((status, body)) = s.answers.get(key).cloned() {
+            let hang = s.hanging.get(key).is_some_and(|until| std::time::Instant::now() < *until);
+            (status, body, hang, latency)
+        } else {
+            let (status, body) = make(&mut s);
+            s.answers.insert(key.to_owned(), (status, body.clone()));
+            let hang = s.hang_after_charge > 0 && body["object"] == "payment_intent" && status == 200;
+            if hang {
+                s.hang_after_charge -= 1;
+                s.hanging.insert(key.to_owned(), std::time::Instant::now() + Duration::from_millis(1_500));
+            }
+            (status, body, hang, latency)
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(if hang { 3_000 } else { latency })).await;
+    (StatusCode::from_u16(status).expect("status"), axum::Json(body)).into_response()
+}
+
+async fn create_intent(
+    State(sim): State<Shared>,
+    headers: HeaderMap,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    let k = key(&headers);
+    answer(&sim, &k.clone(), move |s| {
+        s.next += 1;
+        let (pi, ch) = (format!("pi_{}", s.next), format!("ch_{}", s.next));
+        let amount: i64 = f["amount"].parse().expect("amount");
+        *s.charges.entry(k).or_default() += 1;
+        if f["payment_method"] == "pm_card_chargeDeclined" {
+            let intent = json!({"id": pi, "object": "payment_intent", "status": "requires_payment_method", "amount": amount,
+                "currency": f["currency"], "latest_charge": ch, "last_payment_error": {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline", "charge": ch}});
+            return (402, json!({"error": {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline",
+                "message": "Your card was declined.", "charge": ch, "payment_intent": intent}}));
+        }
+        let manual = f["capture_method"] == "manual";
+        let intent = json!({"id": pi, "object": "payment_intent", "amount": amount, "currency": f["currency"],
+            "status": if manual {"requires_capture"} else {"succeeded"}, "latest_charge": ch,
+            "amount_capturable": if manual {amount} else {0}, "amount_received": if manual {0} else {amount}});
+        s.intents.insert(pi, intent.clone());
+        (200, intent)
+    })
+    .await
+}
+
+async fn capture_intent(
+    State(sim): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    answer(&sim, &key(&headers), move |s| {
+        let intent = s.intents.get_mut(&id).expect("a known intent");
+        let amount: i64 = f["amount_to_capture"].parse().expect("amount_to_capture");
+        intent["status"] = json!("succeeded");
+        intent["amount_received"] = json!(amount);
+        intent["amount_capturable"] = json!(0);
+        (200, intent.clone())
+    })
+    .await
+}
+
+async fn refund(State(sim): State<Shared>, headers: HeaderMap, Form(f): Form<HashMap<String, String>>) -> Response {
+    answer(&sim, &key(&headers), move |s| {
+        s.next += 1;
+        let intent = &s.intents[&f["payment_intent"]];
+        let refund = json!({"id": format!("re_{}", s.next), "object": "refund", "amount": f["amount"].parse::<i64>().expect("amount"),
+            "currency": intent["currency"], "charge": intent["latest_charge"], "payment_intent": f["payment_intent"], "status": "succeeded"});
+        (200, refund)
+    })
+    .await
+}
+
+async fn fake_stripe() -> (String, Shared) {
+    let sim: Shared = Arc::default();
+    let app = Router::new()
+        .route("/v1/payment_intents", post(create_intent))
+        .route("/v1/payment_intents/{id}/capture", post(capture_intent))
+        .route("/v1/refunds", post(refund))
+        .with_state(sim.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), sim)
+}
+
+struct Env {
+    base: String,
+    pool: deadpool_postgres::Pool,
+    sim: Shared,
+    http: reqwest::Client,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn env() -> Env {
+    let (pg, pool) = tally_testkit::database("api_http").await;
+    let (stripe_url, sim) = fake_stripe().await;
+    let config = ApiConfig {
+        encryption_keys: vec![EncryptionKey { id: "k1".into(), key: tally_api::vault::Vault::generate_key() }],
+        encryption_active: "k1".into(),
+        resolver_interval_ms: 100,
+        resolver_min_age_ms: 300,
+        idempotency_lease_secs: 5,
+        retry: RetryConfig { attempts: 2, base_ms: 10, cap_ms: 50, timeout_ms: 400 },
+        stripe: Some(StripeApi { base_url: stripe_url, secret_key: Secret::new("sk_test_fake".into()) }),
+        ..ApiConfig::default()
+    };
+    let api = tally_api::build(config, pg).await.expect("the API builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = CancellationToken::new();
+    tokio::spawn(tally_api::serve(api, listener, stop.clone()));
+    Env { base, pool, sim, http: reqwest::Client::new(), _stop: stop.drop_guard() }
+}
+
+impl Env {
+    async fn merchant(&self, id: &str) -> String {
+        let c = self.pool.get().await.expect("conn");
+        let m = Merchant {
+            merchant_id: id.into(),
+            psps: vec![Psp::Stripe],
+            failover: false,
+            stripe_account: None,
+            adyen_merchant_account: None,
+            rate_per_second: 1_000,
+        };
+        merchants::create(&c, &m).await.expect("merchant");
+        merchants::create_key(&c, id).await.expect("key").expose().clone()
+    }
+
+    async fn post(&self, api_key: &str, path: &str, idem: Option<&str>, body: &str) -> (u16, HeaderMap, Vec<u8>) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(api_key)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(k) = idem {
+            req = req.header("Idempotency-Key", k);
+        }
+        let resp = req.send().await.expect("the API answers");
+        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+        (status, headers, resp.bytes().await.expect("body").to_vec())
+    }
+
+    async fn get(&self, api_key: &str, path: &str) -> (u16, Value) {
+        let resp = self.http.get(format!("{}{path}", self.base)).bearer_auth(api_key).send().await.expect("answers");
+        (resp.status().as_u16(), resp.json().await.expect("json"))
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        self.pool.get().await.expect("conn").query_one(sql, &[]).await.expect("count").get(0)
+    }
+}
+
+fn json_of(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).expect("JSON")
+}
+
+const CREATE: &str = r#"{"amount": 1000, "currency": "EUR", "merchant_reference": "order-1",
+    "payment_method": "pm_card_visa", "capture_method": "manual"}"#;
+
+#[tokio::test]
+async fn a_key_makes_one_payment_replays_its_response_and_refuses_every_misuse() {
+    let env = env().await;
+    let a = env.merchant("m_http_a").await;
+    let b = env.merchant("m_http_b").await;
+
+    let (status, _, first) = env.post(&a, "/v1/payments", Some("order-1-try"), CREATE).await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&first));
+    let p = json_of(&first);
+    assert_eq!((p["status"].as_str(), p["amount_authorized"].as_i64()), (Some("authorized"), Some(1000)));
+    let id = p["id"].as_str().expect("id").to_owned();
+
+    // The same key and request (spaced differently): the stored response, byte for byte, marked replayed.
+    let respaced = CREATE.replace(": ", ":");
+    let (status, headers, again) = env.post(&a, "/v1/payments", Some("order-1-try"), &respaced).await;
+    assert_eq!((status, again.as_slice()), (201, first.as_slice()));
+    assert_eq!(headers.get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    // Another request with the key; no key at all: refused, nothing charged.
+    let (status, _, body) = env.post(&a, "/v1/payments", Some("order-1-try"), &CREATE.replace("1000", "999")).await;
+    assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (422, Some("idempotency_key_reused")));
+    let (status, _, body) = env.post(&a, "/v1/payments", None, CREATE).await;
+    assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (400, Some("idempotency_key_missing")));
+    assert_eq!(env.sim.lock().expect("sim").charges.values().sum::<u32>(), 1, "one charge at the PSP");
+
+    // A card number anywhere: 422, and nothing of the request is kept.
+    let before = env.count("SELECT count(*) FROM api_payments").await;
+    let with_pan = CREATE.replace("order-1", "4242 4242 4242 4242");
+    let (status, _, body) = env.post(&a, "/v1/payments", Some("pan-1"), &with_pan).await;
+    assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (422, Some("card_number_in_request")));
+    assert!(!String::from_utf8_lossy(&body).contains("4242"));
+    assert_eq!(env.count("SELECT count(*) FROM api_payments").await, before);
+    assert_eq!(env.count("SELECT count(*) FROM api_idempotency_keys WHERE idempotency_key = 'pan-1'").await, 0);
+
+    // Merchant isolation: B cannot see or act on A's payment.
+    assert_eq!(env.get(&b, &format!("/v1/payments/{id}")).await.0, 404);
+    let (status, _, _) = env.post(&b, &format!("/v1/payments/{id}/capture"), Some("b-cap"), r#"{"amount": 100}"#).await;
+    assert_eq!(status, 404);
+    assert_eq!(env.get(&a, &format!("/v1/payments/{id}")).await.1["status"], "authorized");
+
+    // Partial capture, then two partial refunds, then one too many.
+    let (status, _, body) =
+        env.post(&a, &format!("/v1/payments/{id}/capture"), Some("cap-1"), r#"{"amount": 600}"#).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        (json_of(&body)["status"].as_str(), json_of(&body)["amount_captured"].as_i64()),
+        (Some("captured"), Some(600))
+    );
+    let (status, _, body) =
+        env.post(&a, &format!("/v1/payments/{id}/capture"), Some("cap-2"), r#"{"amount": 500}"#).await;
+    assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (422, Some("amount_too_large")));
+    for (k, amount, total) in [("re-1", 200, 200), ("re-2", 400, 600)] {
+        let (status, _, body) =
+            env.post(&a, &format!("/v1/payments/{id}/refunds"), Some(k), &format!(r#"{{"amount": {amount}}}"#)).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(json_of(&body)["amount_refunded"].as_i64(), Some(total));
+    }
+    let (status, _, body) = env.post(&a, &format!("/v1/payments/{id}/refunds"), Some("re-3"), r#"{"amount": 1}"#).await;
+    assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (422, Some("amount_too_large")));
+
+    // The outbox: a state row per version, and the facts keyed as Stripe's webhooks key them.
+    let versions = env.get(&a, &format!("/v1/payments/{id}")).await.1["version"].as_i64().expect("version");
+    let pid = tally_api::model::parse_public_id(&id).expect("uuid");
+    let c = env.pool.get().await.expect("conn");
+    let states: i64 = c
+        .query_one("SELECT count(*) FROM api_payment_outbox WHERE payment_id = $1 AND fact_key IS NULL", &[&pid])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(states, versions);
+    let topics: Vec<String> = c
+        .query(
+            "SELECT topic FROM api_payment_outbox WHERE payment_id = $1 AND fact_key IS NOT NULL ORDER BY outbox_id",
+            &[&pid],
+        )
+        .await
+        .expect("facts")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        topics,
+        ["payments.authorization.v1", "payments.capture.v1", "payments.refund.v1", "payments.refund.v1"]
+    );
+    let captured = tally_domain::FactIdentity {
+        psp: Psp::Stripe,
+        kind: tally_domain::EventKind::Captured,
+        psp_reference: "ch_1",
+        original_reference: None,
+    }
+    .key();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM api_payment_outbox WHERE fact_key = $1", &[&captured.0])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 1, "the capture's fact key is the webhook's (charge ch_1, captured)");
+}
+
+#[tokio::test]
+async fn a_timeout_after_the_charge_leaves_the_payment_pending_until_the_resolver_settles_it_with_no_second_charge() {
+    let env = env().await;
+    let a = env.merchant("m_http_timeout").await;
+    env.sim.lock().expect("sim").hang_after_charge = 1;
+    let (status, _, first) = env.post(&a, "/v1/payments", Some("t-1"), CREATE).await;
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&first));
+    let p = json_of(&first);
+    assert_eq!(p["status"], "pending", "no answer is never failed");
+    let id = p["id"].as_str().expect("id").to_owned();
+
+    // The resolver sends the same request again under the same key: the PSP replays its answer.
+    let mut status_now = String::new();
+    for _ in 0..100 {
+        status_now = env.get(&a, &format!("/v1/payments/{id}")).await.1["status"].as_str().unwrap_or("").to_owned();
+        if status_now != "pending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status_now, "authorized");
+    let sim = env.sim.lock().expect("sim");
+    assert_eq!(sim.charges.len(), 1, "one idempotency key for the attempt, on every try: {:?}", sim.charges);
+    assert_eq!(sim.charges.values().sum::<u32>(), 1, "charged once");
+}
+
+#[tokio::test]
+async fn of_two_concurrent_captures_one_wins_and_the_other_is_told_the_payment_is_busy() {
+    let env = env().await;
+    let a = env.merchant("m_http_race").await;
+    let (status, _, body) = env.post(&a, "/v1/payments", Some("r-1"), CREATE).await;
+    assert_eq!(status, 201);
+    let id = json_of(&body)["id"].as_str().expect("id").to_owned();
+    env.sim.lock().expect("sim").latency_ms = 300;
+    let path = format!("/v1/payments/{id}/capture");
+    let (x, y) = tokio::join!(
+        env.post(&a, &path, Some("cap-x"), r#"{"amount": 1000}"#),
+        env.post(&a, &path, Some("cap-y"), r#"{"amount": 1000}"#),
+    );
+    let mut statuses = [x.0, y.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409], "{} / {}", String::from_utf8_lossy(&x.2), String::from_utf8_lossy(&y.2));
+    let loser = if x.0 == 409 { &x.2 } else { &y.2 };
+    assert_eq!(json_of(loser)["error"]["code"], "payment_busy");
+    let p = env.get(&a, &format!("/v1/payments/{id}")).await.1;
+    assert_eq!((p["status"].as_str(), p["amount_captured"].as_i64()), (Some("captured"), Some(1000)));
+}
