@@ -63,11 +63,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../../migrations/0017_correction_guards.sql"),
     },
     Migration { version: 18, name: "replay", sql: include_str!("../../../../migrations/0018_replay.sql") },
-    Migration {
-        version: 19,
-        name: "payments_api",
-        sql: include_str!("../../../../migrations/0019_payments_api.sql"),
-    },
+    Migration { version: 19, name: "payments_api", sql: include_str!("../../../../migrations/0019_payments_api.sql") },
 ];
 
 /// An arbitrary constant: the advisory lock key of Tally's migrator.
