@@ -37,6 +37,8 @@ CREATE TYPE api_payment_status AS ENUM (
 -- The legal transitions, as data. `created`: the authorization is being sent; `pending`: the PSP gave no answer
 -- (a timeout, a network error, a 5xx): it may have charged, and only resolving the attempt tells (never `failed`).
 -- A change of amounts within one status (a second partial capture, a second partial refund) is no transition.
+-- `requires_review`: the PSP asked for what Tally cannot do, or an operation stayed unanswered past the resolver's
+-- give-up age (the PSP's idempotency window): a person decides, through the transitions out of it.
 CREATE TABLE api_payment_transitions (
     from_status api_payment_status NOT NULL,
     to_status   api_payment_status NOT NULL,
@@ -45,13 +47,14 @@ CREATE TABLE api_payment_transitions (
 );
 INSERT INTO api_payment_transitions (from_status, to_status) VALUES
     ('created', 'pending'), ('created', 'authorized'), ('created', 'captured'), ('created', 'failed'),
-    ('created', 'requires_review'),
+    ('created', 'requires_review'), ('created', 'canceled'),
     ('pending', 'authorized'), ('pending', 'captured'), ('pending', 'failed'), ('pending', 'canceled'),
     ('pending', 'requires_review'),
-    ('authorized', 'captured'), ('authorized', 'canceled'),
-    ('captured', 'refunded'),
-    ('requires_review', 'authorized'), ('requires_review', 'captured'), ('requires_review', 'failed'),
-    ('requires_review', 'canceled');
+    ('authorized', 'captured'), ('authorized', 'canceled'), ('authorized', 'requires_review'),
+    ('captured', 'refunded'), ('captured', 'requires_review'),
+    ('refunded', 'requires_review'),
+    ('requires_review', 'authorized'), ('requires_review', 'captured'), ('requires_review', 'refunded'),
+    ('requires_review', 'failed'), ('requires_review', 'canceled');
 
 CREATE TABLE api_payments (
     payment_id          uuid PRIMARY KEY,
@@ -74,10 +77,11 @@ CREATE TABLE api_payments (
     -- ledger names it by (Stripe: the PaymentIntent's latest charge; Adyen: the pspReference again).
     psp_payment_id      text,
     psp_charge_id       text,
-    -- The payment-method token, AES-256-GCM (nonce ‖ ciphertext ‖ tag, the payment id as associated data), and
-    -- the id of the key that sealed it (rotation: a new key seals new rows, every listed key still opens).
-    payment_method      bytea NOT NULL,
-    payment_method_key  text NOT NULL,
+    -- What the API keeps about the customer — the payment-method token and the customer's token — sealed with
+    -- AES-256-GCM (nonce ‖ ciphertext ‖ tag, the payment id as associated data), and the id of the key that sealed
+    -- it (rotation: a new key seals new rows, every listed key still opens).
+    secrets             bytea NOT NULL,
+    secrets_key         text NOT NULL,
     failure_code        text,
     failure_message     text,
     created_at          timestamptz NOT NULL,
@@ -119,10 +123,10 @@ BEGIN
             USING ERRCODE = 'TL001';
     END IF;
     IF (NEW.payment_id, NEW.merchant_id, NEW.merchant_reference, NEW.amount, NEW.currency, NEW.capture_method,
-        NEW.psp, NEW.payment_method, NEW.payment_method_key, NEW.created_at)
+        NEW.psp, NEW.secrets, NEW.secrets_key, NEW.created_at)
        IS DISTINCT FROM
        (OLD.payment_id, OLD.merchant_id, OLD.merchant_reference, OLD.amount, OLD.currency, OLD.capture_method,
-        OLD.psp, OLD.payment_method, OLD.payment_method_key, OLD.created_at) THEN
+        OLD.psp, OLD.secrets, OLD.secrets_key, OLD.created_at) THEN
         RAISE EXCEPTION 'payment %: what a payment is never changes', OLD.payment_id USING ERRCODE = 'TL003';
     END IF;
     IF NEW.authorized_amount < OLD.authorized_amount OR NEW.captured_amount < OLD.captured_amount
@@ -169,7 +173,7 @@ CREATE INDEX api_payment_operations_to_resolve ON api_payment_operations (update
 
 -- An operation's state moves forward only: started → unresolved | received | succeeded | failed; unresolved →
 -- received | succeeded | failed; received → succeeded | failed. What it is never changes.
-CREATE FUNCTION payment_operations_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION api_payment_operations_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
         RAISE EXCEPTION 'operation %: operations are never deleted', OLD.operation_id USING ERRCODE = 'TL003';
@@ -197,8 +201,8 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$;
-CREATE TRIGGER payment_operations_guard BEFORE INSERT OR UPDATE OR DELETE ON api_payment_operations
-    FOR EACH ROW EXECUTE FUNCTION payment_operations_guard();
+CREATE TRIGGER api_payment_operations_guard BEFORE INSERT OR UPDATE OR DELETE ON api_payment_operations
+    FOR EACH ROW EXECUTE FUNCTION api_payment_operations_guard();
 
 -- Σ refunds ≤ captured, counted over every refund that is out or done (a refund being sent counts against what is
 -- left to refund), checked when a refund operation is started: two refunds racing for the last euro cannot both
@@ -233,16 +237,19 @@ CREATE TABLE api_idempotency_keys (
     payment_id       uuid,
     operation_id     uuid,
     locked_until     timestamptz,
+    -- The request holding the lock: only it may record what it made, store its response or release the key.
+    lock_token       uuid,
     response_status  smallint,
     response_body    bytea,
     created_at       timestamptz NOT NULL,
     finished_at      timestamptz,
     PRIMARY KEY (merchant_id, idempotency_key),
     CHECK ((locked_until IS NULL) = (response_status IS NOT NULL)),
+    CHECK ((locked_until IS NULL) = (lock_token IS NULL)),
     CHECK ((response_status IS NULL) = (response_body IS NULL)),
     CHECK ((finished_at IS NULL) = (response_status IS NULL))
 );
-CREATE INDEX api_idempotency_keys_expiry ON api_idempotency_keys (created_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX api_idempotency_keys_expiry ON api_idempotency_keys (created_at);
 
 -- The transactional outbox: every change of a payment writes its rows here in the same transaction — the state
 -- change (`payments.api.v1`) and the facts the PSP's answer stated (the lifecycle topics, the same encoding and

@@ -28,6 +28,7 @@ pub struct Config {
     pub warehouse: WarehouseConfig,
     pub reports: tally_recon::inbox::ReportsConfig,
     pub audit: tally_audit::config::AuditConfig,
+    pub api: tally_api::config::ApiConfig,
 }
 
 /// Loads the configuration. An explicit `path` must exist; without one, `./tally.toml` is read if present.

@@ -1,4 +1,4 @@
-//! Long-running services (`tally ingest`, `tally sink ledger|archive|warehouse`): each runs until SIGINT/SIGTERM.
+//! Long-running services (`tally ingest`, `tally api`, `tally sink ledger|archive|warehouse`): each runs until SIGINT/SIGTERM.
 
 use std::process::ExitCode;
 
@@ -30,6 +30,17 @@ pub fn run_archive_sink(config: Config) -> Result<ExitCode> {
 pub fn run_warehouse_sink(config: Config) -> Result<ExitCode> {
     serve(|shutdown| async move {
         tally_warehouse::run(config.warehouse, config.kafka, config.postgres, shutdown).await.map_err(Into::into)
+    })
+}
+
+pub fn run_api(config: Config) -> Result<ExitCode> {
+    serve(|shutdown| async move {
+        let listen = config.api.listen.clone();
+        let api = tally_api::build(config.api, config.postgres).await.map_err(anyhow::Error::msg)?;
+        let listener =
+            tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("listening on {listen}: {e}"))?;
+        tracing::info!(addr = %listen, "payments API listening");
+        tally_api::serve(api, listener, shutdown).await.map_err(Into::into)
     })
 }
 

@@ -8,6 +8,7 @@ mod config;
 mod cost;
 mod demo;
 mod ingest;
+mod merchants;
 mod reference;
 mod replay;
 mod reports;
@@ -38,6 +39,11 @@ enum Command {
     Webhook(webhook::WebhookCommand),
     /// Run the webhook ingest service.
     Ingest,
+    /// Run the payments API (merchants call it; it calls Stripe and Adyen).
+    Api,
+    /// The payments API's merchants and their keys.
+    #[command(subcommand)]
+    Merchants(merchants::MerchantsCommand),
     /// Run a sink.
     #[command(subcommand)]
     Sink(SinkCommand),
@@ -130,6 +136,8 @@ fn main() -> ExitCode {
         Command::Cost(args) => cost::run(args),
         command => config::load(cli.config.as_deref()).and_then(|config| match command {
             Command::Ingest => ingest::run(config),
+            Command::Api => ingest::run_api(config),
+            Command::Merchants(cmd) => merchants::run(cmd, &config),
             Command::Sink(SinkCommand::Ledger) => ingest::run_ledger_sink(config),
             Command::Sink(SinkCommand::Archive) => ingest::run_archive_sink(config),
             Command::Sink(SinkCommand::Warehouse) => ingest::run_warehouse_sink(config),

@@ -23,6 +23,9 @@ pub struct ApiConfig {
     /// How often the resolver looks for PSP operations left open, and how old one must be to be taken.
     pub resolver_interval_ms: u64,
     pub resolver_min_age_ms: u64,
+    /// Past this age an operation is not resent (the PSPs keep idempotency keys about 24 h): its payment goes to
+    /// `requires_review`.
+    pub resolver_give_up_secs: u64,
     pub retry: RetryConfig,
     pub breaker: BreakerConfig,
     pub stripe: Option<StripeApi>,
@@ -62,9 +65,10 @@ impl Default for ApiConfig {
             idempotency_retention_secs: 24 * 3600,
             idempotency_lease_secs: 60,
             encryption_keys: Vec::new(),
-            encryption_active: String::new(),
+            encryption_active: "k1".into(),
             resolver_interval_ms: 1_000,
-            resolver_min_age_ms: 5_000,
+            resolver_min_age_ms: 60_000,
+            resolver_give_up_secs: 23 * 3600,
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
             stripe: None,
@@ -85,6 +89,16 @@ impl ApiConfig {
                  (timeout_ms + cap_ms)), or a retry could take over a key whose request is still running",
                 self.idempotency_lease_secs
             ));
+        }
+        if self.resolver_min_age_ms <= longest_call_ms {
+            return Err(format!(
+                "api.resolver_min_age_ms ({}) must exceed the longest PSP call ({longest_call_ms} ms), or the resolver \
+                 would resend an operation whose request is still waiting for its answer",
+                self.resolver_min_age_ms
+            ));
+        }
+        if self.resolver_give_up_secs == 0 || self.resolver_give_up_secs >= 24 * 3600 {
+            return Err("api.resolver_give_up_secs: 1 s to under 24 h (the PSPs keep idempotency keys 24 h)".into());
         }
         if self.stripe.is_none() && self.adyen.is_none() {
             return Err("api: configure at least one PSP ([api.stripe] or [api.adyen])".into());

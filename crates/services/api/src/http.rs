@@ -108,8 +108,10 @@ impl Http {
     /// it. The response never echoes where.
     fn scan(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
         let in_headers = headers.iter().any(|(_, v)| tally_domain::pan::contains_pan(v.as_bytes()));
+        let decoded = percent_decode(uri.path_and_query().map_or("", |p| p.as_str()));
         if tally_domain::pan::contains_pan(body)
             || tally_domain::pan::contains_pan(uri.to_string().as_bytes())
+            || tally_domain::pan::contains_pan(&decoded)
             || in_headers
         {
             Metrics::add(&self.counters.pan_rejections);
@@ -161,10 +163,11 @@ impl Http {
             let value: Value = if body.is_empty() {
                 json!({})
             } else {
-                serde_json::from_slice(body).map_err(|e| {
-                    Refusal::new(400, "invalid_request_error", "invalid_json", format!("the body is not JSON: {e}"))
-                })?
+                serde_json::from_slice(body)
+                    .map_err(|_| Refusal::new(400, "invalid_request_error", "invalid_json", "the body is not JSON"))?
             };
+            // The body again as parsed: a card number hidden in JSON escapes (`\u0034…`) is one now.
+            self.scan(uri, headers, &serde_json::to_vec(&value).expect("a JSON value serializes"))?;
             let path = uri.path().to_owned();
             let req = Request {
                 merchant: &merchant.merchant_id,
@@ -181,35 +184,33 @@ impl Http {
             match begin {
                 Begin::Replay { status, body } => {
                     Metrics::add(&self.api.metrics.replays);
-                    return Ok(json_bytes(status, body, true));
+                    Ok(json_bytes(status, body, true))
                 }
-                Begin::InUse => {
-                    return Err(Refusal::new(
-                        409,
-                        "idempotency_error",
-                        "idempotency_key_in_use",
-                        "a request with this key is still being processed; retry later",
-                    ))
-                }
-                Begin::Reused => {
-                    return Err(Refusal::new(
-                        422,
-                        "idempotency_error",
-                        "idempotency_key_reused",
-                        "this key was used for another request",
-                    ))
-                }
-                Begin::New | Begin::Resume { .. } => {}
-            }
-            let held = Held { merchant: &merchant.merchant_id, key: &key };
-            match work(&merchant, &value, &held, begin).await {
-                Ok(done) => Ok(json_bytes(done.status, resource_bytes(&done.payment), false)),
-                Err(refusal) => {
-                    // Nothing was made: the key is released so that a retry runs.
-                    if let Ok(client) = self.api.pool.get().await {
-                        let _ = idempotency::release(&client, &merchant.merchant_id, &key).await;
+                Begin::InUse => Err(Refusal::new(
+                    409,
+                    "idempotency_error",
+                    "idempotency_key_in_use",
+                    "a request with this key is still being processed; retry later",
+                )),
+                Begin::Reused => Err(Refusal::new(
+                    422,
+                    "idempotency_error",
+                    "idempotency_key_reused",
+                    "this key was used for another request",
+                )),
+                Begin::New { token } | Begin::Resume { token, .. } => {
+                    let held = Held { merchant: &merchant.merchant_id, key: &key, token };
+                    match work(&merchant, &value, &held, begin).await {
+                        Ok(done) => Ok(json_bytes(done.status, done.body, false)),
+                        Err(refusal) => {
+                            // Nothing was made: the key is released so that a retry runs (a key that names a
+                            // payment is never released).
+                            if let Ok(client) = self.api.pool.get().await {
+                                let _ = idempotency::release(&client, &held).await;
+                            }
+                            Err(refusal)
+                        }
                     }
-                    Err(refusal)
                 }
             }
         }
@@ -218,6 +219,31 @@ impl Http {
         self.count(route, resp.status().as_u16());
         resp
     }
+}
+
+/// `%XX` and `+` decoded (a card number split by `%20` in a query is still one).
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
 }
 
 fn unauthenticated(message: &str) -> Refusal {
@@ -246,6 +272,9 @@ struct CreateBody {
     capture_method: CaptureMethod,
     #[serde(default)]
     psp: Option<Psp>,
+    /// The merchant's token of its customer (required for Adyen: its `shopperReference`).
+    #[serde(default)]
+    customer: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for CaptureMethod {
@@ -261,8 +290,15 @@ fn validate(b: CreateBody) -> Result<Create, Refusal> {
     if b.amount <= 0 {
         return bad("amount_invalid", "amount", "amount is in minor units and must be positive".into());
     }
-    if tally_money::Currency::from_code(&b.currency).is_err() {
-        return bad("currency_invalid", "currency", format!("{:?} is not an ISO 4217 currency code", b.currency));
+    let upper = b.currency.len() == 3 && b.currency.bytes().all(|c| c.is_ascii_uppercase());
+    if !upper || tally_money::Currency::from_code(&b.currency).is_err() {
+        return bad("currency_invalid", "currency", "an ISO 4217 currency code in capitals, e.g. EUR".into());
+    }
+    let customer_ok = |c: &String| {
+        (3..=256).contains(&c.len()) && c.bytes().all(|c| c.is_ascii_alphanumeric() || b"_-.:@".contains(&c))
+    };
+    if b.customer.as_ref().is_some_and(|c| !customer_ok(c)) {
+        return bad("customer_invalid", "customer", "a customer token: 3 to 256 letters, digits or _ - . : @".into());
     }
     if b.merchant_reference.is_empty() || b.merchant_reference.len() > 255 {
         return bad("merchant_reference_invalid", "merchant_reference", "1 to 255 characters".into());
@@ -281,6 +317,7 @@ fn validate(b: CreateBody) -> Result<Create, Refusal> {
         currency: b.currency,
         merchant_reference: b.merchant_reference,
         payment_method: Secret::new(b.payment_method),
+        customer: b.customer.map(Secret::new),
         capture_method: b.capture_method,
         psp: b.psp,
     })
@@ -301,7 +338,7 @@ async fn create(State(http): State<Arc<Http>>, method: Method, uri: Uri, headers
     http.post("create", &method, &uri, &headers, &body, async |merchant, value, held, begin| {
         let req = validate(parse::<CreateBody>(value)?)?;
         match begin {
-            Begin::Resume { payment: Some(p), operation } => api.resume(merchant, held, p, operation).await,
+            Begin::Resume { payment: Some(p), operation, .. } => api.resume(merchant, held, p, operation).await,
             _ => api.create(merchant, held, req).await,
         }
     })
@@ -345,7 +382,9 @@ async fn modification(http: Arc<Http>, route: &'static str, id: String, kind: Op
         };
         let id = payment_id(&id)?;
         match begin {
-            Begin::Resume { payment: Some(p), operation } if p == id => api.resume(merchant, held, p, operation).await,
+            Begin::Resume { payment: Some(p), operation, .. } if p == id => {
+                api.resume(merchant, held, p, operation).await
+            }
             _ => api.modify(merchant, held, id, kind, amount).await,
         }
     })

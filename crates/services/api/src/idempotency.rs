@@ -81,11 +81,11 @@ fn canonical(v: &Value, h: &mut Sha256) {
 /// What the key says about the request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Begin {
-    /// A new key: the request runs.
-    New,
+    /// A new key: the request runs, holding the lock as `token`.
+    New { token: Uuid },
     /// The request that first used the key stopped without finishing (its lock ran out): this one holds the lock
-    /// now and must resume from what the first made.
-    Resume { payment: Option<Uuid>, operation: Option<Uuid> },
+    /// now, as `token`, and must resume from what the first made.
+    Resume { token: Uuid, payment: Option<Uuid>, operation: Option<Uuid> },
     /// The stored response.
     Replay { status: u16, body: Vec<u8> },
     /// The first request is still running.
@@ -98,40 +98,43 @@ pub enum Begin {
 pub async fn begin(client: &impl GenericClient, req: &Request<'_>, lease: Duration) -> Result<Begin, StoreError> {
     let fingerprint = req.fingerprint().to_vec();
     let lease = lease.as_secs_f64();
+    let token = Uuid::from_u128(rand::random());
     let inserted = client
         .execute(
             "INSERT INTO api_idempotency_keys (merchant_id, idempotency_key, request_method, request_path,
-                                               request_sha256, locked_until, created_at)
-             VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), now())
+                                               request_sha256, locked_until, lock_token, created_at)
+             VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7, now())
              ON CONFLICT (merchant_id, idempotency_key) DO NOTHING",
-            &[&req.merchant, &req.key, &req.method, &req.path, &fingerprint, &lease],
+            &[&req.merchant, &req.key, &req.method, &req.path, &fingerprint, &lease, &token],
         )
         .await?;
     if inserted == 1 {
-        return Ok(Begin::New);
+        return Ok(Begin::New { token });
     }
     // The key exists: take its lock over if it ran out (a crashed first request), in one statement so that two
     // retries cannot both take it.
     let row = client
-        .query_one(
+        .query_opt(
             "WITH taken AS (
-                 UPDATE api_idempotency_keys SET locked_until = now() + make_interval(secs => $4)
+                 UPDATE api_idempotency_keys SET locked_until = now() + make_interval(secs => $4), lock_token = $5
                   WHERE merchant_id = $1 AND idempotency_key = $2 AND request_sha256 = $3
                     AND locked_until IS NOT NULL AND locked_until < now()
               RETURNING payment_id, operation_id)
              SELECT k.request_sha256, k.response_status, k.response_body, k.locked_until IS NOT NULL,
                     (SELECT count(*) FROM taken), (SELECT payment_id FROM taken), (SELECT operation_id FROM taken)
                FROM api_idempotency_keys k WHERE k.merchant_id = $1 AND k.idempotency_key = $2",
-            &[&req.merchant, &req.key, &fingerprint, &lease],
+            &[&req.merchant, &req.key, &fingerprint, &lease, &token],
         )
         .await?;
+    // Released between the two statements (its first request made nothing): this request may run.
+    let Some(row) = row else { return Ok(Begin::InUse) };
     let stored: Vec<u8> = row.get(0);
     if stored != fingerprint {
         return Ok(Begin::Reused);
     }
     let taken: i64 = row.get(4);
     if taken == 1 {
-        return Ok(Begin::Resume { payment: row.get(5), operation: row.get(6) });
+        return Ok(Begin::Resume { token, payment: row.get(5), operation: row.get(6) });
     }
     let status: Option<i16> = row.get(1);
     match status {
@@ -142,60 +145,74 @@ pub async fn begin(client: &impl GenericClient, req: &Request<'_>, lease: Durati
 
 /// Records what the request made, in the transaction that made it: a request resuming after a crash starts from
 /// here.
+/// Refused with [`StoreError::Stale`] when the key's lock is no longer this request's (it ran past its lease and
+/// another request took the key over): the transaction must roll back, so that the key names one payment only.
 pub async fn remember(
     tx: &impl GenericClient,
-    merchant: &str,
-    key: &str,
+    held: &Held<'_>,
     payment: Uuid,
     operation: Option<Uuid>,
 ) -> Result<(), StoreError> {
-    tx.execute(
-        "UPDATE api_idempotency_keys SET payment_id = $3, operation_id = coalesce($4, operation_id)
-          WHERE merchant_id = $1 AND idempotency_key = $2 AND locked_until IS NOT NULL",
-        &[&merchant, &key, &payment, &operation],
-    )
-    .await?;
+    let n = tx
+        .execute(
+            "UPDATE api_idempotency_keys SET payment_id = $3, operation_id = coalesce($4, operation_id)
+              WHERE merchant_id = $1 AND idempotency_key = $2 AND lock_token = $5",
+            &[&held.merchant, &held.key, &payment, &operation, &held.token],
+        )
+        .await?;
+    if n != 1 {
+        return Err(StoreError::Stale(payment));
+    }
     Ok(())
 }
 
-/// Stores the response and unlocks the key.
+/// The key a request holds: the merchant's key and the token of its lock.
+#[derive(Debug, Clone, Copy)]
+pub struct Held<'a> {
+    pub merchant: &'a str,
+    pub key: &'a str,
+    pub token: Uuid,
+}
+
+/// Stores the response and unlocks the key, if this request still holds it (false: another request took it over,
+/// and that one stores the response).
 pub async fn finish(
     client: &impl GenericClient,
-    merchant: &str,
-    key: &str,
+    held: &Held<'_>,
     status: u16,
     body: &[u8],
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let status = i16::try_from(status).expect("an HTTP status fits");
-    client
+    let n = client
         .execute(
             "UPDATE api_idempotency_keys SET response_status = $3, response_body = $4, locked_until = NULL,
-                    finished_at = now()
-              WHERE merchant_id = $1 AND idempotency_key = $2 AND locked_until IS NOT NULL",
-            &[&merchant, &key, &status, &body],
+                    lock_token = NULL, finished_at = now()
+              WHERE merchant_id = $1 AND idempotency_key = $2 AND lock_token = $5",
+            &[&held.merchant, &held.key, &status, &body, &held.token],
         )
         .await?;
-    Ok(())
+    Ok(n == 1)
 }
 
 /// Forgets a key whose request made nothing (it was refused before acting, or told to try again): a retry runs.
-pub async fn release(client: &impl GenericClient, merchant: &str, key: &str) -> Result<(), StoreError> {
+pub async fn release(client: &impl GenericClient, held: &Held<'_>) -> Result<(), StoreError> {
     client
         .execute(
             "DELETE FROM api_idempotency_keys
-              WHERE merchant_id = $1 AND idempotency_key = $2 AND locked_until IS NOT NULL AND payment_id IS NULL",
-            &[&merchant, &key],
+              WHERE merchant_id = $1 AND idempotency_key = $2 AND lock_token = $3 AND payment_id IS NULL",
+            &[&held.merchant, &held.key, &held.token],
         )
         .await?;
     Ok(())
 }
 
-/// Deletes finished keys older than `keep` (configurable, ≥ 24 h). Returns how many.
+/// Deletes keys older than `keep` (configurable, ≥ 24 h) that no request holds: finished ones, and those whose
+/// request stopped (what it made was resolved by the resolver). Returns how many.
 pub async fn expire(client: &impl GenericClient, keep: Duration) -> Result<u64, StoreError> {
     Ok(client
         .execute(
             "DELETE FROM api_idempotency_keys
-              WHERE finished_at IS NOT NULL AND created_at < now() - make_interval(secs => $1)",
+              WHERE created_at < now() - make_interval(secs => $1) AND (locked_until IS NULL OR locked_until < now())",
             &[&keep.as_secs_f64()],
         )
         .await?)

@@ -87,20 +87,27 @@ pub struct Create {
     pub currency: String,
     pub merchant_reference: String,
     pub payment_method: Secret<String>,
+    /// The merchant's token of its customer (Adyen's `shopperReference`, required for a stored payment method).
+    pub customer: Option<Secret<String>>,
     pub capture_method: CaptureMethod,
     pub psp: Option<Psp>,
 }
 
-/// The idempotency key a request holds.
-pub struct Held<'a> {
-    pub merchant: &'a str,
-    pub key: &'a str,
-}
+pub use crate::idempotency::Held;
 
-/// The outcome of a request that acted: the HTTP status and the payment after it.
+/// The outcome of a request that acted: the HTTP status, the body (the payment, or for an operation the PSP
+/// refused, an error that names the PSP's code and carries the payment) and the payment after it.
 pub struct Done {
     pub status: u16,
+    pub body: Vec<u8>,
     pub payment: Payment,
+}
+
+/// What the API keeps about the customer of a payment, sealed in one value (`api_payments.secrets`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Secrets {
+    payment_method: String,
+    customer: Option<String>,
 }
 
 fn now() -> OffsetDateTime {
@@ -149,8 +156,22 @@ impl Api {
     /// transaction (remembered by the key), then drives the authorization.
     pub async fn create(&self, merchant: &Merchant, held: &Held<'_>, req: Create) -> Result<Done, Refusal> {
         let psp = self.route(merchant, req.psp)?;
+        if psp == Psp::Adyen && req.customer.is_none() {
+            return Err(Refusal::new(
+                422,
+                "invalid_request_error",
+                "customer_required",
+                "Adyen charges a stored payment method only with its shopper: send `customer`",
+            )
+            .param("customer"));
+        }
         let id = Uuid::from_u128(rand::random());
-        let (sealed, key_id) = self.vault.seal(req.payment_method.expose().as_bytes(), id.as_bytes());
+        let secrets = Secrets {
+            payment_method: req.payment_method.expose().clone(),
+            customer: req.customer.as_ref().map(|c| c.expose().clone()),
+        };
+        let plain = Secret::new(serde_json::to_vec(&secrets).expect("secrets serialize"));
+        let (sealed, key_id) = self.vault.seal(plain.expose(), id.as_bytes());
         let op_id = Uuid::from_u128(rand::random());
         let mut client = self.pool.get().await.map_err(StoreError::from)?;
         let tx = client.transaction().await.map_err(StoreError::from)?;
@@ -164,13 +185,13 @@ impl Api {
                 currency: &req.currency,
                 capture_method: req.capture_method,
                 psp,
-                payment_method: sealed,
-                payment_method_key: &key_id,
+                secrets: sealed,
+                secrets_key: &key_id,
             },
         )
         .await?;
         let op = store::start_operation(&tx, &payment, op_id, OperationKind::Authorize, req.amount).await?;
-        idempotency::remember(&tx, held.merchant, held.key, payment.id, Some(op.id)).await?;
+        idempotency::remember(&tx, held, payment.id, Some(op.id)).await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.drive(merchant, payment, op, Some(held)).await
     }
@@ -195,6 +216,14 @@ impl Api {
                 let left = payment.authorized_amount - payment.captured_amount;
                 check_state(&payment, &[Status::Authorized, Status::Captured], "captured")?;
                 let amount = amount.expect("the handler requires it");
+                if payment.psp == Psp::Stripe && payment.status == Status::Captured {
+                    return Err(Refusal::new(
+                        422,
+                        "invalid_request_error",
+                        "payment_state",
+                        "Stripe releases what a capture leaves uncaptured: a Stripe payment is captured once",
+                    ));
+                }
                 if payment.capture_method == CaptureMethod::Automatic {
                     return Err(Refusal::new(
                         422,
@@ -224,7 +253,7 @@ impl Api {
             OperationKind::Authorize => unreachable!("authorizations start with the payment"),
         };
         let op = store::start_operation(&tx, &payment, Uuid::from_u128(rand::random()), kind, amount).await?;
-        idempotency::remember(&tx, held.merchant, held.key, payment.id, Some(op.id)).await?;
+        idempotency::remember(&tx, held, payment.id, Some(op.id)).await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.drive(merchant, payment, op, Some(held)).await
     }
@@ -249,12 +278,10 @@ impl Api {
             Some(op) if op.state.is_open() => self.drive(merchant, p, op, Some(held)).await,
             op => {
                 // Already resolved (by the resolver, or a webhook): answer with what the payment is now.
-                let status = response_status(op.as_ref().map(|o| o.kind), op.as_ref().map(|o| o.state), &p);
-                let mut client = self.pool.get().await.map_err(StoreError::from)?;
-                let tx = client.transaction().await.map_err(StoreError::from)?;
-                idempotency::finish(&tx, held.merchant, held.key, status, &resource_bytes(&p)).await?;
-                tx.commit().await.map_err(StoreError::from)?;
-                Ok(Done { status, payment: p })
+                let (status, body) = response(op.as_ref(), &p);
+                let client = self.pool.get().await.map_err(StoreError::from)?;
+                idempotency::finish(&client, held, status, &body).await?;
+                Ok(Done { status, body, payment: p })
             }
         }
     }
@@ -269,26 +296,38 @@ impl Api {
         op: Operation,
         held: Option<&Held<'_>>,
     ) -> Result<Done, Refusal> {
-        {
+        let tries = {
             let client = self.pool.get().await.map_err(StoreError::from)?;
-            store::count_try(&client, op.id).await?;
-        }
+            store::count_try(&client, op.id).await?
+        };
         let call = Call { operation: op.id, payment: &payment, merchant };
         let outcome = match op.kind {
             OperationKind::Authorize => {
                 let client = self.pool.get().await.map_err(StoreError::from)?;
-                let (sealed, key_id) = store::payment_method(&client, payment.id).await?;
+                let (sealed, key_id) = store::secrets(&client, payment.id).await?;
                 drop(client);
-                let token = self.vault.open(&sealed, &key_id, payment.id.as_bytes()).map_err(|e| {
-                    tracing::error!(payment = %payment.id, error = %e, "a payment-method token does not open");
-                    Refusal::new(500, "api_error", "vault", "the payment's token cannot be opened")
-                })?;
-                Outcome::Payment(self.connectors.authorize(&call, token.expose()).await)
+                let secrets = self
+                    .vault
+                    .open(&sealed, &key_id, payment.id.as_bytes())
+                    .ok()
+                    .and_then(|plain| serde_json::from_str::<Secrets>(plain.expose()).ok())
+                    .ok_or_else(|| {
+                        tracing::error!(payment = %payment.id, "a payment's sealed secrets do not open");
+                        Refusal::new(500, "api_error", "vault", "the payment's token cannot be opened")
+                    })?;
+                let answer =
+                    self.connectors.authorize(&call, &secrets.payment_method, secrets.customer.as_deref()).await;
+                Outcome::Payment(answer)
             }
             OperationKind::Capture => Outcome::Modification(self.connectors.capture(&call, op.amount).await),
             OperationKind::Refund => Outcome::Modification(self.connectors.refund(&call, op.amount).await),
             OperationKind::Cancel => Outcome::Modification(self.connectors.cancel(&call).await),
         };
+        // A call kept back by the breaker is "nothing happened" only for the first request of an operation; a
+        // re-send that was kept back leaves the operation as it was (the first may have charged).
+        if tries > 1 && outcome.not_sent() {
+            return self.answer_current(&payment, op.id, held).await;
+        }
         self.apply(&payment, &op, outcome, held).await
     }
 
@@ -299,13 +338,11 @@ impl Api {
         outcome: Outcome,
         held: Option<&Held<'_>>,
     ) -> Result<Done, Refusal> {
-        let (state, reference, failure, change) = settle(payment, op, outcome);
-        if state == OperationState::Unresolved {
-            Metrics::add(&self.metrics.unresolved);
-        }
         let mut client = self.pool.get().await.map_err(StoreError::from)?;
-        let tx = client.transaction().await.map_err(StoreError::from)?;
+        let mut tx = client.transaction().await.map_err(StoreError::from)?;
+        // The answer applies to the payment as it is now (the resolver or a webhook may have moved it since).
         let current = store::lock(&tx, &payment.merchant_id, payment.id).await?.ok_or_else(not_found)?;
+        let (state, reference, failure, change) = settle(&current, op, outcome);
         let settled = match store::settle_operation(
             &tx,
             op.id,
@@ -323,48 +360,59 @@ impl Api {
             }
             Err(e) => return Err(e.into()),
         };
+        if settled.state == OperationState::Unresolved && op.state != OperationState::Unresolved {
+            Metrics::add(&self.metrics.unresolved);
+        }
         let after = match change {
-            Some(change) if current.version == payment.version || same_status(&current, &change) => {
-                match store::transition(&tx, &current, change).await {
-                    Ok(p) => p,
+            Some(change) => {
+                // In a savepoint: a change the state machine refuses must not abort the operation's settlement.
+                let sp = tx.transaction().await.map_err(StoreError::from)?;
+                match store::transition(&sp, &current, change).await {
+                    Ok(p) => {
+                        sp.commit().await.map_err(StoreError::from)?;
+                        p
+                    }
                     Err(StoreError::Refused(m)) => {
+                        sp.rollback().await.map_err(StoreError::from)?;
                         tracing::warn!(payment = %payment.id, reason = %m, "a PSP answer the state machine refuses");
                         current
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
-            _ => current,
+            None => current,
         };
-        let status = response_status(Some(op.kind), Some(settled.state), &after);
+        let (status, body) = response(Some(&settled), &after);
         if let Some(held) = held {
-            idempotency::finish(&tx, held.merchant, held.key, status, &resource_bytes(&after)).await?;
+            idempotency::finish(&tx, held, status, &body).await?;
         }
         tx.commit().await.map_err(StoreError::from)?;
         if !settled.state.is_open() && op.state.is_open() && held.is_none() {
             Metrics::add(&self.metrics.resolved);
         }
-        Ok(Done { status, payment: after })
+        Ok(Done { status, body, payment: after })
     }
 
     async fn answer_current(&self, payment: &Payment, op: Uuid, held: Option<&Held<'_>>) -> Result<Done, Refusal> {
         let client = self.pool.get().await.map_err(StoreError::from)?;
         let p = store::load(&client, &payment.merchant_id, payment.id).await?.ok_or_else(not_found)?;
         let o = store::operations(&client, payment.id).await?.into_iter().find(|o| o.id == op);
-        let status = response_status(o.as_ref().map(|o| o.kind), o.as_ref().map(|o| o.state), &p);
+        let (status, body) = response(o.as_ref(), &p);
         if let Some(held) = held {
-            idempotency::finish(&client, held.merchant, held.key, status, &resource_bytes(&p)).await?;
+            idempotency::finish(&client, held, status, &body).await?;
         }
-        Ok(Done { status, payment: p })
+        Ok(Done { status, body, payment: p })
     }
 
     /// One pass of the resolver: every PSP operation left open longer than `resolver_min_age_ms` is sent again
     /// under its own idempotency key and its answer applied. Returns how many it resolved.
     pub async fn resolve_open(self: &Arc<Self>) -> Result<usize, StoreError> {
         let before = now() - time::Duration::milliseconds(i64::try_from(self.config.resolver_min_age_ms).unwrap_or(0));
+        let give_up = now() - time::Duration::seconds(i64::try_from(self.config.resolver_give_up_secs).unwrap_or(0));
         let open = {
             let client = self.pool.get().await?;
-            store::open_operations(&client, before, 100).await?
+            self.give_up(&client, give_up).await?;
+            store::open_operations(&client, before, give_up, 100).await?
         };
         let mut resolved = 0;
         for (op, merchant_id) in open {
@@ -396,13 +444,50 @@ impl Api {
 /// An operation's new state, the PSP's reference of it, its failure, and the payment's change.
 type Settled = (OperationState, Option<String>, Option<(String, Option<String>)>, Option<Change>);
 
+impl Api {
+    /// Operations still open past `before` (the PSP keeps idempotency keys about a day: resending after that could
+    /// make a second charge) stop being resent: their payment goes to `requires_review`, the operation stays open,
+    /// so that nothing else starts on the payment until a person has looked at the PSP.
+    async fn give_up(&self, client: &deadpool_postgres::Client, before: OffsetDateTime) -> Result<(), StoreError> {
+        let rows = client
+            .query(
+                "SELECT p.merchant_id, p.payment_id FROM api_payment_operations o JOIN api_payments p USING (payment_id)
+                  WHERE o.state IN ('started', 'unresolved') AND o.created_at <= $1
+                    AND p.status NOT IN ('requires_review', 'failed', 'canceled')",
+                &[&before],
+            )
+            .await?;
+        for row in rows {
+            let (merchant, id): (String, Uuid) = (row.get(0), row.get(1));
+            let mut c = self.pool.get().await?;
+            let tx = c.transaction().await?;
+            let Some(p) = store::lock(&tx, &merchant, id).await? else { continue };
+            let change = Change {
+                status: Some(Status::RequiresReview),
+                failure: Some((
+                    "psp_unanswered".into(),
+                    Some("the PSP did not answer within its idempotency window: check the PSP before acting".into()),
+                )),
+                ..Change::default()
+            };
+            match store::transition(&tx, &p, change).await {
+                Ok(_) => tx.commit().await?,
+                Err(e) => tracing::warn!(payment = %id, error = %e, "moving an unanswered payment to review"),
+            }
+        }
+        Ok(())
+    }
+}
+
 enum Outcome {
     Payment(Answer<PspPayment>),
     Modification(Answer<PspModification>),
 }
 
-fn same_status(current: &Payment, change: &Change) -> bool {
-    change.status.is_none_or(|s| s == current.status)
+impl Outcome {
+    fn not_sent(&self) -> bool {
+        matches!(self, Outcome::Payment(Answer::NotSent) | Outcome::Modification(Answer::NotSent))
+    }
 }
 
 /// The operation's new state and the payment's change, from the PSP's answer.
@@ -430,7 +515,8 @@ fn settle(payment: &Payment, op: &Operation, outcome: Outcome) -> Settled {
             (OperationState::Failed, None, failure, Some(change))
         }
         Outcome::Payment(Answer::NotSent) => {
-            let failure = Some(("psp_unavailable".to_owned(), Some("the PSP's circuit is open: not sent".to_owned())));
+            let failure =
+                Some(("psp_unavailable".to_owned(), Some("the PSP could not be reached: not sent".to_owned())));
             let change = Change { status: Some(Status::Failed), failure: failure.clone(), ..Change::default() };
             (OperationState::Failed, None, failure, Some(change))
         }
@@ -472,7 +558,7 @@ fn settle(payment: &Payment, op: &Operation, outcome: Outcome) -> Settled {
         Outcome::Modification(Answer::NotSent) => (
             OperationState::Failed,
             None,
-            Some(("psp_unavailable".into(), Some("the PSP's circuit is open: not sent".into()))),
+            Some(("psp_unavailable".into(), Some("the PSP could not be reached: not sent".into()))),
             None,
         ),
         Outcome::Modification(Answer::NoAnswer { reason }) => {
@@ -503,16 +589,30 @@ fn payment_change(pp: &PspPayment) -> Change {
     }
 }
 
-/// 201 for a payment created, 200 for a modification done, 202 while the PSP's answer is outstanding.
-fn response_status(kind: Option<OperationKind>, state: Option<OperationState>, p: &Payment) -> u16 {
+/// The status and body of a request's response: 201 with the payment for a payment created (a decline included:
+/// the payment is `failed`), 200 for a modification done, 202 while the PSP's answer is outstanding or only
+/// `received`, 402 with an error that carries the payment when the PSP refused a modification.
+fn response(op: Option<&Operation>, p: &Payment) -> (u16, Vec<u8>) {
+    let state = op.map(|o| o.state);
     if matches!(state, Some(OperationState::Unresolved | OperationState::Started | OperationState::Received))
         || p.status == Status::Pending
     {
-        return 202;
+        return (202, resource_bytes(p));
     }
-    match kind {
-        Some(OperationKind::Authorize) => 201,
-        _ => 200,
+    match op {
+        Some(o) if o.kind != OperationKind::Authorize && o.state == OperationState::Failed => {
+            let body = serde_json::json!({"error": {
+                "type": "psp_error",
+                "code": "psp_refused",
+                "message": o.failure_message.clone().unwrap_or_else(|| format!("the PSP refused the {}", o.kind)),
+                "param": null,
+                "psp_code": o.failure_code,
+                "payment": p.resource(),
+            }});
+            (402, serde_json::to_vec(&body).expect("an error serializes"))
+        }
+        Some(o) if o.kind == OperationKind::Authorize => (201, resource_bytes(p)),
+        _ => (200, resource_bytes(p)),
     }
 }
 

@@ -112,9 +112,9 @@ pub struct NewPayment<'a> {
     pub currency: &'a str,
     pub capture_method: CaptureMethod,
     pub psp: Psp,
-    /// The sealed payment-method token and the id of the key that sealed it.
-    pub payment_method: Vec<u8>,
-    pub payment_method_key: &'a str,
+    /// The sealed secrets (payment-method token, customer token) and the id of the key that sealed them.
+    pub secrets: Vec<u8>,
+    pub secrets_key: &'a str,
 }
 
 /// Inserts a payment (`created`, version 1) with its first outbox row. In a transaction: the database checks at
@@ -123,7 +123,7 @@ pub async fn create(tx: &Transaction<'_>, new: &NewPayment<'_>) -> Result<Paymen
     let sql = format!(
         "INSERT INTO api_payments (payment_id, merchant_id, merchant_reference, amount, currency, capture_method, psp,
                                status, version, authorized_amount, captured_amount, refunded_amount,
-                               payment_method, payment_method_key, created_at, updated_at)
+                               secrets, secrets_key, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'created', 1, 0, 0, 0, $8, $9, now(), now())
          RETURNING {PAYMENT_COLUMNS}"
     );
@@ -138,8 +138,8 @@ pub async fn create(tx: &Transaction<'_>, new: &NewPayment<'_>) -> Result<Paymen
                 &new.currency,
                 &new.capture_method.as_str(),
                 &new.psp.as_str(),
-                &new.payment_method,
-                &new.payment_method_key,
+                &new.secrets,
+                &new.secrets_key,
             ],
         )
         .await
@@ -344,21 +344,22 @@ pub async fn operations(client: &impl GenericClient, payment: Uuid) -> Result<Ve
 pub async fn open_operations(
     client: &impl GenericClient,
     before: OffsetDateTime,
+    born_after: OffsetDateTime,
     limit: i64,
 ) -> Result<Vec<(Operation, String)>, StoreError> {
     let sql = format!(
         "SELECT {}, p.merchant_id FROM api_payment_operations o JOIN api_payments p USING (payment_id)
-          WHERE o.state IN ('started', 'unresolved') AND o.updated_at < $1
+          WHERE o.state IN ('started', 'unresolved') AND o.updated_at < $1 AND o.created_at > $3
+            AND p.status <> 'requires_review'
           ORDER BY o.updated_at LIMIT $2",
         OPERATION_COLUMNS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ")
     );
-    Ok(client.query(&sql, &[&before, &limit]).await?.iter().map(|r| (operation(r), r.get(10))).collect())
+    Ok(client.query(&sql, &[&before, &limit, &born_after]).await?.iter().map(|r| (operation(r), r.get(10))).collect())
 }
 
-/// The sealed payment-method token of a payment and the id of its key.
-pub async fn payment_method(client: &impl GenericClient, payment: Uuid) -> Result<(Vec<u8>, String), StoreError> {
-    let row = client
-        .query_one("SELECT payment_method, payment_method_key FROM api_payments WHERE payment_id = $1", &[&payment])
-        .await?;
+/// The sealed secrets of a payment and the id of their key.
+pub async fn secrets(client: &impl GenericClient, payment: Uuid) -> Result<(Vec<u8>, String), StoreError> {
+    let row =
+        client.query_one("SELECT secrets, secrets_key FROM api_payments WHERE payment_id = $1", &[&payment]).await?;
     Ok((row.get(0), row.get(1)))
 }

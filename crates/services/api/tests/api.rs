@@ -31,6 +31,10 @@ struct Sim {
     hanging: HashMap<String, std::time::Instant>,
     /// Every answer waits this long (to make concurrent requests overlap).
     latency_ms: u64,
+    /// While set, every request gets a 503 before Stripe does anything (nothing charged, nothing stored).
+    outage: bool,
+    /// Requests received, outages included.
+    requests: u32,
 }
 
 type Shared = Arc<Mutex<Sim>>;
@@ -42,6 +46,11 @@ fn key(headers: &HeaderMap) -> String {
 async fn answer(sim: &Shared, key: &str, make: impl FnOnce(&mut Sim) -> (u16, Value)) -> Response {
     let (status, body, hang, latency) = {
         let mut s = sim.lock().expect("sim");
+        s.requests += 1;
+        if s.outage {
+            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": {"type": "api_error"}})))
+                .into_response();
+        }
         let latency = s.latency_ms;
         if let Some((status, body)) = s.answers.get(key).cloned() {
             let hang = s.hanging.get(key).is_some_and(|until| std::time::Instant::now() < *until);
@@ -144,9 +153,10 @@ async fn env() -> Env {
         encryption_keys: vec![EncryptionKey { id: "k1".into(), key: tally_api::vault::Vault::generate_key() }],
         encryption_active: "k1".into(),
         resolver_interval_ms: 100,
-        resolver_min_age_ms: 300,
+        resolver_min_age_ms: 1_000,
         idempotency_lease_secs: 5,
         retry: RetryConfig { attempts: 2, base_ms: 10, cap_ms: 50, timeout_ms: 400 },
+        breaker: tally_api::connector::BreakerConfig { failures_to_open: 2, open_for_ms: 1_500, half_open_probes: 1 },
         stripe: Some(StripeApi { base_url: stripe_url, secret_key: Secret::new("sk_test_fake".into()) }),
         ..ApiConfig::default()
     };
@@ -252,9 +262,10 @@ async fn a_key_makes_one_payment_replays_its_response_and_refuses_every_misuse()
         (json_of(&body)["status"].as_str(), json_of(&body)["amount_captured"].as_i64()),
         (Some("captured"), Some(600))
     );
+    // Stripe releases what a capture leaves: a second capture is refused before anything is sent.
     let (status, _, body) =
-        env.post(&a, &format!("/v1/payments/{id}/capture"), Some("cap-2"), r#"{"amount": 500}"#).await;
-    assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (422, Some("amount_too_large")));
+        env.post(&a, &format!("/v1/payments/{id}/capture"), Some("cap-2"), r#"{"amount": 100}"#).await;
+    assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (422, Some("payment_state")));
     for (k, amount, total) in [("re-1", 200, 200), ("re-2", 400, 600)] {
         let (status, _, body) =
             env.post(&a, &format!("/v1/payments/{id}/refunds"), Some(k), &format!(r#"{{"amount": {amount}}}"#)).await;
@@ -349,4 +360,87 @@ async fn of_two_concurrent_captures_one_wins_and_the_other_is_told_the_payment_i
     assert_eq!(json_of(loser)["error"]["code"], "payment_busy");
     let p = env.get(&a, &format!("/v1/payments/{id}")).await.1;
     assert_eq!((p["status"].as_str(), p["amount_captured"].as_i64()), (Some("captured"), Some(1000)));
+}
+
+#[tokio::test]
+async fn the_same_key_twice_at_once_runs_once_and_the_second_is_told_it_is_in_use() {
+    let env = env().await;
+    let a = env.merchant("m_http_inflight").await;
+    env.sim.lock().expect("sim").latency_ms = 250;
+    let (x, y) = tokio::join!(
+        env.post(&a, "/v1/payments", Some("same"), CREATE),
+        env.post(&a, "/v1/payments", Some("same"), CREATE),
+    );
+    let mut statuses = [x.0, y.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409]);
+    let loser = if x.0 == 409 { &x.2 } else { &y.2 };
+    assert_eq!(json_of(loser)["error"]["code"], "idempotency_key_in_use");
+    assert_eq!(env.sim.lock().expect("sim").charges.values().sum::<u32>(), 1);
+}
+
+#[tokio::test]
+async fn while_the_breaker_is_open_new_payments_are_refused_and_pending_ones_stay_pending_never_failed() {
+    let env = env().await;
+    let a = env.merchant("m_http_outage").await;
+    env.sim.lock().expect("sim").outage = true;
+    // Two 503s (the attempts of one call): no answer, the breaker opens.
+    let (status, _, body) = env.post(&a, "/v1/payments", Some("o-1"), CREATE).await;
+    assert_eq!((status, json_of(&body)["status"].as_str()), (202, Some("pending")));
+    let id = json_of(&body)["id"].as_str().expect("id").to_owned();
+    // A new payment while it is open (no other PSP for this merchant): 503, nothing made, the key free again.
+    let (status, _, body) = env.post(&a, "/v1/payments", Some("o-2"), CREATE).await;
+    assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (503, Some("psp_unavailable")));
+    assert_eq!(env.count("SELECT count(*) FROM api_idempotency_keys WHERE idempotency_key = 'o-2'").await, 0);
+    // The resolver's resends are kept back by the open breaker: the payment stays pending, it is never failed.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let metrics =
+        env.http.get(format!("{}/metrics", env.base)).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("tally_api_breaker_state{psp=\"stripe\"} 2"), "{metrics}");
+    assert_eq!(env.get(&a, &format!("/v1/payments/{id}")).await.1["status"], "pending");
+    // The PSP is back: the half-open probe is the resolver's resend, which resolves the payment; one charge.
+    env.sim.lock().expect("sim").outage = false;
+    let mut status_now = String::new();
+    for _ in 0..100 {
+        status_now = env.get(&a, &format!("/v1/payments/{id}")).await.1["status"].as_str().unwrap_or("").to_owned();
+        if status_now != "pending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status_now, "authorized");
+    assert_eq!(env.sim.lock().expect("sim").charges.values().sum::<u32>(), 1);
+}
+
+#[tokio::test]
+async fn the_facts_the_api_learns_have_the_same_key_and_content_as_the_webhook_stating_them() {
+    let env = env().await;
+    let a = env.merchant("m_http_facts").await;
+    let (status, _, body) = env.post(&a, "/v1/payments", Some("f-1"), CREATE).await;
+    assert_eq!(status, 201);
+    let id = tally_api::model::parse_public_id(json_of(&body)["id"].as_str().expect("id")).expect("uuid");
+    // The webhook Stripe sends for this authorization, rendered from the fake's own intent.
+    let intent = env.sim.lock().expect("sim").intents.values().next().expect("an intent").clone();
+    let event = json!({"id": "evt_1", "object": "event", "type": "payment_intent.amount_capturable_updated",
+        "api_version": "2025-03-31.basil", "created": 1_764_000_000, "livemode": false, "data": {"object": intent}});
+    let endpoint = tally_psp::Endpoint { live: false, adyen_capture: Default::default() };
+    let now = tally_domain::Timestamp::from_unix_secs(1_764_000_001).expect("ts");
+    let tally_psp::Outcome::Events(webhook) =
+        tally_psp::stripe::normalize(&serde_json::to_vec(&event).expect("json"), now, &endpoint).expect("normalizes")
+    else {
+        panic!("the webhook states facts")
+    };
+    let c = env.pool.get().await.expect("conn");
+    let rows = c
+        .query("SELECT record_value FROM api_payment_outbox WHERE payment_id = $1 AND fact_key IS NOT NULL", &[&id])
+        .await
+        .expect("facts");
+    let api: Vec<_> = rows
+        .iter()
+        .map(|r| tally_contracts::decode_payment_event(&r.get::<_, Vec<u8>>(0)).expect("decodes").event)
+        .collect();
+    assert_eq!((api.len(), webhook.len()), (1, 1));
+    assert_eq!(api[0].fact_key(), webhook[0].fact_key());
+    assert!(api[0].same_content(&webhook[0]), "API {:?}\nwebhook {:?}", api[0], webhook[0]);
+    assert_eq!(api[0].source, tally_domain::Source::Api);
 }

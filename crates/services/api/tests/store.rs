@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use serde_json::json;
-use tally_api::idempotency::{self, Begin, Request};
+use tally_api::idempotency::{self, Begin, Held, Request};
 use tally_api::merchants::{self, Merchant};
 use tally_api::model::{CaptureMethod, OperationKind, OperationState, Payment, Status};
 use tally_api::store::{self, Change, NewPayment, StoreError};
@@ -43,8 +43,8 @@ async fn new_payment(pool: &Pool, merchant: &str, amount: i64) -> Payment {
             currency: "EUR",
             capture_method: CaptureMethod::Manual,
             psp: Psp::Stripe,
-            payment_method: vec![1, 2, 3],
-            payment_method_key: "k1",
+            secrets: vec![1, 2, 3],
+            secrets_key: "k1",
         },
     )
     .await
@@ -233,6 +233,13 @@ async fn refunds_never_add_up_to_more_than_was_captured() {
     refund(300).await.expect("the last 300");
 }
 
+fn token(b: &Begin) -> Uuid {
+    match b {
+        Begin::New { token } | Begin::Resume { token, .. } => *token,
+        other => panic!("expected the key to be held, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn an_idempotency_key_runs_once_replays_its_response_and_resumes_after_a_crash() {
     let pool = db().await;
@@ -244,7 +251,8 @@ async fn an_idempotency_key_runs_once_replays_its_response_and_resumes_after_a_c
     let req = |merchant, key, body| Request { merchant, key, method: "POST", path: "/v1/payments", body };
     let lease = Duration::from_secs(30);
 
-    assert_eq!(idempotency::begin(&client, &req("m_key", "k1", &body), lease).await.expect("begin"), Begin::New);
+    let first = idempotency::begin(&client, &req("m_key", "k1", &body), lease).await.expect("begin");
+    let held = Held { merchant: "m_key", key: "k1", token: token(&first) };
     // While the first runs: the same request is in use, another request with the key is a reuse.
     assert_eq!(idempotency::begin(&client, &req("m_key", "k1", &body), lease).await.expect("begin"), Begin::InUse);
     assert_eq!(
@@ -252,10 +260,14 @@ async fn an_idempotency_key_runs_once_replays_its_response_and_resumes_after_a_c
         Begin::Reused
     );
     // Keys are per merchant: another merchant's k1 is its own.
-    assert_eq!(idempotency::begin(&client, &req("m_other", "k1", &other_body), lease).await.expect("b"), Begin::New);
+    let other = idempotency::begin(&client, &req("m_other", "k1", &other_body), lease).await.expect("b");
+    assert!(matches!(other, Begin::New { .. }), "{other:?}");
 
+    // Only the holder of the lock stores the response.
+    let stranger = Held { token: Uuid::from_u128(rand_u128()), ..held };
+    assert!(!idempotency::finish(&client, &stranger, 500, b"{}").await.expect("finish"));
     let response = br#"{"id":"pay_x","status":"authorized"}"#;
-    idempotency::finish(&client, "m_key", "k1", 201, response).await.expect("finish");
+    assert!(idempotency::finish(&client, &held, 201, response).await.expect("finish"));
     assert_eq!(
         idempotency::begin(&client, &req("m_key", "k1", &body), lease).await.expect("begin"),
         Begin::Replay { status: 201, body: response.to_vec() }
@@ -266,12 +278,13 @@ async fn an_idempotency_key_runs_once_replays_its_response_and_resumes_after_a_c
     );
 
     // A request that crashed after making its payment: once the lease is over, exactly one retry takes over and
-    // learns what the first made.
+    // learns what the first made; the crashed request can no longer record or answer anything.
     let short = Duration::from_millis(200);
-    assert_eq!(idempotency::begin(&client, &req("m_key", "k2", &body), short).await.expect("begin"), Begin::New);
+    let crashed = idempotency::begin(&client, &req("m_key", "k2", &body), short).await.expect("begin");
+    let crashed = Held { merchant: "m_key", key: "k2", token: token(&crashed) };
     let p = new_payment(&pool, "m_key", 1_000).await;
     let op = Uuid::from_u128(rand_u128());
-    idempotency::remember(&client, "m_key", "k2", p.id, Some(op)).await.expect("remember");
+    idempotency::remember(&client, &crashed, p.id, Some(op)).await.expect("remember");
     assert_eq!(idempotency::begin(&client, &req("m_key", "k2", &body), lease).await.expect("begin"), Begin::InUse);
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (a, b) = tokio::join!(
@@ -279,17 +292,25 @@ async fn an_idempotency_key_runs_once_replays_its_response_and_resumes_after_a_c
         async { idempotency::begin(&pool.get().await.expect("c"), &req("m_key", "k2", &body), lease).await },
     );
     let (a, b) = (a.expect("a"), b.expect("b"));
-    let resumed = Begin::Resume { payment: Some(p.id), operation: Some(op) };
+    let resumed =
+        |b: &Begin| matches!(b, Begin::Resume { payment: Some(x), operation: Some(o), .. } if *x == p.id && *o == op);
     assert!(
-        (a == resumed && b == Begin::InUse) || (b == resumed && a == Begin::InUse),
+        (resumed(&a) && b == Begin::InUse) || (resumed(&b) && a == Begin::InUse),
         "one retry resumes, the other waits: {a:?} {b:?}"
     );
+    let late = idempotency::remember(&client, &crashed, Uuid::from_u128(rand_u128()), None).await;
+    assert!(matches!(late, Err(StoreError::Stale(_))), "the stopped request lost the key: {late:?}");
+    assert!(!idempotency::finish(&client, &crashed, 201, b"{}").await.expect("finish"));
 
     // A key released (nothing was made) runs again; one that made a payment is never released.
-    assert_eq!(idempotency::begin(&client, &req("m_key", "k3", &body), lease).await.expect("begin"), Begin::New);
-    idempotency::release(&client, "m_key", "k3").await.expect("release");
-    assert_eq!(idempotency::begin(&client, &req("m_key", "k3", &body), lease).await.expect("begin"), Begin::New);
-    idempotency::release(&client, "m_key", "k2").await.expect("release");
+    let k3 = idempotency::begin(&client, &req("m_key", "k3", &body), lease).await.expect("begin");
+    idempotency::release(&client, &Held { merchant: "m_key", key: "k3", token: token(&k3) }).await.expect("release");
+    assert!(matches!(
+        idempotency::begin(&client, &req("m_key", "k3", &body), lease).await.expect("b"),
+        Begin::New { .. }
+    ));
+    let holder = if resumed(&a) { token(&a) } else { token(&b) };
+    idempotency::release(&client, &Held { merchant: "m_key", key: "k2", token: holder }).await.expect("release");
     assert_eq!(idempotency::begin(&client, &req("m_key", "k2", &body), lease).await.expect("begin"), Begin::InUse);
 }
 

@@ -86,11 +86,20 @@ impl Adyen {
         })
     }
 
-    pub async fn authorize(&self, call: &Call<'_>, token: &str) -> Answer<PspPayment> {
+    /// `customer`: the shopper (`shopperReference`), which Adyen requires with a stored payment method.
+    pub async fn authorize(&self, call: &Call<'_>, token: &str, customer: Option<&str>) -> Answer<PspPayment> {
         let p = call.payment;
         let account = match Self::account(call) {
             Ok(a) => a,
             Err(e) => return *e,
+        };
+        let Some(customer) = customer else {
+            return Answer::Refused {
+                status: 0,
+                code: "not_sendable".into(),
+                message: "Adyen needs the shopper (customer) of a stored payment method".into(),
+                payment: None,
+            };
         };
         let value = match wire_amount(p.amount, &p.currency) {
             Ok(v) => v,
@@ -102,6 +111,7 @@ impl Adyen {
             "amount": {"currency": p.currency, "value": value},
             "paymentMethod": {"type": "scheme", "storedPaymentMethodId": token},
             "returnUrl": self.return_url,
+            "shopperReference": customer,
             "shopperInteraction": "ContAuth",
             "recurringProcessingModel": "UnscheduledCardOnFile",
             "metadata": {"tally_operation": call.operation.to_string()},
@@ -123,37 +133,51 @@ impl Adyen {
     fn payment(&self, call: &Call<'_>, r: &PaymentResponse) -> PspPayment {
         let reference = r.psp_reference.clone().unwrap_or_default();
         let code = r.result_code.as_deref().unwrap_or("");
-        let status = match code {
+        // The amount the answer states, in ISO minor units and the payment's currency; never the request's amount
+        // in its place (the webhook states what Adyen read, and the fact must say the same).
+        let stated = r
+            .amount
+            .as_ref()
+            .filter(|a| a.currency == call.payment.currency)
+            .and_then(|a| iso_amount(a.value, &a.currency).ok());
+        let mut status = match code {
             "Authorised" if !reference.is_empty() => PspStatus::Authorized,
             "Refused" if !reference.is_empty() => PspStatus::Failed,
             "Cancelled" => PspStatus::Canceled,
             "Pending" | "Received" if !reference.is_empty() => PspStatus::Processing,
             _ => PspStatus::NeedsReview,
         };
-        // The authorised amount as the answer states it, in ISO minor units; the request's amount when absent.
-        let authorized =
-            r.amount.as_ref().and_then(|a| iso_amount(a.value, &a.currency).ok()).unwrap_or(call.payment.amount);
+        let mut why = format!("Adyen resultCode {code:?}");
+        if status == PspStatus::Authorized && stated.is_none() {
+            status = PspStatus::NeedsReview;
+            why = "Authorised without an amount in the payment's currency".into();
+        }
+        let authorized = if status == PspStatus::Authorized { stated.unwrap_or(0) } else { 0 };
+        // Adyen captures an automatic-capture payment itself after authorising it; its CAPTURE webhook books it.
+        let automatic = call.payment.capture_method == CaptureMethod::Automatic;
+        if status == PspStatus::Authorized && automatic {
+            status = PspStatus::Captured;
+        }
         let mut facts = Vec::new();
         let kind = match status {
-            PspStatus::Authorized => Some(EventKind::Authorized),
+            PspStatus::Authorized | PspStatus::Captured => Some(EventKind::Authorized),
             PspStatus::Failed => Some(EventKind::AuthorizationFailed),
             _ => None,
         };
-        if let Some(kind) = kind {
-            let amount = if kind == EventKind::Authorized { authorized } else { call.payment.amount };
+        if let (Some(kind), Some(amount)) = (kind, stated) {
             facts.extend(make_fact(call, kind, &reference, amount));
         }
         PspPayment {
             status,
             psp_charge_id: (!reference.is_empty()).then(|| reference.clone()),
             psp_payment_id: reference,
-            authorized: if status == PspStatus::Authorized { authorized } else { 0 },
-            captured: 0,
+            authorized,
+            captured: if status == PspStatus::Captured { authorized } else { 0 },
             failure: match status {
                 PspStatus::Failed => {
                     Some((r.refusal_reason_code.clone().unwrap_or_else(|| "refused".into()), r.refusal_reason.clone()))
                 }
-                PspStatus::NeedsReview => Some(("psp_status".into(), Some(format!("Adyen resultCode {code:?}")))),
+                PspStatus::NeedsReview => Some(("psp_status".into(), Some(why))),
                 _ => None,
             },
             facts,
@@ -219,6 +243,16 @@ fn failure<T>(reply: Reply) -> Answer<T> {
     match reply {
         Reply::NotSent => Answer::NotSent,
         Reply::NoAnswer { reason } => Answer::NoAnswer { reason },
+        // Not an answer about the payment: the request was not taken (keys, permissions, rate, or 704: a request
+        // with this idempotency key is still being processed).
+        Reply::Answered { status: status @ (401 | 403 | 429), .. } => {
+            Answer::NoAnswer { reason: format!("Adyen answered {status}: the request was not processed") }
+        }
+        Reply::Answered { status: 422, body }
+            if serde_json::from_slice::<ServiceError>(&body).is_ok_and(|e| e.error_code.as_deref() == Some("704")) =>
+        {
+            Answer::NoAnswer { reason: "Adyen answered 704: the request with this key is still being processed".into() }
+        }
         Reply::Answered { status, body } => {
             let e: Option<ServiceError> = serde_json::from_slice(&body).ok();
             let code = e.as_ref().and_then(|e| e.error_code.clone()).unwrap_or_else(|| format!("http_{status}"));

@@ -78,7 +78,7 @@ pub enum Answer<T> {
         message: String,
         payment: Option<PspPayment>,
     },
-    /// Not sent: the PSP's breaker is open. Nothing happened at the PSP.
+    /// Not sent: the PSP's breaker is open, or no connection could be made. Nothing happened at the PSP.
     NotSent,
     /// No answer (network error, timeout, 5xx after every retry, or the breaker open mid-call): the PSP may have
     /// acted. The operation stays unresolved until the same request, replayed, tells.
@@ -120,14 +120,14 @@ impl Connectors {
     }
 
     /// Sends (or, for a resumption, sends again under the same idempotency key) the authorization.
-    pub async fn authorize(&self, call: &Call<'_>, token: &str) -> Answer<PspPayment> {
+    pub async fn authorize(&self, call: &Call<'_>, token: &str, customer: Option<&str>) -> Answer<PspPayment> {
         match call.payment.psp {
             Psp::Stripe => match &self.stripe {
-                Some(c) => c.authorize(call, token).await,
+                Some(c) => c.authorize(call, token, customer).await,
                 None => Answer::NoAnswer { reason: Self::missing(Psp::Stripe) },
             },
             Psp::Adyen => match &self.adyen {
-                Some(c) => c.authorize(call, token).await,
+                Some(c) => c.authorize(call, token, customer).await,
                 None => Answer::NoAnswer { reason: Self::missing(Psp::Adyen) },
             },
         }

@@ -100,7 +100,8 @@ impl Stripe {
         self.transport.send(reqwest::Method::POST, path, &Body::Form(form), Some(&key), &extra).await
     }
 
-    pub async fn authorize(&self, call: &Call<'_>, token: &str) -> Answer<PspPayment> {
+    /// `_customer`: the merchant's customer token is no Stripe Customer (`cus_…`); Stripe is not sent it.
+    pub async fn authorize(&self, call: &Call<'_>, token: &str, _customer: Option<&str>) -> Answer<PspPayment> {
         let p = call.payment;
         let amount = match wire_amount(p.amount, &p.currency) {
             Ok(a) => a,
@@ -213,7 +214,7 @@ impl Stripe {
                         Answer::Ok(PspModification {
                             state,
                             psp_reference: Some(pi.id.clone()),
-                            amount: call.payment.authorized_amount.max(1),
+                            amount: call.payment.authorized_amount,
                             failure: None,
                             facts: payment.facts.clone(),
                             payment: Some(payment),
@@ -234,6 +235,17 @@ impl Stripe {
             Reply::Answered { status: 409, .. } => Answer::NoAnswer {
                 reason: "Stripe answered 409: a request with this idempotency key is still being processed".into(),
             },
+            // Not an answer about the payment: the request was not taken (keys, permissions, rate): what an earlier
+            // request of the operation did is still unknown.
+            Reply::Answered { status: status @ (401 | 403 | 429), .. } => {
+                Answer::NoAnswer { reason: format!("Stripe answered {status}: the request was not processed") }
+            }
+            Reply::Answered { status, body }
+                if serde_json::from_slice::<ErrorBody>(&body).is_ok_and(|e| e.error.kind == "idempotency_error") =>
+            {
+                tracing::error!(status, "Stripe refused an idempotency key: a resent request differs from the first");
+                Answer::NoAnswer { reason: "Stripe answered idempotency_error".into() }
+            }
             Reply::Answered { status, body } => match serde_json::from_slice::<ErrorBody>(&body) {
                 Ok(ErrorBody { error }) => {
                     let code = error.decline_code.clone().or(error.code.clone()).unwrap_or(error.kind.clone());
@@ -369,8 +381,8 @@ impl Stripe {
             (EventKind::Captured, _) => pi.amount_received?,
             _ => pi.amount?,
         };
-        let currency = pi.currency.as_deref().unwrap_or(&call.payment.currency);
-        make_fact(call, kind, charge, reference, original, minor, currency)
+        // No currency on the answer: no fact from it (the webhook states it), never the request's currency.
+        make_fact(call, kind, charge, reference, original, minor, pi.currency.as_deref()?)
     }
 
     fn refunded(&self, call: &Call<'_>, r: &Refund) -> Answer<PspModification> {
@@ -387,10 +399,13 @@ impl Stripe {
                 facts.extend(make_fact(call, EventKind::RefundFailed, ch, &r.id, Some(ch), r.amount, &r.currency));
             }
         }
+        let Ok(amount) = iso_amount(r.amount, &r.currency) else {
+            return Answer::NoAnswer { reason: format!("refund {} in an unknown currency {:?}", r.id, r.currency) };
+        };
         Answer::Ok(PspModification {
             state,
             psp_reference: Some(r.id.clone()),
-            amount: iso_amount(r.amount, &r.currency).unwrap_or(0),
+            amount,
             payment: None,
             facts,
             failure: (state == OperationState::Failed).then(|| {

@@ -48,7 +48,7 @@ pub enum Body {
 pub enum Reply {
     /// A 2xx or 4xx: the PSP answered.
     Answered { status: u16, body: Vec<u8> },
-    /// Nothing was sent: the breaker is open. The PSP did nothing.
+    /// Nothing reached the PSP: the breaker is open, or no connection could be made. The PSP did nothing.
     NotSent,
     /// Sent, and no answer after every retry: the PSP may have acted.
     NoAnswer { reason: String },
@@ -102,13 +102,15 @@ impl Transport {
         let url = format!("{}{path}", self.base_url);
         let mut last = String::new();
         let mut sent = 0u32;
+        // Requests that may have reached the PSP (a refused connection never did).
+        let mut reached = 0u32;
         for attempt in 1..=self.retry.attempts.max(1) {
             if attempt > 1 {
                 tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
                 self.retries.fetch_add(1, Ordering::Relaxed);
             }
             if !self.breaker.allow() {
-                if sent == 0 {
+                if reached == 0 {
                     return Reply::NotSent;
                 }
                 break;
@@ -132,10 +134,12 @@ impl Transport {
             self.requests.fetch_add(1, Ordering::Relaxed);
             match req.send().await {
                 Ok(resp) if resp.status().is_server_error() => {
+                    reached += 1;
                     self.breaker.failure();
                     last = format!("HTTP {}", resp.status().as_u16());
                 }
                 Ok(resp) => {
+                    reached += 1;
                     let status = resp.status().as_u16();
                     match resp.bytes().await {
                         Ok(bytes) => {
@@ -150,9 +154,17 @@ impl Transport {
                 }
                 Err(e) => {
                     self.breaker.failure();
+                    if !e.is_connect() {
+                        reached += 1;
+                    }
                     last = if e.is_timeout() { "timed out".into() } else { format!("network error: {e}") };
                 }
             }
+        }
+        if reached == 0 {
+            // Not one request got as far as a connection: the PSP cannot have acted.
+            tracing::warn!(url = %url, sent, reason = %last, "no request reached the PSP");
+            return Reply::NotSent;
         }
         Reply::NoAnswer { reason: format!("no answer after {sent} request(s): {last}") }
     }
