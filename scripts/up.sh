@@ -17,23 +17,26 @@ if [ ! -f "$PGDATA/PG_VERSION" ]; then
         || die "initdb failed, see $TALLY_DATA/initdb.log"
 fi
 # track_commit_timestamp: latency figures (demo, `tally bench ledger`) measure to each booking's commit
-# (pg_xact_commit_timestamp), not to its transaction's start.
-PG_OPTS="-c listen_addresses=127.0.0.1 -p $TALLY_PG_PORT -k $PGDATA -c fsync=on -c max_connections=200 -c track_commit_timestamp=on"
+# (pg_xact_commit_timestamp), not to its transaction's start. wal_level=logical: `tally relay` reads the payments
+# API's outbox through a logical replication slot (pgoutput).
+PG_OPTS="-c listen_addresses=127.0.0.1 -p $TALLY_PG_PORT -k $PGDATA -c fsync=on -c max_connections=200 -c track_commit_timestamp=on -c wal_level=logical -c max_replication_slots=64 -c max_wal_senders=16"
 psql_admin() { pg_as psql -h 127.0.0.1 -p "$TALLY_PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtAc "$1"; }
 if pg_as "$BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
-    if [ "$(psql_admin "show track_commit_timestamp")" = on ]; then
+    if [ "$(psql_admin "show track_commit_timestamp")" = on ] && [ "$(psql_admin "show wal_level")" = logical ]; then
         say "postgres  already running  $(pg_url)  data $PGDATA"
     else
         pg_as "$BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 60 -m fast restart -o "$PG_OPTS" >/dev/null \
             || die "postgres did not restart, see $PGDATA/server.log"
-        say "postgres  restarted        $(pg_url)  data $PGDATA (now with track_commit_timestamp)"
+        say "postgres  restarted        $(pg_url)  data $PGDATA (now with track_commit_timestamp, wal_level=logical)"
     fi
 else
     pg_as "$BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 30 start -o "$PG_OPTS" >/dev/null \
         || die "postgres did not start, see $PGDATA/server.log"
     say "postgres  started          $(pg_url)  data $PGDATA"
 fi
-[ "$(psql_admin "select 1 from pg_roles where rolname='$PG_USER'")" = 1 ] || psql_admin "create role $PG_USER login createdb"
+[ "$(psql_admin "select 1 from pg_roles where rolname='$PG_USER'")" = 1 ] || psql_admin "create role $PG_USER login createdb replication"
+# The relay's replication slot needs REPLICATION (a role created before it existed gets it here).
+[ "$(psql_admin "select rolreplication from pg_roles where rolname='$PG_USER'")" = t ] || psql_admin "alter role $PG_USER replication"
 [ "$(psql_admin "select 1 from pg_database where datname='$PG_DB'")" = 1 ] || psql_admin "create database $PG_DB owner $PG_USER"
 
 # --- Redis --------------------------------------------------------------------------------------------------------

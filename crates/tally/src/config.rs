@@ -29,6 +29,7 @@ pub struct Config {
     pub reports: tally_recon::inbox::ReportsConfig,
     pub audit: tally_audit::config::AuditConfig,
     pub api: tally_api::config::ApiConfig,
+    pub relay: tally_relay::RelayConfig,
 }
 
 /// Loads the configuration. An explicit `path` must exist; without one, `./tally.toml` is read if present.

@@ -1,4 +1,4 @@
-//! Long-running services (`tally ingest`, `tally api`, `tally sink ledger|archive|warehouse`): each runs until SIGINT/SIGTERM.
+//! Long-running services (`tally ingest`, `tally api`, `tally relay`, `tally sink ledger|archive|warehouse`): each runs until SIGINT/SIGTERM.
 
 use std::process::ExitCode;
 
@@ -41,6 +41,12 @@ pub fn run_api(config: Config) -> Result<ExitCode> {
             tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("listening on {listen}: {e}"))?;
         tracing::info!(addr = %listen, "payments API listening");
         tally_api::serve(api, listener, shutdown).await.map_err(Into::into)
+    })
+}
+
+pub fn run_relay(config: Config) -> Result<ExitCode> {
+    serve(|shutdown| async move {
+        tally_relay::serve(config.relay, config.kafka, config.postgres, shutdown).await.map_err(Into::into)
     })
 }
 

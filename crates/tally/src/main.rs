@@ -41,6 +41,8 @@ enum Command {
     Ingest,
     /// Run the payments API (merchants call it; it calls Stripe and Adyen).
     Api,
+    /// Relay the payments API's outbox to Kafka, read from PostgreSQL's log (a logical replication slot).
+    Relay,
     /// The payments API's merchants and their keys.
     #[command(subcommand)]
     Merchants(merchants::MerchantsCommand),
@@ -137,6 +139,7 @@ fn main() -> ExitCode {
         command => config::load(cli.config.as_deref()).and_then(|config| match command {
             Command::Ingest => ingest::run(config),
             Command::Api => ingest::run_api(config),
+            Command::Relay => ingest::run_relay(config),
             Command::Merchants(cmd) => merchants::run(cmd, &config),
             Command::Sink(SinkCommand::Ledger) => ingest::run_ledger_sink(config),
             Command::Sink(SinkCommand::Archive) => ingest::run_archive_sink(config),

@@ -43,6 +43,13 @@ pub async fn database_on(base: &str, tag: &str) -> (tally_postgres::PostgresConf
         let name: String = row.get(0);
         let pid = name.trim_start_matches(tag).split('x').next().unwrap_or("");
         if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+            // A replication slot (the relay's tests) keeps its database from being dropped, and WAL from being freed.
+            let _ = admin
+                .execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active",
+                    &[&name],
+                )
+                .await;
             let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await;
         }
     }

@@ -12,4 +12,4 @@ pub use admin::{ensure_topics, health, watermarks, BrokerHealth, KafkaError, Top
 pub use config::KafkaConfig;
 pub use producer::{Header, Producer};
 pub use reader::{read_topic, ReadRecord};
-pub use topics::{topic_for, TopicSpec, LIFECYCLE_TOPICS, RAW_TOPIC, TOPICS};
+pub use topics::{topic_for, TopicSpec, API_TOPICS, LIFECYCLE_TOPICS, RAW_TOPIC, TOPICS};

@@ -38,6 +38,12 @@ pub const TOPICS: &[TopicSpec] = &[
     TopicSpec { name: "payments.dlq.v1", partitions: 3, purpose: "undecodable or contract-violating records" },
 ];
 
+/// The payments API's own topics (issue 17), ensured by `tally relay`: the state change of every payment version (the
+/// `Payment` resource as JSON, key = the public payment id). Not yet archived nor reconciled: its records are not
+/// lifecycle facts (the facts the API learns go to the lifecycle topics, as ingest's do).
+pub const API_TOPICS: &[TopicSpec] =
+    &[TopicSpec { name: "payments.api.v1", partitions: 6, purpose: "the payments API's state changes, per version" }];
+
 /// The lifecycle topics (without prefix): every fact is on one of them; the ledger and the warehouse read them all.
 pub const LIFECYCLE_TOPICS: &[&str] = &[
     "payments.authorization.v1",
