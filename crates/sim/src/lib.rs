@@ -8,6 +8,7 @@
 
 mod dimension;
 mod lifecycle;
+pub mod psp;
 mod render;
 mod reports;
 

@@ -9,6 +9,7 @@ mod cost;
 mod demo;
 mod ingest;
 mod merchants;
+mod psp_sim;
 mod reference;
 mod replay;
 mod reports;
@@ -43,6 +44,8 @@ enum Command {
     Api,
     /// Relay the payments API's outbox to Kafka, read from PostgreSQL's log (a logical replication slot).
     Relay,
+    /// The PSP simulator: a fake Stripe (idempotency keys, faults, charges counted, signed webhooks to ingest).
+    PspSim(psp_sim::PspSimArgs),
     /// The payments API's merchants and their keys.
     #[command(subcommand)]
     Merchants(merchants::MerchantsCommand),
@@ -136,6 +139,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Webhook(cmd) => webhook::run(cmd),
         Command::Cost(args) => cost::run(args),
+        Command::PspSim(args) => psp_sim::run(args),
         command => config::load(cli.config.as_deref()).and_then(|config| match command {
             Command::Ingest => ingest::run(config),
             Command::Api => ingest::run_api(config),
@@ -161,7 +165,7 @@ fn main() -> ExitCode {
             Command::Topics(cmd) => stack::run_topics(cmd, &config),
             Command::Stack(cmd) => stack::run_stack(cmd, &config),
             Command::Bench(cmd) => bench::run(cmd, config),
-            Command::Webhook(_) | Command::Cost(_) => unreachable!("handled above"),
+            Command::Webhook(_) | Command::Cost(_) | Command::PspSim(_) => unreachable!("handled above"),
         }),
     };
     match result {

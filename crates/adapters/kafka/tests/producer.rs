@@ -47,6 +47,24 @@ impl Broker {
     fn signal(&self, sig: &str) {
         let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
         assert!(ok, "kill {sig} failed");
+        if sig == "-STOP" {
+            // `kill` returns once the signal is sent, not once the broker stopped: on a loaded machine it may answer
+            // a few more requests. Wait until every one of its threads is stopped (state T).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let task_dir = format!("/proc/{}/task", self.child.id());
+            let stopped = || {
+                std::fs::read_dir(&task_dir).is_ok_and(|tasks| {
+                    tasks.flatten().all(|t| {
+                        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                        stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+                    })
+                })
+            };
+            while !stopped() {
+                assert!(Instant::now() < deadline, "the broker did not stop");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 
     fn log(&self) -> String {

@@ -1,147 +1,30 @@
-//! The payments API over HTTP against the stack's PostgreSQL and a fake Stripe on loopback (a test peer speaking
-//! the PaymentIntents subset the connector uses, honouring idempotency keys and counting charges per key).
+//! The payments API over HTTP against the stack's PostgreSQL and the PSP simulator's Stripe on loopback
+//! (`tally_sim::psp::stripe`: a test peer speaking the PaymentIntents subset, honouring idempotency keys, counting
+//! charges per key and per payment).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Form, Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
+use axum::http::HeaderMap;
 use serde_json::{json, Value};
 use tally_api::config::{ApiConfig, EncryptionKey, StripeApi};
 use tally_api::connector::RetryConfig;
 use tally_api::merchants::{self, Merchant};
 use tally_domain::{Psp, Secret};
+use tally_sim::psp::stripe::{Faults, Sim};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Default)]
-struct Sim {
-    /// Answers by idempotency key (Stripe answers a key once and replays it).
-    answers: HashMap<String, (u16, Value)>,
-    /// Charges made per idempotency key: more than one would be a double charge.
-    charges: HashMap<String, u32>,
-    intents: HashMap<String, Value>,
-    next: u32,
-    /// The next this many creates charge, then every answer for their key comes only after the client gave up,
-    /// for this long.
-    hang_after_charge: u32,
-    hanging: HashMap<String, std::time::Instant>,
-    /// Every answer waits this long (to make concurrent requests overlap).
-    latency_ms: u64,
-    /// While set, every request gets a 503 before Stripe does anything (nothing charged, nothing stored).
-    outage: bool,
-    /// Requests received, outages included.
-    requests: u32,
-}
-
-type Shared = Arc<Mutex<Sim>>;
-
-fn key(headers: &HeaderMap) -> String {
-    headers.get("idempotency-key").and_then(|v| v.to_str().ok()).expect("the connector sends a key").to_owned()
-}
-
-async fn answer(sim: &Shared, key: &str, make: impl FnOnce(&mut Sim) -> (u16, Value)) -> Response {
-    let (status, body, hang, latency) = {
-        let mut s = sim.lock().expect("sim");
-        s.requests += 1;
-        if s.outage {
-            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": {"type": "api_error"}})))
-                .into_response();
-        }
-        let latency = s.latency_ms;
-        if let Some((status, body)) = s.answers.get(key).cloned() {
-            let hang = s.hanging.get(key).is_some_and(|until| std::time::Instant::now() < *until);
-            (status, body, hang, latency)
-        } else {
-            let (status, body) = make(&mut s);
-            s.answers.insert(key.to_owned(), (status, body.clone()));
-            let hang = s.hang_after_charge > 0 && body["object"] == "payment_intent" && status == 200;
-            if hang {
-                s.hang_after_charge -= 1;
-                s.hanging.insert(key.to_owned(), std::time::Instant::now() + Duration::from_millis(1_500));
-            }
-            (status, body, hang, latency)
-        }
-    };
-    tokio::time::sleep(Duration::from_millis(if hang { 3_000 } else { latency })).await;
-    (StatusCode::from_u16(status).expect("status"), axum::Json(body)).into_response()
-}
-
-async fn create_intent(
-    State(sim): State<Shared>,
-    headers: HeaderMap,
-    Form(f): Form<HashMap<String, String>>,
-) -> Response {
-    let k = key(&headers);
-    answer(&sim, &k.clone(), move |s| {
-        s.next += 1;
-        let (pi, ch) = (format!("pi_{}", s.next), format!("ch_{}", s.next));
-        let amount: i64 = f["amount"].parse().expect("amount");
-        *s.charges.entry(k).or_default() += 1;
-        if f["payment_method"] == "pm_card_chargeDeclined" {
-            let intent = json!({"id": pi, "object": "payment_intent", "status": "requires_payment_method", "amount": amount,
-                "currency": f["currency"], "latest_charge": ch, "last_payment_error": {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline", "charge": ch}});
-            return (402, json!({"error": {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline",
-                "message": "Your card was declined.", "charge": ch, "payment_intent": intent}}));
-        }
-        let manual = f["capture_method"] == "manual";
-        let intent = json!({"id": pi, "object": "payment_intent", "amount": amount, "currency": f["currency"],
-            "status": if manual {"requires_capture"} else {"succeeded"}, "latest_charge": ch,
-            "amount_capturable": if manual {amount} else {0}, "amount_received": if manual {0} else {amount}});
-        s.intents.insert(pi, intent.clone());
-        (200, intent)
-    })
-    .await
-}
-
-async fn capture_intent(
-    State(sim): State<Shared>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Form(f): Form<HashMap<String, String>>,
-) -> Response {
-    answer(&sim, &key(&headers), move |s| {
-        let intent = s.intents.get_mut(&id).expect("a known intent");
-        let amount: i64 = f["amount_to_capture"].parse().expect("amount_to_capture");
-        intent["status"] = json!("succeeded");
-        intent["amount_received"] = json!(amount);
-        intent["amount_capturable"] = json!(0);
-        (200, intent.clone())
-    })
-    .await
-}
-
-async fn refund(State(sim): State<Shared>, headers: HeaderMap, Form(f): Form<HashMap<String, String>>) -> Response {
-    answer(&sim, &key(&headers), move |s| {
-        s.next += 1;
-        let intent = &s.intents[&f["payment_intent"]];
-        let refund = json!({"id": format!("re_{}", s.next), "object": "refund", "amount": f["amount"].parse::<i64>().expect("amount"),
-            "currency": intent["currency"], "charge": intent["latest_charge"], "payment_intent": f["payment_intent"], "status": "succeeded"});
-        (200, refund)
-    })
-    .await
-}
-
-async fn fake_stripe() -> (String, Shared) {
-    let sim: Shared = Arc::default();
-    let app = Router::new()
-        .route("/v1/payment_intents", post(create_intent))
-        .route("/v1/payment_intents/{id}/capture", post(capture_intent))
-        .route("/v1/refunds", post(refund))
-        .with_state(sim.clone());
+async fn fake_stripe() -> (String, Sim) {
+    let sim = Sim::new(None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(sim.clone().serve(listener));
     (format!("http://{addr}"), sim)
 }
 
 struct Env {
     base: String,
     pool: deadpool_postgres::Pool,
-    sim: Shared,
+    sim: Sim,
     http: reqwest::Client,
     _stop: tokio_util::sync::DropGuard,
 }
@@ -237,7 +120,7 @@ async fn a_key_makes_one_payment_replays_its_response_and_refuses_every_misuse()
     assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (422, Some("idempotency_key_reused")));
     let (status, _, body) = env.post(&a, "/v1/payments", None, CREATE).await;
     assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (400, Some("idempotency_key_missing")));
-    assert_eq!(env.sim.lock().expect("sim").charges.values().sum::<u32>(), 1, "one charge at the PSP");
+    assert_eq!(env.sim.books().charges.values().sum::<u32>(), 1, "one charge at the PSP");
 
     // A card number anywhere: 422, and nothing of the request is kept.
     let before = env.count("SELECT count(*) FROM api_payments").await;
@@ -299,10 +182,12 @@ async fn a_key_makes_one_payment_replays_its_response_and_refuses_every_misuse()
         topics,
         ["payments.authorization.v1", "payments.capture.v1", "payments.refund.v1", "payments.refund.v1"]
     );
+    let pi = p["psp_reference"].as_str().expect("the PaymentIntent");
+    let charge = env.sim.intent(pi).expect("the intent")["latest_charge"].as_str().expect("its charge").to_owned();
     let captured = tally_domain::FactIdentity {
         psp: Psp::Stripe,
         kind: tally_domain::EventKind::Captured,
-        psp_reference: "ch_1",
+        psp_reference: &charge,
         original_reference: None,
     }
     .key();
@@ -311,14 +196,14 @@ async fn a_key_makes_one_payment_replays_its_response_and_refuses_every_misuse()
         .await
         .expect("count")
         .get(0);
-    assert_eq!(n, 1, "the capture's fact key is the webhook's (charge ch_1, captured)");
+    assert_eq!(n, 1, "the capture's fact key is the webhook's (its charge, captured)");
 }
 
 #[tokio::test]
 async fn a_timeout_after_the_charge_leaves_the_payment_pending_until_the_resolver_settles_it_with_no_second_charge() {
     let env = env().await;
     let a = env.merchant("m_http_timeout").await;
-    env.sim.lock().expect("sim").hang_after_charge = 1;
+    env.sim.set_faults(Faults { hang_after_charge: 1, hang_ms: 3_000, hang_window_ms: 1_500, ..Faults::default() });
     let (status, _, first) = env.post(&a, "/v1/payments", Some("t-1"), CREATE).await;
     assert_eq!(status, 202, "{}", String::from_utf8_lossy(&first));
     let p = json_of(&first);
@@ -335,9 +220,10 @@ async fn a_timeout_after_the_charge_leaves_the_payment_pending_until_the_resolve
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status_now, "authorized");
-    let sim = env.sim.lock().expect("sim");
-    assert_eq!(sim.charges.len(), 1, "one idempotency key for the attempt, on every try: {:?}", sim.charges);
-    assert_eq!(sim.charges.values().sum::<u32>(), 1, "charged once");
+    let books = env.sim.books();
+    assert_eq!(books.charges.len(), 1, "one idempotency key for the attempt, on every try: {:?}", books.charges);
+    assert_eq!(books.charges.values().sum::<u32>(), 1, "charged once");
+    assert_eq!(books.charged_payments.values().copied().collect::<Vec<_>>(), [1], "the payment charged once");
 }
 
 #[tokio::test]
@@ -347,7 +233,7 @@ async fn of_two_concurrent_captures_one_wins_and_the_other_is_told_the_payment_i
     let (status, _, body) = env.post(&a, "/v1/payments", Some("r-1"), CREATE).await;
     assert_eq!(status, 201);
     let id = json_of(&body)["id"].as_str().expect("id").to_owned();
-    env.sim.lock().expect("sim").latency_ms = 300;
+    env.sim.set_faults(Faults { latency_ms: 300, ..Faults::default() });
     let path = format!("/v1/payments/{id}/capture");
     let (x, y) = tokio::join!(
         env.post(&a, &path, Some("cap-x"), r#"{"amount": 1000}"#),
@@ -366,7 +252,7 @@ async fn of_two_concurrent_captures_one_wins_and_the_other_is_told_the_payment_i
 async fn the_same_key_twice_at_once_runs_once_and_the_second_is_told_it_is_in_use() {
     let env = env().await;
     let a = env.merchant("m_http_inflight").await;
-    env.sim.lock().expect("sim").latency_ms = 250;
+    env.sim.set_faults(Faults { latency_ms: 250, ..Faults::default() });
     let (x, y) = tokio::join!(
         env.post(&a, "/v1/payments", Some("same"), CREATE),
         env.post(&a, "/v1/payments", Some("same"), CREATE),
@@ -376,14 +262,14 @@ async fn the_same_key_twice_at_once_runs_once_and_the_second_is_told_it_is_in_us
     assert_eq!(statuses, [201, 409]);
     let loser = if x.0 == 409 { &x.2 } else { &y.2 };
     assert_eq!(json_of(loser)["error"]["code"], "idempotency_key_in_use");
-    assert_eq!(env.sim.lock().expect("sim").charges.values().sum::<u32>(), 1);
+    assert_eq!(env.sim.books().charges.values().sum::<u32>(), 1);
 }
 
 #[tokio::test]
 async fn while_the_breaker_is_open_new_payments_are_refused_and_pending_ones_stay_pending_never_failed() {
     let env = env().await;
     let a = env.merchant("m_http_outage").await;
-    env.sim.lock().expect("sim").outage = true;
+    env.sim.set_faults(Faults { outage: true, ..Faults::default() });
     // Two 503s (the attempts of one call): no answer, the breaker opens.
     let (status, _, body) = env.post(&a, "/v1/payments", Some("o-1"), CREATE).await;
     assert_eq!((status, json_of(&body)["status"].as_str()), (202, Some("pending")));
@@ -399,7 +285,7 @@ async fn while_the_breaker_is_open_new_payments_are_refused_and_pending_ones_sta
     assert!(metrics.contains("tally_api_breaker_state{psp=\"stripe\"} 2"), "{metrics}");
     assert_eq!(env.get(&a, &format!("/v1/payments/{id}")).await.1["status"], "pending");
     // The PSP is back: the half-open probe is the resolver's resend, which resolves the payment; one charge.
-    env.sim.lock().expect("sim").outage = false;
+    env.sim.set_faults(Faults::default());
     let mut status_now = String::new();
     for _ in 0..100 {
         status_now = env.get(&a, &format!("/v1/payments/{id}")).await.1["status"].as_str().unwrap_or("").to_owned();
@@ -409,7 +295,7 @@ async fn while_the_breaker_is_open_new_payments_are_refused_and_pending_ones_sta
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status_now, "authorized");
-    assert_eq!(env.sim.lock().expect("sim").charges.values().sum::<u32>(), 1);
+    assert_eq!(env.sim.books().charges.values().sum::<u32>(), 1);
 }
 
 #[tokio::test]
@@ -420,7 +306,8 @@ async fn the_facts_the_api_learns_have_the_same_key_and_content_as_the_webhook_s
     assert_eq!(status, 201);
     let id = tally_api::model::parse_public_id(json_of(&body)["id"].as_str().expect("id")).expect("uuid");
     // The webhook Stripe sends for this authorization, rendered from the fake's own intent.
-    let intent = env.sim.lock().expect("sim").intents.values().next().expect("an intent").clone();
+    let pi = json_of(&body)["psp_reference"].as_str().expect("the PaymentIntent").to_owned();
+    let intent = env.sim.intent(&pi).expect("the simulator's intent");
     let event = json!({"id": "evt_1", "object": "event", "type": "payment_intent.amount_capturable_updated",
         "api_version": "2025-03-31.basil", "created": 1_764_000_000, "livemode": false, "data": {"object": intent}});
     let endpoint = tally_psp::Endpoint { live: false, adyen_capture: Default::default() };
