@@ -25,6 +25,8 @@ struct Stack {
     key: String,
     sim: Sim,
     relay: std::sync::Arc<Relay>,
+    /// The ledger sink and ingest: a test that waits on them says so when one of them stopped.
+    services: Vec<(&'static str, tokio::task::JoinHandle<String>)>,
     stop: CancellationToken,
     _guard: tokio_util::sync::DropGuard,
 }
@@ -43,7 +45,10 @@ async fn stack() -> Stack {
     let ingest = Ingest::new(ingest, kafka.clone(), postgres.clone(), redis).await.expect("ingest");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let ingest_url = format!("http://{}/webhooks/stripe", listener.local_addr().expect("addr"));
-    tokio::spawn(ingest.serve(listener, stop.clone()));
+    let ingest = tokio::spawn({
+        let stop = stop.clone();
+        async move { format!("{:?}", ingest.serve(listener, stop).await) }
+    });
 
     let ledger = LedgerConfig {
         group_id: unique("gpay"),
@@ -52,7 +57,10 @@ async fn stack() -> Stack {
         session_timeout_ms: 6000,
         max_poll_interval_ms: 8000,
     };
-    tokio::spawn(tally_ledger::run(ledger, kafka.clone(), postgres.clone(), stop.clone()));
+    let ledger = tokio::spawn({
+        let (kafka, postgres, stop) = (kafka.clone(), postgres.clone(), stop.clone());
+        async move { format!("{:?}", tally_ledger::run(ledger, kafka, postgres, stop).await) }
+    });
 
     let sim = Sim::new(Some(Webhooks { url: ingest_url, secret: Secret::new(WHSEC.into()), delay_ms: 0 }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -90,7 +98,8 @@ async fn stack() -> Stack {
     };
     merchants::create(&c, &m).await.expect("merchant");
     let key = merchants::create_key(&c, "m_e2e").await.expect("key").expose().clone();
-    Stack { pool, api: api_url, key, sim, relay, stop: stop.clone(), _guard: stop.drop_guard() }
+    let services = vec![("ingest", ingest), ("ledger sink", ledger)];
+    Stack { pool, api: api_url, key, sim, relay, services, stop: stop.clone(), _guard: stop.drop_guard() }
 }
 
 impl Stack {
@@ -139,14 +148,18 @@ impl Stack {
         done: impl Fn((i64, i64, i64, i64)) -> bool,
     ) -> (i64, i64, i64, i64) {
         let mut last = (0, 0, 0, 0);
-        for _ in 0..300 {
+        // Generous: the broker's group join and a fresh topic's first produce are slow on a loaded machine.
+        for _ in 0..900 {
             last = self.booked(charge).await;
             if done(last) {
                 return last;
             }
+            if let Some((name, _)) = self.services.iter().find(|(_, task)| task.is_finished()) {
+                panic!("{charge}: the {name} stopped while waiting for {what} ({last:?})");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("{charge}: {what} never happened: {last:?}");
+        panic!("{charge}: {what} never happened in 90 s: {last:?}; the simulator: {:?}", self.sim.books());
     }
 }
 

@@ -200,8 +200,8 @@ impl Sim {
                 }
                 let body = serde_json::to_vec(&event).expect("an event serializes");
                 let signature = tally_psp::stripe::sign(&body, &hooks.secret, created);
-                // Stripe retries a failed delivery; so does the simulator, a few times.
-                for _ in 0..5 {
+                // Stripe retries a failed delivery for days; the simulator for about a minute, backing off.
+                for attempt in 0..12u32 {
                     let sent = client
                         .post(&hooks.url)
                         .header("Stripe-Signature", &signature)
@@ -213,7 +213,7 @@ impl Sim {
                         sim.state.lock().expect("sim state").webhooks_sent += 1;
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(Duration::from_millis((200u64 << attempt.min(5)).min(6_000))).await;
                 }
             }
         });

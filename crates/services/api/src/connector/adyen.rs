@@ -25,11 +25,10 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use tally_domain::{EventKind, PaymentEvent, Psp, Source};
-use tally_money::{rescale, Currency, ExponentScheme, Money};
+use tally_domain::{EventKind, PaymentEvent, Psp};
 
 use super::transport::{Body, Reply, Transport};
-use super::{psp_idempotency_key, Answer, Call, PspModification, PspPayment, PspStatus};
+use super::{api_fact, psp_idempotency_key, Answer, Call, FactNames, PspModification, PspPayment, PspStatus};
 use crate::model::{CaptureMethod, OperationState};
 
 #[derive(Debug, Deserialize)]
@@ -264,33 +263,18 @@ fn failure<T>(reply: Reply) -> Answer<T> {
     }
 }
 
-/// A fact as the Adyen webhook mapping states it: payment `adyen:<pspReference>`, the merchant account as merchant.
+/// A fact as the Adyen webhook mapping states it: payment `adyen:<pspReference>`, the merchant account as merchant;
+/// `minor` in ISO units already.
 fn make_fact(call: &Call<'_>, kind: EventKind, reference: &str, minor: i64) -> Option<PaymentEvent> {
-    let currency = Currency::from_code(&call.payment.currency).ok()?;
-    let now = super::stripe::now();
-    Some(PaymentEvent {
-        kind,
-        payment_id: format!("adyen:{reference}"),
-        psp: Psp::Adyen,
-        psp_reference: reference.to_owned(),
-        original_reference: None,
-        merchant_id: call.merchant.psp_merchant_id(Psp::Adyen)?,
-        money: Money::new(tally_money::Amount::from_minor(minor), currency),
-        fee: None,
-        occurred_at: now,
-        received_at: now,
-        source: Source::Api,
-        source_event_id: format!("api:{}:{kind}", call.operation),
-        attributes: Default::default(),
-    })
+    let wire = wire_amount(minor, &call.payment.currency).ok()?;
+    let names = FactNames { payment: reference, reference, original: None };
+    api_fact(call, Psp::Adyen, kind, names, (wire, &call.payment.currency))
 }
 
 fn wire_amount(minor: i64, currency: &str) -> Result<i64, String> {
-    let c = Currency::from_code(currency).map_err(|e| e.to_string())?;
-    rescale(minor, c.exponent(), c.exponent_in(ExponentScheme::Adyen)).map(|a| a.minor()).map_err(|e| e.to_string())
+    super::wire_amount(Psp::Adyen, minor, currency)
 }
 
 fn iso_amount(wire: i64, currency: &str) -> Result<i64, String> {
-    let c = Currency::from_code(currency).map_err(|e| e.to_string())?;
-    rescale(wire, c.exponent_in(ExponentScheme::Adyen), c.exponent()).map(|a| a.minor()).map_err(|e| e.to_string())
+    super::iso_amount(Psp::Adyen, wire, currency)
 }

@@ -11,7 +11,8 @@ pub mod breaker;
 pub mod stripe;
 pub mod transport;
 
-use tally_domain::{PaymentEvent, Psp};
+use tally_domain::{EventKind, PaymentEvent, Psp, Source, Timestamp};
+use tally_money::{rescale, Currency, ExponentScheme, Money};
 use uuid::Uuid;
 
 use crate::merchants::Merchant;
@@ -171,4 +172,66 @@ impl Connectors {
             },
         }
     }
+}
+
+/// What a fact the API learned names, beside its kind and money: the ledger's payment (`<psp>:<id>`), the PSP's
+/// reference of the fact and, for a modification, of the payment it modifies.
+pub(crate) struct FactNames<'a> {
+    pub payment: &'a str,
+    pub reference: &'a str,
+    pub original: Option<&'a str>,
+}
+
+/// A fact as the PSP's webhook mapping would state it (`tally_psp`): the ledger's payment id, the merchant the
+/// webhook names, ISO minor units; `None` when the merchant has no name at that PSP or the money is unreadable.
+pub(crate) fn api_fact(
+    call: &Call<'_>,
+    psp: Psp,
+    kind: EventKind,
+    names: FactNames<'_>,
+    money: (i64, &str),
+) -> Option<PaymentEvent> {
+    let (wire, currency) = money;
+    let currency = Currency::from_code(&currency.to_ascii_uppercase()).ok()?;
+    let minor = rescale(wire, currency.exponent_in(scheme(psp)), currency.exponent()).ok()?;
+    let now = now();
+    Some(PaymentEvent {
+        kind,
+        payment_id: format!("{psp}:{}", names.payment),
+        psp,
+        psp_reference: names.reference.to_owned(),
+        original_reference: names.original.map(str::to_owned),
+        merchant_id: call.merchant.psp_merchant_id(psp)?,
+        money: Money::new(minor, currency),
+        fee: None,
+        occurred_at: now,
+        received_at: now,
+        source: Source::Api,
+        source_event_id: format!("api:{}:{kind}", call.operation),
+        attributes: Default::default(),
+    })
+}
+
+fn scheme(psp: Psp) -> ExponentScheme {
+    match psp {
+        Psp::Stripe => ExponentScheme::Stripe,
+        Psp::Adyen => ExponentScheme::Adyen,
+    }
+}
+
+/// ISO minor units → the PSP's wire units (they differ for a few currencies: Stripe ISK, Adyen CLP …).
+pub(crate) fn wire_amount(psp: Psp, minor: i64, currency: &str) -> Result<i64, String> {
+    let c = Currency::from_code(currency).map_err(|e| e.to_string())?;
+    rescale(minor, c.exponent(), c.exponent_in(scheme(psp))).map(|a| a.minor()).map_err(|e| e.to_string())
+}
+
+/// The PSP's wire units → ISO minor units.
+pub(crate) fn iso_amount(psp: Psp, wire: i64, currency: &str) -> Result<i64, String> {
+    let c = Currency::from_code(&currency.to_ascii_uppercase()).map_err(|e| e.to_string())?;
+    rescale(wire, c.exponent_in(scheme(psp)), c.exponent()).map(|a| a.minor()).map_err(|e| e.to_string())
+}
+
+pub(crate) fn now() -> Timestamp {
+    let micros = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
+    Timestamp::from_unix_micros(i64::try_from(micros).unwrap_or(i64::MAX)).expect("now is a valid timestamp")
 }

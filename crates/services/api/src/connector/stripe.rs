@@ -29,11 +29,10 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use tally_domain::{EventKind, PaymentEvent, Psp, Source, Timestamp};
-use tally_money::{rescale, Currency, ExponentScheme, Money};
+use tally_domain::{EventKind, PaymentEvent, Psp};
 
 use super::transport::{Body, Reply, Transport};
-use super::{psp_idempotency_key, Answer, Call, PspModification, PspPayment, PspStatus};
+use super::{api_fact, psp_idempotency_key, Answer, Call, FactNames, PspModification, PspPayment, PspStatus};
 use crate::model::{CaptureMethod, OperationState};
 
 /// The API version Tally's requests and their answers are read in (the webhook mapping needs basil or later).
@@ -124,15 +123,8 @@ impl Stripe {
             ("metadata[tally_operation]".into(), call.operation.to_string()),
             ("metadata[merchant_reference]".into(), p.merchant_reference.clone()),
         ];
-        match self.post(call, "/v1/payment_intents", form).await {
-            Reply::Answered { status, body } if (200..300).contains(&status) => {
-                match serde_json::from_slice::<PaymentIntent>(&body) {
-                    Ok(pi) => Answer::Ok(self.payment(call, &pi)),
-                    Err(e) => unreadable(status, &e),
-                }
-            }
-            other => self.failure(call, other),
-        }
+        let reply = self.post(call, "/v1/payment_intents", form).await;
+        self.answered(call, reply, |pi: PaymentIntent| Answer::Ok(self.payment(call, &pi)))
     }
 
     pub async fn capture(&self, call: &Call<'_>, amount: i64) -> Answer<PspModification> {
@@ -144,32 +136,22 @@ impl Stripe {
             Err(e) => return refused_locally(e),
         };
         let form = vec![("amount_to_capture".into(), wire.to_string())];
-        match self.post(call, &format!("/v1/payment_intents/{intent}/capture"), form).await {
-            Reply::Answered { status, body } if (200..300).contains(&status) => {
-                match serde_json::from_slice::<PaymentIntent>(&body) {
-                    Ok(pi) => {
-                        let payment = self.payment(call, &pi);
-                        let state = if payment.status == PspStatus::Captured {
-                            OperationState::Succeeded
-                        } else {
-                            OperationState::Failed
-                        };
-                        let facts = payment.facts.iter().filter(|f| f.kind == EventKind::Captured).cloned().collect();
-                        Answer::Ok(PspModification {
-                            state,
-                            psp_reference: payment.psp_charge_id.clone(),
-                            amount: payment.captured,
-                            failure: (state == OperationState::Failed)
-                                .then(|| ("not_captured".into(), Some(format!("the PaymentIntent is {}", pi.status)))),
-                            payment: Some(payment),
-                            facts,
-                        })
-                    }
-                    Err(e) => unreadable(status, &e),
-                }
-            }
-            other => self.failure(call, other),
-        }
+        let reply = self.post(call, &format!("/v1/payment_intents/{intent}/capture"), form).await;
+        self.answered(call, reply, |pi: PaymentIntent| {
+            let payment = self.payment(call, &pi);
+            let state =
+                if payment.status == PspStatus::Captured { OperationState::Succeeded } else { OperationState::Failed };
+            let facts = payment.facts.iter().filter(|f| f.kind == EventKind::Captured).cloned().collect();
+            Answer::Ok(PspModification {
+                state,
+                psp_reference: payment.psp_charge_id.clone(),
+                amount: payment.captured,
+                failure: (state == OperationState::Failed)
+                    .then(|| ("not_captured".into(), Some(format!("the PaymentIntent is {}", pi.status)))),
+                payment: Some(payment),
+                facts,
+            })
+        })
     }
 
     pub async fn refund(&self, call: &Call<'_>, amount: i64) -> Answer<PspModification> {
@@ -186,43 +168,42 @@ impl Stripe {
             ("metadata[tally_payment]".into(), crate::model::public_id(call.payment.id)),
             ("metadata[tally_operation]".into(), call.operation.to_string()),
         ];
-        match self.post(call, "/v1/refunds", form).await {
-            Reply::Answered { status, body } if (200..300).contains(&status) => {
-                match serde_json::from_slice::<Refund>(&body) {
-                    Ok(r) => self.refunded(call, &r),
-                    Err(e) => unreadable(status, &e),
-                }
-            }
-            other => self.failure(call, other),
-        }
+        let reply = self.post(call, "/v1/refunds", form).await;
+        self.answered(call, reply, |r: Refund| self.refunded(call, &r))
     }
 
     pub async fn cancel(&self, call: &Call<'_>) -> Answer<PspModification> {
         let Some(intent) = call.payment.psp_payment_id.clone() else {
             return refused_locally("the payment has no PaymentIntent to cancel".into());
         };
-        match self.post(call, &format!("/v1/payment_intents/{intent}/cancel"), Vec::new()).await {
-            Reply::Answered { status, body } if (200..300).contains(&status) => {
-                match serde_json::from_slice::<PaymentIntent>(&body) {
-                    Ok(pi) => {
-                        let payment = self.payment(call, &pi);
-                        let state = if payment.status == PspStatus::Canceled {
-                            OperationState::Succeeded
-                        } else {
-                            OperationState::Failed
-                        };
-                        Answer::Ok(PspModification {
-                            state,
-                            psp_reference: Some(pi.id.clone()),
-                            amount: call.payment.authorized_amount,
-                            failure: None,
-                            facts: payment.facts.clone(),
-                            payment: Some(payment),
-                        })
-                    }
-                    Err(e) => unreadable(status, &e),
-                }
-            }
+        let reply = self.post(call, &format!("/v1/payment_intents/{intent}/cancel"), Vec::new()).await;
+        self.answered(call, reply, |pi: PaymentIntent| {
+            let payment = self.payment(call, &pi);
+            let state =
+                if payment.status == PspStatus::Canceled { OperationState::Succeeded } else { OperationState::Failed };
+            Answer::Ok(PspModification {
+                state,
+                psp_reference: Some(pi.id.clone()),
+                amount: call.payment.authorized_amount,
+                failure: None,
+                facts: payment.facts.clone(),
+                payment: Some(payment),
+            })
+        })
+    }
+
+    /// A 2xx reply read as `W` and handed to `then`; anything else as [`Stripe::failure`] says.
+    fn answered<W: serde::de::DeserializeOwned, T>(
+        &self,
+        call: &Call<'_>,
+        reply: Reply,
+        then: impl FnOnce(W) -> Answer<T>,
+    ) -> Answer<T> {
+        match reply {
+            Reply::Answered { status, body } if (200..300).contains(&status) => match serde_json::from_slice(&body) {
+                Ok(wire) => then(wire),
+                Err(e) => unreadable(status, &e),
+            },
             other => self.failure(call, other),
         }
     }
@@ -415,8 +396,8 @@ impl Stripe {
     }
 }
 
-/// A fact as the Stripe webhook mapping would state it (payment `stripe:<charge>`, the merchant the webhook names:
-/// the connected account or the platform), from the API's side.
+/// A fact about the charge as the Stripe webhook mapping states it: payment `stripe:<charge>`, the merchant the
+/// webhook names (the connected account or the platform).
 fn make_fact(
     call: &Call<'_>,
     kind: EventKind,
@@ -426,40 +407,16 @@ fn make_fact(
     wire_minor: i64,
     currency: &str,
 ) -> Option<PaymentEvent> {
-    let currency = Currency::from_code(&currency.to_ascii_uppercase()).ok()?;
-    let minor = rescale(wire_minor, currency.exponent_in(ExponentScheme::Stripe), currency.exponent()).ok()?;
-    let now = now();
-    Some(PaymentEvent {
-        kind,
-        payment_id: format!("stripe:{charge}"),
-        psp: Psp::Stripe,
-        psp_reference: reference.to_owned(),
-        original_reference: original.map(str::to_owned),
-        merchant_id: call.merchant.psp_merchant_id(Psp::Stripe)?,
-        money: Money::new(minor, currency),
-        fee: None,
-        occurred_at: now,
-        received_at: now,
-        source: Source::Api,
-        source_event_id: format!("api:{}:{kind}", call.operation),
-        attributes: Default::default(),
-    })
+    let names = FactNames { payment: charge, reference, original };
+    api_fact(call, Psp::Stripe, kind, names, (wire_minor, currency))
 }
 
-pub(crate) fn now() -> Timestamp {
-    let micros = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
-    Timestamp::from_unix_micros(i64::try_from(micros).unwrap_or(i64::MAX)).expect("now is a valid timestamp")
-}
-
-/// ISO minor units → Stripe's wire units (they differ for a few currencies, e.g. ISK).
 fn wire_amount(minor: i64, currency: &str) -> Result<i64, String> {
-    let c = Currency::from_code(currency).map_err(|e| e.to_string())?;
-    rescale(minor, c.exponent(), c.exponent_in(ExponentScheme::Stripe)).map(|a| a.minor()).map_err(|e| e.to_string())
+    super::wire_amount(Psp::Stripe, minor, currency)
 }
 
 fn iso_amount(wire: i64, currency: &str) -> Result<i64, String> {
-    let c = Currency::from_code(&currency.to_ascii_uppercase()).map_err(|e| e.to_string())?;
-    rescale(wire, c.exponent_in(ExponentScheme::Stripe), c.exponent()).map(|a| a.minor()).map_err(|e| e.to_string())
+    super::iso_amount(Psp::Stripe, wire, currency)
 }
 
 fn refused_locally<T>(message: String) -> Answer<T> {
