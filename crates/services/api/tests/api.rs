@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
-use tally_api::config::{ApiConfig, EncryptionKey, StripeApi};
+use tally_api::config::{AdyenApi, ApiConfig, EncryptionKey, StripeApi};
 use tally_api::connector::RetryConfig;
 use tally_api::merchants::{self, Merchant};
 use tally_domain::{Psp, Secret};
@@ -25,6 +25,7 @@ struct Env {
     base: String,
     pool: deadpool_postgres::Pool,
     sim: Sim,
+    adyen: tally_sim::psp::adyen::Sim,
     http: reqwest::Client,
     _stop: tokio_util::sync::DropGuard,
 }
@@ -32,6 +33,10 @@ struct Env {
 async fn env() -> Env {
     let (pg, pool) = tally_testkit::database("api_http").await;
     let (stripe_url, sim) = fake_stripe().await;
+    let adyen = tally_sim::psp::adyen::Sim::new("adyen_test_key");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let adyen_url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(adyen.clone().serve(listener));
     let config = ApiConfig {
         encryption_keys: vec![EncryptionKey { id: "k1".into(), key: tally_api::vault::Vault::generate_key() }],
         encryption_active: "k1".into(),
@@ -41,6 +46,11 @@ async fn env() -> Env {
         retry: RetryConfig { attempts: 2, base_ms: 10, cap_ms: 50, timeout_ms: 400 },
         breaker: tally_api::connector::BreakerConfig { failures_to_open: 2, open_for_ms: 1_500, half_open_probes: 1 },
         stripe: Some(StripeApi { base_url: stripe_url, secret_key: Secret::new("sk_test_fake".into()) }),
+        adyen: Some(AdyenApi {
+            base_url: adyen_url,
+            api_key: Secret::new("adyen_test_key".into()),
+            return_url: "https://shop.example/return".into(),
+        }),
         ..ApiConfig::default()
     };
     let api = tally_api::build(config, pg).await.expect("the API builds");
@@ -48,18 +58,22 @@ async fn env() -> Env {
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let stop = CancellationToken::new();
     tokio::spawn(tally_api::serve(api, listener, stop.clone()));
-    Env { base, pool, sim, http: reqwest::Client::new(), _stop: stop.drop_guard() }
+    Env { base, pool, sim, adyen, http: reqwest::Client::new(), _stop: stop.drop_guard() }
 }
 
 impl Env {
     async fn merchant(&self, id: &str) -> String {
+        self.merchant_routed(id, vec![Psp::Stripe], false).await
+    }
+
+    async fn merchant_routed(&self, id: &str, psps: Vec<Psp>, failover: bool) -> String {
         let c = self.pool.get().await.expect("conn");
         let m = Merchant {
             merchant_id: id.into(),
-            psps: vec![Psp::Stripe],
-            failover: false,
+            psps,
+            failover,
             stripe_account: None,
-            adyen_merchant_account: None,
+            adyen_merchant_account: Some("TallyTestECOM".into()),
             rate_per_second: 1_000,
         };
         merchants::create(&c, &m).await.expect("merchant");
@@ -330,4 +344,107 @@ async fn the_facts_the_api_learns_have_the_same_key_and_content_as_the_webhook_s
     assert_eq!(api[0].fact_key(), webhook[0].fact_key());
     assert!(api[0].same_content(&webhook[0]), "API {:?}\nwebhook {:?}", api[0], webhook[0]);
     assert_eq!(api[0].source, tally_domain::Source::Api);
+}
+
+const ADYEN: &str = r#"{"amount": 1000, "currency": "EUR", "merchant_reference": "order-a", "customer": "cus_42",
+    "payment_method": "stored_card_1", "capture_method": "manual"}"#;
+
+#[tokio::test]
+async fn adyen_payments_need_their_shopper_state_the_webhooks_facts_and_answer_modifications_received() {
+    let env = env().await;
+    let a = env.merchant_routed("m_http_adyen", vec![Psp::Adyen], false).await;
+    let (status, _, body) =
+        env.post(&a, "/v1/payments", Some("ad-0"), &ADYEN.replace(r#""customer": "cus_42","#, "")).await;
+    assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (422, Some("customer_required")));
+
+    let (status, _, body) = env.post(&a, "/v1/payments", Some("ad-1"), ADYEN).await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let p = json_of(&body);
+    assert_eq!((p["psp"].as_str(), p["status"].as_str()), (Some("adyen"), Some("authorized")));
+    let psp_ref = p["psp_reference"].as_str().expect("pspReference").to_owned();
+
+    // The AUTHORISATION notification Adyen sends for it (the published fixture, with this payment's values).
+    let mut n: Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../../shared/fixtures/adyen/notifications/authorisation-true.json"
+        ))
+        .expect("the fixture"),
+    )
+    .expect("json");
+    let item = &mut n["notificationItems"][0]["NotificationRequestItem"];
+    item["merchantAccountCode"] = json!("TallyTestECOM");
+    item["pspReference"] = json!(psp_ref);
+    item["merchantReference"] = json!(p["id"]);
+    item["amount"] = json!({"currency": "EUR", "value": 1000});
+    let endpoint = tally_psp::Endpoint { live: false, adyen_capture: Default::default() };
+    let now = tally_domain::Timestamp::from_unix_secs(1_764_000_001).expect("ts");
+    let outcomes =
+        tally_psp::adyen::normalize(&serde_json::to_vec(&n).expect("json"), now, &endpoint).expect("normalizes");
+    let Some(tally_psp::Outcome::Events(webhook)) = outcomes.into_iter().next() else { panic!("facts") };
+    let id = tally_api::model::parse_public_id(p["id"].as_str().expect("id")).expect("uuid");
+    let c = env.pool.get().await.expect("conn");
+    let rows = c
+        .query("SELECT record_value FROM api_payment_outbox WHERE payment_id = $1 AND fact_key IS NOT NULL", &[&id])
+        .await
+        .expect("facts");
+    let api: Vec<_> = rows
+        .iter()
+        .map(|r| tally_contracts::decode_payment_event(&r.get::<_, Vec<u8>>(0)).expect("decodes").event)
+        .collect();
+    assert_eq!((api.len(), webhook.len()), (1, 1));
+    assert!(api[0].same_content(&webhook[0]), "API {:?}\nwebhook {:?}", api[0], webhook[0]);
+
+    // Captures and refunds are `received`: 202, the webhook confirms them (and books them).
+    let (status, _, body) = env
+        .post(&a, &format!("/v1/payments/{}/capture", p["id"].as_str().unwrap()), Some("ad-c"), r#"{"amount": 600}"#)
+        .await;
+    assert_eq!(
+        (status, json_of(&body)["amount_captured"].as_i64()),
+        (202, Some(600)),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, _, body) = env
+        .post(&a, &format!("/v1/payments/{}/capture", p["id"].as_str().unwrap()), Some("ad-c2"), r#"{"amount": 400}"#)
+        .await;
+    assert_eq!((status, json_of(&body)["amount_captured"].as_i64()), (202, Some(1000)), "Adyen captures in parts");
+    let (status, _, body) = env
+        .post(&a, &format!("/v1/payments/{}/refunds", p["id"].as_str().unwrap()), Some("ad-r"), r#"{"amount": 300}"#)
+        .await;
+    assert_eq!((status, json_of(&body)["amount_refunded"].as_i64()), (202, Some(300)));
+    let facts: i64 = c
+        .query_one("SELECT count(*) FROM api_payment_outbox WHERE payment_id = $1 AND fact_key IS NOT NULL", &[&id])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(facts, 1, "received modifications state no fact: their webhooks do");
+
+    // A refusal is a failed payment with Adyen's reason, not an error.
+    let (status, _, body) =
+        env.post(&a, "/v1/payments", Some("ad-2"), &ADYEN.replace("stored_card_1", "declined")).await;
+    let p = json_of(&body);
+    assert_eq!((status, p["status"].as_str(), p["failure"]["code"].as_str()), (201, Some("failed"), Some("2")));
+    let books = env.adyen.books();
+    assert!(books.authorised_payments.values().all(|n| *n == 1), "{books:?}");
+}
+
+#[tokio::test]
+async fn while_stripe_is_out_new_payments_fail_over_to_adyen_and_the_pending_one_stays_with_stripe() {
+    let env = env().await;
+    let a = env.merchant_routed("m_http_failover", vec![Psp::Stripe, Psp::Adyen], true).await;
+    env.sim.set_faults(Faults { outage: true, ..Faults::default() });
+    let (status, _, body) = env.post(&a, "/v1/payments", Some("fo-1"), ADYEN).await;
+    let first = json_of(&body);
+    assert_eq!((status, first["psp"].as_str(), first["status"].as_str()), (202, Some("stripe"), Some("pending")));
+    // Stripe's breaker is open now: the next payment goes to Adyen.
+    let (status, _, body) = env.post(&a, "/v1/payments", Some("fo-2"), ADYEN).await;
+    let second = json_of(&body);
+    assert_eq!((status, second["psp"].as_str(), second["status"].as_str()), (201, Some("adyen"), Some("authorized")));
+    let metrics =
+        env.http.get(format!("{}/metrics", env.base)).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("tally_api_failovers_total 1"), "{metrics}");
+    // The payment with an unresolved attempt never moves: it stays with Stripe until Stripe answers.
+    let again = env.get(&a, &format!("/v1/payments/{}", first["id"].as_str().unwrap())).await.1;
+    assert_eq!((again["psp"].as_str(), again["status"].as_str()), (Some("stripe"), Some("pending")));
 }

@@ -48,8 +48,10 @@ pub struct Webhooks {
     pub delay_ms: u64,
 }
 
-#[derive(Default)]
 struct State_ {
+    /// Makes this simulator's ids its own, as Stripe's are unique: a fact key derives from them, and the edge
+    /// remembers fact keys for days (a second simulator must not make the same charge ids).
+    tag: String,
     /// By idempotency key: the request's fingerprint and the answer.
     answers: HashMap<String, (String, u16, Value)>,
     charges: HashMap<String, u32>,
@@ -62,6 +64,40 @@ struct State_ {
     requests: u64,
     faults: Faults,
     webhooks_sent: u64,
+}
+
+impl Default for State_ {
+    fn default() -> Self {
+        State_ {
+            tag: unique_tag(),
+            answers: HashMap::new(),
+            charges: HashMap::new(),
+            charged_payments: HashMap::new(),
+            refunded: HashMap::new(),
+            intents: HashMap::new(),
+            hanging: HashMap::new(),
+            next: 0,
+            requests: 0,
+            faults: Faults::default(),
+            webhooks_sent: 0,
+        }
+    }
+}
+
+/// Twelve base-36 characters from the clock and the process: distinct for every simulator started.
+pub(crate) fn unique_tag() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STARTED: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut n = nanos
+        ^ (u64::from(std::process::id()) << 40)
+        ^ STARTED.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut out = String::with_capacity(12);
+    for _ in 0..12 {
+        out.push(char::from_digit((n % 36) as u32, 36).expect("a base-36 digit"));
+        n /= 36;
+    }
+    out
 }
 
 /// The simulator's shared state.
@@ -191,7 +227,7 @@ impl Sim {
                 let (id, created) = {
                     let mut s = sim.state.lock().expect("sim state");
                     s.next += 1;
-                    (format!("evt_sim{}", s.next), unix_now())
+                    (format!("evt_{}{}", s.tag, s.next), unix_now())
                 };
                 let mut event = json!({"id": id, "object": "event", "type": event_type, "api_version": "2025-03-31.basil",
                     "created": created, "livemode": false, "pending_webhooks": 1, "data": {"object": object}});
@@ -250,7 +286,7 @@ async fn create(State(sim): State<Sim>, headers: HeaderMap, Form(f): Form<HashMa
     let fp = fingerprint("/v1/payment_intents", &f);
     sim.answer(&headers, fp, move |s| {
         s.next += 1;
-        let (pi, ch) = (format!("pi_sim{}", s.next), format!("ch_sim{}", s.next));
+        let (pi, ch) = (format!("pi_{}{}", s.tag, s.next), format!("ch_{}{}", s.tag, s.next));
         *s.charges.entry(key).or_default() += 1;
         if let Some(p) = f.get("metadata[tally_payment]") {
             *s.charged_payments.entry(p.clone()).or_default() += 1;
@@ -360,7 +396,7 @@ async fn refund(State(sim): State<Sim>, headers: HeaderMap, Form(f): Form<HashMa
         s.refunded.insert(pi_id, refunded + amount);
         let (charge, currency, pi) = (intent["latest_charge"].clone(), intent["currency"].clone(), intent["id"].clone());
         s.next += 1;
-        let refund = json!({"id": format!("re_sim{}", s.next), "object": "refund", "amount": amount, "currency": currency,
+        let refund = json!({"id": format!("re_{}{}", s.tag, s.next), "object": "refund", "amount": amount, "currency": currency,
             "charge": charge, "payment_intent": pi, "status": "succeeded", "created": unix_now(), "reason": null});
         (200, refund.clone(), vec![("refund.created".into(), refund)])
     })
