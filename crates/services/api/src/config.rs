@@ -30,6 +30,8 @@ pub struct ApiConfig {
     pub breaker: BreakerConfig,
     pub stripe: Option<StripeApi>,
     pub adyen: Option<AdyenApi>,
+    /// TLS 1.3 on the listener when set; plain HTTP (for loopback behind a terminating proxy) when not.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -73,6 +75,7 @@ impl Default for ApiConfig {
             breaker: BreakerConfig::default(),
             stripe: None,
             adyen: None,
+            tls: None,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod merchants;
 pub mod model;
 pub mod service;
 pub mod store;
+pub mod tls;
 pub mod vault;
 
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub async fn build(
         }),
         None => None,
     };
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let pool = tally_postgres::pool(&postgres).map_err(|e| e.to_string())?;
     tally_postgres::migrate(&pool).await.map_err(|e| e.to_string())?;
     Ok(Arc::new(service::Api {
@@ -60,10 +62,11 @@ pub async fn build(
         vault,
         connectors: connector::Connectors { stripe, adyen },
         metrics: service::Metrics::default(),
+        tls,
     }))
 }
 
-/// Serves on `listener` and runs the resolver and the key expiry until `shutdown`, then drains in-flight requests.
+/// Serves on `listener` (TLS 1.3 when `[api.tls]` is set) and runs the resolver and the key expiry until `shutdown`, then drains in-flight requests.
 pub async fn serve(
     api: Arc<service::Api>,
     listener: tokio::net::TcpListener,
@@ -88,8 +91,13 @@ pub async fn serve(
             }
         })
     };
+    let tls = api.tls.clone();
     let app = http::router(api);
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    let stop = shutdown.clone().cancelled_owned();
+    let served = match tls {
+        Some(config) => axum::serve(tls::TlsListener::new(listener, config)?, app).with_graceful_shutdown(stop).await,
+        None => axum::serve(listener, app).with_graceful_shutdown(stop).await,
+    };
     shutdown.cancel();
     let _ = background.await;
     served

@@ -23,6 +23,8 @@ pub struct Api {
     pub vault: Vault,
     pub connectors: Connectors,
     pub metrics: Metrics,
+    /// The listener's TLS 1.3 configuration, read from `[api.tls]` at start-up.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Debug, Default)]

@@ -37,6 +37,10 @@ pub struct RelayConfig {
     pub batch_changes: i32,
     /// The pause after a pass that found nothing.
     pub idle_ms: u64,
+    /// WAL the slot may hold back before the relay reports it: an error in the log at each crossing, `/healthz`
+    /// 503, and `tally_relay_slot_lag_alert_bytes` beside `tally_relay_slot_lag_bytes` for the alert rule
+    /// (`ops/prometheus/tally.rules.yml`). PostgreSQL keeps a slot's WAL for ever: a stopped relay means a filling disk.
+    pub slot_lag_alert_bytes: i64,
 }
 
 impl Default for RelayConfig {
@@ -47,6 +51,7 @@ impl Default for RelayConfig {
             publication: "tally_outbox".into(),
             batch_changes: 1_000,
             idle_ms: 200,
+            slot_lag_alert_bytes: 1 << 30,
         }
     }
 }
@@ -78,6 +83,8 @@ pub struct Metrics {
     pub passes_failed: AtomicU64,
     /// Bytes of WAL the slot holds back (current WAL position − confirmed position); −1 before the first look.
     pub slot_lag_bytes: AtomicI64,
+    /// The configured alert threshold, exported for the alert rule.
+    pub slot_lag_alert_bytes: AtomicI64,
 }
 
 impl Metrics {
@@ -91,11 +98,14 @@ impl Metrics {
              # HELP tally_relay_passes_failed_total Passes that ended in an error (nothing confirmed; retried).\n\
              # TYPE tally_relay_passes_failed_total counter\ntally_relay_passes_failed_total {}\n\
              # HELP tally_relay_slot_lag_bytes WAL the replication slot retains behind the current position.\n\
-             # TYPE tally_relay_slot_lag_bytes gauge\ntally_relay_slot_lag_bytes {}\n",
+             # TYPE tally_relay_slot_lag_bytes gauge\ntally_relay_slot_lag_bytes {}\n\
+             # HELP tally_relay_slot_lag_alert_bytes The slot lag above which the relay reports itself unhealthy.\n\
+             # TYPE tally_relay_slot_lag_alert_bytes gauge\ntally_relay_slot_lag_alert_bytes {}\n",
             r(&self.records),
             r(&self.transactions),
             r(&self.passes_failed),
             self.slot_lag_bytes.load(Ordering::Relaxed),
+            self.slot_lag_alert_bytes.load(Ordering::Relaxed),
         )
     }
 }
@@ -263,8 +273,29 @@ impl Relay {
             )
             .await?;
         let lag = row.and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(-1);
-        self.metrics.slot_lag_bytes.store(lag, Ordering::Relaxed);
+        let limit = self.config.slot_lag_alert_bytes;
+        self.metrics.slot_lag_alert_bytes.store(limit, Ordering::Relaxed);
+        let before = self.metrics.slot_lag_bytes.swap(lag, Ordering::Relaxed);
+        if lag > limit && before <= limit {
+            tracing::error!(slot = %self.config.slot, lag_bytes = lag, limit_bytes = limit,
+                "the replication slot holds back more WAL than slot_lag_alert_bytes: is Kafka reachable?");
+        } else if lag <= limit && before > limit {
+            tracing::info!(slot = %self.config.slot, lag_bytes = lag, "the replication slot's lag is under its limit again");
+        }
         Ok(lag)
+    }
+
+    /// `/healthz`: the slot exists and holds back no more WAL than `slot_lag_alert_bytes`.
+    pub async fn health(&self) -> Result<String, String> {
+        match self.slot_lag().await {
+            Ok(lag) if lag < 0 => Err(format!("the replication slot {} does not exist", self.config.slot)),
+            Ok(lag) if lag > self.config.slot_lag_alert_bytes => Err(format!(
+                "the replication slot {} holds back {lag} bytes of WAL, over slot_lag_alert_bytes ({})",
+                self.config.slot, self.config.slot_lag_alert_bytes
+            )),
+            Ok(lag) => Ok(format!("ok, slot lag {lag} bytes")),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Passes until `shutdown`; an error is logged and the pass retried (nothing was confirmed).
@@ -334,8 +365,8 @@ pub async fn serve(
         axum::Router::new().route("/metrics", get(move || async move { m.render() })).route(
             "/healthz",
             get(move || async move {
-                match r.slot_lag().await {
-                    Ok(lag) => (axum::http::StatusCode::OK, format!("ok, slot lag {lag} bytes\n")),
+                match r.health().await {
+                    Ok(ok) => (axum::http::StatusCode::OK, format!("{ok}\n")),
                     Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
                 }
             }),
@@ -349,4 +380,22 @@ pub async fn serve(
     let producer = relay.producer.clone();
     let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every relay metric the alert rules name is one the relay serves.
+    #[test]
+    fn the_alert_rules_name_metrics_the_relay_serves() {
+        let rules = include_str!("../../../../ops/prometheus/tally.rules.yml");
+        let served = super::Metrics::default().render();
+        let named: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("tally_relay_"))
+            .collect();
+        assert!(named.len() >= 3, "{named:?}");
+        for name in named {
+            assert!(served.contains(&format!("\n{name} ")), "{name} is in the rules but not served");
+        }
+    }
 }

@@ -127,6 +127,28 @@ async fn the_outbox_reaches_kafka_in_commit_order_and_a_crash_before_confirming_
     let _p2 = change(&pool, &p2, Status::Failed, vec![fact(EventKind::AuthorizationFailed, "ch_2", 2_000)]).await;
     let p1 = change(&pool, &p1, Status::Captured, vec![fact(EventKind::Captured, "ch_1", 1_000)]).await;
 
+    // Nothing relayed yet: over a limit of one byte the relay is unhealthy, and says by how much.
+    let strict = Relay {
+        config: RelayConfig { slot_lag_alert_bytes: 1, ..config.clone() },
+        producer: relay.producer.clone(),
+        kafka: kafka.clone(),
+        pool: pool.clone(),
+        metrics: Default::default(),
+    };
+    let unhealthy = strict.health().await.expect_err("a slot holding back WAL over its limit");
+    assert!(unhealthy.contains("holds back") && unhealthy.contains("slot_lag_alert_bytes (1)"), "{unhealthy}");
+    let metrics = strict.metrics.render();
+    assert!(metrics.contains("tally_relay_slot_lag_alert_bytes 1\n"), "{metrics}");
+    assert!(relay.health().await.expect("healthy under the default limit").starts_with("ok, slot lag"));
+    let gone = Relay {
+        config: RelayConfig { slot: "tally_no_such_slot".into(), ..config.clone() },
+        producer: relay.producer.clone(),
+        kafka: kafka.clone(),
+        pool: pool.clone(),
+        metrics: Default::default(),
+    };
+    assert!(gone.health().await.expect_err("no slot").contains("does not exist"));
+
     // A relay that produced and died before confirming: the next pass produces the same again, then confirms.
     let first = relay.pass(Confirm::CrashBeforeConfirming).await.expect("pass");
     assert_eq!(first, 6 + 3, "six state rows and three facts");
