@@ -54,7 +54,10 @@ curl -sf "http://127.0.0.1:$API_PORT/healthz" >/dev/null || { say "tally api did
 
 say "running against http://127.0.0.1:$API_PORT (tally api) and :$SIM_PORT (psp-sim)"
 set +e
-"$VENV/bin/schemathesis" run "http://127.0.0.1:$API_PORT/openapi.json" -H "Authorization: Bearer $KEY" "$@"
+# The key through the spec's security scheme (not a fixed header), so that "Authorization missing → 401" is tested.
+printf '[auth.openapi.bearer]\nbearer = "%s"\n' "$KEY" >"$RUN/schemathesis.toml"
+SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=scripts \
+    "$VENV/bin/schemathesis" --config-file "$RUN/schemathesis.toml" run "http://127.0.0.1:$API_PORT/openapi.json" "$@"
 status=$?
 set -e
 if grep -q ERROR "$RUN/api.log"; then say "tally api logged errors:"; grep ERROR "$RUN/api.log" | head -20 >&2; fi

@@ -107,7 +107,7 @@ impl Http {
     /// A card number anywhere in the request (path, query, headers, body) refuses it before anything else reads
     /// it. The response never echoes where.
     fn scan(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
-        let in_headers = headers.iter().any(|(_, v)| tally_domain::pan::contains_pan(v.as_bytes()));
+        let in_headers = headers_hold_pan(headers);
         let decoded = percent_decode(uri.path_and_query().map_or("", |p| p.as_str()));
         if tally_domain::pan::contains_pan(body)
             || tally_domain::pan::contains_pan(uri.to_string().as_bytes())
@@ -221,6 +221,17 @@ impl Http {
     }
 }
 
+/// A card number in a header. An `Idempotency-Key` that is a UUID (as Stripe advises keys to be) is not scanned:
+/// its digit groups, dash-separated, look like a card number about once in 10^5 keys.
+fn headers_hold_pan(headers: &HeaderMap) -> bool {
+    headers.iter().any(|(name, v)| {
+        let uuid = name.as_str().eq_ignore_ascii_case("idempotency-key")
+            && v.len() == 36
+            && v.to_str().is_ok_and(|v| uuid::Uuid::try_parse(v).is_ok());
+        !uuid && tally_domain::pan::contains_pan(v.as_bytes())
+    })
+}
+
 /// `%XX` and `+` decoded (a card number split by `%20` in a query is still one).
 fn percent_decode(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
@@ -265,6 +276,7 @@ fn parse<T: for<'de> Deserialize<'de>>(value: &Value) -> Result<T, Refusal> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
+    #[serde(deserialize_with = "minor_units")]
     amount: i64,
     currency: String,
     merchant_reference: String,
@@ -287,9 +299,7 @@ impl<'de> Deserialize<'de> for CaptureMethod {
 fn validate(b: CreateBody) -> Result<Create, Refusal> {
     let bad =
         |code, param, message: String| Err(Refusal::new(400, "invalid_request_error", code, message).param(param));
-    if b.amount <= 0 {
-        return bad("amount_invalid", "amount", "amount is in minor units and must be positive".into());
-    }
+    check_amount(b.amount)?;
     let upper = b.currency.len() == 3 && b.currency.bytes().all(|c| c.is_ascii_uppercase());
     if !upper || tally_money::Currency::from_code(&b.currency).is_err() {
         return bad("currency_invalid", "currency", "an ISO 4217 currency code in capitals, e.g. EUR".into());
@@ -326,7 +336,39 @@ fn validate(b: CreateBody) -> Result<Create, Refusal> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AmountBody {
+    #[serde(deserialize_with = "minor_units")]
     amount: i64,
+}
+
+/// The most an amount may be (`openapi.json`'s `maximum`): 12 digits. No PSP takes more, and 13 to 19 digits would
+/// look like a card number to the PAN scan.
+pub const MAX_AMOUNT: i64 = 999_999_999_999;
+
+/// An amount in minor units: a JSON integer, or a number without a fraction (JSON Schema's `integer` admits
+/// `1000.0`; exact up to 2^53, far above [`MAX_AMOUNT`]). `1000.5` and anything larger are refused, never rounded.
+fn minor_units<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!("amount {n} is not a whole number of minor units"))),
+    }
+}
+
+/// Positive and at most [`MAX_AMOUNT`].
+fn check_amount(amount: i64) -> Result<i64, Refusal> {
+    if amount <= 0 || amount > MAX_AMOUNT {
+        return Err(Refusal::new(
+            400,
+            "invalid_request_error",
+            "amount_invalid",
+            format!("amount is in minor units, from 1 to {MAX_AMOUNT}"),
+        )
+        .param("amount"));
+    }
+    Ok(amount)
 }
 
 #[derive(Deserialize)]
@@ -366,19 +408,7 @@ async fn modification(http: Arc<Http>, route: &'static str, id: String, kind: Op
                 parse::<EmptyBody>(value)?;
                 None
             }
-            _ => {
-                let b = parse::<AmountBody>(value)?;
-                if b.amount <= 0 {
-                    return Err(Refusal::new(
-                        400,
-                        "invalid_request_error",
-                        "amount_invalid",
-                        "amount must be positive",
-                    )
-                    .param("amount"));
-                }
-                Some(b.amount)
-            }
+            _ => Some(check_amount(parse::<AmountBody>(value)?.amount)?),
         };
         let id = payment_id(&id)?;
         match begin {
@@ -616,6 +646,61 @@ mod tests {
         assert!(l.take("other", 5).is_ok(), "per merchant");
         std::thread::sleep(std::time::Duration::from_millis(250));
         assert!(l.take("m", 5).is_ok(), "a fifth of a second refills one of five");
+    }
+
+    #[test]
+    fn the_spec_states_the_currencies_and_the_amounts_the_api_takes() {
+        let spec: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        let schemas = &spec["components"]["schemas"];
+        let listed: std::collections::BTreeSet<String> = schemas["CreatePayment"]["properties"]["currency"]["enum"]
+            .as_array()
+            .expect("an enum of currencies")
+            .iter()
+            .map(|c| c.as_str().expect("a code").to_owned())
+            .collect();
+        // Every code of three capitals: taken by `validate` exactly when the spec lists it.
+        for a in b'A'..=b'Z' {
+            for b in b'A'..=b'Z' {
+                for c in b'A'..=b'Z' {
+                    let code = String::from_utf8(vec![a, b, c]).expect("ascii");
+                    let taken = tally_money::Currency::from_code(&code).is_ok();
+                    assert_eq!(taken, listed.contains(&code), "{code}: the API and the spec disagree");
+                }
+            }
+        }
+        for schema in ["CreatePayment", "Amount"] {
+            assert_eq!(schemas[schema]["properties"]["amount"]["maximum"], MAX_AMOUNT, "{schema}");
+        }
+    }
+
+    #[test]
+    fn a_uuid_idempotency_key_is_not_taken_for_a_card_number_anywhere_else_it_is() {
+        // 4111-1111-1111-1111 inside a UUID's first groups: 41111111-1111-1111-…
+        let uuid = "41111111-1111-1111-a111-aaaaaaaaaaaa";
+        assert!(tally_domain::pan::contains_pan(uuid.as_bytes()), "the scan alone would refuse it");
+        let mut headers = HeaderMap::new();
+        headers.insert("idempotency-key", uuid.parse().expect("header"));
+        assert!(!headers_hold_pan(&headers));
+        headers.insert("idempotency-key", "order-4111 1111 1111 1111".parse().expect("header"));
+        assert!(headers_hold_pan(&headers), "a key that is not a UUID is scanned");
+        headers.remove("idempotency-key");
+        headers.insert("x-note", uuid.parse().expect("header"));
+        assert!(headers_hold_pan(&headers), "only the Idempotency-Key is exempt");
+    }
+
+    #[test]
+    fn an_amount_is_a_whole_number_of_minor_units_within_the_maximum() {
+        let amount = |json: &str| serde_json::from_str::<AmountBody>(json).map(|b| b.amount).map_err(|e| e.to_string());
+        assert_eq!(amount(r#"{"amount": 1999}"#), Ok(1999));
+        assert_eq!(amount(r#"{"amount": 1999.0}"#), Ok(1999), "JSON Schema's integer admits 1999.0");
+        assert!(amount(r#"{"amount": 1999.5}"#).unwrap_err().contains("whole number"));
+        assert!(amount(r#"{"amount": 1e300}"#).is_err(), "not rounded into range");
+        assert!(amount(r#"{"amount": 18446744073709551615}"#).is_err());
+        assert!(amount(r#"{"amount": "1999"}"#).is_err(), "a string is not an amount");
+        assert_eq!(check_amount(MAX_AMOUNT).ok(), Some(MAX_AMOUNT));
+        for refused in [0, -1, MAX_AMOUNT + 1] {
+            assert_eq!(check_amount(refused).map_err(|r| r.code), Err("amount_invalid"), "{refused}");
+        }
     }
 
     #[test]

@@ -89,10 +89,16 @@ pub async fn find(client: &impl GenericClient, merchant_id: &str) -> Result<Opti
 
 /// A new key for the merchant: returned once, stored as its hash.
 pub async fn create_key(client: &impl GenericClient, merchant_id: &str) -> Result<Secret<String>, StoreError> {
-    let id: [u8; 8] = rand::random();
-    let secret: [u8; 32] = rand::random();
-    let key_id = hex::encode(id);
-    let key = format!("{PREFIX}{key_id}_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+    // A key the PAN scan would take for a card number would be refused on every request: drawn again.
+    let (key_id, key) = loop {
+        let id: [u8; 8] = rand::random();
+        let secret: [u8; 32] = rand::random();
+        let key_id = hex::encode(id);
+        let key = format!("{PREFIX}{key_id}_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+        if !tally_domain::pan::contains_pan(key.as_bytes()) {
+            break (key_id, key);
+        }
+    };
     let hash = Sha256::digest(key.as_bytes()).to_vec();
     let n = client
         .execute(

@@ -71,7 +71,7 @@ impl From<StoreError> for Refusal {
                 "payment_busy",
                 "another operation of this payment is still with the PSP; retry once it resolves",
             ),
-            StoreError::Refused(m) => Refusal::new(422, "invalid_request_error", "payment_state", m),
+            StoreError::Refused(m) => Refusal::new(409, "invalid_request_error", "payment_state", m),
             StoreError::Stale(_) => {
                 Refusal::new(409, "invalid_request_error", "payment_changed", "the payment changed meanwhile; retry")
             }
@@ -124,7 +124,7 @@ impl Api {
             Some(p) if merchant.psps.contains(&p) => vec![p],
             Some(p) => {
                 return Err(Refusal::new(
-                    422,
+                    403,
                     "invalid_request_error",
                     "psp_not_allowed",
                     format!("merchant {} is not routed to {p}", merchant.merchant_id),
@@ -167,7 +167,7 @@ impl Api {
             )
             .param("customer"));
         }
-        let id = Uuid::from_u128(rand::random());
+        let id = crate::model::new_payment_id();
         let secrets = Secrets {
             payment_method: req.payment_method.expose().clone(),
             customer: req.customer.as_ref().map(|c| c.expose().clone()),
@@ -220,7 +220,7 @@ impl Api {
                 let amount = amount.expect("the handler requires it");
                 if payment.psp == Psp::Stripe && payment.status == Status::Captured {
                     return Err(Refusal::new(
-                        422,
+                        409,
                         "invalid_request_error",
                         "payment_state",
                         "Stripe releases what a capture leaves uncaptured: a Stripe payment is captured once",
@@ -228,7 +228,7 @@ impl Api {
                 }
                 if payment.capture_method == CaptureMethod::Automatic {
                     return Err(Refusal::new(
-                        422,
+                        409,
                         "invalid_request_error",
                         "capture_automatic",
                         "the payment is captured automatically",
@@ -626,11 +626,11 @@ fn check_state(p: &Payment, allowed: &[Status], verb: &str) -> Result<(), Refusa
     if allowed.contains(&p.status) {
         return Ok(());
     }
-    Err(Refusal::new(422, "invalid_request_error", "payment_state", format!("a {} payment cannot be {verb}", p.status)))
+    Err(Refusal::new(409, "invalid_request_error", "payment_state", format!("a {} payment cannot be {verb}", p.status)))
 }
 
 fn too_large(amount: i64, left: i64, what: &str) -> Refusal {
-    Refusal::new(422, "invalid_request_error", "amount_too_large", format!("{amount} exceeds the {left} {what}"))
+    Refusal::new(409, "invalid_request_error", "amount_too_large", format!("{amount} exceeds the {left} {what}"))
         .param("amount")
 }
 

@@ -162,7 +162,7 @@ async fn a_key_makes_one_payment_replays_its_response_and_refuses_every_misuse()
     // Stripe releases what a capture leaves: a second capture is refused before anything is sent.
     let (status, _, body) =
         env.post(&a, &format!("/v1/payments/{id}/capture"), Some("cap-2"), r#"{"amount": 100}"#).await;
-    assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (422, Some("payment_state")));
+    assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (409, Some("payment_state")));
     for (k, amount, total) in [("re-1", 200, 200), ("re-2", 400, 600)] {
         let (status, _, body) =
             env.post(&a, &format!("/v1/payments/{id}/refunds"), Some(k), &format!(r#"{{"amount": {amount}}}"#)).await;
@@ -170,7 +170,7 @@ async fn a_key_makes_one_payment_replays_its_response_and_refuses_every_misuse()
         assert_eq!(json_of(&body)["amount_refunded"].as_i64(), Some(total));
     }
     let (status, _, body) = env.post(&a, &format!("/v1/payments/{id}/refunds"), Some("re-3"), r#"{"amount": 1}"#).await;
-    assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (422, Some("amount_too_large")));
+    assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (409, Some("amount_too_large")));
 
     // The outbox: a state row per version, and the facts keyed as Stripe's webhooks key them.
     let versions = env.get(&a, &format!("/v1/payments/{id}")).await.1["version"].as_i64().expect("version");
