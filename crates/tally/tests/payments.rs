@@ -153,6 +153,8 @@ idle_ms = 50
         );
         let config = dir.join("tally.toml");
         std::fs::write(&config, toml).expect("config");
+        // The slot before any payment: changes committed before it exists are never decoded.
+        tally_relay::ensure(&pool, &relay_config).await.expect("slot");
         let children = Children { dir, config, slot: relay_config.slot.clone(), run: unique("crash") };
         (format!("http://127.0.0.1:{port}"), None, Some(children))
     };
@@ -391,9 +393,17 @@ async fn until_answered(
             .await;
         match sent {
             Ok(resp) if resp.status().is_success() => return resp.json().await.expect("json"),
-            // Only a request cut short by a kill leaves its key held: the client never sends one key twice at once.
             Ok(resp) if resp.status().as_u16() == 409 => {
-                held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let error: Value = resp.json().await.expect("json");
+                match error["error"]["code"].as_str() {
+                    // Only a request cut short by a kill leaves its key held: the client never sends a key twice
+                    // at once.
+                    Some("idempotency_key_in_use") => {
+                        held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Some("payment_busy") => {}
+                    _ => panic!("{url} ({idem}): 409 {error}"),
+                }
             }
             Ok(resp) if resp.status().is_server_error() => {}
             Ok(resp) => panic!("{url} ({idem}): {} {}", resp.status(), resp.text().await.unwrap_or_default()),

@@ -107,7 +107,7 @@ impl Http {
     /// A card number anywhere in the request (path, query, headers, body) refuses it before anything else reads
     /// it. The response never echoes where.
     fn scan(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
-        let in_headers = headers_hold_pan(headers);
+        let in_headers = headers.iter().any(|(_, v)| tally_domain::pan::contains_pan(v.as_bytes()));
         let decoded = percent_decode(uri.path_and_query().map_or("", |p| p.as_str()));
         if tally_domain::pan::contains_pan(body)
             || tally_domain::pan::contains_pan(uri.to_string().as_bytes())
@@ -221,17 +221,6 @@ impl Http {
     }
 }
 
-/// A card number in a header. An `Idempotency-Key` that is a UUID (as Stripe advises keys to be) is not scanned:
-/// its digit groups, dash-separated, look like a card number about once in 10^5 keys.
-fn headers_hold_pan(headers: &HeaderMap) -> bool {
-    headers.iter().any(|(name, v)| {
-        let uuid = name.as_str().eq_ignore_ascii_case("idempotency-key")
-            && v.len() == 36
-            && v.to_str().is_ok_and(|v| uuid::Uuid::try_parse(v).is_ok());
-        !uuid && tally_domain::pan::contains_pan(v.as_bytes())
-    })
-}
-
 /// `%XX` and `+` decoded (a card number split by `%20` in a query is still one).
 fn percent_decode(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
@@ -310,8 +299,15 @@ fn validate(b: CreateBody) -> Result<Create, Refusal> {
     if b.customer.as_ref().is_some_and(|c| !customer_ok(c)) {
         return bad("customer_invalid", "customer", "a customer token: 3 to 256 letters, digits or _ - . : @".into());
     }
-    if b.merchant_reference.is_empty() || b.merchant_reference.len() > 255 {
-        return bad("merchant_reference_invalid", "merchant_reference", "1 to 255 characters".into());
+    // Characters, as the spec's maxLength and PostgreSQL's length() count them; no control characters (PostgreSQL's
+    // text cannot hold U+0000, and none belongs in an order reference).
+    let chars = b.merchant_reference.chars().count();
+    if !(1..=255).contains(&chars) || b.merchant_reference.chars().any(char::is_control) {
+        return bad(
+            "merchant_reference_invalid",
+            "merchant_reference",
+            "1 to 255 characters, none of them a control character".into(),
+        );
     }
     let token_ok = (3..=128).contains(&b.payment_method.len())
         && b.payment_method.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
@@ -674,18 +670,21 @@ mod tests {
     }
 
     #[test]
-    fn a_uuid_idempotency_key_is_not_taken_for_a_card_number_anywhere_else_it_is() {
-        // 4111-1111-1111-1111 inside a UUID's first groups: 41111111-1111-1111-…
-        let uuid = "41111111-1111-1111-a111-aaaaaaaaaaaa";
-        assert!(tally_domain::pan::contains_pan(uuid.as_bytes()), "the scan alone would refuse it");
-        let mut headers = HeaderMap::new();
-        headers.insert("idempotency-key", uuid.parse().expect("header"));
-        assert!(!headers_hold_pan(&headers));
-        headers.insert("idempotency-key", "order-4111 1111 1111 1111".parse().expect("header"));
-        assert!(headers_hold_pan(&headers), "a key that is not a UUID is scanned");
-        headers.remove("idempotency-key");
-        headers.insert("x-note", uuid.parse().expect("header"));
-        assert!(headers_hold_pan(&headers), "only the Idempotency-Key is exempt");
+    fn a_merchant_reference_is_1_to_255_characters_without_control_characters() {
+        let create = |reference: &str| {
+            let body = serde_json::json!({"amount": 100, "currency": "EUR", "merchant_reference": reference,
+                "payment_method": "pm_card_visa", "capture_method": "manual"});
+            validate(serde_json::from_value(body).expect("a body")).map(|_| ()).map_err(|r| r.code)
+        };
+        assert_eq!(create(&"é".repeat(255)), Ok(()), "255 characters in 510 bytes");
+        for refused in ["", "order\u{0}1", "order\n1", "order\u{82}", &"x".repeat(256)] {
+            assert_eq!(create(refused), Err("merchant_reference_invalid"), "{refused:?}");
+        }
+        let spec: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        let pattern = spec["components"]["schemas"]["CreatePayment"]["properties"]["merchant_reference"]["pattern"]
+            .as_str()
+            .expect("a pattern");
+        assert_eq!(pattern, "^[^\\u0000-\\u001f\\u007f-\\u009f]+$", "the spec states the same rule");
     }
 
     #[test]

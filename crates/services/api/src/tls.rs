@@ -30,6 +30,9 @@ pub struct TlsConfig {
 
 /// How long a client has to finish its handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; a connection past this is closed at once, so that silent peers cannot take
+/// every file descriptor.
+const HANDSHAKES: usize = 512;
 
 /// The rustls server configuration: TLS 1.3 only, HTTP/1.1 offered by ALPN.
 pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
@@ -72,6 +75,7 @@ impl TlsListener {
         let local = listener.local_addr()?;
         let acceptor = TlsAcceptor::from(config);
         let (tx, ready) = mpsc::channel(64);
+        let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
         let accepting = tokio::spawn(async move {
             loop {
                 let (tcp, peer) = match listener.accept().await {
@@ -83,8 +87,13 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "{HANDSHAKES} TLS handshakes in progress: connection closed");
+                    continue;
+                };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _slot = slot;
                     match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;

@@ -76,15 +76,28 @@ impl From<deadpool_postgres::PoolError> for RelayError {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     pub records: AtomicU64,
     pub transactions: AtomicU64,
     pub passes_failed: AtomicU64,
-    /// Bytes of WAL the slot holds back (current WAL position − confirmed position); −1 before the first look.
+    /// Bytes of WAL the slot holds back (current WAL position − confirmed position); −1 before the first look, while
+    /// the slot cannot be read (PostgreSQL unreachable) and when it does not exist.
     pub slot_lag_bytes: AtomicI64,
     /// The configured alert threshold, exported for the alert rule.
     pub slot_lag_alert_bytes: AtomicI64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            records: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+            passes_failed: AtomicU64::new(0),
+            slot_lag_bytes: AtomicI64::new(-1),
+            slot_lag_alert_bytes: AtomicI64::new(RelayConfig::default().slot_lag_alert_bytes),
+        }
+    }
 }
 
 impl Metrics {
@@ -264,14 +277,26 @@ impl Relay {
 
     /// The WAL the slot holds back, in bytes.
     pub async fn slot_lag(&self) -> Result<i64, RelayError> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
-                   FROM pg_replication_slots WHERE slot_name = $1",
-                &[&self.config.slot],
-            )
-            .await?;
+        let row = async {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_opt(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+                       FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&self.config.slot],
+                )
+                .await?;
+            Ok::<_, RelayError>(row)
+        }
+        .await;
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                // Unknown is not zero: the rule on −1 fires rather than the last good value standing.
+                self.metrics.slot_lag_bytes.store(-1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
         let lag = row.and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(-1);
         let limit = self.config.slot_lag_alert_bytes;
         self.metrics.slot_lag_alert_bytes.store(limit, Ordering::Relaxed);

@@ -148,6 +148,7 @@ async fn the_outbox_reaches_kafka_in_commit_order_and_a_crash_before_confirming_
         metrics: Default::default(),
     };
     assert!(gone.health().await.expect_err("no slot").contains("does not exist"));
+    assert!(gone.metrics.render().contains("\ntally_relay_slot_lag_bytes -1\n"), "a missing slot is −1, never 0");
 
     // A relay that produced and died before confirming: the next pass produces the same again, then confirms.
     let first = relay.pass(Confirm::CrashBeforeConfirming).await.expect("pass");
